@@ -1,0 +1,1 @@
+"""flowproto benchmarks: ``python -m benchmarks.core`` times the sans-IO core alone."""

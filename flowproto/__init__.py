@@ -1,0 +1,97 @@
+"""flowproto: a credit-based flow-control protocol for message streams (sans-IO core).
+
+``import flowproto`` gives the protocol without any I/O: a :class:`Connection` that
+turns received bytes into events and queues bytes to send. Trio users import
+``flowproto.trio``; the wire contract is ``spec/PROTOCOL.md``.
+"""
+
+from ._connection import Connection, Role
+from ._credit import ReceiveWindow, SendCredit
+from ._errors import (
+    ConnectionClosedError,
+    ErrorCode,
+    FlowProtoError,
+    KeepaliveTimeout,
+    LocalProtocolError,
+    RemoteProtocolError,
+    StreamClosedError,
+)
+from ._events import (
+    ConnectionClosed,
+    CreditGranted,
+    Event,
+    GoAwayReceived,
+    HandshakeCompleted,
+    MessagesReceived,
+    PeerBlocked,
+    PingReceived,
+    PongReceived,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+)
+from ._frames import (
+    PREFACE,
+    VERSION,
+    BlockedFrame,
+    CreditFrame,
+    DataFrame,
+    Flags,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    GoAwayFrame,
+    HelloFrame,
+    PingFrame,
+    PongFrame,
+    ResetFrame,
+    Settings,
+    UnknownFrame,
+)
+from ._state import ConnectionState, StreamState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PREFACE",
+    "VERSION",
+    "BlockedFrame",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionState",
+    "CreditFrame",
+    "CreditGranted",
+    "DataFrame",
+    "ErrorCode",
+    "Event",
+    "Flags",
+    "FlowProtoError",
+    "Frame",
+    "FrameDecoder",
+    "FrameType",
+    "GoAwayFrame",
+    "GoAwayReceived",
+    "HandshakeCompleted",
+    "HelloFrame",
+    "KeepaliveTimeout",
+    "LocalProtocolError",
+    "MessagesReceived",
+    "PeerBlocked",
+    "PingFrame",
+    "PingReceived",
+    "PongFrame",
+    "PongReceived",
+    "ReceiveWindow",
+    "RemoteProtocolError",
+    "ResetFrame",
+    "Role",
+    "SendCredit",
+    "Settings",
+    "StreamClosedError",
+    "StreamEnded",
+    "StreamOpened",
+    "StreamReset",
+    "StreamState",
+    "UnknownFrame",
+]

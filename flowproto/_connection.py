@@ -1,0 +1,1001 @@
+"""Connection: wires frames, credit and stream state together; no I/O, no clock.
+
+Bytes in, events out, bytes out::
+
+    conn = Connection(Role.ACCEPTOR)
+    for event in conn.receive_data(chunk):      # b"" means the peer closed its side
+        if isinstance(event, MessagesReceived):
+            deliver(event.messages)
+            conn.release(event.stream_id, event.nbytes, len(event.messages))  # spec §8.5
+    wire = conn.data_to_send()                  # everything queued so far, possibly b""
+
+Every method only queues output; after touching a connection, send ``data_to_send()``.
+The receive loop parses every whole frame of a chunk before it returns, and gives one
+:class:`MessagesReceived` per stream per call: the hot path is per batch, not per
+message. Timed work (keepalive, BLOCKED repeats) takes ``now`` in
+:meth:`Connection.handle_timeout` and reports :meth:`Connection.next_deadline`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+from ._credit import ReceiveWindow, SendCredit
+from ._errors import (
+    ConnectionClosedError,
+    ErrorCode,
+    KeepaliveTimeout,
+    LocalProtocolError,
+    RemoteProtocolError,
+    StreamClosedError,
+)
+from ._events import (
+    ConnectionClosed,
+    CreditGranted,
+    Event,
+    GoAwayReceived,
+    HandshakeCompleted,
+    MessagesReceived,
+    PeerBlocked,
+    PingReceived,
+    PongReceived,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+)
+from ._frames import (
+    HEADER,
+    HEADER_SIZE,
+    MAGIC,
+    MAX_COUNTER,
+    MAX_PING_ID,
+    MAX_STREAM_ID,
+    PREFACE,
+    PREFACE_SIZE,
+    STREAM_ID_MASK,
+    VERSION,
+    BlockedFrame,
+    CreditFrame,
+    Flags,
+    Frame,
+    FrameType,
+    GoAwayFrame,
+    HelloFrame,
+    PingFrame,
+    PongFrame,
+    ResetFrame,
+    Settings,
+    check_header,
+    parse_frame,
+)
+from ._state import (
+    RECEIVING_STATES,
+    SENDING_STATES,
+    ConnectionState,
+    StreamInput,
+    StreamState,
+    next_state,
+)
+
+__all__ = ["Connection", "Role"]
+
+_DATA: Final = int(FrameType.DATA)
+_END_MESSAGE: Final = int(Flags.END_MESSAGE)
+_END_STREAM: Final = int(Flags.END_STREAM)
+_pack_header = HEADER.pack
+_unpack_header = HEADER.unpack_from
+
+_PLACEHOLDER: Final = StreamEnded(0)  # a slot in the event list that _flush fills
+
+#: Keepalive PINGs we keep track of at once; answers to others are ignored (spec §11).
+MAX_OUTSTANDING_PINGS: Final = 16
+
+
+class _Batch:
+    """Messages completed on one stream during one ``receive_data`` call."""
+
+    __slots__ = ("index", "messages", "nbytes")
+
+    def __init__(self, index: int, message: bytes) -> None:
+        self.index = index  # where its MessagesReceived goes in the event list
+        self.messages = [message]
+        self.nbytes = len(message)
+
+
+class _Blocked:
+    """A BLOCKED we reported: the limits it named and when it was last sent (spec §8.7)."""
+
+    __slots__ = ("limits", "sent_at")
+
+    def __init__(self, limits: tuple[int, int | None]) -> None:
+        self.limits = limits
+        self.sent_at: float | None = None  # set by the first handle_timeout after it
+
+
+class Role(enum.Enum):
+    """Which end of the transport this is; it fixes stream-id parity (spec §6.1)."""
+
+    INITIATOR = 1  # connected; opens odd stream ids
+    ACCEPTOR = 2  # accepted; opens even stream ids
+
+
+class _Stream:
+    """One stream's state and credit in both directions."""
+
+    __slots__ = ("id", "partial", "partial_len", "peer_consumed", "recv", "send", "state")
+
+    def __init__(self, stream_id: int, send: SendCredit, recv: ReceiveWindow) -> None:
+        self.id = stream_id
+        self.state = StreamState.OPEN
+        self.send = send
+        self.recv = recv
+        self.partial: list[bytes] | None = None  # fragments of a message in progress
+        self.partial_len = 0
+        self.peer_consumed: int | None = None  # spec §10.5: the peer's last "consumed"
+
+
+class Connection:
+    """One flowproto connection, as a state machine that does no I/O (spec §3-§11).
+
+    Args:
+        role: which end this is.
+        settings: what this side accepts; sent in HELLO. Defaults to ``Settings()``.
+        ping_timeout: seconds a keepalive PING may go unanswered before the connection
+            fails with TIMEOUT (spec §11).
+        blocked_interval: least seconds between repeats of BLOCKED for one stream (spec §8.7).
+
+    The preface and HELLO are queued at once; send ``data_to_send()`` right away.
+    """
+
+    def __init__(
+        self,
+        role: Role,
+        settings: Settings | None = None,
+        *,
+        ping_timeout: float = 20.0,
+        blocked_interval: float = 1.0,
+    ) -> None:
+        self.role = role
+        self.local_settings = (settings or Settings()).validate()
+        self.peer_settings: Settings | None = None
+        self.state = ConnectionState.PREFACE
+        self.ping_timeout = ping_timeout
+        self.blocked_interval = blocked_interval
+        ls = self.local_settings
+        self._streams: dict[int, _Stream] = {}
+        self._parity = 1 if role is Role.INITIATOR else 0  # our ids are odd for the initiator
+        self._open_count = [0, 0]  # table entries by parity: [even, odd]
+        self._next_local_id = 1 if role is Role.INITIATOR else 2
+        self._highest_peer_id = 0
+        self._goaway_sent_last: int | None = None  # spec §10.4
+        self._goaway_received_last: int | None = None
+        self._conn_send = SendCredit(0)  # the peer's connection limit arrives in its HELLO
+        self._conn_recv = ReceiveWindow(ls.connection_bytes, MAX_COUNTER, ls.max_message_bytes)
+        self._out: list[bytes] = [PREFACE, HelloFrame(ls).encode()]
+        self._inbuf = bytearray()
+        self._need = 0  # bytes _inbuf must reach before parsing can make progress
+        self._next_ping_id = 0
+        self._pings: set[int] = set()
+        self._keepalive_ping: int | None = None
+        self._keepalive_sent_at = 0.0
+        self._last_rx = 0.0
+        self._rx_since_tick = True
+        self._blocked: dict[int, _Blocked] = {}  # stream id (0 = connection) -> last report
+
+    # --- output ------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Everything queued so far, possibly ``b""``; the queue is then empty."""
+        out = self._out
+        if not out:
+            return b""
+        data = b"".join(out)
+        out.clear()
+        return data
+
+    def _queue(self, frame: Frame) -> None:
+        self._out.append(frame.encode())
+
+    # --- information ---------------------------------------------------------------------
+
+    @property
+    def handshake_complete(self) -> bool:
+        """True once the peer's HELLO arrived (spec §3.4)."""
+        return self.peer_settings is not None
+
+    @property
+    def stream_ids(self) -> list[int]:
+        """Streams in the table: open, or closed with messages not yet released."""
+        return list(self._streams)
+
+    def stream_state(self, stream_id: int) -> StreamState:
+        """The stream's state; a stream not in the table is IDLE or CLOSED (spec §6.3)."""
+        st = self._streams.get(stream_id)
+        if st is not None:
+            return st.state
+        if stream_id % 2 == self._parity:
+            return StreamState.CLOSED if stream_id < self._next_local_id else StreamState.IDLE
+        return StreamState.CLOSED if stream_id <= self._highest_peer_id else StreamState.IDLE
+
+    def send_capacity(self, stream_id: int) -> tuple[int, int]:
+        """(bytes, messages) we may send on the stream now: the least of its limits (spec §8.3)."""
+        st = self._streams.get(stream_id)
+        if st is None or st.state not in SENDING_STATES:
+            return 0, 0
+        messages_left = st.send.messages_left
+        assert messages_left is not None
+        return min(st.send.bytes_left, self._conn_send.bytes_left), messages_left
+
+    def received_held(self, stream_id: int = 0) -> tuple[int, int]:
+        """(bytes, messages) received and not yet released; stream 0 is the connection."""
+        if stream_id == 0:
+            return self._conn_recv.held_bytes, 0
+        st = self._streams.get(stream_id)
+        if st is None:
+            return 0, 0
+        return st.recv.held_bytes, st.recv.held_messages
+
+    def peer_consumed(self, stream_id: int) -> int | None:
+        """Messages the peer reported consumed on our stream (spec §10.5), if it said."""
+        st = self._streams.get(stream_id)
+        return None if st is None else st.peer_consumed
+
+    @property
+    def can_open_stream(self) -> bool:
+        """Whether ``open_stream()`` would succeed now (spec §6.4, §10.4)."""
+        return (
+            self.state is ConnectionState.OPEN
+            and self.peer_settings is not None
+            and self._open_count[self._parity] < self.peer_settings.max_streams
+            and self._next_local_id <= MAX_STREAM_ID
+        )
+
+    # --- streams -------------------------------------------------------------------------
+
+    def open_stream(self) -> int:
+        """Open a stream and return its id (spec §6.2).
+
+        A CREDIT restating our initial limits is queued so the peer learns of the
+        stream at once, even before a message is sent.
+
+        Raises:
+            LocalProtocolError: before the peer's HELLO, after GOAWAY, at the peer's
+                max_streams, or when stream ids are exhausted.
+        """
+        if not self.can_open_stream:
+            if self.state is not ConnectionState.OPEN or self.peer_settings is None:
+                raise ConnectionClosedError(
+                    f"cannot open a stream while the connection is {self.state.value} (spec §10.4)"
+                )
+            raise LocalProtocolError(
+                f"the peer allows {self.peer_settings.max_streams} concurrent streams (spec §6.4)",
+                ErrorCode.REFUSED_STREAM,
+            )
+        stream_id = self._next_local_id
+        self._next_local_id += 2
+        st = self._new_stream(stream_id)
+        self._queue(
+            CreditFrame(stream_id, st.recv.advertised_bytes, st.recv.advertised_messages, 0)
+        )
+        return stream_id
+
+    def _new_stream(self, stream_id: int) -> _Stream:
+        peer = self.peer_settings
+        assert peer is not None
+        ls = self.local_settings
+        st = _Stream(
+            stream_id,
+            SendCredit(peer.stream_bytes, peer.stream_messages),
+            ReceiveWindow(ls.stream_bytes, ls.stream_messages, ls.max_message_bytes),
+        )
+        self._streams[stream_id] = st
+        self._open_count[stream_id & 1] += 1
+        return st
+
+    def _sendable(self, stream_id: int) -> _Stream:
+        st = self._streams.get(stream_id)
+        if st is None or st.state not in SENDING_STATES:
+            state = self.stream_state(stream_id)
+            raise StreamClosedError(
+                f"cannot send on stream {stream_id}: it is {state.value} (spec §6.3)"
+            )
+        return st
+
+    def send_message(self, stream_id: int, payload: bytes, *, end_stream: bool = False) -> bool:
+        """Queue one whole message if credit covers all of it (spec §8.3).
+
+        A message is sent whole or not at all: nothing is queued unless the stream's
+        byte and message credit and the connection's byte credit each cover it.
+
+        Returns:
+            True if queued; False if credit is short (a BLOCKED frame is then queued
+            once per limit value, spec §8.7): wait for :class:`CreditGranted` and retry.
+
+        Raises:
+            StreamClosedError: the stream cannot carry messages from us.
+            LocalProtocolError: MESSAGE_TOO_LARGE if over the peer's max_message_bytes.
+        """
+        st = self._sendable(stream_id)
+        n = len(payload)
+        peer = self.peer_settings
+        assert peer is not None
+        if n > peer.max_message_bytes:
+            raise LocalProtocolError(
+                f"a {n}-byte message is over the peer's max_message_bytes = "
+                f"{peer.max_message_bytes} (spec §7.3)",
+                ErrorCode.MESSAGE_TOO_LARGE,
+            )
+        if not self._has_credit(st, n):
+            return False
+        self._emit(st, payload, n, peer.max_frame_bytes, end_stream)
+        return True
+
+    def send_messages(
+        self, stream_id: int, payloads: list[bytes], *, end_stream: bool = False
+    ) -> int:
+        """Queue as many whole messages from the front of ``payloads`` as credit allows.
+
+        The batch path of :meth:`send_message` (spec §8.3). ``end_stream`` applies
+        only if every message was queued.
+
+        Returns:
+            How many were queued; fewer than ``len(payloads)`` means credit ran short.
+        """
+        st = self._sendable(stream_id)
+        peer = self.peer_settings
+        assert peer is not None
+        max_message = peer.max_message_bytes
+        max_frame = peer.max_frame_bytes
+        send = st.send
+        conn = self._conn_send
+        out = self._out
+        sid = st.id
+        bytes_left = min(send.limit_bytes - send.sent_bytes, conn.limit_bytes - conn.sent_bytes)
+        messages_left = send.limit_messages - send.sent_messages  # type: ignore[operator]
+        count = len(payloads)
+        sent = 0
+        nbytes = 0
+        while sent < count:
+            payload = payloads[sent]
+            n = len(payload)
+            if n > max_message:
+                break
+            if n > bytes_left or not messages_left:
+                break
+            bytes_left -= n
+            messages_left -= 1
+            nbytes += n
+            sent += 1
+            if n <= max_frame:
+                out.append(_pack_header(n, _DATA, _END_MESSAGE, sid))
+                out.append(payload)
+            else:
+                self._fragment(sid, payload, n, max_frame, False)
+        send.sent_bytes += nbytes
+        send.sent_messages += sent
+        conn.sent_bytes += nbytes
+        if sent < count:
+            payload = payloads[sent]
+            if len(payload) > max_message:
+                if sent:
+                    return sent
+                raise LocalProtocolError(
+                    f"a {len(payload)}-byte message is over the peer's max_message_bytes = "
+                    f"{max_message} (spec §7.3)",
+                    ErrorCode.MESSAGE_TOO_LARGE,
+                )
+            self._has_credit(st, len(payload))  # notes BLOCKED
+            return sent
+        self._blocked.pop(sid, None)
+        if end_stream:
+            self.end_stream(sid)
+        return sent
+
+    def _has_credit(self, st: _Stream, n: int) -> bool:
+        send = st.send
+        conn = self._conn_send
+        ok = True
+        assert send.limit_messages is not None
+        if send.sent_bytes + n > send.limit_bytes or send.sent_messages >= send.limit_messages:
+            self._note_blocked(st.id, (send.limit_bytes, send.limit_messages))
+            ok = False
+        if conn.sent_bytes + n > conn.limit_bytes:
+            self._note_blocked(0, (conn.limit_bytes, None))
+            ok = False
+        return ok
+
+    def _emit(self, st: _Stream, payload: bytes, n: int, max_frame: int, end_stream: bool) -> None:
+        st.send.sent_bytes += n
+        st.send.sent_messages += 1
+        self._conn_send.sent_bytes += n
+        self._blocked.pop(st.id, None)
+        self._blocked.pop(0, None)
+        if end_stream:
+            self._advance(st, StreamInput.SEND_END, local=True)
+        if n <= max_frame:
+            flags = _END_MESSAGE | _END_STREAM if end_stream else _END_MESSAGE
+            self._out.append(_pack_header(n, _DATA, flags, st.id))
+            self._out.append(payload)
+        else:
+            self._fragment(st.id, payload, n, max_frame, end_stream)
+        if end_stream:
+            self._maybe_forget(st)
+
+    def _fragment(self, sid: int, payload: bytes, n: int, max_frame: int, end_stream: bool) -> None:
+        # spec §7.1: fragments in order, the last with END_MESSAGE.
+        view = memoryview(payload)
+        out = self._out
+        for start in range(0, n, max_frame):
+            chunk = view[start : start + max_frame]
+            last = start + max_frame >= n
+            flags = (_END_MESSAGE | (_END_STREAM if end_stream else 0)) if last else 0
+            out.append(_pack_header(len(chunk), _DATA, flags, sid))
+            out.append(bytes(chunk))
+
+    def end_stream(self, stream_id: int) -> None:
+        """Half-close: send END_STREAM on an empty DATA frame; needs no credit (spec §7.2)."""
+        st = self._sendable(stream_id)
+        self._advance(st, StreamInput.SEND_END, local=True)
+        self._out.append(_pack_header(0, _DATA, _END_STREAM, stream_id))
+        self._maybe_forget(st)
+
+    def release(self, stream_id: int, nbytes: int, nmessages: int) -> None:
+        """The application consumed this much of the stream: credit may go back (spec §8.5).
+
+        Queues CREDIT frames when the replenish policy says so (spec §8.6). Releasing on
+        a stream that was reset does nothing: its data was released when it was reset.
+
+        Raises:
+            LocalProtocolError: releasing more than was received and not yet released.
+        """
+        st = self._streams.get(stream_id)
+        if st is None:
+            return
+        st.recv.consume(nbytes, nmessages)
+        self._conn_recv.consume(nbytes, 0)
+        if st.state in RECEIVING_STATES:
+            update = st.recv.update()
+            if update is not None:
+                self._queue(CreditFrame(stream_id, update[0], update[1], st.recv.consumed_messages))
+        self._update_connection_credit()
+        self._maybe_forget(st)
+
+    def _update_connection_credit(self) -> None:
+        if self.state is ConnectionState.CLOSED:
+            return
+        update = self._conn_recv.update()
+        if update is not None:
+            self._queue(CreditFrame(0, update[0]))
+
+    def reset_stream(
+        self, stream_id: int, error_code: ErrorCode = ErrorCode.CANCEL, reason: str = ""
+    ) -> None:
+        """End a stream at once with RESET (spec §10.3); its held data is released.
+
+        Resetting a stream that is already closed on the wire only discards what is held.
+        """
+        st = self._streams.get(stream_id)
+        if st is None:
+            return
+        if st.state is not StreamState.CLOSED:
+            self._queue(ResetFrame(stream_id, error_code, reason, st.recv.consumed_messages))
+            self._advance(st, StreamInput.SEND_RESET, local=True)
+        self._discard(st)
+
+    def _discard(self, st: _Stream) -> None:
+        # spec §8.8: data that will never be consumed returns connection credit at once.
+        self._conn_recv.consume(st.recv.consume_all(), 0)
+        st.partial = None
+        self._blocked.pop(st.id, None)
+        self._update_connection_credit()
+        self._maybe_forget(st)
+
+    def _maybe_forget(self, st: _Stream) -> None:
+        # spec §6.4: a stream counts toward max_streams until it is closed and its
+        # received messages are all released.
+        if st.state is StreamState.CLOSED and st.recv.held_messages == 0 and st.partial is None:
+            if self._streams.pop(st.id, None) is not None:
+                self._open_count[st.id & 1] -= 1
+            self._blocked.pop(st.id, None)
+
+    def _advance(self, st: _Stream, event: StreamInput, *, local: bool) -> None:
+        new = next_state(st.state, event)
+        if new is None:
+            message = (
+                f"{event.value} is not allowed on stream {st.id} "
+                f"in state {st.state.value} (spec §6.3)"
+            )
+            if local:
+                raise StreamClosedError(message)
+            raise RemoteProtocolError(message, ErrorCode.STREAM_CLOSED)
+        st.state = new
+
+    # --- connection-level verbs ----------------------------------------------------------
+
+    def ping(self) -> int:
+        """Queue a PING and return its id; the answer is a :class:`PongReceived` (spec §5.5).
+
+        At most ``MAX_OUTSTANDING_PINGS`` are tracked; the oldest is forgotten past that.
+        """
+        self._check_open()
+        ping_id = self._next_ping_id
+        self._next_ping_id = (ping_id + 1) & MAX_PING_ID
+        if len(self._pings) >= MAX_OUTSTANDING_PINGS:
+            self._pings.discard(min(self._pings))
+        self._pings.add(ping_id)
+        self._queue(PingFrame(ping_id))
+        return ping_id
+
+    def close(self, error_code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> None:
+        """Send GOAWAY (spec §10.4): no new streams; with NO_ERROR open streams may finish.
+
+        With any other code the connection is closed at once: send ``data_to_send()``,
+        then close the transport.
+        """
+        if self.state is ConnectionState.CLOSED:
+            return
+        last = self._highest_peer_id
+        if self._goaway_sent_last is not None:
+            last = min(last, self._goaway_sent_last)  # spec §10.4: never raise last_stream
+        self._goaway_sent_last = last
+        self._queue(GoAwayFrame(last, error_code, reason))
+        if error_code is ErrorCode.NO_ERROR:
+            if self.state is ConnectionState.OPEN:
+                self.state = ConnectionState.CLOSING
+        else:
+            self.state = ConnectionState.CLOSED
+
+    @property
+    def finished(self) -> bool:
+        """True when the connection is closed, or closing with no stream left (spec §10.4)."""
+        return self.state is ConnectionState.CLOSED or (
+            self.state is ConnectionState.CLOSING
+            and not any(st.state is not StreamState.CLOSED for st in self._streams.values())
+        )
+
+    def _check_open(self) -> None:
+        if self.state is ConnectionState.CLOSED:
+            raise ConnectionClosedError("the connection is closed")
+
+    def _fail(self, exc: RemoteProtocolError) -> None:
+        """A connection error (spec §10.2): GOAWAY with the error's code, then closed."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        last = self._highest_peer_id
+        if self._goaway_sent_last is not None:
+            last = min(last, self._goaway_sent_last)
+        versions = (VERSION,) if exc.error_code is ErrorCode.VERSION_MISMATCH else None
+        self._queue(GoAwayFrame(last, exc.error_code, str(exc), versions))
+        self.state = ConnectionState.CLOSED
+
+    # --- timers (spec §8.7, §11) -------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timeout` next has work, on the caller's clock, or ``None``."""
+        deadlines: list[float] = []
+        keepalive = self.local_settings.keepalive_ms / 1000
+        if self.state is not ConnectionState.CLOSED:
+            if self._keepalive_ping is not None:
+                deadlines.append(self._keepalive_sent_at + self.ping_timeout)
+            elif keepalive:
+                deadlines.append(self._last_rx + keepalive)
+        for entry in self._blocked.values():
+            sent_at = entry.sent_at
+            deadlines.append(0.0 if sent_at is None else sent_at + self.blocked_interval)
+        return min(deadlines) if deadlines else None
+
+    def handle_timeout(self, now: float) -> None:
+        """Do timed work due at ``now``: keepalive PING and its timeout, BLOCKED repeats.
+
+        Raises:
+            KeepaliveTimeout: a keepalive PING went unanswered for ``ping_timeout`` with
+                nothing else received; GOAWAY(TIMEOUT) is queued and the connection closed.
+        """
+        if self.state is ConnectionState.CLOSED:
+            return
+        if self._rx_since_tick:
+            self._rx_since_tick = False
+            self._last_rx = now
+            self._keepalive_ping = None  # spec §11: any frame shows the peer is alive
+        keepalive = self.local_settings.keepalive_ms / 1000
+        if self._keepalive_ping is not None:
+            if now - self._keepalive_sent_at >= self.ping_timeout:
+                exc = KeepaliveTimeout(
+                    f"no frame from the peer for {now - self._last_rx:.1f} s, and no answer to "
+                    f"a PING for {self.ping_timeout:.1f} s (spec §11)"
+                )
+                self._fail(exc)
+                raise exc
+        elif keepalive and now - self._last_rx >= keepalive:
+            self._keepalive_ping = self.ping()
+            self._keepalive_sent_at = now
+        for key, entry in self._blocked.items():
+            if entry.sent_at is None:
+                entry.sent_at = now
+            elif now - entry.sent_at >= self.blocked_interval:
+                entry.sent_at = now
+                self._queue(self._blocked_frame(key, entry.limits))
+
+    def _note_blocked(self, key: int, limits: tuple[int, int | None]) -> None:
+        # spec §8.7: BLOCKED once per limit value; repeats come from handle_timeout.
+        entry = self._blocked.get(key)
+        if entry is None or entry.limits != limits:
+            self._blocked[key] = _Blocked(limits)
+            self._queue(self._blocked_frame(key, limits))
+
+    @staticmethod
+    def _blocked_frame(key: int, limits: tuple[int, int | None]) -> BlockedFrame:
+        return BlockedFrame(key, limits[0], limits[1])
+
+    # --- input ---------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the transport; ``b""`` means it ended. Returns the events.
+
+        Every whole frame in the data is processed before this returns. Replies (PONG,
+        CREDIT, RESET, GOAWAY) are queued for ``data_to_send()``.
+
+        Raises:
+            RemoteProtocolError: the peer broke the spec. A GOAWAY with the error's code
+                is queued and the connection is closed: send the queued bytes, then close
+                the transport. Events of frames before the bad one are lost with it.
+        """
+        if self.state is ConnectionState.CLOSED:
+            return []
+        if not data:
+            return self._on_eof()
+        self._rx_since_tick = True
+        if self._inbuf:
+            self._inbuf += data
+            if len(self._inbuf) < self._need:
+                return []
+            data = bytes(self._inbuf)
+            self._inbuf.clear()
+        events: list[Event] = []
+        try:
+            if self.state is ConnectionState.PREFACE:
+                data = self._receive_preface(data)
+            if data:
+                self._receive_frames(data, events)
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+            raise
+        return events
+
+    def _receive_preface(self, data: bytes) -> bytes:
+        # spec §3.1: check the magic byte by byte as it arrives.
+        have = len(data)
+        if data[: len(MAGIC)] != MAGIC[:have]:
+            raise RemoteProtocolError(
+                f"the peer did not send the flowproto preface (got {bytes(data[: len(MAGIC)])!r}) "
+                "(spec §3.1)"
+            )
+        if have < PREFACE_SIZE:
+            self._inbuf += data
+            self._need = PREFACE_SIZE
+            return b""
+        version = int.from_bytes(data[len(MAGIC) : PREFACE_SIZE], "big")
+        if version != VERSION:
+            raise RemoteProtocolError(
+                f"the peer speaks flowproto version {version}; this endpoint speaks version "
+                f"{VERSION} (spec §3.3)",
+                ErrorCode.VERSION_MISMATCH,
+            )
+        self.state = ConnectionState.HELLO
+        return data[PREFACE_SIZE:]
+
+    def _receive_frames(self, data: bytes, events: list[Event]) -> None:
+        n = len(data)
+        pos = 0
+        max_frame = self.local_settings.max_frame_bytes
+        streams = self._streams
+        conn = self._conn_recv
+        pending: dict[int, _Batch] = {}  # one batch of messages per stream
+        try:
+            while n - pos >= HEADER_SIZE:
+                length, ftype, flags, sid = _unpack_header(data, pos)
+                end = pos + HEADER_SIZE + length
+                if ftype == _DATA and self.state is not ConnectionState.HELLO:
+                    # The hot path: spec §4.2, §4.5 and §8.4 checked from the header.
+                    sid &= STREAM_ID_MASK
+                    if length > max_frame or not sid:
+                        check_header(length, ftype, sid, max_frame)
+                    st = streams.get(sid)
+                    if (
+                        st is None
+                        or st.partial is not None
+                        or st.state not in RECEIVING_STATES
+                        or flags & _END_STREAM
+                        or not flags & _END_MESSAGE
+                    ):
+                        if end > n:
+                            self._check_data_header(sid, length, flags, st)
+                            break
+                        self._receive_data_frame(
+                            sid, flags, data[pos + HEADER_SIZE : end], events, pending
+                        )
+                        pos = end
+                        continue
+                    rw = st.recv
+                    if (
+                        rw.received_bytes + length > rw.advertised_bytes
+                        or rw.received_messages >= rw.advertised_messages
+                        or length > self.local_settings.max_message_bytes
+                    ):
+                        self._check_data_header(sid, length, flags, st)
+                        if end > n:
+                            break
+                        self._receive_data_frame(
+                            sid, flags, data[pos + HEADER_SIZE : end], events, pending
+                        )
+                        pos = end
+                        continue
+                    if conn.received_bytes + length > conn.advertised_bytes:
+                        conn.receive(length, 0, "the connection")  # raises
+                    if end > n:
+                        break
+                    rw.received_bytes += length
+                    rw.received_messages += 1
+                    conn.received_bytes += length
+                    batch = pending.get(sid)
+                    if batch is None:
+                        pending[sid] = _Batch(len(events), data[pos + HEADER_SIZE : end])
+                        events.append(_PLACEHOLDER)  # replaced by _flush
+                    else:
+                        batch.messages.append(data[pos + HEADER_SIZE : end])
+                        batch.nbytes += length
+                    pos = end
+                    continue
+                sid &= STREAM_ID_MASK
+                check_header(length, ftype, sid, max_frame)
+                if end > n:
+                    if ftype == _DATA:
+                        raise RemoteProtocolError(
+                            "the first frame after the preface must be HELLO, got DATA (spec §3.4)"
+                        )
+                    break
+                frame = parse_frame(ftype, flags, sid, data[pos + HEADER_SIZE : end])
+                pos = end
+                self._receive_control(frame, events, pending)
+                if self.state is ConnectionState.CLOSED:
+                    pos = n
+                    break
+        finally:
+            for sid in list(pending):
+                self._flush(sid, events, pending)
+        if pos < n:
+            self._inbuf += data[pos:]
+            if n - pos >= HEADER_SIZE:
+                length = _unpack_header(data, pos)[0]
+                self._need = HEADER_SIZE + length
+            else:
+                self._need = HEADER_SIZE
+        else:
+            self._need = 0
+
+    @staticmethod
+    def _flush(sid: int, events: list[Event], pending: dict[int, _Batch]) -> None:
+        batch = pending.pop(sid, None)
+        if batch is not None:
+            events[batch.index] = MessagesReceived(sid, batch.messages, batch.nbytes)
+
+    def _check_data_header(self, sid: int, length: int, flags: int, st: _Stream | None) -> None:
+        """The header-time checks of a DATA frame whose body may not be here yet (spec §8.4)."""
+        self._conn_check(length)
+        if st is None or st.state not in RECEIVING_STATES:
+            if st is None and self._is_idle(sid):
+                self._check_peer_open(sid)
+            return
+        rw = st.recv
+        begins = (
+            1
+            if st.partial is None and (length or not flags & _END_STREAM or flags & _END_MESSAGE)
+            else 0
+        )
+        if (
+            rw.received_bytes + length > rw.advertised_bytes
+            or rw.received_messages + begins > rw.advertised_messages
+        ):
+            rw.receive(length, begins, f"stream {sid}")  # raises
+
+    def _conn_check(self, length: int) -> None:
+        conn = self._conn_recv
+        if conn.received_bytes + length > conn.advertised_bytes:
+            conn.receive(length, 0, "the connection")  # raises
+
+    def _is_idle(self, sid: int) -> bool:
+        if sid & 1 == self._parity:
+            return sid >= self._next_local_id
+        return sid > self._highest_peer_id
+
+    def _check_peer_open(self, sid: int) -> None:
+        # spec §6.1: a new stream has the peer's parity; ours would be idle.
+        if sid & 1 == self._parity:
+            raise RemoteProtocolError(
+                f"frame on stream {sid}, which this side has not opened (spec §6.1)"
+            )
+
+    def _open_peer_stream(self, sid: int, events: list[Event]) -> _Stream | None:
+        """The peer's first frame on a new stream id (spec §6.2); None if not processed."""
+        self._check_peer_open(sid)
+        self._highest_peer_id = sid  # spec §6.1: skipped ids are closed, nothing allocated
+        if self._goaway_sent_last is not None and sid > self._goaway_sent_last:
+            return None  # spec §10.4: not processed
+        if self.state is not ConnectionState.OPEN and self.state is not ConnectionState.CLOSING:
+            return None
+        if self._open_count[sid & 1] >= self.local_settings.max_streams:
+            # spec §6.4: refuse it; the connection lives.
+            self._queue(ResetFrame(sid, ErrorCode.REFUSED_STREAM, "too many concurrent streams"))
+            return None
+        st = self._new_stream(sid)
+        events.append(StreamOpened(sid))
+        return st
+
+    def _stream_for_frame(self, sid: int, events: list[Event]) -> _Stream | None:
+        """The stream a received stream-level frame is for, opening it if new; None if closed."""
+        st = self._streams.get(sid)
+        if st is not None:
+            return st
+        if self._is_idle(sid):
+            return self._open_peer_stream(sid, events)
+        return None
+
+    def _receive_data_frame(
+        self,
+        sid: int,
+        flags: int,
+        body: bytes,
+        events: list[Event],
+        pending: dict[int, _Batch],
+    ) -> None:
+        """DATA off the hot path: new streams, fragments, END_STREAM, closed streams."""
+        length = len(body)
+        st = self._stream_for_frame(sid, events)
+        if st is None or st.state not in RECEIVING_STATES:
+            # spec §6.5, §8.8: counted against the connection, its credit returned at once.
+            self._conn_recv.receive(length, 0, "the connection")
+            self._conn_recv.consume(length, 0)
+            self._update_connection_credit()
+            if st is not None and st.state is StreamState.HALF_CLOSED_REMOTE:
+                self._flush(sid, events, pending)
+                self._stream_error(st, ErrorCode.STREAM_CLOSED, "DATA after END_STREAM", events)
+            return
+        end_message = flags & _END_MESSAGE
+        end_stream = flags & _END_STREAM
+        begins = st.partial is None and (length or end_message or not end_stream)
+        self._conn_recv.receive(length, 0, "the connection")
+        st.recv.receive(length, 1 if begins else 0, f"stream {sid}")
+        if st.partial is not None and end_stream and not end_message:
+            raise RemoteProtocolError(f"END_STREAM on stream {sid} inside a message (spec §7.2)")
+        if begins:
+            st.partial = []
+            st.partial_len = 0
+        if st.partial is not None:
+            if st.partial_len + length > self.local_settings.max_message_bytes:
+                self._flush(sid, events, pending)
+                # spec §7.3: the stream is reset; the connection lives.
+                self._stream_error(
+                    st,
+                    ErrorCode.MESSAGE_TOO_LARGE,
+                    f"message over max_message_bytes = {self.local_settings.max_message_bytes}",
+                    events,
+                )
+                return
+            st.partial.append(body)
+            st.partial_len += length
+            if end_message:
+                message = st.partial[0] if len(st.partial) == 1 else b"".join(st.partial)
+                st.partial = None
+                batch = pending.get(sid)
+                if batch is None:
+                    pending[sid] = _Batch(len(events), message)
+                    events.append(_PLACEHOLDER)
+                else:
+                    batch.messages.append(message)
+                    batch.nbytes += len(message)
+        if end_stream:
+            self._flush(sid, events, pending)
+            self._advance(st, StreamInput.RECV_END, local=False)
+            events.append(StreamEnded(sid))
+            self._maybe_forget(st)
+
+    def _stream_error(self, st: _Stream, code: ErrorCode, reason: str, events: list[Event]) -> None:
+        """Reset one stream for the peer's error (spec §10.3)."""
+        self._queue(ResetFrame(st.id, code, reason, st.recv.consumed_messages))
+        self._advance(st, StreamInput.SEND_RESET, local=True)
+        events.append(StreamReset(st.id, code, reason, False, None))
+        self._discard(st)
+
+    def _receive_control(
+        self, frame: Frame, events: list[Event], pending: dict[int, _Batch]
+    ) -> None:
+        if self.state is ConnectionState.HELLO:
+            if not isinstance(frame, HelloFrame):
+                raise RemoteProtocolError(
+                    f"the first frame after the preface must be HELLO, got {type(frame).__name__} "
+                    "(spec §3.4)"
+                )
+            self.peer_settings = frame.settings
+            self._conn_send.limit_bytes = frame.settings.connection_bytes
+            self.state = ConnectionState.OPEN
+            events.append(HandshakeCompleted(frame.settings))
+            return
+        if isinstance(frame, CreditFrame):
+            self._on_credit(frame, events)
+        elif isinstance(frame, PingFrame):
+            self._queue(PongFrame(frame.id))
+            events.append(PingReceived(frame.id))
+        elif isinstance(frame, PongFrame):
+            if frame.id in self._pings:  # spec §5.6: an unmatched PONG is ignored
+                self._pings.discard(frame.id)
+                events.append(PongReceived(frame.id))
+        elif isinstance(frame, ResetFrame):
+            self._flush(frame.stream_id, events, pending)
+            self._on_reset(frame, events)
+        elif isinstance(frame, BlockedFrame):
+            if frame.stream_id == 0 or self._stream_for_frame(frame.stream_id, events):
+                events.append(PeerBlocked(frame.stream_id, frame.bytes_limit, frame.messages_limit))
+        elif isinstance(frame, GoAwayFrame):
+            self._on_goaway(frame, events, pending)
+        elif isinstance(frame, HelloFrame):
+            raise RemoteProtocolError("a second HELLO (spec §3.4)")
+        # UnknownFrame: ignored (spec §4.4).
+
+    def _on_credit(self, frame: CreditFrame, events: list[Event]) -> None:
+        if frame.stream_id == 0:
+            if self._conn_send.grant(frame.bytes_limit):
+                events.append(CreditGranted(0, self._conn_send.limit_bytes, None))
+            return
+        st = self._stream_for_frame(frame.stream_id, events)
+        if st is None:
+            return  # spec §6.5: CREDIT on a closed stream is ignored
+        if frame.consumed is not None:
+            st.peer_consumed = max(st.peer_consumed or 0, frame.consumed)
+        if st.send.grant(frame.bytes_limit, frame.messages_limit) and st.state in SENDING_STATES:
+            events.append(CreditGranted(st.id, st.send.limit_bytes, st.send.limit_messages))
+
+    def _on_reset(self, frame: ResetFrame, events: list[Event]) -> None:
+        sid = frame.stream_id
+        st = self._streams.get(sid)
+        if st is None:
+            if self._is_idle(sid):
+                raise RemoteProtocolError(f"RESET on idle stream {sid} (spec §5.7)")
+            return  # spec §6.5: never answer a RESET with a RESET
+        if frame.consumed is not None:
+            st.peer_consumed = max(st.peer_consumed or 0, frame.consumed)
+        if st.state is not StreamState.CLOSED:
+            self._advance(st, StreamInput.RECV_RESET, local=False)
+            events.append(StreamReset(sid, frame.code, frame.reason, True, frame.consumed))
+        self._discard(st)
+
+    def _on_goaway(
+        self, frame: GoAwayFrame, events: list[Event], pending: dict[int, _Batch]
+    ) -> None:
+        last = frame.last_stream
+        if self._goaway_received_last is not None:
+            last = min(last, self._goaway_received_last)  # spec §10.4: keep the lowest
+        self._goaway_received_last = last
+        events.append(GoAwayReceived(last, frame.code, frame.reason))
+        # spec §10.4: our streams above last_stream were not processed: safe to retry.
+        for st in list(self._streams.values()):
+            if st.id & 1 == self._parity and st.id > last and st.state is not StreamState.CLOSED:
+                self._flush(st.id, events, pending)
+                self._advance(st, StreamInput.RECV_RESET, local=False)
+                events.append(
+                    StreamReset(st.id, ErrorCode.REFUSED_STREAM, "not processed (GOAWAY)", True, 0)
+                )
+                self._discard(st)
+        if frame.code == ErrorCode.NO_ERROR:
+            if self.state is ConnectionState.OPEN:
+                self.state = ConnectionState.CLOSING
+        else:
+            self.state = ConnectionState.CLOSED
+
+    def _on_eof(self) -> list[Event]:
+        truncated = bool(self._inbuf) or any(
+            st.partial is not None for st in self._streams.values()
+        )
+        clean = self._goaway_received_last is not None and not truncated
+        self.state = ConnectionState.CLOSED
+        return [ConnectionClosed(clean, truncated)]

@@ -1,0 +1,110 @@
+"""The exception tree and the spec's error codes (spec §10.1).
+
+Every protocol error carries the :class:`ErrorCode` that the spec assigns to it, so the
+layer above can put it in a GOAWAY or RESET without a lookup table of its own.
+``RemoteProtocolError`` means the peer broke the spec; ``LocalProtocolError`` means this
+side asked for something the spec forbids (such as sending past credit).
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "ConnectionClosedError",
+    "ErrorCode",
+    "FlowProtoError",
+    "KeepaliveTimeout",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "StreamClosedError",
+]
+
+
+class ErrorCode(enum.IntEnum):
+    """Error codes carried by RESET and GOAWAY (spec §10.1)."""
+
+    NO_ERROR = 0x0
+    PROTOCOL_ERROR = 0x1
+    INTERNAL_ERROR = 0x2
+    FLOW_CONTROL_ERROR = 0x3
+    SETTINGS_ERROR = 0x4
+    FRAME_SIZE_ERROR = 0x5
+    STREAM_CLOSED = 0x6
+    REFUSED_STREAM = 0x7
+    CANCEL = 0x8
+    MESSAGE_TOO_LARGE = 0x9
+    ENHANCE_YOUR_CALM = 0xA
+    TIMEOUT = 0xB
+    VERSION_MISMATCH = 0xC
+
+    @classmethod
+    def describe(cls, code: int) -> str:
+        """The code's name, or ``UNKNOWN(0x..)`` for a code this version does not define."""
+        try:
+            return cls(code).name
+        except ValueError:
+            return f"UNKNOWN(0x{code:x})"
+
+
+#: Codes whose scope is one stream (spec §10.3); every other code ends the connection.
+STREAM_SCOPED_CODES = frozenset(
+    {
+        ErrorCode.STREAM_CLOSED,
+        ErrorCode.REFUSED_STREAM,
+        ErrorCode.CANCEL,
+        ErrorCode.MESSAGE_TOO_LARGE,
+    }
+)
+
+
+class FlowProtoError(Exception):
+    """Base class of every exception flowproto raises on purpose."""
+
+
+class RemoteProtocolError(FlowProtoError):
+    """The peer broke the spec.
+
+    Attributes:
+        error_code: the spec's code for the violation; the GOAWAY this side sent carries it.
+    """
+
+    def __init__(self, message: str, error_code: ErrorCode = ErrorCode.PROTOCOL_ERROR) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r}, {self.error_code.name})"
+
+
+class LocalProtocolError(FlowProtoError):
+    """This side asked for something the spec forbids (for example sending past credit).
+
+    Attributes:
+        error_code: the code a peer would use if it saw us do it.
+    """
+
+    def __init__(self, message: str, error_code: ErrorCode = ErrorCode.PROTOCOL_ERROR) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+class StreamClosedError(LocalProtocolError):
+    """The stream cannot carry what was asked: it is closed, reset, or ended in that direction."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ErrorCode.STREAM_CLOSED)
+
+
+class ConnectionClosedError(LocalProtocolError):
+    """The connection is closed (after GOAWAY, an error, or the transport's end)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ErrorCode.PROTOCOL_ERROR)
+
+
+class KeepaliveTimeout(RemoteProtocolError):
+    """The peer answered no keepalive PING in time (spec §11); the connection is closed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ErrorCode.TIMEOUT)

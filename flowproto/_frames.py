@@ -1,0 +1,588 @@
+"""Bytes <-> frame objects (spec §4, §5).
+
+A frame is a 10-byte header (length, type, flags, stream id; spec §4.1) and a body.
+DATA bodies are opaque application bytes; every other body is one msgpack map
+(spec §4.3), encoded and decoded only here, with the msgpack options pinned in
+:func:`pack_body` and :func:`unpack_body` so our bytes match ``spec/vectors``.
+
+Each frame type is one frozen dataclass named as in the spec, with ``TYPE``, an
+``encode()`` and a ``parse()``; :data:`FRAME_TYPES` maps type codes to classes.
+:class:`FrameDecoder` accepts chunks of any size and checks the declared length
+against the limits before it buffers a single body byte (spec §4.2).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Final
+
+import msgpack
+
+from ._errors import ErrorCode, RemoteProtocolError
+
+__all__ = [
+    "FRAME_TYPES",
+    "HEADER",
+    "MAGIC",
+    "MAX_CONTROL_BODY",
+    "MAX_COUNTER",
+    "PREFACE",
+    "VERSION",
+    "BlockedFrame",
+    "CreditFrame",
+    "DataFrame",
+    "Flags",
+    "Frame",
+    "FrameDecoder",
+    "FrameType",
+    "GoAwayFrame",
+    "HelloFrame",
+    "PingFrame",
+    "PongFrame",
+    "ResetFrame",
+    "Settings",
+    "UnknownFrame",
+    "check_header",
+    "encode_frame",
+    "pack_body",
+    "parse_frame",
+    "unpack_body",
+]
+
+# spec §3.1: 8 bytes of magic, then the version as a big-endian u16.
+MAGIC: Final = b"\x89FLOW\r\n\x1a"
+VERSION: Final = 1
+PREFACE: Final = MAGIC + VERSION.to_bytes(2, "big")
+PREFACE_SIZE: Final = len(PREFACE)
+
+# spec §4.1: length u32 | type u8 | flags u8 | R + stream id u31, big-endian.
+HEADER: Final = struct.Struct(">IBBI")
+HEADER_SIZE: Final = HEADER.size
+STREAM_ID_MASK: Final = 0x7FFF_FFFF
+MAX_STREAM_ID: Final = STREAM_ID_MASK
+
+# spec §12: named limits.
+MAX_CONTROL_BODY: Final = 4096
+MAX_COUNTER: Final = (1 << 62) - 1
+MAX_MAP_ENTRIES: Final = 64
+MAX_REASON_BYTES: Final = 256
+MAX_PING_ID: Final = (1 << 64) - 1
+MAX_ERROR_CODE: Final = (1 << 32) - 1
+
+
+class FrameType(enum.IntEnum):
+    """Frame type codes (spec §5)."""
+
+    DATA = 0x0
+    HELLO = 0x1
+    CREDIT = 0x2
+    BLOCKED = 0x3
+    PING = 0x4
+    PONG = 0x5
+    RESET = 0x6
+    GOAWAY = 0x7
+
+
+class Flags(enum.IntFlag):
+    """DATA frame flags (spec §5.1); no other frame type defines flags."""
+
+    NONE = 0x0
+    END_MESSAGE = 0x1
+    END_STREAM = 0x2
+
+
+# spec §4.5: which frames belong to the connection (stream id 0) and which to a stream.
+CONNECTION_ONLY: Final = frozenset(
+    {FrameType.HELLO, FrameType.PING, FrameType.PONG, FrameType.GOAWAY}
+)
+STREAM_ONLY: Final = frozenset({FrameType.DATA, FrameType.RESET})
+CONTROL_TYPES: Final = frozenset(FrameType) - {FrameType.DATA}
+
+
+# --- msgpack bodies (spec §4.3) -------------------------------------------------------
+
+
+def pack_body(body: dict[str, Any]) -> bytes:
+    """Encode a control body: a map with str keys, smallest encodings (spec §4.3)."""
+    data: bytes = msgpack.packb(body, use_bin_type=True)
+    return data
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not allowed (spec §4.3)")
+
+
+def unpack_body(body: bytes, frame_name: str) -> dict[str, Any]:
+    """Decode a control body into a dict, or raise ``RemoteProtocolError`` (spec §4.3).
+
+    The body has already passed the header-time size check, so msgpack's own length
+    limits (which default to the body's size) bound every allocation; any msgpack
+    failure is turned into PROTOCOL_ERROR so that only flowproto errors escape.
+    """
+    try:
+        obj = msgpack.unpackb(
+            body, raw=False, strict_map_key=True, use_list=True, ext_hook=_no_ext, timestamp=0
+        )
+    except Exception as exc:  # msgpack raises ValueError, FormatError, StackError, ...
+        raise RemoteProtocolError(
+            f"{frame_name} body is not one valid msgpack object: {exc} (spec §4.3)"
+        ) from None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError(
+            f"{frame_name} body must be a msgpack map, got {type(obj).__name__} (spec §4.3)"
+        )
+    if len(obj) > MAX_MAP_ENTRIES:
+        code = ErrorCode.ENHANCE_YOUR_CALM if frame_name == "HELLO" else ErrorCode.PROTOCOL_ERROR
+        raise RemoteProtocolError(
+            f"{frame_name} body has {len(obj)} entries, more than {MAX_MAP_ENTRIES} (spec §4.3)",
+            code,
+        )
+    return obj
+
+
+def _get_int(
+    body: dict[str, Any],
+    key: str,
+    frame_name: str,
+    maximum: int,
+    *,
+    required: bool,
+    code: ErrorCode = ErrorCode.PROTOCOL_ERROR,
+) -> int | None:
+    value = body.get(key)
+    if value is None and key not in body:
+        if required:
+            raise RemoteProtocolError(f"{frame_name} lacks required key {key!r} (spec §4.3)")
+        return None
+    if type(value) is not int:
+        raise RemoteProtocolError(
+            f"{frame_name} key {key!r} must be an integer, got {type(value).__name__} (spec §4.3)",
+            code,
+        )
+    if not 0 <= value <= maximum:
+        raise RemoteProtocolError(
+            f"{frame_name} key {key!r} = {value} is outside 0..{maximum} (spec §4.3)", code
+        )
+    return value
+
+
+def _get_str(body: dict[str, Any], key: str, frame_name: str) -> str:
+    value = body.get(key, "")
+    if not isinstance(value, str):
+        raise RemoteProtocolError(
+            f"{frame_name} key {key!r} must be a string, got {type(value).__name__} (spec §4.3)"
+        )
+    return value
+
+
+def _truncate_reason(reason: str) -> str:
+    # spec §5.7, §5.8: senders cut reasons to MAX_REASON_BYTES of UTF-8, on a character boundary.
+    data = reason.encode("utf-8")
+    if len(data) <= MAX_REASON_BYTES:
+        return reason
+    return data[:MAX_REASON_BYTES].decode("utf-8", "ignore")
+
+
+# --- settings (spec §3.2) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What one endpoint accepts from its peer, sent in HELLO (spec §3.2).
+
+    Every field describes what the *sender of the HELLO* will accept: the peer may send
+    ``stream_bytes`` bytes and ``stream_messages`` messages on each new stream before it
+    needs CREDIT, ``connection_bytes`` bytes over all streams, and so on.
+    """
+
+    stream_bytes: int = 4 * 1024 * 1024
+    stream_messages: int = 4096
+    connection_bytes: int = 16 * 1024 * 1024
+    max_frame_bytes: int = 65536
+    max_message_bytes: int = 1024 * 1024
+    max_streams: int = 100
+    keepalive_ms: int = 30_000
+
+    # spec §3.2: the settings table's ranges; the lower bounds of the windows depend on
+    # max_message_bytes (spec §9 R3), so they are checked in problems().
+    RANGES: ClassVar[dict[str, tuple[int, int]]] = {
+        "stream_bytes": (0, MAX_COUNTER),
+        "stream_messages": (1, (1 << 31) - 1),
+        "connection_bytes": (0, MAX_COUNTER),
+        "max_frame_bytes": (16384, 16 * 1024 * 1024),
+        "max_message_bytes": (0, (1 << 32) - 1),
+        "max_streams": (0, (1 << 31) - 1),
+        "keepalive_ms": (0, 86_400_000),
+    }
+
+    def problems(self) -> list[str]:
+        """Every way these settings break spec §3.2, as sentences (empty when valid)."""
+        found = []
+        for name, (low, high) in self.RANGES.items():
+            value = getattr(self, name)
+            if type(value) is not int:
+                found.append(f"{name} must be an integer, got {type(value).__name__}")
+            elif not low <= value <= high:
+                found.append(f"{name} = {value} is outside {low}..{high}")
+        if not found:
+            # spec §9 R3: every byte window holds at least one max-size message.
+            for name in ("stream_bytes", "connection_bytes"):
+                if getattr(self, name) < self.max_message_bytes:
+                    found.append(
+                        f"{name} = {getattr(self, name)} is smaller than "
+                        f"max_message_bytes = {self.max_message_bytes}"
+                    )
+        return found
+
+    def validate(self) -> Settings:
+        """Return self, or raise ``ValueError`` naming every out-of-range setting."""
+        found = self.problems()
+        if found:
+            raise ValueError("invalid flowproto settings: " + "; ".join(found) + " (spec §3.2)")
+        return self
+
+    def to_body(self) -> dict[str, Any]:
+        """The HELLO body: every setting, in the spec's table order."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Settings:
+        """Settings from a HELLO body; missing keys take defaults, unknown keys are ignored."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in body:
+                values[f.name] = body[f.name]
+        settings = cls(**values)
+        found = settings.problems()
+        if found:
+            raise RemoteProtocolError(
+                "peer's HELLO has invalid settings: " + "; ".join(found) + " (spec §3.2)",
+                ErrorCode.SETTINGS_ERROR,
+            )
+        return settings
+
+
+# --- frames (spec §5) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DataFrame:
+    """DATA (spec §5.1): one fragment of a message on a stream."""
+
+    TYPE: ClassVar[FrameType] = FrameType.DATA
+    stream_id: int
+    data: bytes
+    end_message: bool = True
+    end_stream: bool = False
+
+    def encode(self) -> bytes:
+        flags = (Flags.END_MESSAGE if self.end_message else 0) | (
+            Flags.END_STREAM if self.end_stream else 0
+        )
+        return HEADER.pack(len(self.data), FrameType.DATA, flags, self.stream_id) + self.data
+
+    @classmethod
+    def parse(cls, flags: int, stream_id: int, body: bytes) -> DataFrame:
+        return cls(stream_id, body, bool(flags & Flags.END_MESSAGE), bool(flags & Flags.END_STREAM))
+
+
+@dataclass(frozen=True, slots=True)
+class HelloFrame:
+    """HELLO (spec §5.2): the sender's settings; the first frame after the preface."""
+
+    TYPE: ClassVar[FrameType] = FrameType.HELLO
+    settings: Settings = field(default_factory=Settings)
+    stream_id: int = 0
+
+    def encode(self) -> bytes:
+        return _control(FrameType.HELLO, 0, self.settings.to_body())
+
+    @classmethod
+    def parse(cls, flags: int, stream_id: int, body: bytes) -> HelloFrame:
+        return cls(Settings.from_body(unpack_body(body, "HELLO")))
+
+
+@dataclass(frozen=True, slots=True)
+class CreditFrame:
+    """CREDIT (spec §5.3): raises absolute limits; stream 0 is the connection."""
+
+    TYPE: ClassVar[FrameType] = FrameType.CREDIT
+    stream_id: int
+    bytes_limit: int | None = None
+    messages_limit: int | None = None
+    consumed: int | None = None
+
+    def encode(self) -> bytes:
+        body = _present(
+            {"bytes": self.bytes_limit, "messages": self.messages_limit, "consumed": self.consumed}
+        )
+        return _control(FrameType.CREDIT, self.stream_id, body)
+
+    @classmethod
+    def parse(cls, flags: int, stream_id: int, body: bytes) -> CreditFrame:
+        m = unpack_body(body, "CREDIT")
+        # spec §5.3: a limit above MAX_COUNTER is a flow-control error, not a framing one.
+        fc = ErrorCode.FLOW_CONTROL_ERROR
+        limit_bytes = _get_int(m, "bytes", "CREDIT", MAX_COUNTER, required=False, code=fc)
+        if stream_id == 0:
+            return cls(0, limit_bytes)
+        return cls(
+            stream_id,
+            limit_bytes,
+            _get_int(m, "messages", "CREDIT", MAX_COUNTER, required=False, code=fc),
+            _get_int(m, "consumed", "CREDIT", MAX_COUNTER, required=False),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedFrame:
+    """BLOCKED (spec §5.4): the sender has a message it cannot send at these limits."""
+
+    TYPE: ClassVar[FrameType] = FrameType.BLOCKED
+    stream_id: int
+    bytes_limit: int | None = None
+    messages_limit: int | None = None
+
+    def encode(self) -> bytes:
+        body = _present({"bytes": self.bytes_limit, "messages": self.messages_limit})
+        return _control(FrameType.BLOCKED, self.stream_id, body)
+
+    @classmethod
+    def parse(cls, flags: int, stream_id: int, body: bytes) -> BlockedFrame:
+        m = unpack_body(body, "BLOCKED")
+        limit_bytes = _get_int(m, "bytes", "BLOCKED", MAX_COUNTER, required=False)
+        if stream_id == 0:
+            return cls(0, limit_bytes)
+        limit_messages = _get_int(m, "messages", "BLOCKED", MAX_COUNTER, required=False)
+        return cls(stream_id, limit_bytes, limit_messages)
+
+
+@dataclass(frozen=True, slots=True)
+class PingFrame:
+    """PING (spec §5.5): answered by a PONG with the same id."""
+
+    TYPE: ClassVar[FrameType] = FrameType.PING
+    id: int
+    stream_id: int = 0
+
+    def encode(self) -> bytes:
+        return _control(FrameType.PING, 0, {"id": self.id})
+
+    @classmethod
+    def parse(cls, flags: int, stream_id: int, body: bytes) -> PingFrame:
+        ping_id = _get_int(unpack_body(body, "PING"), "id", "PING", MAX_PING_ID, required=True)
+        assert ping_id is not None
+        return cls(ping_id)
+
+
+@dataclass(frozen=True, slots=True)
+class PongFrame:
+    """PONG (spec §5.6): the answer to a PING; never answered itself."""
+
+    TYPE: ClassVar[FrameType] = FrameType.PONG
+    id: int
+    stream_id: int = 0
+
+    def encode(self) -> bytes:
+        return _control(FrameType.PONG, 0, {"id": self.id})
+
+    @classmethod
+    def parse(cls, flags: int, stream_id: int, body: bytes) -> PongFrame:
+        ping_id = _get_int(unpack_body(body, "PONG"), "id", "PONG", MAX_PING_ID, required=True)
+        assert ping_id is not None
+        return cls(ping_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ResetFrame:
+    """RESET (spec §5.7): ends one stream at once, with an error code."""
+
+    TYPE: ClassVar[FrameType] = FrameType.RESET
+    stream_id: int
+    code: int
+    reason: str = ""
+    consumed: int | None = None
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {"code": self.code}
+        if self.reason:
+            body["reason"] = _truncate_reason(self.reason)
+        if self.consumed is not None:
+            body["consumed"] = self.consumed
+        return _control(FrameType.RESET, self.stream_id, body)
+
+    @classmethod
+    def parse(cls, flags: int, stream_id: int, body: bytes) -> ResetFrame:
+        m = unpack_body(body, "RESET")
+        code = _get_int(m, "code", "RESET", MAX_ERROR_CODE, required=True)
+        assert code is not None
+        consumed = _get_int(m, "consumed", "RESET", MAX_COUNTER, required=False)
+        return cls(stream_id, code, _get_str(m, "reason", "RESET"), consumed)
+
+
+@dataclass(frozen=True, slots=True)
+class GoAwayFrame:
+    """GOAWAY (spec §5.8): no new streams; streams above ``last_stream`` were not processed."""
+
+    TYPE: ClassVar[FrameType] = FrameType.GOAWAY
+    last_stream: int
+    code: int
+    reason: str = ""
+    versions: tuple[int, ...] | None = None
+    stream_id: int = 0
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {"last_stream": self.last_stream, "code": self.code}
+        if self.reason:
+            body["reason"] = _truncate_reason(self.reason)
+        if self.versions is not None:
+            body["versions"] = list(self.versions)
+        return _control(FrameType.GOAWAY, 0, body)
+
+    @classmethod
+    def parse(cls, flags: int, stream_id: int, body: bytes) -> GoAwayFrame:
+        m = unpack_body(body, "GOAWAY")
+        last = _get_int(m, "last_stream", "GOAWAY", MAX_STREAM_ID, required=True)
+        code = _get_int(m, "code", "GOAWAY", MAX_ERROR_CODE, required=True)
+        assert last is not None and code is not None
+        versions = m.get("versions")
+        if versions is not None:
+            if not isinstance(versions, list) or not all(
+                type(v) is int and 0 <= v <= 0xFFFF for v in versions
+            ):
+                raise RemoteProtocolError("GOAWAY 'versions' must be a list of u16 (spec §5.8)")
+            versions = tuple(versions)
+        return cls(last, code, _get_str(m, "reason", "GOAWAY"), versions)
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownFrame:
+    """A frame of a type this version does not define; ignored on receipt (spec §4.4)."""
+
+    type: int
+    flags: int
+    stream_id: int
+    body: bytes
+
+    def encode(self) -> bytes:
+        return HEADER.pack(len(self.body), self.type, self.flags, self.stream_id) + self.body
+
+
+Frame = (
+    DataFrame
+    | HelloFrame
+    | CreditFrame
+    | BlockedFrame
+    | PingFrame
+    | PongFrame
+    | ResetFrame
+    | GoAwayFrame
+    | UnknownFrame
+)
+
+FRAME_TYPES: Final[dict[int, Any]] = {
+    cls.TYPE: cls
+    for cls in (
+        DataFrame,
+        HelloFrame,
+        CreditFrame,
+        BlockedFrame,
+        PingFrame,
+        PongFrame,
+        ResetFrame,
+        GoAwayFrame,
+    )
+}
+
+
+def _present(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def _control(ftype: FrameType, stream_id: int, body: dict[str, Any]) -> bytes:
+    data = pack_body(body)
+    return HEADER.pack(len(data), ftype, 0, stream_id) + data
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """The wire bytes of one frame (header and body)."""
+    return frame.encode()
+
+
+def check_header(length: int, ftype: int, stream_id: int, max_frame_bytes: int) -> None:
+    """Reject a frame from its header alone, before its body is buffered (spec §4.2, §4.5).
+
+    Raises:
+        RemoteProtocolError: FRAME_SIZE_ERROR for a body over the limit of its type,
+            PROTOCOL_ERROR for a stream id of the wrong kind.
+    """
+    if ftype in CONTROL_TYPES:
+        if length > MAX_CONTROL_BODY:
+            raise RemoteProtocolError(
+                f"{FrameType(ftype).name} frame declares a {length}-byte body, over the "
+                f"{MAX_CONTROL_BODY}-byte control-frame limit (spec §4.2)",
+                ErrorCode.FRAME_SIZE_ERROR,
+            )
+        if ftype in CONNECTION_ONLY and stream_id != 0:
+            raise RemoteProtocolError(
+                f"{FrameType(ftype).name} frame on stream {stream_id}; it belongs to stream 0 "
+                "(spec §4.5)"
+            )
+    elif length > max_frame_bytes:
+        # DATA and unknown types alike (spec §4.2).
+        raise RemoteProtocolError(
+            f"frame of type {ftype} declares a {length}-byte body, over max_frame_bytes = "
+            f"{max_frame_bytes} (spec §4.2)",
+            ErrorCode.FRAME_SIZE_ERROR,
+        )
+    if ftype in STREAM_ONLY and stream_id == 0:
+        raise RemoteProtocolError(
+            f"{FrameType(ftype).name} frame on stream 0; it needs a stream (spec §4.5)"
+        )
+
+
+def parse_frame(ftype: int, flags: int, stream_id: int, body: bytes) -> Frame:
+    """One frame object from a checked header and its whole body (spec §5)."""
+    cls = FRAME_TYPES.get(ftype)
+    if cls is None:
+        return UnknownFrame(ftype, flags, stream_id, body)
+    frame: Frame = cls.parse(flags, stream_id, body)
+    return frame
+
+
+class FrameDecoder:
+    """Turn chunks of any size into whole frames, checking limits at header time.
+
+    The decoder buffers at most one header plus one body of an allowed size, so its
+    memory is bounded by ``max(max_frame_bytes, MAX_CONTROL_BODY) + HEADER_SIZE``.
+    After it raises, it must not be used again.
+    """
+
+    def __init__(self, max_frame_bytes: int = 65536) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a frame not yet complete."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add bytes and return every frame they complete, in order."""
+        self._buffer += data
+        buf = self._buffer
+        frames: list[Frame] = []
+        pos = 0
+        while len(buf) - pos >= HEADER_SIZE:
+            length, ftype, flags, stream_id = HEADER.unpack_from(buf, pos)
+            stream_id &= STREAM_ID_MASK
+            check_header(length, ftype, stream_id, self.max_frame_bytes)
+            end = pos + HEADER_SIZE + length
+            if end > len(buf):
+                break
+            frames.append(parse_frame(ftype, flags, stream_id, bytes(buf[pos + HEADER_SIZE : end])))
+            pos = end
+        del buf[:pos]
+        return frames

@@ -1,0 +1,88 @@
+"""The stream state table (spec §6.3).
+
+``TRANSITIONS`` maps (where a stream is, what happened) to where it goes. A missing
+pair is forbidden: that is how the spec's MUST NOTs become code. Received frames that
+are not in the table are the peer's error; sends that are not in it are ours.
+The connection has a state of its own, :class:`ConnectionState`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+__all__ = [
+    "RECEIVING_STATES",
+    "SENDING_STATES",
+    "TRANSITIONS",
+    "ConnectionState",
+    "StreamInput",
+    "StreamState",
+    "next_state",
+]
+
+
+class StreamState(enum.Enum):
+    """Stream states as one endpoint sees them (spec §6.3)."""
+
+    IDLE = "idle"
+    OPEN = "open"
+    HALF_CLOSED_LOCAL = "half-closed (local)"  # we sent END_STREAM
+    HALF_CLOSED_REMOTE = "half-closed (remote)"  # we received END_STREAM
+    CLOSED = "closed"
+
+
+class StreamInput(enum.Enum):
+    """What can happen to a stream (spec §6.3)."""
+
+    SEND_OPEN = "send first frame"  # we open the stream (DATA or CREDIT)
+    RECV_OPEN = "receive first frame"  # the peer opens it
+    SEND_DATA = "send DATA"
+    RECV_DATA = "receive DATA"
+    SEND_END = "send END_STREAM"
+    RECV_END = "receive END_STREAM"
+    SEND_RESET = "send RESET"
+    RECV_RESET = "receive RESET"
+
+
+S = StreamState
+I = StreamInput  # noqa: E741 - a table reads better with short names
+
+TRANSITIONS: Final[dict[tuple[StreamState, StreamInput], StreamState]] = {
+    (S.IDLE, I.SEND_OPEN): S.OPEN,
+    (S.IDLE, I.RECV_OPEN): S.OPEN,
+    (S.OPEN, I.SEND_DATA): S.OPEN,
+    (S.OPEN, I.RECV_DATA): S.OPEN,
+    (S.OPEN, I.SEND_END): S.HALF_CLOSED_LOCAL,
+    (S.OPEN, I.RECV_END): S.HALF_CLOSED_REMOTE,
+    (S.OPEN, I.SEND_RESET): S.CLOSED,
+    (S.OPEN, I.RECV_RESET): S.CLOSED,
+    (S.HALF_CLOSED_LOCAL, I.RECV_DATA): S.HALF_CLOSED_LOCAL,
+    (S.HALF_CLOSED_LOCAL, I.RECV_END): S.CLOSED,
+    (S.HALF_CLOSED_LOCAL, I.SEND_RESET): S.CLOSED,
+    (S.HALF_CLOSED_LOCAL, I.RECV_RESET): S.CLOSED,
+    (S.HALF_CLOSED_REMOTE, I.SEND_DATA): S.HALF_CLOSED_REMOTE,
+    (S.HALF_CLOSED_REMOTE, I.SEND_END): S.CLOSED,
+    (S.HALF_CLOSED_REMOTE, I.SEND_RESET): S.CLOSED,
+    (S.HALF_CLOSED_REMOTE, I.RECV_RESET): S.CLOSED,
+}
+
+#: States in which DATA from the peer is allowed, derived from the table.
+RECEIVING_STATES: Final = frozenset(s for (s, i) in TRANSITIONS if i is I.RECV_DATA)
+#: States in which we may send DATA, derived from the table.
+SENDING_STATES: Final = frozenset(s for (s, i) in TRANSITIONS if i is I.SEND_DATA)
+
+
+def next_state(state: StreamState, event: StreamInput) -> StreamState | None:
+    """Where ``event`` takes a stream in ``state``, or ``None`` if the spec forbids it."""
+    return TRANSITIONS.get((state, event))
+
+
+class ConnectionState(enum.Enum):
+    """Where the connection is (spec §3, §10.4)."""
+
+    PREFACE = "awaiting preface"  # the peer's preface is not complete yet
+    HELLO = "awaiting HELLO"  # preface done, the peer's HELLO not yet seen
+    OPEN = "open"
+    CLOSING = "closing"  # GOAWAY sent or received: no new streams, open ones finish
+    CLOSED = "closed"  # after a connection error or the transport's end: nothing more
