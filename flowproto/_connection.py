@@ -194,6 +194,11 @@ class Connection:
         out.clear()
         return data
 
+    @property
+    def has_data_to_send(self) -> bool:
+        """True if ``data_to_send()`` would return bytes."""
+        return bool(self._out)
+
     def _queue(self, frame: Frame) -> None:
         self._out.append(frame.encode())
 
@@ -226,6 +231,25 @@ class Connection:
         messages_left = st.send.messages_left
         assert messages_left is not None
         return min(st.send.bytes_left, self._conn_send.bytes_left), messages_left
+
+    @property
+    def connection_send_capacity(self) -> int:
+        """Bytes the peer's connection limit still lets us send (spec §8.3)."""
+        return self._conn_send.bytes_left
+
+    def receive_capacity(self, stream_id: int) -> tuple[int, int]:
+        """(bytes, messages) the peer may still send on the stream before it needs CREDIT."""
+        st = self._streams.get(stream_id)
+        if st is None or st.state not in RECEIVING_STATES:
+            return 0, 0
+        rw = st.recv
+        conn = self._conn_recv
+        return (
+            min(
+                rw.advertised_bytes - rw.received_bytes, conn.advertised_bytes - conn.received_bytes
+            ),
+            rw.advertised_messages - rw.received_messages,
+        )
 
     def received_held(self, stream_id: int = 0) -> tuple[int, int]:
         """(bytes, messages) received and not yet released; stream 0 is the connection."""

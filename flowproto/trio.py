@@ -1,0 +1,1064 @@
+"""The Trio layer: flowproto over any ``trio.abc.Stream``; the only module that imports trio.
+
+One :class:`FlowConnection` wraps one transport (TCP, TLS, a Unix socket, or a memory
+stream in tests) and one sans-IO :class:`flowproto.Connection`. Three tasks run it:
+
+- the **reader** feeds every chunk from the transport to the core and hands the events
+  out: messages go to their stream's inbox, credit wakes blocked senders. It never
+  waits on the application, so CREDIT and PING are processed while nothing is being
+  consumed (spec §9 R2);
+- the **writer** is the only task that writes to the transport: it sends everything the
+  core has queued in one ``send_all``, so no partial frame is ever written and frames
+  queued by many senders go out together;
+- the **timer** runs the core's keepalive and BLOCKED repeats (spec §8.7, §11).
+
+A :class:`FlowStream` behaves like a Trio channel of messages. ``send()`` waits only
+for credit, then queues the whole message in the core without another await, so a
+cancelled ``send()`` queued all of the message or none of it. ``receive()`` takes the
+next message from the inbox and releases it, which is what returns credit to the
+sender (spec §8.5). The inbox holds at most what we advertised, because the core
+rejects anything past it (spec §8.4).
+
+Messages are Python objects encoded with msgpack (``codec="msgpack"``, the default) or
+raw ``bytes`` (``codec="raw"``), chosen per connection and overridable per stream.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket as _stdlib_socket
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Final, Literal, Protocol
+
+import msgpack
+import trio
+
+from ._connection import Connection, Role
+from ._errors import ErrorCode, FlowProtoError, KeepaliveTimeout, RemoteProtocolError
+from ._events import (
+    ConnectionClosed,
+    CreditGranted,
+    GoAwayReceived,
+    HandshakeCompleted,
+    MessagesReceived,
+    PeerBlocked,
+    PongReceived,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+)
+from ._frames import Settings
+from ._state import ConnectionState, StreamState
+
+__all__ = [
+    "Codec",
+    "ConnectionLostError",
+    "ConnectionStatistics",
+    "FlowConnection",
+    "FlowStream",
+    "HandshakeTimeout",
+    "MessageDecodeError",
+    "StreamResetError",
+    "StreamStatistics",
+    "open_connection",
+    "open_flow_connection",
+    "open_unix_connection",
+    "serve",
+    "serve_listeners",
+    "serve_unix",
+]
+
+#: Bytes read from the transport per ``receive_some`` call.
+READ_SIZE: Final = 256 * 1024
+#: Queued output after which ``send()`` yields so the writer can drain it.
+YIELD_AFTER_BYTES: Final = 256 * 1024
+#: Seconds a new connection may take to complete the preface and HELLO exchange.
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+#: Seconds ``aclose()`` lets open streams finish after GOAWAY before resetting them.
+DEFAULT_CLOSE_GRACE: Final = 5.0
+
+CodecName = Literal["msgpack", "raw"]
+
+
+# --- codecs ------------------------------------------------------------------------------
+
+
+class Codec(Protocol):
+    """How application objects become message bytes and back."""
+
+    name: str
+
+    def encode(self, message: Any) -> bytes: ...
+
+    def decode(self, data: bytes) -> Any: ...
+
+
+class _RawCodec:
+    name = "raw"
+
+    def encode(self, message: Any) -> bytes:
+        if not isinstance(message, (bytes, bytearray, memoryview)):
+            raise TypeError(f"raw streams carry bytes, not {type(message).__name__}")
+        return bytes(message)
+
+    def decode(self, data: bytes) -> Any:
+        return data
+
+
+class _MsgpackCodec:
+    name = "msgpack"
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True)
+
+    def encode(self, message: Any) -> bytes:
+        data: bytes = self._packer.pack(message)
+        return data
+
+    def decode(self, data: bytes) -> Any:
+        try:
+            return msgpack.unpackb(data, raw=False, strict_map_key=False)
+        except Exception as exc:
+            raise MessageDecodeError(f"message is not valid msgpack: {exc}", data) from None
+
+
+_CODECS: Final[dict[str, Callable[[], Codec]]] = {"raw": _RawCodec, "msgpack": _MsgpackCodec}
+
+
+def _codec(codec: CodecName | Codec) -> Codec:
+    if isinstance(codec, str):
+        try:
+            return _CODECS[codec]()
+        except KeyError:
+            raise ValueError(f"unknown codec {codec!r}; use 'msgpack' or 'raw'") from None
+    return codec
+
+
+# --- exceptions -------------------------------------------------------------------------
+
+
+class ConnectionLostError(trio.BrokenResourceError):
+    """The connection ended before this operation could complete.
+
+    Attributes:
+        error_code: the GOAWAY code that ended it (ours or the peer's), or ``None`` if the
+            transport just ended.
+        reason: what happened, in words.
+        last_stream_id: the peer's GOAWAY last_stream, if it sent one: our streams above
+            it were never processed and are safe to retry (spec §10.4).
+        delivered: for a stream operation, the messages the peer reported consumed on
+            that stream (spec §10.5); later messages may or may not have been.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        error_code: int | None = None,
+        last_stream_id: int | None = None,
+        delivered: int | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error_code = error_code
+        self.last_stream_id = last_stream_id
+        self.delivered = delivered
+
+    def for_stream(self, delivered: int | None) -> ConnectionLostError:
+        """A copy naming what one stream knows was delivered."""
+        return ConnectionLostError(
+            self.reason,
+            error_code=self.error_code,
+            last_stream_id=self.last_stream_id,
+            delivered=delivered,
+        )
+
+
+class StreamResetError(FlowProtoError):
+    """The stream was reset (spec §10.3); no more messages either way.
+
+    Attributes:
+        error_code: the RESET's code.
+        reason: its reason text.
+        remote: True if the peer reset it.
+        delivered: messages the peer reported consumed on this stream (spec §10.5).
+        retryable: True if the peer never processed the stream (REFUSED_STREAM).
+    """
+
+    def __init__(
+        self, stream_id: int, error_code: int, reason: str, remote: bool, delivered: int | None
+    ) -> None:
+        who = "the peer" if remote else "this side"
+        super().__init__(
+            f"stream {stream_id} was reset by {who}: {ErrorCode.describe(error_code)}"
+            + (f" ({reason})" if reason else "")
+        )
+        self.stream_id = stream_id
+        self.error_code = error_code
+        self.reason = reason
+        self.remote = remote
+        self.delivered = delivered
+        self.retryable = error_code == ErrorCode.REFUSED_STREAM
+
+
+class HandshakeTimeout(FlowProtoError, TimeoutError):
+    """The peer did not complete the preface and HELLO exchange in time (spec §3.4)."""
+
+
+class MessageDecodeError(FlowProtoError, ValueError):
+    """A received message could not be decoded by the stream's codec.
+
+    The message was consumed (its credit went back); ``data`` holds its raw bytes.
+    """
+
+    def __init__(self, message: str, data: bytes) -> None:
+        super().__init__(message)
+        self.data = data
+
+
+# --- statistics -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatistics:
+    """A snapshot of one stream (field names are what the CLI and benchmarks print).
+
+    Attributes:
+        stream_id: the stream.
+        state: its state (spec §6.3).
+        send_credit_bytes: bytes we may send now (least of stream and connection credit).
+        send_credit_messages: messages we may send now.
+        receive_credit_bytes: bytes the peer may still send us before it needs CREDIT.
+        receive_credit_messages: messages the peer may still send us.
+        buffered_messages: messages received and not yet consumed (the inbox depth).
+        buffered_bytes: their bytes.
+        messages_sent: messages queued for the peer.
+        bytes_sent: their bytes.
+        messages_received: messages consumed by the application.
+        bytes_received: their bytes.
+        delivered: messages the peer reported consumed (spec §10.5).
+        seconds_blocked: total seconds ``send()`` waited for credit.
+        consume_rate: messages consumed per second, smoothed (EMA over about a second).
+    """
+
+    stream_id: int
+    state: str
+    send_credit_bytes: int
+    send_credit_messages: int
+    receive_credit_bytes: int
+    receive_credit_messages: int
+    buffered_messages: int
+    buffered_bytes: int
+    messages_sent: int
+    bytes_sent: int
+    messages_received: int
+    bytes_received: int
+    delivered: int | None
+    seconds_blocked: float
+    consume_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatistics:
+    """A snapshot of a connection: totals over its streams, and the link.
+
+    Attributes:
+        state: the connection's state.
+        streams: streams open now.
+        send_credit_bytes: connection bytes we may send now.
+        buffered_bytes: bytes received and not yet consumed, over all streams.
+        receive_window_bytes: the connection window we advertise (the most we buffer).
+        messages_sent / bytes_sent / messages_received / bytes_received: totals.
+        seconds_blocked: total seconds senders waited for credit.
+        rtt: the last round-trip time measured by PING, in seconds, or ``None``.
+    """
+
+    state: str
+    streams: int
+    send_credit_bytes: int
+    buffered_bytes: int
+    receive_window_bytes: int
+    messages_sent: int
+    bytes_sent: int
+    messages_received: int
+    bytes_received: int
+    seconds_blocked: float
+    rtt: float | None
+
+
+# --- streams -----------------------------------------------------------------------------
+
+
+class FlowStream:
+    """One flowproto stream: a channel of messages in each direction.
+
+    Create with :meth:`FlowConnection.open_stream` or receive from
+    :meth:`FlowConnection.accept_stream` (or a :func:`serve` handler).
+    """
+
+    def __init__(self, conn: FlowConnection, stream_id: int, codec: Codec) -> None:
+        self._conn = conn
+        self.stream_id = stream_id
+        self.codec = codec
+        self._inbox: deque[bytes] = deque()
+        self._inbox_bytes = 0
+        self._ended = False  # the peer sent END_STREAM
+        self._send_closed = False  # we sent END_STREAM
+        self._reset: StreamResetError | None = None
+        self._lost: ConnectionLostError | None = None
+        self._receive_lot = trio.lowlevel.ParkingLot()
+        self._send_lot = trio.lowlevel.ParkingLot()
+        self._send_lock = trio.Lock()  # messages of concurrent send() calls do not interleave
+        self.messages_sent = 0
+        self.bytes_sent = 0
+        self.messages_received = 0
+        self.bytes_received = 0
+        self.seconds_blocked = 0.0
+        self._rate = 0.0
+        self._rate_time = trio.current_time()
+        self._rate_count = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<FlowStream {self.stream_id} {self._conn._core.stream_state(self.stream_id).value}>"
+        )
+
+    # sending -----------------------------------------------------------------------------
+
+    def _check_send(self) -> None:
+        if self._reset is not None:
+            raise self._reset
+        if self._lost is not None:
+            raise self._lost
+        if self._send_closed:
+            raise trio.ClosedResourceError(f"stream {self.stream_id} was closed for sending")
+
+    async def send(self, message: Any) -> None:
+        """Send one message, waiting while there is no credit for all of it (spec §8.3).
+
+        Cancellation: if cancelled, the message was queued whole or not at all, and
+        ``messages_sent`` says which.
+
+        Raises:
+            StreamResetError: the stream was reset.
+            ConnectionLostError: the connection ended.
+            trio.ClosedResourceError: this side already closed the stream for sending.
+            flowproto.LocalProtocolError: the message is over the peer's max_message_bytes.
+        """
+        payload = self.codec.encode(message)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        async with self._send_lock:
+            await self._send_payloads([payload])
+
+    async def send_many(self, messages: Iterable[Any]) -> None:
+        """Send several messages in order; the batch path for small messages.
+
+        Cancellation: a prefix of the messages was queued, each whole; ``messages_sent``
+        tells how many in all.
+        """
+        payloads = [self.codec.encode(m) for m in messages]
+        await trio.lowlevel.checkpoint_if_cancelled()
+        async with self._send_lock:
+            await self._send_payloads(payloads)
+
+    async def _send_payloads(self, payloads: list[bytes]) -> None:
+        conn = self._conn
+        core = conn._core
+        sent = 0
+        while True:
+            self._check_send()
+            n = core.send_messages(self.stream_id, payloads[sent:] if sent else payloads)
+            if n:
+                self.messages_sent += n
+                self.bytes_sent += sum(len(p) for p in payloads[sent : sent + n])
+                conn._messages_sent += n
+                sent += n
+                conn._wake_writer()
+            if sent == len(payloads):
+                break
+            # Not enough credit for the next message: wait for CREDIT (spec §8.3, §8.7).
+            conn._wake_writer()
+            conn._wake_timer()
+            start = trio.current_time()
+            try:
+                await self._send_lot.park()
+            finally:
+                waited = trio.current_time() - start
+                self.seconds_blocked += waited
+                conn._seconds_blocked += waited
+        conn._unyielded_bytes += sum(len(p) for p in payloads) + 16 * len(payloads)
+        if conn._unyielded_bytes >= YIELD_AFTER_BYTES:
+            # Let the writer drain what is queued: this keeps the output small and the
+            # latency low. Shielded, because the message is already queued.
+            conn._unyielded_bytes = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def aclose(self) -> None:
+        """Half-close: the peer sees the end of our messages (END_STREAM, spec §7.2).
+
+        Receiving goes on until the peer ends its side. Closing twice does nothing.
+        """
+        await trio.lowlevel.checkpoint()
+        if self._send_closed or self._reset is not None or self._lost is not None:
+            return
+        async with self._send_lock:
+            self._send_closed = True
+            core = self._conn._core
+            if core.stream_state(self.stream_id) in (
+                StreamState.OPEN,
+                StreamState.HALF_CLOSED_REMOTE,
+            ):
+                core.end_stream(self.stream_id)
+                self._conn._wake_writer()
+            self._conn._after_stream_change(self)
+
+    async def reset(self, error_code: ErrorCode = ErrorCode.CANCEL, reason: str = "") -> None:
+        """Abandon the stream both ways with RESET (spec §10.3); buffered messages are dropped."""
+        await trio.lowlevel.checkpoint()
+        if self._reset is not None or self._lost is not None:
+            return
+        core = self._conn._core
+        core.reset_stream(self.stream_id, error_code, reason)
+        self._on_reset(
+            StreamResetError(
+                self.stream_id, error_code, reason, False, core.peer_consumed(self.stream_id)
+            )
+        )
+        self._conn._wake_writer()
+
+    # receiving ---------------------------------------------------------------------------
+
+    async def receive(self) -> Any:
+        """Wait for the next message; consuming it returns its credit (spec §8.5).
+
+        Raises:
+            trio.EndOfChannel: the peer ended the stream and every message was received.
+            StreamResetError: the stream was reset (buffered messages are dropped).
+            ConnectionLostError: the connection ended; messages that arrived before it
+                are received first.
+            MessageDecodeError: the message could not be decoded (it was consumed).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._inbox:
+            self._check_receive()
+            await self._receive_lot.park()
+        # No await from here on: cancelling receive() never loses a message.
+        data = self._inbox.popleft()
+        self._consumed(len(data), 1)
+        return self.codec.decode(data)
+
+    async def receive_many(self, max_messages: int = 1024) -> list[Any]:
+        """Wait for at least one message and return up to ``max_messages`` of them."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._inbox:
+            self._check_receive()
+            await self._receive_lot.park()
+        inbox = self._inbox
+        count = min(max_messages, len(inbox))
+        batch = [inbox.popleft() for _ in range(count)]
+        self._consumed(sum(len(d) for d in batch), count)
+        decode = self.codec.decode
+        return [decode(d) for d in batch]
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        while True:
+            try:
+                yield await self.receive()
+            except trio.EndOfChannel:
+                return
+
+    def _check_receive(self) -> None:
+        if self._reset is not None:
+            raise self._reset
+        if self._ended:
+            raise trio.EndOfChannel
+        if self._lost is not None:
+            raise self._lost
+
+    def _consumed(self, nbytes: int, count: int) -> None:
+        self._inbox_bytes -= nbytes
+        self.messages_received += count
+        self.bytes_received += nbytes
+        conn = self._conn
+        conn._messages_received += count
+        conn._bytes_received += nbytes
+        conn._core.release(self.stream_id, nbytes, count)  # spec §8.5
+        conn._wake_writer()
+        self._update_rate(count)
+        if self._ended and not self._inbox:
+            conn._after_stream_change(self)
+
+    def _update_rate(self, count: int) -> None:
+        self._rate_count += count
+        now = trio.current_time()
+        elapsed = now - self._rate_time
+        if elapsed >= 0.25:
+            sample = self._rate_count / elapsed
+            weight = 1.0 - math.exp(-elapsed)  # EMA with a time constant of one second
+            self._rate += weight * (sample - self._rate)
+            self._rate_time = now
+            self._rate_count = 0
+
+    # events from the reader ----------------------------------------------------------------
+
+    def _on_messages(self, messages: list[bytes], nbytes: int) -> None:
+        self._inbox.extend(messages)
+        self._inbox_bytes += nbytes
+        self._receive_lot.unpark_all()
+
+    def _on_end(self) -> None:
+        self._ended = True
+        self._receive_lot.unpark_all()
+
+    def _on_reset(self, exc: StreamResetError) -> None:
+        if self._reset is None:
+            self._reset = exc
+        self._inbox.clear()
+        self._inbox_bytes = 0
+        self._receive_lot.unpark_all()
+        self._send_lot.unpark_all()
+        self._conn._after_stream_change(self)
+
+    def _on_lost(self, exc: ConnectionLostError) -> None:
+        if self._lost is None:
+            self._lost = exc.for_stream(self._conn._core.peer_consumed(self.stream_id))
+        self._receive_lot.unpark_all()
+        self._send_lot.unpark_all()
+
+    def statistics(self) -> StreamStatistics:
+        """A snapshot of this stream's credit, buffers and traffic."""
+        core = self._conn._core
+        send_bytes, send_messages = core.send_capacity(self.stream_id)
+        recv_bytes, recv_messages = core.receive_capacity(self.stream_id)
+        return StreamStatistics(
+            stream_id=self.stream_id,
+            state=core.stream_state(self.stream_id).value,
+            send_credit_bytes=send_bytes,
+            send_credit_messages=send_messages,
+            receive_credit_bytes=recv_bytes,
+            receive_credit_messages=recv_messages,
+            buffered_messages=len(self._inbox),
+            buffered_bytes=self._inbox_bytes,
+            messages_sent=self.messages_sent,
+            bytes_sent=self.bytes_sent,
+            messages_received=self.messages_received,
+            bytes_received=self.bytes_received,
+            delivered=core.peer_consumed(self.stream_id),
+            seconds_blocked=self.seconds_blocked,
+            consume_rate=self._rate,
+        )
+
+
+# --- connections -----------------------------------------------------------------------
+
+
+class FlowConnection:
+    """One flowproto connection over a Trio stream. Create it with an ``open_*`` function."""
+
+    def __init__(
+        self,
+        transport: trio.abc.Stream,
+        role: Role,
+        settings: Settings | None,
+        codec: CodecName | Codec,
+        ping_timeout: float,
+    ) -> None:
+        self.transport = transport
+        self._core = Connection(role, settings, ping_timeout=ping_timeout)
+        self._codec_spec = codec
+        self._streams: dict[int, FlowStream] = {}
+        self._accept_send, self._accept_receive = trio.open_memory_channel[FlowStream](math.inf)
+        # The accept queue is bounded by max_streams: the core refuses streams past it.
+        self._handshake = trio.Event()
+        self._closed = trio.Event()
+        self._writer_lot = trio.lowlevel.ParkingLot()
+        self._timer_lot = trio.lowlevel.ParkingLot()
+        self._stream_change = trio.lowlevel.ParkingLot()
+        self._lost: ConnectionLostError | None = None
+        self._goaway: GoAwayReceived | None = None
+        self._pings: dict[int, tuple[float, trio.Event]] = {}
+        self._rtt: float | None = None
+        self._messages_sent = 0
+        self._messages_received = 0
+        self._bytes_received = 0
+        self._seconds_blocked = 0.0
+        self._writer_done = False
+        self._unyielded_bytes = 0  # queued by send() since it last let the writer run
+
+    @property
+    def peer_settings(self) -> Settings | None:
+        """What the peer accepts (from its HELLO), once the handshake is done."""
+        return self._core.peer_settings
+
+    @property
+    def local_settings(self) -> Settings:
+        """What this side accepts (sent in our HELLO)."""
+        return self._core.local_settings
+
+    def _wake_writer(self) -> None:
+        self._writer_lot.unpark_all()
+
+    def _wake_timer(self) -> None:
+        self._timer_lot.unpark_all()
+
+    def _after_stream_change(self, stream: FlowStream) -> None:
+        if self._core.stream_state(stream.stream_id) is StreamState.CLOSED and not stream._inbox:
+            self._streams.pop(stream.stream_id, None)
+        self._stream_change.unpark_all()
+
+    # tasks --------------------------------------------------------------------------------
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._writer)
+                nursery.start_soon(self._timer)
+                task_status.started()
+                await self._reader()
+                # The reader ended: let the writer flush what is queued (GOAWAY), then stop.
+                self._writer_done = True
+                self._wake_writer()
+                nursery.cancel_scope.deadline = trio.current_time() + 5.0
+                await self._flushed()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._closed.set()
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.transport)
+
+    async def _flushed(self) -> None:
+        while not self._writer_exited:
+            await self._stream_change.park()
+
+    _writer_exited = False
+
+    async def _reader(self) -> None:
+        core = self._core
+        try:
+            while True:
+                try:
+                    data = await self.transport.receive_some(READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self._fail(
+                        ConnectionLostError(f"transport failed: {exc or type(exc).__name__}")
+                    )
+                    return
+                try:
+                    events = core.receive_data(bytes(data))
+                except RemoteProtocolError as exc:
+                    self._fail(
+                        ConnectionLostError(
+                            f"peer broke the protocol: {exc}", error_code=exc.error_code
+                        )
+                    )
+                    return
+                self._dispatch(events)
+                if core.has_data_to_send:
+                    self._wake_writer()
+                if core.state is ConnectionState.CLOSED:
+                    if self._lost is None:
+                        self._fail(self._closed_error())
+                    return
+                if not data:
+                    return
+        finally:
+            self._wake_writer()
+
+    def _closed_error(self) -> ConnectionLostError:
+        g = self._goaway
+        if g is not None:
+            return ConnectionLostError(
+                f"peer closed the connection: GOAWAY {ErrorCode.describe(g.error_code)}"
+                + (f" ({g.reason})" if g.reason else ""),
+                error_code=g.error_code,
+                last_stream_id=g.last_stream_id,
+            )
+        return ConnectionLostError("the connection is closed")
+
+    def _dispatch(self, events: list[Any]) -> None:
+        streams = self._streams
+        for event in events:
+            if isinstance(event, MessagesReceived):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream._on_messages(event.messages, event.nbytes)
+            elif isinstance(event, CreditGranted):
+                if event.stream_id == 0:
+                    for s in streams.values():
+                        s._send_lot.unpark_all()
+                else:
+                    stream = streams.get(event.stream_id)
+                    if stream is not None:
+                        stream._send_lot.unpark_all()
+            elif isinstance(event, StreamOpened):
+                stream = FlowStream(self, event.stream_id, _codec(self._codec_spec))
+                streams[event.stream_id] = stream
+                self._accept_send.send_nowait(stream)
+            elif isinstance(event, StreamEnded):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream._on_end()
+                    self._after_stream_change(stream)
+            elif isinstance(event, StreamReset):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream._on_reset(
+                        StreamResetError(
+                            event.stream_id,
+                            event.error_code,
+                            event.reason,
+                            event.remote,
+                            event.consumed
+                            if event.consumed is not None
+                            else self._core.peer_consumed(event.stream_id),
+                        )
+                    )
+            elif isinstance(event, HandshakeCompleted):
+                self._handshake.set()
+            elif isinstance(event, PongReceived):
+                entry = self._pings.pop(event.ping_id, None)
+                if entry is not None:
+                    self._rtt = trio.current_time() - entry[0]
+                    entry[1].set()
+            elif isinstance(event, GoAwayReceived):
+                self._goaway = event
+                self._stream_change.unpark_all()
+            elif isinstance(event, ConnectionClosed):
+                if event.clean and self._goaway is not None:
+                    self._fail(self._closed_error())
+                else:
+                    what = "in the middle of a frame" if event.truncated else "without GOAWAY"
+                    self._fail(ConnectionLostError(f"the peer closed the connection {what}"))
+            elif isinstance(event, PeerBlocked):
+                pass  # visible to issue #6's tuning; nothing to do yet
+
+    def _fail(self, exc: ConnectionLostError) -> None:
+        if self._lost is not None:
+            return
+        self._lost = exc
+        for stream in list(self._streams.values()):
+            stream._on_lost(exc)
+        for _, event in self._pings.values():
+            event.set()
+        self._handshake.set()
+        self._accept_send.close()
+        self._stream_change.unpark_all()
+        self._wake_writer()
+
+    async def _writer(self) -> None:
+        core = self._core
+        try:
+            while True:
+                data = core.data_to_send()
+                if data:
+                    try:
+                        await self.transport.send_all(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                        self._fail(
+                            ConnectionLostError(f"transport failed: {exc or type(exc).__name__}")
+                        )
+                        return
+                    continue
+                if self._writer_done or (self._lost is not None and not core.has_data_to_send):
+                    return
+                await self._writer_lot.park()
+        finally:
+            self._writer_exited = True
+            self._stream_change.unpark_all()
+
+    async def _timer(self) -> None:
+        core = self._core
+        while True:
+            deadline = core.next_deadline()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._timer_lot.park()
+                continue
+            try:
+                core.handle_timeout(trio.current_time())
+            except KeepaliveTimeout as exc:
+                self._fail(ConnectionLostError(str(exc), error_code=exc.error_code))
+                self._writer_done = True
+            self._wake_writer()
+
+    # public API ---------------------------------------------------------------------------
+
+    async def _wait_handshake(self, timeout: float) -> None:
+        with trio.move_on_after(timeout) as scope:
+            await self._handshake.wait()
+        if self._lost is not None:
+            raise self._lost
+        if scope.cancelled_caught:
+            raise HandshakeTimeout(f"no flowproto handshake from the peer within {timeout} s")
+
+    async def open_stream(self, *, codec: CodecName | Codec | None = None) -> FlowStream:
+        """Open a stream; waits while the peer's max_streams are all in use (spec §6.4).
+
+        Args:
+            codec: this stream's codec; defaults to the connection's.
+
+        Raises:
+            ConnectionLostError: the connection ended, or the peer sent GOAWAY.
+        """
+        await trio.lowlevel.checkpoint()
+        core = self._core
+        while not core.can_open_stream:
+            if self._lost is not None:
+                raise self._lost
+            if self._goaway is not None or core.state is not ConnectionState.OPEN:
+                raise ConnectionLostError(
+                    "the connection is shutting down (GOAWAY); open a new connection",
+                    error_code=self._goaway.error_code if self._goaway else ErrorCode.NO_ERROR,
+                    last_stream_id=self._goaway.last_stream_id if self._goaway else None,
+                )
+            await self._stream_change.park()
+        stream_id = core.open_stream()
+        stream = FlowStream(
+            self, stream_id, _codec(codec if codec is not None else self._codec_spec)
+        )
+        self._streams[stream_id] = stream
+        self._wake_writer()
+        return stream
+
+    async def accept_stream(self) -> FlowStream:
+        """Wait for the next stream the peer opens.
+
+        Raises:
+            ConnectionLostError: the connection ended (or is shutting down) first.
+        """
+        try:
+            return await self._accept_receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise self._lost or ConnectionLostError("the connection is closed") from None
+
+    async def ping(self) -> float:
+        """Send a PING and wait for its PONG (spec §5.5); returns the round-trip time in seconds."""
+        if self._lost is not None:
+            raise self._lost
+        ping_id = self._core.ping()
+        done = trio.Event()
+        self._pings[ping_id] = (trio.current_time(), done)
+        self._wake_writer()
+        await done.wait()
+        if self._lost is not None:
+            raise self._lost
+        assert self._rtt is not None
+        return self._rtt
+
+    async def aclose(self, grace: float = DEFAULT_CLOSE_GRACE) -> None:
+        """Graceful shutdown (spec §10.4): GOAWAY, let open streams finish, then close.
+
+        New streams from the peer are refused at once. Streams still open after ``grace``
+        seconds are reset with CANCEL. Closing twice does nothing.
+        """
+        core = self._core
+        if self._lost is None and core.state is not ConnectionState.CLOSED:
+            core.close(ErrorCode.NO_ERROR)
+            self._accept_send.close()
+            self._wake_writer()
+            with trio.move_on_after(grace):
+                while not core.finished and self._lost is None:
+                    await self._stream_change.park()
+            for stream in list(self._streams.values()):
+                if core.stream_state(stream.stream_id) is not StreamState.CLOSED:
+                    await stream.reset(ErrorCode.CANCEL, "connection closing")
+            self._fail(ConnectionLostError("the connection was closed by this side", error_code=0))
+        self._writer_done = True
+        self._wake_writer()
+        with trio.move_on_after(grace):
+            await self._closed.wait()
+        if not self._closed.is_set():
+            self._nursery.cancel_scope.cancel()
+            await self._closed.wait()
+
+    def statistics(self) -> ConnectionStatistics:
+        """A snapshot of the connection's credit, buffers and traffic."""
+        core = self._core
+        held, _ = core.received_held(0)
+        return ConnectionStatistics(
+            state=core.state.value,
+            streams=len(self._streams),
+            send_credit_bytes=core.connection_send_capacity,
+            buffered_bytes=held,
+            receive_window_bytes=core.local_settings.connection_bytes,
+            messages_sent=self._messages_sent,
+            bytes_sent=sum(s.bytes_sent for s in self._streams.values()),
+            messages_received=self._messages_received,
+            bytes_received=self._bytes_received,
+            seconds_blocked=self._seconds_blocked,
+            rtt=self._rtt,
+        )
+
+
+# --- opening and serving ------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def open_flow_connection(
+    transport: trio.abc.Stream,
+    *,
+    initiator: bool = True,
+    settings: Settings | None = None,
+    codec: CodecName | Codec = "msgpack",
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    ping_timeout: float = 20.0,
+    close_grace: float = DEFAULT_CLOSE_GRACE,
+) -> AsyncIterator[FlowConnection]:
+    """Run flowproto over an existing Trio stream (TLS, memory streams, ...).
+
+    Args:
+        transport: the byte stream; it is closed when the block exits.
+        initiator: True for the side that connected (odd stream ids, spec §6.1).
+        settings: what this side accepts (spec §3.2); defaults to ``Settings()``.
+        codec: ``"msgpack"`` (Python objects) or ``"raw"`` (bytes), or a :class:`Codec`.
+        handshake_timeout: seconds allowed for the preface and HELLO exchange.
+        ping_timeout: seconds a keepalive PING may go unanswered (spec §11).
+        close_grace: seconds open streams may finish after the block exits.
+
+    Raises:
+        HandshakeTimeout: the peer did not complete the handshake in time.
+        ConnectionLostError: the transport failed or the peer broke the protocol.
+    """
+    role = Role.INITIATOR if initiator else Role.ACCEPTOR
+    conn = FlowConnection(transport, role, settings, codec, ping_timeout)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(conn._run)
+        try:
+            await conn._wait_handshake(handshake_timeout)
+            yield conn
+        finally:
+            with trio.CancelScope(shield=True):
+                await conn.aclose(close_grace)
+
+
+@asynccontextmanager
+async def open_connection(
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    **kwargs: Any,
+) -> AsyncIterator[FlowConnection]:
+    """Connect over TCP (or TLS with ``ssl_context``) and run flowproto on it.
+
+    Keyword arguments are those of :func:`open_flow_connection`.
+    """
+    transport: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+    if ssl_context is not None:
+        transport = trio.SSLStream(
+            transport, ssl_context, server_hostname=server_hostname or host, https_compatible=True
+        )
+    async with open_flow_connection(transport, initiator=True, **kwargs) as conn:
+        yield conn
+
+
+@asynccontextmanager
+async def open_unix_connection(path: str, **kwargs: Any) -> AsyncIterator[FlowConnection]:
+    """Connect over a Unix socket and run flowproto on it."""
+    transport = await trio.open_unix_socket(path)
+    async with open_flow_connection(transport, initiator=True, **kwargs) as conn:
+        yield conn
+
+
+StreamHandler = Callable[[FlowStream], Awaitable[None]]
+
+
+async def _serve_connection(
+    transport: trio.abc.Stream, handler: StreamHandler, kwargs: dict[str, Any]
+) -> None:
+    try:
+        async with (
+            open_flow_connection(transport, initiator=False, **kwargs) as conn,
+            trio.open_nursery() as nursery,
+        ):
+            while True:
+                try:
+                    stream = await conn.accept_stream()
+                except ConnectionLostError:
+                    break
+                nursery.start_soon(_run_stream_handler, handler, stream)
+    except (ConnectionLostError, HandshakeTimeout, trio.BrokenResourceError):
+        pass  # one bad connection never stops the server
+
+
+async def _run_stream_handler(handler: StreamHandler, stream: FlowStream) -> None:
+    try:
+        await handler(stream)
+    except (StreamResetError, ConnectionLostError):
+        pass
+    except Exception as exc:
+        await stream.reset(ErrorCode.INTERNAL_ERROR, f"handler failed: {type(exc).__name__}")
+        raise
+    else:
+        await stream.aclose()
+
+
+async def serve_listeners(
+    handler: StreamHandler,
+    listeners: list[Any],
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    task_status: trio.TaskStatus[list[Any]] = trio.TASK_STATUS_IGNORED,
+    **kwargs: Any,
+) -> None:
+    """Serve flowproto on listeners: ``handler(stream)`` runs for every stream a peer opens.
+
+    A handler that returns half-closes its stream; one that raises resets it with
+    INTERNAL_ERROR. Keyword arguments are those of :func:`open_flow_connection`.
+    """
+    if ssl_context is not None:
+        listeners = [trio.SSLListener(lst, ssl_context, https_compatible=True) for lst in listeners]
+
+    async def on_connection(transport: trio.abc.Stream) -> None:
+        await _serve_connection(transport, handler, kwargs)
+
+    await trio.serve_listeners(on_connection, listeners, task_status=task_status)
+
+
+async def serve(
+    handler: StreamHandler,
+    port: int,
+    *,
+    host: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    task_status: trio.TaskStatus[list[Any]] = trio.TASK_STATUS_IGNORED,
+    **kwargs: Any,
+) -> None:
+    """Serve flowproto over TCP, following ``trio.serve_tcp``: ``port=0`` picks a free port.
+
+    Use ``listeners = await nursery.start(serve, handler, 0)`` and read the bound port
+    from ``listeners[0].socket.getsockname()``.
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    await serve_listeners(
+        handler, listeners, ssl_context=ssl_context, task_status=task_status, **kwargs
+    )
+
+
+async def serve_unix(
+    handler: StreamHandler,
+    path: str,
+    *,
+    task_status: trio.TaskStatus[list[Any]] = trio.TASK_STATUS_IGNORED,
+    **kwargs: Any,
+) -> None:
+    """Serve flowproto on a Unix socket at ``path`` (removed first if it is a stale socket)."""
+    sock = trio.socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
+    try:
+        if os.path.exists(path):
+            os.unlink(path)
+        await sock.bind(path)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    await serve_listeners(handler, [trio.SocketListener(sock)], task_status=task_status, **kwargs)
