@@ -352,8 +352,7 @@ class FlowStream:
         """
         payload = self.codec.encode(message)
         await trio.lowlevel.checkpoint_if_cancelled()
-        async with self._send_lock:
-            await self._send_payloads([payload])
+        await self._locked_send([payload])
 
     async def send_many(self, messages: Iterable[Any]) -> None:
         """Send several messages in order; the batch path for small messages.
@@ -363,8 +362,21 @@ class FlowStream:
         """
         payloads = [self.codec.encode(m) for m in messages]
         await trio.lowlevel.checkpoint_if_cancelled()
-        async with self._send_lock:
+        await self._locked_send(payloads)
+
+    async def _locked_send(self, payloads: list[bytes]) -> None:
+        # Taking a free lock without a schedule point: with credit available, send()
+        # queues the message without a scheduler round-trip (the writer runs when
+        # _send_payloads yields, every YIELD_AFTER_BYTES).
+        lock = self._send_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()
+        try:
             await self._send_payloads(payloads)
+        finally:
+            lock.release()
 
     async def _send_payloads(self, payloads: list[bytes]) -> None:
         conn = self._conn
