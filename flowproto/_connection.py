@@ -123,7 +123,16 @@ class Role(enum.Enum):
 class _Stream:
     """One stream's state and credit in both directions."""
 
-    __slots__ = ("id", "partial", "partial_len", "peer_consumed", "recv", "send", "state")
+    __slots__ = (
+        "id",
+        "partial",
+        "partial_len",
+        "peer_consumed",
+        "recv",
+        "reported_consumed",
+        "send",
+        "state",
+    )
 
     def __init__(self, stream_id: int, send: SendCredit, recv: ReceiveWindow) -> None:
         self.id = stream_id
@@ -133,6 +142,7 @@ class _Stream:
         self.partial: list[bytes] | None = None  # fragments of a message in progress
         self.partial_len = 0
         self.peer_consumed: int | None = None  # spec §10.5: the peer's last "consumed"
+        self.reported_consumed = 0  # the "consumed" of our last CREDIT on this stream
 
 
 class Connection:
@@ -153,7 +163,7 @@ class Connection:
         role: Role,
         settings: Settings | None = None,
         *,
-        ping_timeout: float = 20.0,
+        ping_timeout: float = 15.0,
         blocked_interval: float = 1.0,
     ) -> None:
         self.role = role
@@ -168,11 +178,14 @@ class Connection:
         self._open_count = [0, 0]  # table entries by parity: [even, odd]
         self._next_local_id = 1 if role is Role.INITIATOR else 2
         self._highest_peer_id = 0
+        self._highest_accepted_peer_id = 0  # what our GOAWAY names as processed (spec §10.4)
         self._goaway_sent_last: int | None = None  # spec §10.4
         self._goaway_received_last: int | None = None
         self._conn_send = SendCredit(0)  # the peer's connection limit arrives in its HELLO
         self._conn_recv = ReceiveWindow(ls.connection_bytes, MAX_COUNTER, ls.max_message_bytes)
         self._out: list[bytes] = [PREFACE, HelloFrame(ls).encode()]
+        self._urgent: list[bytes] = []  # PONG goes ahead of queued DATA (spec §5.5)
+        self._preface_queued = True
         self._inbuf = bytearray()
         self._need = 0  # bytes _inbuf must reach before parsing can make progress
         self._next_ping_id = 0
@@ -188,8 +201,13 @@ class Connection:
     def data_to_send(self) -> bytes:
         """Everything queued so far, possibly ``b""``; the queue is then empty."""
         out = self._out
+        if self._urgent:
+            at = 2 if self._preface_queued else 0  # never ahead of our preface and HELLO
+            out[at:at] = self._urgent
+            self._urgent.clear()
         if not out:
             return b""
+        self._preface_queued = False
         data = b"".join(out)
         out.clear()
         return data
@@ -197,7 +215,7 @@ class Connection:
     @property
     def has_data_to_send(self) -> bool:
         """True if ``data_to_send()`` would return bytes."""
-        return bool(self._out)
+        return bool(self._out or self._urgent)
 
     def _queue(self, frame: Frame) -> None:
         self._out.append(frame.encode())
@@ -482,8 +500,27 @@ class Connection:
             update = st.recv.update()
             if update is not None:
                 self._queue(CreditFrame(stream_id, update[0], update[1], st.recv.consumed_messages))
+                st.reported_consumed = st.recv.consumed_messages
+        else:
+            self._final_report(st)
         self._update_connection_credit()
         self._maybe_forget(st)
+
+    def _final_report(self, st: _Stream) -> None:
+        # spec §10.5 "Final report": the peer ended the stream and every message was
+        # consumed; tell it the final count (limits restated) if it does not know it yet.
+        rw = st.recv
+        if (
+            st.state is StreamState.HALF_CLOSED_REMOTE
+            and rw.held_messages == 0
+            and rw.consumed_messages > st.reported_consumed
+        ):
+            self._queue(
+                CreditFrame(
+                    st.id, rw.advertised_bytes, rw.advertised_messages, rw.consumed_messages
+                )
+            )
+            st.reported_consumed = rw.consumed_messages
 
     def _update_connection_credit(self) -> None:
         if self.state is ConnectionState.CLOSED:
@@ -559,7 +596,7 @@ class Connection:
         """
         if self.state is ConnectionState.CLOSED:
             return
-        last = self._highest_peer_id
+        last = self._highest_accepted_peer_id
         if self._goaway_sent_last is not None:
             last = min(last, self._goaway_sent_last)  # spec §10.4: never raise last_stream
         self._goaway_sent_last = last
@@ -586,7 +623,7 @@ class Connection:
         """A connection error (spec §10.2): GOAWAY with the error's code, then closed."""
         if self.state is ConnectionState.CLOSED:
             return
-        last = self._highest_peer_id
+        last = self._highest_accepted_peer_id
         if self._goaway_sent_last is not None:
             last = min(last, self._goaway_sent_last)
         versions = (VERSION,) if exc.error_code is ErrorCode.VERSION_MISMATCH else None
@@ -669,7 +706,6 @@ class Connection:
             return []
         if not data:
             return self._on_eof()
-        self._rx_since_tick = True
         if self._inbuf:
             self._inbuf += data
             if len(self._inbuf) < self._need:
@@ -797,6 +833,8 @@ class Connection:
                 self._need = HEADER_SIZE
         else:
             self._need = 0
+        if pos:
+            self._rx_since_tick = True  # spec §11: only whole frames count as activity
 
     @staticmethod
     def _flush(sid: int, events: list[Event], pending: dict[int, _Batch]) -> None:
@@ -833,6 +871,14 @@ class Connection:
             return sid >= self._next_local_id
         return sid > self._highest_peer_id
 
+    def _beyond_our_goaway(self, sid: int) -> bool:
+        """A new peer stream our GOAWAY already refused: treated as closed (spec §10.4)."""
+        return (
+            self._goaway_sent_last is not None
+            and sid & 1 != self._parity
+            and sid > self._goaway_sent_last
+        )
+
     def _check_peer_open(self, sid: int) -> None:
         # spec §6.1: a new stream has the peer's parity; ours would be idle.
         if sid & 1 == self._parity:
@@ -850,9 +896,10 @@ class Connection:
             return None
         if self._open_count[sid & 1] >= self.local_settings.max_streams:
             # spec §6.4: refuse it; the connection lives.
-            self._queue(ResetFrame(sid, ErrorCode.REFUSED_STREAM, "too many concurrent streams"))
+            self._queue(ResetFrame(sid, ErrorCode.REFUSED_STREAM, "too many concurrent streams", 0))
             return None
         st = self._new_stream(sid)
+        self._highest_accepted_peer_id = sid
         events.append(StreamOpened(sid))
         return st
 
@@ -922,6 +969,7 @@ class Connection:
             self._flush(sid, events, pending)
             self._advance(st, StreamInput.RECV_END, local=False)
             events.append(StreamEnded(sid))
+            self._final_report(st)
             self._maybe_forget(st)
 
     def _stream_error(self, st: _Stream, code: ErrorCode, reason: str, events: list[Event]) -> None:
@@ -948,7 +996,7 @@ class Connection:
         if isinstance(frame, CreditFrame):
             self._on_credit(frame, events)
         elif isinstance(frame, PingFrame):
-            self._queue(PongFrame(frame.id))
+            self._urgent.append(PongFrame(frame.id).encode())
             events.append(PingReceived(frame.id))
         elif isinstance(frame, PongFrame):
             if frame.id in self._pings:  # spec §5.6: an unmatched PONG is ignored
@@ -958,7 +1006,9 @@ class Connection:
             self._flush(frame.stream_id, events, pending)
             self._on_reset(frame, events)
         elif isinstance(frame, BlockedFrame):
-            if frame.stream_id == 0 or self._stream_for_frame(frame.stream_id, events):
+            st = None if frame.stream_id == 0 else self._stream_for_frame(frame.stream_id, events)
+            # spec §5.4: ignored on closed and half-closed (remote) streams
+            if frame.stream_id == 0 or (st is not None and st.state in RECEIVING_STATES):
                 events.append(PeerBlocked(frame.stream_id, frame.bytes_limit, frame.messages_limit))
         elif isinstance(frame, GoAwayFrame):
             self._on_goaway(frame, events, pending)
@@ -974,20 +1024,31 @@ class Connection:
         st = self._stream_for_frame(frame.stream_id, events)
         if st is None:
             return  # spec §6.5: CREDIT on a closed stream is ignored
-        if frame.consumed is not None:
-            st.peer_consumed = max(st.peer_consumed or 0, frame.consumed)
+        self._record_consumed(st, frame.consumed)
         if st.send.grant(frame.bytes_limit, frame.messages_limit) and st.state in SENDING_STATES:
             events.append(CreditGranted(st.id, st.send.limit_bytes, st.send.limit_messages))
+
+    @staticmethod
+    def _record_consumed(st: _Stream, consumed: int | None) -> None:
+        # spec §5.3, §10.5: "consumed" never goes down, and never past what we sent.
+        if consumed is None:
+            return
+        if consumed > st.send.sent_messages:
+            raise RemoteProtocolError(
+                f"peer reports {consumed} messages consumed on stream {st.id}, but only "
+                f"{st.send.sent_messages} were sent (spec §5.3)"
+            )
+        if st.peer_consumed is None or consumed > st.peer_consumed:
+            st.peer_consumed = consumed
 
     def _on_reset(self, frame: ResetFrame, events: list[Event]) -> None:
         sid = frame.stream_id
         st = self._streams.get(sid)
         if st is None:
-            if self._is_idle(sid):
+            if self._is_idle(sid) and not self._beyond_our_goaway(sid):
                 raise RemoteProtocolError(f"RESET on idle stream {sid} (spec §5.7)")
             return  # spec §6.5: never answer a RESET with a RESET
-        if frame.consumed is not None:
-            st.peer_consumed = max(st.peer_consumed or 0, frame.consumed)
+        self._record_consumed(st, frame.consumed)
         if st.state is not StreamState.CLOSED:
             self._advance(st, StreamInput.RECV_RESET, local=False)
             events.append(StreamReset(sid, frame.code, frame.reason, True, frame.consumed))

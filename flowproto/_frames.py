@@ -67,6 +67,7 @@ MAX_STREAM_ID: Final = STREAM_ID_MASK
 MAX_CONTROL_BODY: Final = 4096
 MAX_COUNTER: Final = (1 << 62) - 1
 MAX_MAP_ENTRIES: Final = 64
+MAX_BODY_DEPTH: Final = 8
 MAX_REASON_BYTES: Final = 256
 MAX_PING_ID: Final = (1 << 64) - 1
 MAX_ERROR_CODE: Final = (1 << 32) - 1
@@ -111,35 +112,85 @@ def pack_body(body: dict[str, Any]) -> bytes:
 
 
 def _no_ext(code: int, data: bytes) -> Any:
-    raise ValueError(f"msgpack extension type {code} is not allowed (spec §4.3)")
+    raise ValueError(f"msgpack extension type {code} is not allowed (spec §4.3.2)")
+
+
+class _Pairs(list[tuple[Any, Any]]):
+    """A decoded msgpack map kept as its pairs, so duplicate keys can be seen (spec §4.3.2)."""
+
+
+_SCALARS: Final = (int, str, bytes, float, bool, type(None))
+
+
+def _check_structure(obj: Any, depth: int, frame_name: str) -> Any:
+    """Rule B4 of spec §4.3.2 over a decoded value; returns it with maps made dicts."""
+    if isinstance(obj, _Pairs):
+        if depth > MAX_BODY_DEPTH or len(obj) > MAX_MAP_ENTRIES:
+            raise RemoteProtocolError(
+                f"{frame_name} body nests deeper than {MAX_BODY_DEPTH} or holds a map of more "
+                f"than {MAX_MAP_ENTRIES} entries (spec §4.3.2)"
+            )
+        result: dict[str, Any] = {}
+        for key, value in obj:
+            if type(key) is not str:
+                raise RemoteProtocolError(
+                    f"{frame_name} body has a map key of type {type(key).__name__}, not str "
+                    "(spec §4.3.2)"
+                )
+            if key in result:
+                raise RemoteProtocolError(
+                    f"{frame_name} body repeats the key {key!r} (spec §4.3.2)"
+                )
+            result[key] = _check_structure(value, depth + 1, frame_name)
+        return result
+    if isinstance(obj, list):
+        if depth > MAX_BODY_DEPTH or len(obj) > MAX_MAP_ENTRIES:
+            raise RemoteProtocolError(
+                f"{frame_name} body nests deeper than {MAX_BODY_DEPTH} or holds an array of more "
+                f"than {MAX_MAP_ENTRIES} entries (spec §4.3.2)"
+            )
+        return [_check_structure(item, depth + 1, frame_name) for item in obj]
+    if not isinstance(obj, _SCALARS):  # a timestamp or another extension type
+        raise RemoteProtocolError(
+            f"{frame_name} body holds a {type(obj).__name__}, which is not allowed (spec §4.3.2)"
+        )
+    return obj
 
 
 def unpack_body(body: bytes, frame_name: str) -> dict[str, Any]:
-    """Decode a control body into a dict, or raise ``RemoteProtocolError`` (spec §4.3).
+    """Decode a control body into a dict, or raise ``RemoteProtocolError`` (spec §4.3.2).
 
-    The body has already passed the header-time size check, so msgpack's own length
-    limits (which default to the body's size) bound every allocation; any msgpack
-    failure is turned into PROTOCOL_ERROR so that only flowproto errors escape.
+    The body has already passed the header-time size check (at most MAX_CONTROL_BODY
+    bytes), so msgpack's own length limits (which default to the body's size) bound every
+    allocation. Rules B1-B4 are checked in order; any msgpack failure becomes
+    PROTOCOL_ERROR, so that only flowproto errors escape.
     """
     try:
         obj = msgpack.unpackb(
-            body, raw=False, strict_map_key=True, use_list=True, ext_hook=_no_ext, timestamp=0
+            body,
+            raw=False,
+            use_list=True,
+            strict_map_key=False,  # B4 checks keys itself, with its own error
+            object_pairs_hook=_Pairs,
+            ext_hook=_no_ext,
+            timestamp=0,
         )
     except Exception as exc:  # msgpack raises ValueError, FormatError, StackError, ...
         raise RemoteProtocolError(
-            f"{frame_name} body is not one valid msgpack object: {exc} (spec §4.3)"
+            f"{frame_name} body is not one valid msgpack object: {exc} (spec §4.3.2)"
         ) from None
-    if not isinstance(obj, dict):
+    if not isinstance(obj, _Pairs):
         raise RemoteProtocolError(
-            f"{frame_name} body must be a msgpack map, got {type(obj).__name__} (spec §4.3)"
+            f"{frame_name} body must be a msgpack map, got {type(obj).__name__} (spec §4.3.2)"
         )
     if len(obj) > MAX_MAP_ENTRIES:
         code = ErrorCode.ENHANCE_YOUR_CALM if frame_name == "HELLO" else ErrorCode.PROTOCOL_ERROR
         raise RemoteProtocolError(
-            f"{frame_name} body has {len(obj)} entries, more than {MAX_MAP_ENTRIES} (spec §4.3)",
+            f"{frame_name} body has {len(obj)} entries, more than {MAX_MAP_ENTRIES} (spec §4.3.2)",
             code,
         )
-    return obj
+    result: dict[str, Any] = _check_structure(obj, 1, frame_name)
+    return result
 
 
 def _get_int(
@@ -156,14 +207,13 @@ def _get_int(
         if required:
             raise RemoteProtocolError(f"{frame_name} lacks required key {key!r} (spec §4.3)")
         return None
-    if type(value) is not int:
+    if type(value) is not int or value < 0:
         raise RemoteProtocolError(
-            f"{frame_name} key {key!r} must be an integer, got {type(value).__name__} (spec §4.3)",
-            code,
+            f"{frame_name} key {key!r} must be a non-negative integer, got {value!r} (spec §4.3.3)"
         )
-    if not 0 <= value <= maximum:
+    if value > maximum:
         raise RemoteProtocolError(
-            f"{frame_name} key {key!r} = {value} is outside 0..{maximum} (spec §4.3)", code
+            f"{frame_name} key {key!r} = {value} is above {maximum} (spec §4.3.3)", code
         )
     return value
 
@@ -325,13 +375,13 @@ class CreditFrame:
         m = unpack_body(body, "CREDIT")
         # spec §5.3: a limit above MAX_COUNTER is a flow-control error, not a framing one.
         fc = ErrorCode.FLOW_CONTROL_ERROR
-        limit_bytes = _get_int(m, "bytes", "CREDIT", MAX_COUNTER, required=False, code=fc)
+        limit_bytes = _get_int(m, "bytes", "CREDIT", MAX_COUNTER, required=True, code=fc)
         if stream_id == 0:
             return cls(0, limit_bytes)
         return cls(
             stream_id,
             limit_bytes,
-            _get_int(m, "messages", "CREDIT", MAX_COUNTER, required=False, code=fc),
+            _get_int(m, "messages", "CREDIT", MAX_COUNTER, required=True, code=fc),
             _get_int(m, "consumed", "CREDIT", MAX_COUNTER, required=False),
         )
 
@@ -352,10 +402,10 @@ class BlockedFrame:
     @classmethod
     def parse(cls, flags: int, stream_id: int, body: bytes) -> BlockedFrame:
         m = unpack_body(body, "BLOCKED")
-        limit_bytes = _get_int(m, "bytes", "BLOCKED", MAX_COUNTER, required=False)
+        limit_bytes = _get_int(m, "bytes", "BLOCKED", MAX_COUNTER, required=True)
         if stream_id == 0:
             return cls(0, limit_bytes)
-        limit_messages = _get_int(m, "messages", "BLOCKED", MAX_COUNTER, required=False)
+        limit_messages = _get_int(m, "messages", "BLOCKED", MAX_COUNTER, required=True)
         return cls(stream_id, limit_bytes, limit_messages)
 
 
@@ -448,7 +498,7 @@ class GoAwayFrame:
         code = _get_int(m, "code", "GOAWAY", MAX_ERROR_CODE, required=True)
         assert last is not None and code is not None
         versions = m.get("versions")
-        if versions is not None:
+        if "versions" in m:
             if not isinstance(versions, list) or not all(
                 type(v) is int and 0 <= v <= 0xFFFF for v in versions
             ):

@@ -305,6 +305,9 @@ class FlowStream:
         self._conn = conn
         self.stream_id = stream_id
         self.codec = codec
+        # The core forgets a stream once it is closed, maybe in the same read as the
+        # peer's last CREDIT; its record keeps what the peer reported consumed (spec §10.5).
+        self._record = conn._core._streams.get(stream_id)
         self._inbox: deque[bytes] = deque()
         self._inbox_bytes = 0
         self._ended = False  # the peer sent END_STREAM
@@ -541,9 +544,14 @@ class FlowStream:
 
     def _on_lost(self, exc: ConnectionLostError) -> None:
         if self._lost is None:
-            self._lost = exc.for_stream(self._conn._core.peer_consumed(self.stream_id))
+            self._lost = exc.for_stream(self._delivered())
         self._receive_lot.unpark_all()
         self._send_lot.unpark_all()
+
+    def _delivered(self) -> int | None:
+        if self._record is not None:
+            return self._record.peer_consumed
+        return self._conn._core.peer_consumed(self.stream_id)
 
     def statistics(self) -> StreamStatistics:
         """A snapshot of this stream's credit, buffers and traffic."""
@@ -563,7 +571,7 @@ class FlowStream:
             bytes_sent=self.bytes_sent,
             messages_received=self.messages_received,
             bytes_received=self.bytes_received,
-            delivered=core.peer_consumed(self.stream_id),
+            delivered=self._delivered(),
             seconds_blocked=self.seconds_blocked,
             consume_rate=self._rate,
         )
