@@ -88,6 +88,9 @@ _unpack_header = HEADER.unpack_from
 
 _PLACEHOLDER: Final = StreamEnded(0)  # a slot in the event list that _flush fills
 
+#: Replies (PONG, RESET) queued for the peer before it reads them (spec §10.7).
+MAX_QUEUED_REPLIES: Final = 1000
+
 #: Keepalive PINGs we keep track of at once; answers to others are ignored (spec §11).
 MAX_OUTSTANDING_PINGS: Final = 16
 
@@ -186,6 +189,7 @@ class Connection:
         self._out: list[bytes] = [PREFACE, HelloFrame(ls).encode()]
         self._urgent: list[bytes] = []  # PONG goes ahead of queued DATA (spec §5.5)
         self._preface_queued = True
+        self._replies = 0  # replies queued since data_to_send() last took the output
         self._inbuf = bytearray()
         self._need = 0  # bytes _inbuf must reach before parsing can make progress
         self._next_ping_id = 0
@@ -208,6 +212,7 @@ class Connection:
         if not out:
             return b""
         self._preface_queued = False
+        self._replies = 0
         data = b"".join(out)
         out.clear()
         return data
@@ -897,6 +902,7 @@ class Connection:
         if self._open_count[sid & 1] >= self.local_settings.max_streams:
             # spec §6.4: refuse it; the connection lives.
             self._queue(ResetFrame(sid, ErrorCode.REFUSED_STREAM, "too many concurrent streams", 0))
+            self._count_reply()
             return None
         st = self._new_stream(sid)
         self._highest_accepted_peer_id = sid
@@ -972,9 +978,21 @@ class Connection:
             self._final_report(st)
             self._maybe_forget(st)
 
+    def _count_reply(self) -> None:
+        # spec §10.7: replies the peer makes us queue are bounded; a peer that keeps
+        # asking without reading what we send is cut off, never buffered for.
+        self._replies += 1
+        if self._replies > MAX_QUEUED_REPLIES:
+            raise RemoteProtocolError(
+                f"peer made this side queue more than {MAX_QUEUED_REPLIES} replies (PONG, "
+                "RESET) that it has not read (spec §10.7)",
+                ErrorCode.ENHANCE_YOUR_CALM,
+            )
+
     def _stream_error(self, st: _Stream, code: ErrorCode, reason: str, events: list[Event]) -> None:
         """Reset one stream for the peer's error (spec §10.3)."""
         self._queue(ResetFrame(st.id, code, reason, st.recv.consumed_messages))
+        self._count_reply()
         self._advance(st, StreamInput.SEND_RESET, local=True)
         events.append(StreamReset(st.id, code, reason, False, None))
         self._discard(st)
@@ -997,6 +1015,7 @@ class Connection:
             self._on_credit(frame, events)
         elif isinstance(frame, PingFrame):
             self._urgent.append(PongFrame(frame.id).encode())
+            self._count_reply()
             events.append(PingReceived(frame.id))
         elif isinstance(frame, PongFrame):
             if frame.id in self._pings:  # spec §5.6: an unmatched PONG is ignored
