@@ -81,6 +81,7 @@ from ._state import (
 __all__ = ["Connection", "Role"]
 
 _DATA: Final = int(FrameType.DATA)
+_HELLO: Final = int(FrameType.HELLO)
 _END_MESSAGE: Final = int(Flags.END_MESSAGE)
 _END_STREAM: Final = int(Flags.END_STREAM)
 _pack_header = HEADER.pack
@@ -457,7 +458,6 @@ class Connection:
         st.send.sent_messages += 1
         self._conn_send.sent_bytes += n
         self._blocked.pop(st.id, None)
-        self._blocked.pop(0, None)
         if end_stream:
             self._advance(st, StreamInput.SEND_END, local=True)
         if n <= max_frame:
@@ -639,13 +639,14 @@ class Connection:
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timeout` next has work, on the caller's clock, or ``None``."""
+        if self.state is ConnectionState.CLOSED:
+            return None  # handle_timeout does nothing then: a deadline would spin the caller
         deadlines: list[float] = []
         keepalive = self.local_settings.keepalive_ms / 1000
-        if self.state is not ConnectionState.CLOSED:
-            if self._keepalive_ping is not None:
-                deadlines.append(self._keepalive_sent_at + self.ping_timeout)
-            elif keepalive:
-                deadlines.append(self._last_rx + keepalive)
+        if self._keepalive_ping is not None:
+            deadlines.append(self._keepalive_sent_at + self.ping_timeout)
+        elif keepalive:
+            deadlines.append(self._last_rx + keepalive)
         for entry in self._blocked.values():
             sent_at = entry.sent_at
             deadlines.append(0.0 if sent_at is None else sent_at + self.blocked_interval)
@@ -665,21 +666,23 @@ class Connection:
             self._last_rx = now
             self._keepalive_ping = None  # spec §11: any frame shows the peer is alive
         keepalive = self.local_settings.keepalive_ms / 1000
+        # Each test is the same sum as in next_deadline(): ``now - t >= d`` can be false at
+        # ``now == t + d`` in floating point, and a timer waking at the deadline would spin.
         if self._keepalive_ping is not None:
-            if now - self._keepalive_sent_at >= self.ping_timeout:
+            if now >= self._keepalive_sent_at + self.ping_timeout:
                 exc = KeepaliveTimeout(
                     f"no frame from the peer for {now - self._last_rx:.1f} s, and no answer to "
                     f"a PING for {self.ping_timeout:.1f} s (spec §11)"
                 )
                 self._fail(exc)
                 raise exc
-        elif keepalive and now - self._last_rx >= keepalive:
+        elif keepalive and now >= self._last_rx + keepalive:
             self._keepalive_ping = self.ping()
             self._keepalive_sent_at = now
         for key, entry in self._blocked.items():
             if entry.sent_at is None:
                 entry.sent_at = now
-            elif now - entry.sent_at >= self.blocked_interval:
+            elif now >= entry.sent_at + self.blocked_interval:
                 entry.sent_at = now
                 self._queue(self._blocked_frame(key, entry.limits))
 
@@ -713,7 +716,7 @@ class Connection:
             return self._on_eof()
         if self._inbuf:
             self._inbuf += data
-            if len(self._inbuf) < self._need:
+            if len(self._inbuf) < self._need and self.state is not ConnectionState.PREFACE:
                 return []
             data = bytes(self._inbuf)
             self._inbuf.clear()
@@ -775,7 +778,7 @@ class Connection:
                         or not flags & _END_MESSAGE
                     ):
                         if end > n:
-                            self._check_data_header(sid, length, flags, st)
+                            self._check_data_header(sid, length, flags, st, events, pending)
                             break
                         self._receive_data_frame(
                             sid, flags, data[pos + HEADER_SIZE : end], events, pending
@@ -788,7 +791,7 @@ class Connection:
                         or rw.received_messages >= rw.advertised_messages
                         or length > self.local_settings.max_message_bytes
                     ):
-                        self._check_data_header(sid, length, flags, st)
+                        self._check_data_header(sid, length, flags, st, events, pending)
                         if end > n:
                             break
                         self._receive_data_frame(
@@ -813,12 +816,16 @@ class Connection:
                     pos = end
                     continue
                 sid &= STREAM_ID_MASK
+                if (ftype == _HELLO) != (self.state is ConnectionState.HELLO):
+                    # spec §4.2 H1, §3.4: decided from the header, before its size (H2).
+                    raise RemoteProtocolError(
+                        "a second HELLO (spec §3.4)"
+                        if ftype == _HELLO
+                        else f"the first frame after the preface must be HELLO, got type {ftype} "
+                        "(spec §3.4)"
+                    )
                 check_header(length, ftype, sid, max_frame)
                 if end > n:
-                    if ftype == _DATA:
-                        raise RemoteProtocolError(
-                            "the first frame after the preface must be HELLO, got DATA (spec §3.4)"
-                        )
                     break
                 frame = parse_frame(ftype, flags, sid, data[pos + HEADER_SIZE : end])
                 pos = end
@@ -847,24 +854,74 @@ class Connection:
         if batch is not None:
             events[batch.index] = MessagesReceived(sid, batch.messages, batch.nbytes)
 
-    def _check_data_header(self, sid: int, length: int, flags: int, st: _Stream | None) -> None:
-        """The header-time checks of a DATA frame whose body may not be here yet (spec §8.4)."""
+    def _check_data_header(
+        self,
+        sid: int,
+        length: int,
+        flags: int,
+        st: _Stream | None,
+        events: list[Event],
+        pending: dict[int, _Batch],
+    ) -> None:
+        """Checks of a DATA frame from its header, before its body is buffered (spec §8.4).
+
+        Connection errors raise; a message over max_message_bytes resets its stream at
+        once (spec §7.3), and the body, when it comes, is discarded as on a closed stream.
+        Everything here is repeated harmlessly if the same header is parsed again.
+        """
         self._conn_check(length)
-        if st is None or st.state not in RECEIVING_STATES:
-            if st is None and self._is_idle(sid):
-                self._check_peer_open(sid)
+        truncates = flags & _END_STREAM and not flags & _END_MESSAGE
+        if st is None:
+            if not self._is_idle(sid):
+                return  # closed: spec §6.5
+            self._check_peer_open(sid)
+            if self._beyond_our_goaway(sid) or self._would_refuse(sid):
+                return
+            ls = self.local_settings
+            if length > ls.stream_bytes:
+                raise RemoteProtocolError(
+                    f"peer opened stream {sid} with {length} bytes against a limit of "
+                    f"{ls.stream_bytes} (spec §8.4)",
+                    ErrorCode.FLOW_CONTROL_ERROR,
+                )
+            if truncates and length:
+                raise RemoteProtocolError(
+                    f"END_STREAM on stream {sid} inside a message (spec §7.2)"
+                )
+            if length > ls.max_message_bytes:
+                opened = self._open_peer_stream(sid, events)
+                if opened is not None:
+                    self._too_large(opened, events, pending)
+            return
+        if st.state not in RECEIVING_STATES:
             return
         rw = st.recv
-        begins = (
-            1
-            if st.partial is None and (length or not flags & _END_STREAM or flags & _END_MESSAGE)
-            else 0
-        )
+        begins = 1 if st.partial is None and (length or not truncates) else 0
         if (
             rw.received_bytes + length > rw.advertised_bytes
             or rw.received_messages + begins > rw.advertised_messages
         ):
             rw.receive(length, begins, f"stream {sid}")  # raises
+        if truncates and (st.partial is not None or length):
+            raise RemoteProtocolError(f"END_STREAM on stream {sid} inside a message (spec §7.2)")
+        so_far = st.partial_len if st.partial is not None else 0
+        if so_far + length > self.local_settings.max_message_bytes:
+            self._too_large(st, events, pending)
+
+    def _would_refuse(self, sid: int) -> bool:
+        return (
+            self.state is not ConnectionState.OPEN and self.state is not ConnectionState.CLOSING
+        ) or self._open_count[sid & 1] >= self.local_settings.max_streams
+
+    def _too_large(self, st: _Stream, events: list[Event], pending: dict[int, _Batch]) -> None:
+        # spec §7.3: the stream is reset; the connection lives.
+        self._flush(st.id, events, pending)
+        self._stream_error(
+            st,
+            ErrorCode.MESSAGE_TOO_LARGE,
+            f"message over max_message_bytes = {self.local_settings.max_message_bytes}",
+            events,
+        )
 
     def _conn_check(self, length: int) -> None:
         conn = self._conn_recv
@@ -943,7 +1000,7 @@ class Connection:
         begins = st.partial is None and (length or end_message or not end_stream)
         self._conn_recv.receive(length, 0, "the connection")
         st.recv.receive(length, 1 if begins else 0, f"stream {sid}")
-        if st.partial is not None and end_stream and not end_message:
+        if end_stream and not end_message and (st.partial is not None or begins):
             raise RemoteProtocolError(f"END_STREAM on stream {sid} inside a message (spec §7.2)")
         if begins:
             st.partial = []
@@ -1038,6 +1095,7 @@ class Connection:
     def _on_credit(self, frame: CreditFrame, events: list[Event]) -> None:
         if frame.stream_id == 0:
             if self._conn_send.grant(frame.bytes_limit):
+                self._blocked.pop(0, None)  # spec §8.7: BLOCKED stops when the credit arrives
                 events.append(CreditGranted(0, self._conn_send.limit_bytes, None))
             return
         st = self._stream_for_frame(frame.stream_id, events)
@@ -1045,6 +1103,7 @@ class Connection:
             return  # spec §6.5: CREDIT on a closed stream is ignored
         self._record_consumed(st, frame.consumed)
         if st.send.grant(frame.bytes_limit, frame.messages_limit) and st.state in SENDING_STATES:
+            self._blocked.pop(st.id, None)
             events.append(CreditGranted(st.id, st.send.limit_bytes, st.send.limit_messages))
 
     @staticmethod
