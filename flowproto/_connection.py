@@ -558,11 +558,10 @@ class Connection:
         self._maybe_forget(st)
 
     def _maybe_forget(self, st: _Stream) -> None:
-        # spec §6.4: a stream counts toward max_streams until it is closed and its
-        # received messages are all released.
+        # spec §6.3: a closed stream leaves the table once its received messages are all
+        # released; its max_streams slot was freed when it closed (see _advance).
         if st.state is StreamState.CLOSED and st.recv.held_messages == 0 and st.partial is None:
-            if self._streams.pop(st.id, None) is not None:
-                self._open_count[st.id & 1] -= 1
+            self._streams.pop(st.id, None)
             self._blocked.pop(st.id, None)
 
     def _advance(self, st: _Stream, event: StreamInput, *, local: bool) -> None:
@@ -575,6 +574,12 @@ class Connection:
             if local:
                 raise StreamClosedError(message)
             raise RemoteProtocolError(message, ErrorCode.STREAM_CLOSED)
+        if new not in SENDING_STATES:
+            self._blocked.pop(st.id, None)  # spec §8.7: no BLOCKED once we may not send
+        if new is StreamState.CLOSED:
+            # spec §6.4: only open and half-closed streams count, even while messages
+            # received on a closed one wait to be released.
+            self._open_count[st.id & 1] -= 1
         st.state = new
 
     # --- connection-level verbs ----------------------------------------------------------
@@ -1152,13 +1157,23 @@ class Connection:
         if frame.code == ErrorCode.NO_ERROR:
             if self.state is ConnectionState.OPEN:
                 self.state = ConnectionState.CLOSING
-        else:
-            self.state = ConnectionState.CLOSED
+            return
+        # spec §10.2: an error GOAWAY ends every stream with its code.
+        for st in list(self._streams.values()):
+            self._flush(st.id, events, pending)
+            if st.state is not StreamState.CLOSED:
+                self._advance(st, StreamInput.RECV_RESET, local=False)
+                events.append(StreamReset(st.id, frame.code, frame.reason, True, st.peer_consumed))
+            self._discard(st)
+        self.state = ConnectionState.CLOSED
 
     def _on_eof(self) -> list[Event]:
         truncated = bool(self._inbuf) or any(
             st.partial is not None for st in self._streams.values()
         )
-        clean = self._goaway_received_last is not None and not truncated
+        # spec §10.6: the normal end is EOF after a GOAWAY (either way) with no stream open.
+        goaway = self._goaway_received_last is not None or self._goaway_sent_last is not None
+        open_streams = any(st.state is not StreamState.CLOSED for st in self._streams.values())
+        clean = goaway and not truncated and not open_streams
         self.state = ConnectionState.CLOSED
         return [ConnectionClosed(clean, truncated)]

@@ -29,6 +29,7 @@ import math
 import os
 import socket as _stdlib_socket
 import ssl
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -37,6 +38,9 @@ from typing import Any, Final, Literal, Protocol
 
 import msgpack
 import trio
+
+if sys.version_info < (3, 11):  # trio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
 from ._connection import Connection, Role
 from ._errors import ErrorCode, FlowProtoError, KeepaliveTimeout, RemoteProtocolError
@@ -81,6 +85,8 @@ YIELD_AFTER_BYTES: Final = 256 * 1024
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 #: Seconds ``aclose()`` lets open streams finish after GOAWAY before resetting them.
 DEFAULT_CLOSE_GRACE: Final = 5.0
+#: Seconds a closing side waits for the peer's EOF after flushing its GOAWAY (spec §10.2).
+CLOSE_LINGER: Final = 1.0
 
 CodecName = Literal["msgpack", "raw"]
 
@@ -390,8 +396,10 @@ class FlowStream:
             n = core.send_messages(self.stream_id, payloads[sent:] if sent else payloads)
             if n:
                 self.messages_sent += n
-                self.bytes_sent += sum(len(p) for p in payloads[sent : sent + n])
+                nbytes = sum(len(p) for p in payloads[sent : sent + n])
+                self.bytes_sent += nbytes
                 conn._messages_sent += n
+                conn._bytes_sent += nbytes
                 sent += n
                 conn._wake_writer()
             if sent == len(payloads):
@@ -607,10 +615,12 @@ class FlowConnection:
         self._pings: dict[int, tuple[float, trio.Event]] = {}
         self._rtt: float | None = None
         self._messages_sent = 0
+        self._bytes_sent = 0
         self._messages_received = 0
         self._bytes_received = 0
         self._seconds_blocked = 0.0
         self._writer_done = False
+        self._reader_scope = trio.CancelScope()  # cancelled to stop reading and close
         self._unyielded_bytes = 0  # queued by send() since it last let the writer run
 
     @property
@@ -633,6 +643,14 @@ class FlowConnection:
         if self._core.stream_state(stream.stream_id) is StreamState.CLOSED and not stream._inbox:
             self._streams.pop(stream.stream_id, None)
         self._stream_change.unpark_all()
+        self._end_if_finished()
+
+    def _end_if_finished(self) -> None:
+        # spec §10.4: after the peer's GOAWAY, once no stream is open, flush and close.
+        if self._goaway is not None and self._core.finished:
+            if self._lost is None:
+                self._fail(self._closed_error())
+            self._reader_scope.cancel()
 
     # tasks --------------------------------------------------------------------------------
 
@@ -643,7 +661,8 @@ class FlowConnection:
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._timer)
                 task_status.started()
-                await self._reader()
+                with self._reader_scope:
+                    await self._reader()
                 # The reader ended: let the writer flush what is queued (GOAWAY), then stop.
                 self._writer_done = True
                 self._wake_writer()
@@ -671,6 +690,9 @@ class FlowConnection:
                     self._fail(
                         ConnectionLostError(f"transport failed: {exc or type(exc).__name__}")
                     )
+                    # Nothing can be written either (a writer may be stuck in a failed TLS
+                    # handshake): stop now rather than wait to flush.
+                    self._nursery.cancel_scope.cancel()
                     return
                 try:
                     events = core.receive_data(bytes(data))
@@ -682,6 +704,9 @@ class FlowConnection:
                     )
                     return
                 self._dispatch(events)
+                if data:
+                    # spec §11: keepalive counts from the last receipt, not the last timer tick.
+                    core.handle_timeout(trio.current_time())
                 if core.has_data_to_send:
                     self._wake_writer()
                 if core.state is ConnectionState.CLOSED:
@@ -722,7 +747,13 @@ class FlowConnection:
             elif isinstance(event, StreamOpened):
                 stream = FlowStream(self, event.stream_id, _codec(self._codec_spec))
                 streams[event.stream_id] = stream
-                self._accept_send.send_nowait(stream)
+                try:
+                    self._accept_send.send_nowait(stream)
+                except trio.ClosedResourceError:
+                    # spec §10.4: opened after the peer's own GOAWAY; nobody will accept it.
+                    del streams[event.stream_id]
+                    self._core.reset_stream(event.stream_id, ErrorCode.REFUSED_STREAM)
+                    self._end_if_finished()
             elif isinstance(event, StreamEnded):
                 stream = streams.get(event.stream_id)
                 if stream is not None:
@@ -730,7 +761,7 @@ class FlowConnection:
                     self._after_stream_change(stream)
             elif isinstance(event, StreamReset):
                 stream = streams.get(event.stream_id)
-                if stream is not None:
+                if stream is not None and self._lost is None:
                     stream._on_reset(
                         StreamResetError(
                             event.stream_id,
@@ -751,7 +782,11 @@ class FlowConnection:
                     entry[1].set()
             elif isinstance(event, GoAwayReceived):
                 self._goaway = event
+                if event.error_code != ErrorCode.NO_ERROR:
+                    self._fail(self._closed_error())  # spec §10.2: every stream ends
+                self._accept_send.close()  # spec §10.4: the peer opens no more streams
                 self._stream_change.unpark_all()
+                self._end_if_finished()
             elif isinstance(event, ConnectionClosed):
                 if event.clean and self._goaway is not None:
                     self._fail(self._closed_error())
@@ -807,6 +842,7 @@ class FlowConnection:
             except KeepaliveTimeout as exc:
                 self._fail(ConnectionLostError(str(exc), error_code=exc.error_code))
                 self._writer_done = True
+                self._reader_scope.cancel()  # spec §10.2: send GOAWAY(TIMEOUT), then close
             self._wake_writer()
 
     # public API ---------------------------------------------------------------------------
@@ -817,7 +853,12 @@ class FlowConnection:
         if self._lost is not None:
             raise self._lost
         if scope.cancelled_caught:
-            raise HandshakeTimeout(f"no flowproto handshake from the peer within {timeout} s")
+            message = f"no flowproto handshake from the peer within {timeout} s"
+            # spec §11: a connection error TIMEOUT: GOAWAY, then close without a grace period.
+            self._core.close(ErrorCode.TIMEOUT, message)
+            self._fail(ConnectionLostError(message, error_code=ErrorCode.TIMEOUT))
+            self._reader_scope.cancel()
+            raise HandshakeTimeout(message)
 
     async def open_stream(self, *, codec: CodecName | Codec | None = None) -> FlowStream:
         """Open a stream; waits while the peer's max_streams are all in use (spec §6.4).
@@ -894,6 +935,11 @@ class FlowConnection:
         self._writer_done = True
         self._wake_writer()
         with trio.move_on_after(grace):
+            await self._flushed()
+        # spec §10.2, §10.4: the GOAWAY is out; wait a little for the peer to close first,
+        # unless it sent GOAWAY too.
+        self._end_if_finished()
+        with trio.move_on_after(min(grace, CLOSE_LINGER)):
             await self._closed.wait()
         if not self._closed.is_set():
             self._nursery.cancel_scope.cancel()
@@ -910,7 +956,7 @@ class FlowConnection:
             buffered_bytes=held,
             receive_window_bytes=core.local_settings.connection_bytes,
             messages_sent=self._messages_sent,
-            bytes_sent=sum(s.bytes_sent for s in self._streams.values()),
+            bytes_sent=self._bytes_sent,
             messages_received=self._messages_received,
             bytes_received=self._bytes_received,
             seconds_blocked=self._seconds_blocked,
@@ -949,14 +995,27 @@ async def open_flow_connection(
     """
     role = Role.INITIATOR if initiator else Role.ACCEPTOR
     conn = FlowConnection(transport, role, settings, codec, ping_timeout)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(conn._run)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(conn._run)
+            try:
+                await conn._wait_handshake(handshake_timeout)
+                yield conn
+            finally:
+                with trio.CancelScope(shield=True):
+                    await conn.aclose(close_grace)
+    except BaseExceptionGroup as group:
+        # The connection's tasks handle their own errors, so the group holds only what the
+        # handshake or the block raised: raise it bare, as a plain ``async with`` would.
+        if len(group.exceptions) != 1:
+            raise
+        exc = group.exceptions[0]
+        context = exc.__context__
         try:
-            await conn._wait_handshake(handshake_timeout)
-            yield conn
+            raise exc
         finally:
-            with trio.CancelScope(shield=True):
-                await conn.aclose(close_grace)
+            exc.__context__ = context  # not the group: ``raise`` in ``except`` chains it
+            del exc, context
 
 
 @asynccontextmanager

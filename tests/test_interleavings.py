@@ -454,7 +454,8 @@ def replay(
         wire = wire[hello:]
     feed(conn, wire, cuts, events)
     events += conn.receive_data(b"")
-    assert events[-1] == ConnectionClosed(clean=True, truncated=False)
+    # spec §10.6: not truncated; "clean" also depends on streams left open, which varies.
+    assert isinstance(events[-1], ConnectionClosed) and not events[-1].truncated
     per_stream: dict[int, list[Any]] = defaultdict(list)
     others: list[Event] = []
     for event in events:
