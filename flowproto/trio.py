@@ -25,6 +25,7 @@ raw ``bytes`` (``codec="raw"``), chosen per connection and overridable per strea
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket as _stdlib_socket
@@ -89,6 +90,8 @@ DEFAULT_CLOSE_GRACE: Final = 5.0
 CLOSE_LINGER: Final = 1.0
 
 CodecName = Literal["msgpack", "raw"]
+
+_log = logging.getLogger("flowproto")
 
 
 # --- codecs ------------------------------------------------------------------------------
@@ -328,6 +331,7 @@ class FlowStream:
         self.messages_received = 0
         self.bytes_received = 0
         self.seconds_blocked = 0.0
+        self._blocked_since: float | None = None  # when the send() waiting now began
         self._rate = 0.0
         self._rate_time = trio.current_time()
         self._rate_count = 0
@@ -407,10 +411,11 @@ class FlowStream:
             # Not enough credit for the next message: wait for CREDIT (spec §8.3, §8.7).
             conn._wake_writer()
             conn._wake_timer()
-            start = trio.current_time()
+            start = self._blocked_since = trio.current_time()
             try:
                 await self._send_lot.park()
             finally:
+                self._blocked_since = None
                 waited = trio.current_time() - start
                 self.seconds_blocked += waited
                 conn._seconds_blocked += waited
@@ -561,6 +566,10 @@ class FlowStream:
             return self._record.peer_consumed
         return self._conn._core.peer_consumed(self.stream_id)
 
+    def _seconds_blocked_now(self) -> float:
+        since = self._blocked_since
+        return self.seconds_blocked + (0.0 if since is None else trio.current_time() - since)
+
     def statistics(self) -> StreamStatistics:
         """A snapshot of this stream's credit, buffers and traffic."""
         core = self._conn._core
@@ -580,7 +589,7 @@ class FlowStream:
             messages_received=self.messages_received,
             bytes_received=self.bytes_received,
             delivered=self._delivered(),
-            seconds_blocked=self.seconds_blocked,
+            seconds_blocked=self._seconds_blocked_now(),
             consume_rate=self._rate,
         )
 
@@ -959,7 +968,12 @@ class FlowConnection:
             bytes_sent=self._bytes_sent,
             messages_received=self._messages_received,
             bytes_received=self._bytes_received,
-            seconds_blocked=self._seconds_blocked,
+            seconds_blocked=self._seconds_blocked
+            + sum(
+                trio.current_time() - s._blocked_since
+                for s in self._streams.values()
+                if s._blocked_since is not None
+            ),
             rtt=self._rtt,
         )
 
@@ -1075,8 +1089,9 @@ async def _run_stream_handler(handler: StreamHandler, stream: FlowStream) -> Non
     except (StreamResetError, ConnectionLostError):
         pass
     except Exception as exc:
+        # One failing handler resets its own stream; the connection and server go on.
+        _log.warning("flowproto: stream %d handler failed", stream.stream_id, exc_info=True)
         await stream.reset(ErrorCode.INTERNAL_ERROR, f"handler failed: {type(exc).__name__}")
-        raise
     else:
         await stream.aclose()
 
@@ -1115,7 +1130,8 @@ async def serve(
     """Serve flowproto over TCP, following ``trio.serve_tcp``: ``port=0`` picks a free port.
 
     Use ``listeners = await nursery.start(serve, handler, 0)`` and read the bound port
-    from ``listeners[0].socket.getsockname()``.
+    from ``listeners[0].socket.getsockname()`` (with ``ssl_context``, the listeners are
+    ``trio.SSLListener``: use ``listeners[0].transport_listener.socket``).
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
     await serve_listeners(

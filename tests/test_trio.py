@@ -1078,3 +1078,32 @@ async def test_stream_opened_after_the_peers_goaway_is_refused(
             with pytest.raises(ConnectionLostError) as info:
                 await conn.accept_stream()
             assert info.value.error_code == ErrorCode.NO_ERROR
+
+
+async def test_a_failing_handler_resets_only_its_own_stream() -> None:
+    """A handler that raises resets its stream with INTERNAL_ERROR; the server goes on."""
+    import functools
+
+    from flowproto.trio import StreamResetError, open_connection, serve
+
+    async def handler(stream: Any) -> None:
+        message = await stream.receive()
+        if message == "boom":
+            raise ValueError("handler bug")
+        await stream.send(message)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(functools.partial(serve, handler, 0, host="127.0.0.1"))
+            port = listeners[0].socket.getsockname()[1]
+            async with open_connection("127.0.0.1", port) as conn:
+                bad = await conn.open_stream()
+                await bad.send("boom")
+                with pytest.raises(StreamResetError) as info:
+                    await bad.receive()
+                assert info.value.error_code == ErrorCode.INTERNAL_ERROR
+                good = await conn.open_stream()
+                await good.send("hello")
+                assert await good.receive() == "hello"
+                await good.aclose()
+            nursery.cancel_scope.cancel()
