@@ -251,6 +251,8 @@ class StreamStatistics:
         messages_received: messages consumed by the application.
         bytes_received: their bytes.
         delivered: messages the peer reported consumed (spec §10.5).
+        messages_in_flight: messages sent and not yet reported consumed: on the wire, or
+            buffered at the peer, or consumed since its last report.
         seconds_blocked: total seconds ``send()`` waited for credit.
         consume_rate: messages consumed per second, smoothed (EMA over about a second).
     """
@@ -268,6 +270,7 @@ class StreamStatistics:
     messages_received: int
     bytes_received: int
     delivered: int | None
+    messages_in_flight: int
     seconds_blocked: float
     consume_rate: float
 
@@ -589,6 +592,7 @@ class FlowStream:
             messages_received=self.messages_received,
             bytes_received=self.bytes_received,
             delivered=self._delivered(),
+            messages_in_flight=self.messages_sent - (self._delivered() or 0),
             seconds_blocked=self._seconds_blocked_now(),
             consume_rate=self._rate,
         )
@@ -854,6 +858,23 @@ class FlowConnection:
                 self._reader_scope.cancel()  # spec §10.2: send GOAWAY(TIMEOUT), then close
             self._wake_writer()
 
+    async def _idle_watch(self, timeout: float) -> None:
+        # spec §11: a connection with no stream for `timeout` seconds is closed.
+        core = self._core
+        while self._lost is None:
+            if self._streams or core.stream_ids:
+                await self._stream_change.park()
+                continue
+            with trio.move_on_after(timeout) as scope:
+                await self._stream_change.park()  # any stream change restarts the wait
+            if scope.cancelled_caught and not self._streams and not core.stream_ids:
+                if self._lost is None:
+                    message = f"no stream for {timeout} s (idle timeout, spec §11)"
+                    core.close(ErrorCode.TIMEOUT, message)
+                    self._fail(ConnectionLostError(message, error_code=ErrorCode.TIMEOUT))
+                    self._reader_scope.cancel()
+                return
+
     # public API ---------------------------------------------------------------------------
 
     async def _wait_handshake(self, timeout: float) -> None:
@@ -989,7 +1010,8 @@ async def open_flow_connection(
     settings: Settings | None = None,
     codec: CodecName | Codec = "msgpack",
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-    ping_timeout: float = 20.0,
+    ping_timeout: float = 15.0,
+    idle_timeout: float | None = None,
     close_grace: float = DEFAULT_CLOSE_GRACE,
 ) -> AsyncIterator[FlowConnection]:
     """Run flowproto over an existing Trio stream (TLS, memory streams, ...).
@@ -1002,6 +1024,8 @@ async def open_flow_connection(
         handshake_timeout: seconds allowed for the preface and HELLO exchange.
         ping_timeout: seconds a keepalive PING may go unanswered (spec §11).
         close_grace: seconds open streams may finish after the block exits.
+        idle_timeout: if set, seconds without any stream after which the connection
+            closes with GOAWAY(TIMEOUT) (spec §11); ``None`` (the default) never does.
 
     Raises:
         HandshakeTimeout: the peer did not complete the handshake in time.
@@ -1012,6 +1036,8 @@ async def open_flow_connection(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(conn._run)
+            if idle_timeout is not None:
+                nursery.start_soon(conn._idle_watch, idle_timeout)
             try:
                 await conn._wait_handshake(handshake_timeout)
                 yield conn

@@ -1107,3 +1107,36 @@ async def test_a_failing_handler_resets_only_its_own_stream() -> None:
                 assert await good.receive() == "hello"
                 await good.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def test_idle_timeout_closes_a_connection_without_streams(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """spec §11: no stream for idle_timeout seconds: GOAWAY(TIMEOUT) and the connection ends."""
+    with trio.fail_after(HANG):
+        async with flow_pair(server={"idle_timeout": 30.0}) as (client, _server):
+            start = trio.current_time()
+            with pytest.raises(ConnectionLostError) as info:
+                await client.accept_stream()
+            assert trio.current_time() - start == pytest.approx(30.0, abs=0.01)
+            assert info.value.error_code == ErrorCode.TIMEOUT
+            with pytest.raises(ConnectionLostError):
+                await client.open_stream()
+
+
+async def test_idle_timeout_waits_while_a_stream_is_open(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """spec §11: the idle timer runs only while there is no stream."""
+    with trio.fail_after(HANG):
+        async with flow_pair(server={"idle_timeout": 5.0}) as (client, server):
+            stream = await client.open_stream()
+            await stream.send("first")
+            peer = await server.accept_stream()
+            assert await peer.receive() == "first"
+            await trio.sleep(60)  # far past the idle timeout, with the stream open
+            await stream.send("still here")
+            assert await peer.receive() == "still here"
+            assert server.statistics().state == "open"
+            await stream.aclose()
+            await peer.aclose()
