@@ -6,7 +6,16 @@ turns received bytes into events and queues bytes to send. Trio users import
 """
 
 from ._connection import Connection, Role
-from ._credit import ReceiveWindow, SendCredit
+from ._credit import (
+    AutoTune,
+    MemoryBudget,
+    ReceiveWindow,
+    RttEstimator,
+    SendCredit,
+    WindowInfo,
+    WindowReason,
+    WindowTuner,
+)
 from ._errors import (
     ConnectionClosedError,
     ErrorCode,
@@ -48,6 +57,7 @@ from ._frames import (
     Settings,
     UnknownFrame,
 )
+from ._limits import Limits
 from ._state import ConnectionState, StreamState
 
 __version__ = "0.1.0"
@@ -55,6 +65,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PREFACE",
     "VERSION",
+    "AutoTune",
     "BlockedFrame",
     "Connection",
     "ConnectionClosed",
@@ -75,7 +86,9 @@ __all__ = [
     "HandshakeCompleted",
     "HelloFrame",
     "KeepaliveTimeout",
+    "Limits",
     "LocalProtocolError",
+    "MemoryBudget",
     "MessagesReceived",
     "PeerBlocked",
     "PingFrame",
@@ -86,6 +99,7 @@ __all__ = [
     "RemoteProtocolError",
     "ResetFrame",
     "Role",
+    "RttEstimator",
     "SendCredit",
     "Settings",
     "StreamClosedError",
@@ -94,4 +108,7 @@ __all__ = [
     "StreamReset",
     "StreamState",
     "UnknownFrame",
+    "WindowInfo",
+    "WindowReason",
+    "WindowTuner",
 ]

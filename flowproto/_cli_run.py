@@ -28,6 +28,8 @@ from typing import Any, BinaryIO, Final
 
 import trio
 
+from ._cli_metrics import Watched, json_lines, serve_metrics
+from ._credit import AutoTune, MemoryBudget
 from ._errors import ErrorCode, FlowProtoError
 from ._frames import Settings
 from ._state import StreamState
@@ -207,6 +209,10 @@ class ReceiveOptions:
     once: bool = False
     latency: bool = False
     live: bool = True
+    autotune: AutoTune | None = None  # spec §8.9; None keeps the windows fixed
+    memory_budget: int | None = None  # bytes, shared by every connection (spec §8.9)
+    metrics: tuple[str, int] | None = None  # --metrics-port (spec §14)
+    json_lines: bool = False
 
 
 class _Receiver:
@@ -229,6 +235,8 @@ class _Receiver:
         self.stopping = False
         self.nursery: trio.Nursery | None = None  # the listeners and the reporter
         self.accepting: set[trio.CancelScope] = set()  # each connection's accept loop
+        self.watched = Watched()  # for --json-lines and --metrics-port (spec §14)
+        self.budget = MemoryBudget(opts.memory_budget) if opts.memory_budget else None
 
     async def on_connection(self, transport: trio.SocketStream) -> None:
         if self.stopping:
@@ -244,9 +252,12 @@ class _Receiver:
                     settings=self.opts.settings,
                     codec=self.opts.codec,
                     close_grace=CLOSE_GRACE,
+                    autotune=self.opts.autotune or False,
+                    memory_budget=self.budget,
                 ) as conn,
                 trio.open_nursery() as nursery,
             ):
+                self.watched.connections[conn] = peer
                 # stop() cancels only this loop: leaving the block closes the connection
                 # gracefully (GOAWAY), which cancelling the block itself would not.
                 with trio.CancelScope() as accepting:
@@ -265,6 +276,10 @@ class _Receiver:
             if not all(isinstance(e, EXPECTED_ERRORS) for e in leaves):
                 raise
             self.problem(f"connection from {peer}: {describe(leaves[0])}")
+        finally:
+            for conn_done in [c for c, p in self.watched.connections.items() if p == peer]:
+                if conn_done._lost is not None:
+                    del self.watched.connections[conn_done]
         if self.opts.once:
             self.stop()
 
@@ -275,6 +290,7 @@ class _Receiver:
 
     async def consume(self, stream: FlowStream, peer: str) -> None:
         self.open_streams.add(stream)
+        self.watched.streams[stream] = peer
         self.streams_seen += 1
         if self.first is None:
             self.first = trio.current_time()
@@ -316,6 +332,7 @@ class _Receiver:
                 self.problem(f"stream {stream.stream_id} from {peer}: {exc}")
         finally:
             self.open_streams.discard(stream)
+            self.watched.streams.pop(stream, None)
 
     def _take(self, batch: Sequence[Any], output: BinaryIO | None, lat: Latencies | None) -> None:
         self.messages += len(batch)
@@ -412,7 +429,17 @@ class _Receiver:
         }
         if self.latencies is not None:
             result["latency_ms"] = self.latencies.summary()
+        if self.budget is not None:
+            result["memory_budget"] = {  # spec §8.9: committed never passed the capacity
+                "bytes": self.budget.capacity,
+                "peak_committed_bytes": self.budget.peak,
+                "refused_connections": self.budget.refused,
+            }
         return result
+
+    def snapshot(self) -> dict[str, Any]:
+        """The spec §14 statistics of every connection, for --json-lines and metrics."""
+        return self.watched.snapshot(role="receive", messages=self.messages, bytes=self.bytes)
 
 
 def _sigint_receiver() -> AbstractContextManager[AsyncIterator[int] | None]:
@@ -435,6 +462,10 @@ async def run_receive(opts: ReceiveOptions) -> dict[str, Any]:
                 receiver.nursery = nursery
                 if opts.live:
                     nursery.start_soon(receiver.report)
+                if opts.json_lines:
+                    nursery.start_soon(json_lines, receiver.snapshot)
+                if opts.metrics is not None:
+                    await nursery.start(serve_metrics, *opts.metrics, receiver.snapshot)
                 if signals is not None:
                     nursery.start_soon(receiver.stop_on_signal, signals)
                 nursery.start_soon(
@@ -471,6 +502,9 @@ class SendOptions:
     duration: float | None = None
     rate: float | None = None
     live: bool = True
+    pacing: bool = False  # spec §8.10
+    metrics: tuple[str, int] | None = None  # --metrics-port (spec §14)
+    json_lines: bool = False
 
 
 class _Sender:
@@ -620,7 +654,7 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
     connected = False
     try:
         async with open_connection(
-            opts.host, opts.port, codec=opts.codec, close_grace=CLOSE_GRACE
+            opts.host, opts.port, codec=opts.codec, close_grace=CLOSE_GRACE, pacing=opts.pacing
         ) as conn:
             connected = True
             peer = conn.peer_settings
@@ -633,10 +667,22 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
                     f"{peer.max_message_bytes}"
                 )
             sender.streams = [await conn.open_stream() for _ in range(opts.streams)]
+            watched = Watched()  # spec §14, for --json-lines and --metrics-port
+            watched.connections[conn] = address
+            watched.streams = dict.fromkeys(sender.streams, address)
+
+            def snapshot() -> dict[str, Any]:
+                m, b = sender.totals()[:2]
+                return watched.snapshot(role="send", messages=m, bytes=b)
+
             start = trio.current_time()
             deadline = start + opts.duration if opts.duration is not None else math.inf
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(sender.report, start, progress)
+                if opts.json_lines:
+                    nursery.start_soon(json_lines, snapshot)
+                if opts.metrics is not None:
+                    await nursery.start(serve_metrics, *opts.metrics, snapshot)
                 async with trio.open_nursery() as producers:
                     for i, stream in enumerate(sender.streams):
                         producers.start_soon(
@@ -718,6 +764,7 @@ async def run_demo(duration: float, rate: float, window: int, size: int = 100) -
                 settings=settings,
                 codec="raw",
                 close_grace=CLOSE_GRACE,
+                autotune=False,  # the demo shows a fixed window (spec §8.6), not §8.9
             )
         )
         host, port = listeners[0].socket.getsockname()[:2]

@@ -18,10 +18,22 @@ message. Timed work (keepalive, BLOCKED repeats) takes ``now`` in
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from typing import Final
 
-from ._credit import ReceiveWindow, SendCredit
+from ._credit import (
+    AutoTune,
+    MemoryBudget,
+    ReceiveWindow,
+    RttEstimator,
+    SendCredit,
+    WindowInfo,
+    WindowReason,
+    WindowTuner,
+    replenish_threshold,
+    tuned_floor,
+)
 from ._errors import (
     ConnectionClosedError,
     ErrorCode,
@@ -49,6 +61,7 @@ from ._frames import (
     HEADER_SIZE,
     MAGIC,
     MAX_COUNTER,
+    MAX_FEEDBACK_RATE,
     MAX_PING_ID,
     MAX_STREAM_ID,
     PREFACE,
@@ -66,9 +79,11 @@ from ._frames import (
     PongFrame,
     ResetFrame,
     Settings,
+    UnknownFrame,
     check_header,
     parse_frame,
 )
+from ._limits import Limits
 from ._state import (
     RECEIVING_STATES,
     SENDING_STATES,
@@ -88,9 +103,6 @@ _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
 
 _PLACEHOLDER: Final = StreamEnded(0)  # a slot in the event list that _flush fills
-
-#: Replies (PONG, RESET) queued for the peer before it reads them (spec §10.7).
-MAX_QUEUED_REPLIES: Final = 1000
 
 #: Keepalive PINGs we keep track of at once; answers to others are ignored (spec §11).
 MAX_OUTSTANDING_PINGS: Final = 16
@@ -128,6 +140,7 @@ class _Stream:
     """One stream's state and credit in both directions."""
 
     __slots__ = (
+        "feedback",
         "id",
         "partial",
         "partial_len",
@@ -136,6 +149,7 @@ class _Stream:
         "reported_consumed",
         "send",
         "state",
+        "tuner",
     )
 
     def __init__(self, stream_id: int, send: SendCredit, recv: ReceiveWindow) -> None:
@@ -147,6 +161,8 @@ class _Stream:
         self.partial_len = 0
         self.peer_consumed: int | None = None  # spec §10.5: the peer's last "consumed"
         self.reported_consumed = 0  # the "consumed" of our last CREDIT on this stream
+        self.tuner: WindowTuner | None = None  # spec §8.9: sizes recv's window
+        self.feedback: tuple[int | None, int | None] | None = None  # the peer's (rate, depth)
 
 
 class Connection:
@@ -158,6 +174,21 @@ class Connection:
         ping_timeout: seconds a keepalive PING may go unanswered before the connection
             fails with TIMEOUT (spec §11).
         blocked_interval: least seconds between repeats of BLOCKED for one stream (spec §8.7).
+        limits: what the peer may cost this side (spec §10.7); defaults to ``Limits()``.
+            The glitch budget refills with the ``now`` given to :meth:`handle_timeout`
+            and with DATA consumed, so call ``handle_timeout`` after ``receive_data``.
+        autotune: size the receive windows from what the consumer does (spec §8.9). The
+            tuner needs time: pass ``now`` to :meth:`release` and call
+            :meth:`handle_timeout` after each ``receive_data`` (it measures the round trip
+            with PINGs). ``None`` (the default) keeps the HELLO windows (spec §8.6).
+        budget: a :class:`MemoryBudget` shared with other connections: it caps the
+            connection credit they grant together (spec §8.9). If it cannot admit this
+            connection, GOAWAY(ENHANCE_YOUR_CALM) is queued after the HELLO at once.
+            Call :meth:`leave_budget` when done with a connection that never closed.
+
+    Attributes:
+        glitches: frames the peer sent that cost work and made no progress
+            (spec §10.7.1), counted over the connection.
 
     The preface and HELLO are queued at once; send ``data_to_send()`` right away.
     """
@@ -169,9 +200,26 @@ class Connection:
         *,
         ping_timeout: float = 15.0,
         blocked_interval: float = 1.0,
+        limits: Limits | None = None,
+        autotune: AutoTune | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.role = role
         self.local_settings = (settings or Settings()).validate()
+        self.autotune = autotune.validate() if autotune is not None else None
+        self.budget = budget
+        self._budget_demand = self.local_settings.connection_bytes
+        refused = False
+        if budget is not None:
+            # spec §8.9 B2: a fair initial connection window, or no admission at all.
+            floor = tuned_floor(self.local_settings.max_message_bytes)
+            start = budget.initial_window(self.local_settings.connection_bytes, floor)
+            refused = start is None
+            if start is not None and start != self.local_settings.connection_bytes:
+                self.local_settings = dataclasses.replace(
+                    self.local_settings, connection_bytes=start
+                )
+        self.limits = (limits or Limits()).validate()
         self.peer_settings: Settings | None = None
         self.state = ConnectionState.PREFACE
         self.ping_timeout = ping_timeout
@@ -200,6 +248,28 @@ class Connection:
         self._last_rx = 0.0
         self._rx_since_tick = True
         self._blocked: dict[int, _Blocked] = {}  # stream id (0 = connection) -> last report
+        # spec §10.7.1: the glitch budget, a token bucket refilled by time and by progress.
+        self.glitches = 0
+        self._glitch_tokens = float(self.limits.glitch_burst)
+        self._glitch_time: float | None = None  # handle_timeout's last ``now``
+        self._glitch_consumed = 0  # connection bytes consumed when tokens were last refilled
+        self._goaways_received = 0
+        # spec §8.9: round trips for the tuner, and the connection window's state.
+        self.rtt = RttEstimator()
+        self._ping_times: dict[int, float] = {}  # PINGs sent with a time -> when
+        self._answered: list[int] = []  # their PONGs, timed at the next handle_timeout
+        self._probe: int | None = None  # the tuner's PING in flight
+        self._next_probe = 0.0
+        self._conn_tuned_at = -float("inf")
+        self._conn_reason = WindowReason.STATIC if autotune is None else WindowReason.INITIAL
+        self._conn_changes = 0
+        self._consuming = False  # probes start once the application consumes (spec §8.9)
+        if budget is not None:
+            if refused:
+                self.budget = None
+                self.close(ErrorCode.ENHANCE_YOUR_CALM, "memory budget exhausted (spec §8.9)")
+            else:
+                budget.join(self._conn_recv, tuned_floor(ls.max_message_bytes), ls.connection_bytes)
 
     # --- output ------------------------------------------------------------------------
 
@@ -227,6 +297,11 @@ class Connection:
         self._out.append(frame.encode())
 
     # --- information ---------------------------------------------------------------------
+
+    @property
+    def partial_input(self) -> int:
+        """Bytes held of a preface or frame whose rest has not arrived yet (spec §11)."""
+        return len(self._inbuf)
 
     @property
     def handshake_complete(self) -> bool:
@@ -337,6 +412,8 @@ class Connection:
             SendCredit(peer.stream_bytes, peer.stream_messages),
             ReceiveWindow(ls.stream_bytes, ls.stream_messages, ls.max_message_bytes),
         )
+        if self.autotune is not None:
+            st.tuner = WindowTuner(self.autotune, ls.max_message_bytes)  # spec §8.9
         self._streams[stream_id] = st
         self._open_count[stream_id & 1] += 1
         return st
@@ -402,6 +479,23 @@ class Connection:
         bytes_left = min(send.limit_bytes - send.sent_bytes, conn.limit_bytes - conn.sent_bytes)
         messages_left = send.limit_messages - send.sent_messages  # type: ignore[operator]
         count = len(payloads)
+        if 8 <= count <= messages_left:
+            # The whole batch in one go when credit covers it and no message needs
+            # fragments: the same checks as the loop below, made once over the batch.
+            lengths = list(map(len, payloads))
+            nbytes = sum(lengths)
+            if nbytes <= bytes_left and max(lengths) <= min(max_message, max_frame):
+                frames = [b""] * (2 * count)
+                frames[0::2] = [_pack_header(n, _DATA, _END_MESSAGE, sid) for n in lengths]
+                frames[1::2] = payloads
+                out += frames
+                send.sent_bytes += nbytes
+                send.sent_messages += count
+                conn.sent_bytes += nbytes
+                self._blocked.pop(sid, None)
+                if end_stream:
+                    self.end_stream(sid)
+                return count
         sent = 0
         nbytes = 0
         while sent < count:
@@ -487,29 +581,48 @@ class Connection:
         self._out.append(_pack_header(0, _DATA, _END_STREAM, stream_id))
         self._maybe_forget(st)
 
-    def release(self, stream_id: int, nbytes: int, nmessages: int) -> None:
+    def release(
+        self, stream_id: int, nbytes: int, nmessages: int, now: float | None = None
+    ) -> bool:
         """The application consumed this much of the stream: credit may go back (spec §8.5).
 
         Queues CREDIT frames when the replenish policy says so (spec §8.6). Releasing on
         a stream that was reset does nothing: its data was released when it was reset.
+        With auto-tuning (or a memory budget), ``now`` (the caller's clock, in seconds)
+        lets the windows follow the consumer (spec §8.9); without it they stay as they are.
+
+        Returns:
+            True if a CREDIT for the stream was queued: the peer may be waiting for it, so
+            send ``data_to_send()`` soon.
 
         Raises:
             LocalProtocolError: releasing more than was received and not yet released.
         """
         st = self._streams.get(stream_id)
         if st is None:
-            return
+            return False
+        credit = False
         st.recv.consume(nbytes, nmessages)
         self._conn_recv.consume(nbytes, 0)
+        if now is not None and (st.tuner is not None or self.budget is not None):
+            self._tune(st, nbytes, nmessages, now)  # spec §8.9, per batch
         if st.state in RECEIVING_STATES:
             update = st.recv.update()
             if update is not None:
-                self._queue(CreditFrame(stream_id, update[0], update[1], st.recv.consumed_messages))
+                rate, depth = self._feedback(st) if st.tuner is not None else (None, None)
+                self._queue(
+                    CreditFrame(
+                        stream_id, update[0], update[1], st.recv.consumed_messages, rate, depth
+                    )
+                )
                 st.reported_consumed = st.recv.consumed_messages
+                self._replies += 1  # spec §10.7: CREDIT answers the peer's data
+                credit = True
         else:
             self._final_report(st)
         self._update_connection_credit()
         self._maybe_forget(st)
+        return credit
 
     def _final_report(self, st: _Stream) -> None:
         # spec §10.5 "Final report": the peer ended the stream and every message was
@@ -526,6 +639,7 @@ class Connection:
                 )
             )
             st.reported_consumed = rw.consumed_messages
+            self._replies += 1  # spec §10.7
 
     def _update_connection_credit(self) -> None:
         if self.state is ConnectionState.CLOSED:
@@ -533,6 +647,7 @@ class Connection:
         update = self._conn_recv.update()
         if update is not None:
             self._queue(CreditFrame(0, update[0]))
+            self._replies += 1  # spec §10.7
 
     def reset_stream(
         self, stream_id: int, error_code: ErrorCode = ErrorCode.CANCEL, reason: str = ""
@@ -584,17 +699,23 @@ class Connection:
 
     # --- connection-level verbs ----------------------------------------------------------
 
-    def ping(self) -> int:
+    def ping(self, now: float | None = None) -> int:
         """Queue a PING and return its id; the answer is a :class:`PongReceived` (spec §5.5).
 
         At most ``MAX_OUTSTANDING_PINGS`` are tracked; the oldest is forgotten past that.
+        With ``now``, the round trip is measured: the PONG is timed by the next
+        :meth:`handle_timeout` (``rtt``, used by auto-tuning, spec §8.9).
         """
         self._check_open()
         ping_id = self._next_ping_id
         self._next_ping_id = (ping_id + 1) & MAX_PING_ID
         if len(self._pings) >= MAX_OUTSTANDING_PINGS:
-            self._pings.discard(min(self._pings))
+            oldest = min(self._pings)
+            self._pings.discard(oldest)
+            self._ping_times.pop(oldest, None)
         self._pings.add(ping_id)
+        if now is not None:
+            self._ping_times[ping_id] = now
         self._queue(PingFrame(ping_id))
         return ping_id
 
@@ -645,6 +766,7 @@ class Connection:
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timeout` next has work, on the caller's clock, or ``None``."""
         if self.state is ConnectionState.CLOSED:
+            self.leave_budget()  # spec §8.9 B1: a closed connection holds no more credit
             return None  # handle_timeout does nothing then: a deadline would spin the caller
         deadlines: list[float] = []
         keepalive = self.local_settings.keepalive_ms / 1000
@@ -655,17 +777,30 @@ class Connection:
         for entry in self._blocked.values():
             sent_at = entry.sent_at
             deadlines.append(0.0 if sent_at is None else sent_at + self.blocked_interval)
+        if self._answered:
+            deadlines.append(0.0)
+        if self._probe_due():
+            deadlines.append(self._next_probe)
         return min(deadlines) if deadlines else None
 
     def handle_timeout(self, now: float) -> None:
         """Do timed work due at ``now``: keepalive PING and its timeout, BLOCKED repeats.
+
+        It also refills the glitch budget (spec §10.7.1) by the time since the last call,
+        so call it after each ``receive_data`` as well as at :meth:`next_deadline`.
 
         Raises:
             KeepaliveTimeout: a keepalive PING went unanswered for ``ping_timeout`` with
                 nothing else received; GOAWAY(TIMEOUT) is queued and the connection closed.
         """
         if self.state is ConnectionState.CLOSED:
+            self.leave_budget()  # spec §8.9 B1
             return
+        if self._glitch_time is not None and now > self._glitch_time:
+            # spec §10.7.1: the glitch budget refills with time.
+            refill = (now - self._glitch_time) * self.limits.glitch_refill_per_second
+            self._glitch_tokens = min(self._glitch_tokens + refill, self.limits.glitch_burst)
+        self._glitch_time = now
         if self._rx_since_tick:
             self._rx_since_tick = False
             self._last_rx = now
@@ -690,6 +825,8 @@ class Connection:
             elif now >= entry.sent_at + self.blocked_interval:
                 entry.sent_at = now
                 self._queue(self._blocked_frame(key, entry.limits))
+        if self._answered or self.autotune is not None:
+            self._tune_timers(now)
 
     def _note_blocked(self, key: int, limits: tuple[int, int | None]) -> None:
         # spec §8.7: BLOCKED once per limit value; repeats come from handle_timeout.
@@ -697,10 +834,129 @@ class Connection:
         if entry is None or entry.limits != limits:
             self._blocked[key] = _Blocked(limits)
             self._queue(self._blocked_frame(key, limits))
+            self._replies += 1  # spec §10.7: new limits from the peer, a new BLOCKED
 
     @staticmethod
     def _blocked_frame(key: int, limits: tuple[int, int | None]) -> BlockedFrame:
         return BlockedFrame(key, limits[0], limits[1])
+
+    # --- auto-tuning and memory budget (spec §8.9, §8.10) -----------------------------------
+
+    def window_info(self, stream_id: int = 0) -> WindowInfo | None:
+        """The receive window of a stream, or of the connection (0), and why it is so."""
+        if stream_id == 0:
+            rw = self._conn_recv
+            return WindowInfo(rw.window_bytes, 0, self._conn_reason, self._conn_changes, 0.0, 0.0)
+        st = self._streams.get(stream_id)
+        if st is None:
+            return None
+        rw, tuner = st.recv, st.tuner
+        if tuner is None:
+            return WindowInfo(rw.window_bytes, rw.window_messages, WindowReason.STATIC, 0, 0.0, 0.0)
+        return WindowInfo(
+            rw.window_bytes,
+            rw.window_messages,
+            tuner.reason,
+            tuner.changes,
+            tuner.rate_bytes,
+            tuner.rate_messages,
+        )
+
+    def peer_feedback(self, stream_id: int) -> tuple[int | None, int | None] | None:
+        """The peer's latest (rate, depth) feedback on our stream (spec §8.10), if any."""
+        st = self._streams.get(stream_id)
+        return None if st is None else st.feedback
+
+    def leave_budget(self) -> None:
+        """Stop counting this connection against its memory budget (spec §8.9 B1).
+
+        Done by itself once the connection is closed and ``handle_timeout`` or
+        ``next_deadline`` runs; calling it again does nothing.
+        """
+        if self.budget is not None:
+            self.budget.leave(self._conn_recv)
+
+    def _feedback(self, st: _Stream) -> tuple[int | None, int | None]:
+        # spec §8.10: the consumer's smoothed rate and its queue, once a rate is measured.
+        tuner = st.tuner
+        assert tuner is not None and self.autotune is not None
+        if not (tuner.rated and self.autotune.feedback):
+            return None, None
+        rate = min(int(tuner.rate_messages + 0.5), MAX_FEEDBACK_RATE)
+        return rate, st.recv.received_messages - st.recv.consumed_messages
+
+    def _tune(self, st: _Stream, nbytes: int, nmessages: int, now: float) -> None:
+        # spec §8.9 rules 1-7 for the stream, per release batch; rule 8 for the connection.
+        self._consuming = True
+        tuner = st.tuner
+        if tuner is not None and st.state in RECEIVING_STATES:
+            tuner.on_release(st.recv, nbytes, nmessages, now, self.rtt.minimum or 0.0)
+        epoch = self.autotune.min_epoch if self.autotune is not None else 0.0
+        if now >= self._conn_tuned_at + epoch:
+            self._conn_tuned_at = now
+            self._tune_connection()
+
+    def _tune_connection(self) -> None:
+        # spec §8.9 rule 8: the connection window is what its streams want, within the
+        # cap and the budget's fair share (B3), never below the floor.
+        ls = self.local_settings
+        floor = tuned_floor(ls.max_message_bytes)
+        cfg = self.autotune
+        if cfg is not None:
+            want = sum(
+                s.recv.window_bytes for s in self._streams.values() if s.state in RECEIVING_STATES
+            )
+            cap = cfg.max_window_bytes
+        else:
+            want = cap = self._budget_demand  # static windows: what the settings asked for
+        window = max(floor, min(want, cap))
+        reason = WindowReason.CAP if want > cap else None
+        budget = self.budget
+        if budget is not None:
+            budget.set_demand(self._conn_recv, window)
+            share = budget.share(self._conn_recv)
+            if share < window:
+                window, reason = max(floor, share), WindowReason.BUDGET
+        rw = self._conn_recv
+        if window == rw.window_bytes:
+            return
+        if reason is None:
+            if window == floor:
+                reason = WindowReason.FLOOR
+            else:
+                reason = WindowReason.GROW if window > rw.window_bytes else WindowReason.LATENCY
+        rw.set_window(window, rw.window_messages)  # limits never go down (spec §8.2)
+        self._conn_reason = reason
+        self._conn_changes += 1
+
+    def _probe_due(self) -> bool:
+        # spec §8.9: the tuner measures the round trip while streams are open.
+        return (
+            self.autotune is not None
+            and self._probe is None
+            and self._consuming
+            and bool(self._streams)
+            and self.peer_settings is not None
+            and self.state is ConnectionState.OPEN
+        )
+
+    def _tune_timers(self, now: float) -> None:
+        for ping_id in self._answered:
+            sent = self._ping_times.pop(ping_id, None)
+            if sent is not None:
+                self.rtt.add(now - sent)
+            if ping_id == self._probe:
+                self._probe = None
+        self._answered.clear()
+        cfg = self.autotune
+        if cfg is None:
+            return
+        probe = self._probe
+        if probe is not None and probe not in self._pings:
+            self._probe = None  # forgotten (spec §11 keeps at most 16 PINGs)
+        if self._probe_due() and now >= self._next_probe:
+            self._probe = self.ping(now)
+            self._next_probe = now + cfg.rtt_probe_interval
 
     # --- input ---------------------------------------------------------------------------
 
@@ -719,14 +975,41 @@ class Connection:
             return []
         if not data:
             return self._on_eof()
+        if self._replies > self.limits.max_queued_replies:
+            # spec §10.7: CREDIT and BLOCKED queued by the application's calls count too.
+            exc = self._too_many_replies()
+            self._fail(exc)
+            raise exc
+        head = None
+        start = 0
         if self._inbuf:
-            self._inbuf += data
-            if len(self._inbuf) < self._need and self.state is not ConnectionState.PREFACE:
-                return []
-            data = bytes(self._inbuf)
+            if self.state is not ConnectionState.PREFACE and len(self._inbuf) >= HEADER_SIZE:
+                # A frame cut by the end of the last chunk: complete it alone and parse the
+                # rest of this chunk in place, so each byte is copied once, into its message.
+                start = self._need - len(self._inbuf)
+                if len(data) < start:
+                    self._inbuf += data
+                    return []
+                head = b"".join((self._inbuf, memoryview(data)[:start]))
+            else:
+                self._inbuf += data
+                if len(self._inbuf) < self._need and self.state is not ConnectionState.PREFACE:
+                    return []
+                data = bytes(self._inbuf)
             self._inbuf.clear()
         events: list[Event] = []
         try:
+            if head is not None:
+                pending: dict[int, _Batch] = {}
+                try:
+                    self._receive_frames(head, events, 0, pending)
+                    # (mypy does not see that the call above may close the connection)
+                    if self.state is not ConnectionState.CLOSED:  # type: ignore[comparison-overlap]
+                        self._receive_frames(data, events, start, pending)
+                finally:
+                    for sid in list(pending):
+                        self._flush(sid, events, pending)
+                return events
             if self.state is ConnectionState.PREFACE:
                 data = self._receive_preface(data)
             if data:
@@ -758,13 +1041,25 @@ class Connection:
         self.state = ConnectionState.HELLO
         return data[PREFACE_SIZE:]
 
-    def _receive_frames(self, data: bytes, events: list[Event]) -> None:
+    def _receive_frames(
+        self,
+        data: bytes,
+        events: list[Event],
+        pos: int = 0,
+        pending: dict[int, _Batch] | None = None,
+    ) -> None:
+        """Process the whole frames of ``data`` from ``pos``; keep the rest for later.
+
+        With ``pending`` given, its batches are the caller's to flush.
+        """
         n = len(data)
-        pos = 0
         max_frame = self.local_settings.max_frame_bytes
+        max_message = min(max_frame, self.local_settings.max_message_bytes)
         streams = self._streams
         conn = self._conn_recv
-        pending: dict[int, _Batch] = {}  # one batch of messages per stream
+        flush = pending is None
+        if pending is None:
+            pending = {}  # one batch of messages per stream
         try:
             while n - pos >= HEADER_SIZE:
                 length, ftype, flags, sid = _unpack_header(data, pos)
@@ -813,12 +1108,42 @@ class Connection:
                     conn.received_bytes += length
                     batch = pending.get(sid)
                     if batch is None:
-                        pending[sid] = _Batch(len(events), data[pos + HEADER_SIZE : end])
+                        batch = pending[sid] = _Batch(len(events), data[pos + HEADER_SIZE : end])
                         events.append(_PLACEHOLDER)  # replaced by _flush
                     else:
                         batch.messages.append(data[pos + HEADER_SIZE : end])
                         batch.nbytes += length
                     pos = end
+                    # The frames that follow, while each is a whole message on the same
+                    # stream: the same checks, against credit counted down here (spec §8.4).
+                    room_bytes = min(
+                        rw.advertised_bytes - rw.received_bytes,
+                        conn.advertised_bytes - conn.received_bytes,
+                    )
+                    room_messages = rw.advertised_messages - rw.received_messages
+                    messages = batch.messages
+                    nbytes = count = 0
+                    while n - pos >= HEADER_SIZE and count < room_messages:
+                        length, ftype, flags, next_sid = _unpack_header(data, pos)
+                        end = pos + HEADER_SIZE + length
+                        if (
+                            next_sid != sid
+                            or ftype != _DATA
+                            or flags != _END_MESSAGE
+                            or end > n
+                            or length > max_message
+                            or nbytes + length > room_bytes
+                        ):
+                            break  # the loop above takes it from here
+                        messages.append(data[pos + HEADER_SIZE : end])
+                        nbytes += length
+                        count += 1
+                        pos = end
+                    if count:
+                        rw.received_bytes += nbytes
+                        rw.received_messages += count
+                        conn.received_bytes += nbytes
+                        batch.nbytes += nbytes
                     continue
                 sid &= STREAM_ID_MASK
                 if (ftype == _HELLO) != (self.state is ConnectionState.HELLO):
@@ -839,10 +1164,11 @@ class Connection:
                     pos = n
                     break
         finally:
-            for sid in list(pending):
-                self._flush(sid, events, pending)
+            if flush:
+                for sid in list(pending):
+                    self._flush(sid, events, pending)
         if pos < n:
-            self._inbuf += data[pos:]
+            self._inbuf += memoryview(data)[pos:]
             if n - pos >= HEADER_SIZE:
                 length = _unpack_header(data, pos)[0]
                 self._need = HEADER_SIZE + length
@@ -962,7 +1288,8 @@ class Connection:
         if self.state is not ConnectionState.OPEN and self.state is not ConnectionState.CLOSING:
             return None
         if self._open_count[sid & 1] >= self.local_settings.max_streams:
-            # spec §6.4: refuse it; the connection lives.
+            # spec §6.4: refuse it; the connection lives. Refusals spend the budget (§10.7.1).
+            self._glitch(f"stream {sid} over max_streams = {self.local_settings.max_streams}")
             self._queue(ResetFrame(sid, ErrorCode.REFUSED_STREAM, "too many concurrent streams", 0))
             self._count_reply()
             return None
@@ -990,8 +1317,14 @@ class Connection:
     ) -> None:
         """DATA off the hot path: new streams, fragments, END_STREAM, closed streams."""
         length = len(body)
+        if sid not in self._streams and self._is_idle(sid):
+            # The header-time checks of a new stream, in the order a frame whose body
+            # has not arrived yet gets them, so a split never changes the outcome (§4.2).
+            self._check_data_header(sid, length, flags, None, events, pending)
         st = self._stream_for_frame(sid, events)
         if st is None or st.state not in RECEIVING_STATES:
+            if not length:
+                self._glitch(f"empty DATA on closed stream {sid}")  # spec §10.7.1
             # spec §6.5, §8.8: counted against the connection, its credit returned at once.
             self._conn_recv.receive(length, 0, "the connection")
             self._conn_recv.consume(length, 0)
@@ -1002,6 +1335,14 @@ class Connection:
             return
         end_message = flags & _END_MESSAGE
         end_stream = flags & _END_STREAM
+        if (
+            not end_message
+            and not end_stream
+            and length < self.limits.min_fragment_bytes
+            and (not length or st.partial is not None)
+        ):
+            # spec §10.7.1: an empty frame, or a short one in the middle of a message.
+            self._glitch(f"{length}-byte DATA fragment on stream {sid}")
         begins = st.partial is None and (length or end_message or not end_stream)
         self._conn_recv.receive(length, 0, "the connection")
         st.recv.receive(length, 1 if begins else 0, f"stream {sid}")
@@ -1044,15 +1385,41 @@ class Connection:
         # spec §10.7: replies the peer makes us queue are bounded; a peer that keeps
         # asking without reading what we send is cut off, never buffered for.
         self._replies += 1
-        if self._replies > MAX_QUEUED_REPLIES:
+        if self._replies > self.limits.max_queued_replies:
+            raise self._too_many_replies()
+
+    def _too_many_replies(self) -> RemoteProtocolError:
+        return RemoteProtocolError(
+            f"peer made this side queue more than {self.limits.max_queued_replies} control "
+            "frames (PONG, RESET, CREDIT, BLOCKED) that it has not read (spec §10.7)",
+            ErrorCode.ENHANCE_YOUR_CALM,
+        )
+
+    def _glitch(self, what: str) -> None:
+        """The peer's frame cost work and made no progress: spend a token (spec §10.7.1).
+
+        The bucket regains a token per ``glitch_refill_bytes`` of DATA consumed or
+        discarded since the last glitch, and with time in :meth:`handle_timeout`.
+        """
+        self.glitches += 1
+        limits = self.limits
+        consumed = self._conn_recv.consumed_bytes
+        tokens = self._glitch_tokens
+        if consumed != self._glitch_consumed:
+            tokens += (consumed - self._glitch_consumed) / limits.glitch_refill_bytes
+            self._glitch_consumed = consumed
+        tokens = min(tokens, limits.glitch_burst) - 1
+        self._glitch_tokens = tokens
+        if tokens < 0:
             raise RemoteProtocolError(
-                f"peer made this side queue more than {MAX_QUEUED_REPLIES} replies (PONG, "
-                "RESET) that it has not read (spec §10.7)",
+                f"peer sent more frames that make no progress than the budget of "
+                f"{limits.glitch_burst} allows (the last: {what}) (spec §10.7)",
                 ErrorCode.ENHANCE_YOUR_CALM,
             )
 
     def _stream_error(self, st: _Stream, code: ErrorCode, reason: str, events: list[Event]) -> None:
         """Reset one stream for the peer's error (spec §10.3)."""
+        self._glitch(f"{code.name} on stream {st.id}")  # spec §10.7.1: resets we are made to send
         self._queue(ResetFrame(st.id, code, reason, st.recv.consumed_messages))
         self._count_reply()
         self._advance(st, StreamInput.SEND_RESET, local=True)
@@ -1076,6 +1443,7 @@ class Connection:
         if isinstance(frame, CreditFrame):
             self._on_credit(frame, events)
         elif isinstance(frame, PingFrame):
+            self._glitch("PING")  # spec §10.7.1: PINGs beyond the budget's rate
             self._urgent.append(PongFrame(frame.id).encode())
             self._count_reply()
             events.append(PingReceived(frame.id))
@@ -1083,33 +1451,101 @@ class Connection:
             if frame.id in self._pings:  # spec §5.6: an unmatched PONG is ignored
                 self._pings.discard(frame.id)
                 events.append(PongReceived(frame.id))
+                if frame.id in self._ping_times:
+                    self._answered.append(frame.id)  # timed by handle_timeout (spec §8.9)
+            else:
+                self._glitch("unmatched PONG")
         elif isinstance(frame, ResetFrame):
             self._flush(frame.stream_id, events, pending)
             self._on_reset(frame, events)
         elif isinstance(frame, BlockedFrame):
-            st = None if frame.stream_id == 0 else self._stream_for_frame(frame.stream_id, events)
-            # spec §5.4: ignored on closed and half-closed (remote) streams
-            if frame.stream_id == 0 or (st is not None and st.state in RECEIVING_STATES):
-                events.append(PeerBlocked(frame.stream_id, frame.bytes_limit, frame.messages_limit))
+            self._on_blocked(frame, events)
         elif isinstance(frame, GoAwayFrame):
+            self._goaways_received += 1
+            if self._goaways_received > 1:
+                self._glitch("a repeated GOAWAY")  # spec §10.7.1
             self._on_goaway(frame, events, pending)
         elif isinstance(frame, HelloFrame):
             raise RemoteProtocolError("a second HELLO (spec §3.4)")
-        # UnknownFrame: ignored (spec §4.4).
+        elif isinstance(frame, UnknownFrame):
+            self._glitch(f"unknown frame type {frame.type}")  # ignored (spec §4.4, §10.7.1)
+
+    def _on_blocked(self, frame: BlockedFrame, events: list[Event]) -> None:
+        sid = frame.stream_id
+        if sid == 0:
+            limits: tuple[int, int | None] = (self._conn_recv.advertised_bytes, None)
+            st = None
+        else:
+            was_idle = self._is_idle(sid)
+            st = self._stream_for_frame(sid, events)
+            if st is None or st.state not in RECEIVING_STATES:
+                # spec §5.4: ignored on closed and half-closed (remote) streams.
+                if not was_idle or st is not None:
+                    self._glitch(f"BLOCKED on closed stream {sid}")  # spec §10.7.1
+                return
+            limits = (st.recv.advertised_bytes, st.recv.advertised_messages)
+        # spec §10.7.1: a sender can be blocked only at limits we advertised; repeats at
+        # them are how a blocked sender shows it is alive (spec §8.7) and cost nothing.
+        if (
+            frame.bytes_limit is None
+            or frame.bytes_limit > limits[0]
+            or (
+                limits[1] is not None
+                and (frame.messages_limit is None or frame.messages_limit > limits[1])
+            )
+        ):
+            self._glitch(f"BLOCKED at limits never advertised on stream {sid}")
+        events.append(PeerBlocked(sid, frame.bytes_limit, frame.messages_limit))
+        if st is not None and st.tuner is not None:
+            st.tuner.blocked = True  # spec §8.9 rule 4: the sender is credit-limited
+        elif sid == 0 and self.autotune is not None:
+            for other in self._streams.values():  # short of connection credit: all of them
+                if other.tuner is not None:
+                    other.tuner.blocked = True
 
     def _on_credit(self, frame: CreditFrame, events: list[Event]) -> None:
+        peer = self.peer_settings
+        assert peer is not None
         if frame.stream_id == 0:
+            before = self._conn_send.limit_bytes
             if self._conn_send.grant(frame.bytes_limit):
                 self._blocked.pop(0, None)  # spec §8.7: BLOCKED stops when the credit arrives
                 events.append(CreditGranted(0, self._conn_send.limit_bytes, None))
+            if self._conn_send.limit_bytes - before < self._credit_step(peer.connection_bytes):
+                self._glitch("CREDIT raising the connection limit by too little")
             return
-        st = self._stream_for_frame(frame.stream_id, events)
+        sid = frame.stream_id
+        was_idle = self._is_idle(sid)
+        st = self._stream_for_frame(sid, events)
         if st is None:
+            if not was_idle:
+                self._glitch(f"CREDIT on closed stream {sid}")  # spec §10.7.1
             return  # spec §6.5: CREDIT on a closed stream is ignored
+        send = st.send
+        old_bytes = send.limit_bytes
+        old_messages = send.limit_messages
+        old_consumed = st.peer_consumed
         self._record_consumed(st, frame.consumed)
-        if st.send.grant(frame.bytes_limit, frame.messages_limit) and st.state in SENDING_STATES:
+        if frame.rate is not None or frame.depth is not None:
+            st.feedback = (frame.rate, frame.depth)  # spec §8.10: advice, never credit
+        if send.grant(frame.bytes_limit, frame.messages_limit) and st.state in SENDING_STATES:
             self._blocked.pop(st.id, None)
-            events.append(CreditGranted(st.id, st.send.limit_bytes, st.send.limit_messages))
+            events.append(CreditGranted(st.id, send.limit_bytes, send.limit_messages))
+        if (
+            not was_idle  # opening a stream is progress (spec §6.2)
+            and send.limit_messages == old_messages
+            and st.peer_consumed == old_consumed
+            and send.limit_bytes - old_bytes < self._credit_step(peer.stream_bytes)
+        ):
+            self._glitch(f"CREDIT raising nothing but a little of stream {sid}'s byte limit")
+
+    def _credit_step(self, peer_window: int) -> int:
+        # spec §10.7.1: the least raise a CREDIT makes alone without counting as a glitch,
+        # never above what the reference policy raises a limit by (spec §8.6).
+        peer = self.peer_settings
+        assert peer is not None
+        step = replenish_threshold(peer_window, peer.max_message_bytes)
+        return min(self.limits.min_credit_step, step)
 
     @staticmethod
     def _record_consumed(st: _Stream, consumed: int | None) -> None:
@@ -1130,7 +1566,12 @@ class Connection:
         if st is None:
             if self._is_idle(sid) and not self._beyond_our_goaway(sid):
                 raise RemoteProtocolError(f"RESET on idle stream {sid} (spec §5.7)")
+            self._glitch(f"RESET on closed stream {sid}")  # spec §10.7.1
             return  # spec §6.5: never answer a RESET with a RESET
+        if st.state is StreamState.CLOSED or sid & 1 != self._parity:
+            # spec §10.7.1: a stream the peer opened and reset made us work for nothing
+            # ("Rapid Reset"); a RESET on a closed stream changes nothing.
+            self._glitch(f"RESET of stream {sid}")
         self._record_consumed(st, frame.consumed)
         if st.state is not StreamState.CLOSED:
             self._advance(st, StreamInput.RECV_RESET, local=False)

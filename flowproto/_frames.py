@@ -71,6 +71,7 @@ MAX_BODY_DEPTH: Final = 8
 MAX_REASON_BYTES: Final = 256
 MAX_PING_ID: Final = (1 << 64) - 1
 MAX_ERROR_CODE: Final = (1 << 32) - 1
+MAX_FEEDBACK_RATE: Final = (1 << 32) - 1  # a CREDIT's "rate" (spec §5.3, §8.10)
 
 
 class FrameType(enum.IntEnum):
@@ -356,17 +357,29 @@ class HelloFrame:
 
 @dataclass(frozen=True, slots=True)
 class CreditFrame:
-    """CREDIT (spec §5.3): raises absolute limits; stream 0 is the connection."""
+    """CREDIT (spec §5.3): raises absolute limits; stream 0 is the connection.
+
+    ``rate`` and ``depth`` are the consumer's feedback (spec §8.10): messages consumed
+    per second and messages held. They change no limit.
+    """
 
     TYPE: ClassVar[FrameType] = FrameType.CREDIT
     stream_id: int
     bytes_limit: int | None = None
     messages_limit: int | None = None
     consumed: int | None = None
+    rate: int | None = None
+    depth: int | None = None
 
     def encode(self) -> bytes:
         body = _present(
-            {"bytes": self.bytes_limit, "messages": self.messages_limit, "consumed": self.consumed}
+            {
+                "bytes": self.bytes_limit,
+                "messages": self.messages_limit,
+                "consumed": self.consumed,
+                "rate": self.rate,
+                "depth": self.depth,
+            }
         )
         return _control(FrameType.CREDIT, self.stream_id, body)
 
@@ -383,6 +396,8 @@ class CreditFrame:
             limit_bytes,
             _get_int(m, "messages", "CREDIT", MAX_COUNTER, required=True, code=fc),
             _get_int(m, "consumed", "CREDIT", MAX_COUNTER, required=False),
+            _get_int(m, "rate", "CREDIT", MAX_FEEDBACK_RATE, required=False),  # spec §8.10
+            _get_int(m, "depth", "CREDIT", MAX_COUNTER, required=False),
         )
 
 

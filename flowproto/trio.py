@@ -44,6 +44,7 @@ if sys.version_info < (3, 11):  # trio depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
 from ._connection import Connection, Role
+from ._credit import AutoTune, MemoryBudget
 from ._errors import ErrorCode, FlowProtoError, KeepaliveTimeout, RemoteProtocolError
 from ._events import (
     ConnectionClosed,
@@ -58,6 +59,7 @@ from ._events import (
     StreamReset,
 )
 from ._frames import Settings
+from ._limits import Limits
 from ._state import ConnectionState, StreamState
 
 __all__ = [
@@ -88,6 +90,16 @@ DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 DEFAULT_CLOSE_GRACE: Final = 5.0
 #: Seconds a closing side waits for the peer's EOF after flushing its GOAWAY (spec §10.2).
 CLOSE_LINGER: Final = 1.0
+#: With pacing on, a stream sends at most this many times the peer's ``rate`` (spec §8.10).
+PACING_HEADROOM: Final = 1.05
+#: Seconds a frame may take to arrive once its first byte has (spec §11).
+DEFAULT_FRAME_TIMEOUT: Final = 10.0
+#: Seconds one write of at most WRITE_CHUNK bytes may take before the peer counts as gone.
+DEFAULT_WRITE_TIMEOUT: Final = 10.0
+#: Bytes per ``send_all`` call, so the write timeout measures progress (spec §11).
+WRITE_CHUNK: Final = 256 * 1024
+#: Queued output past which ``send()`` waits for the writer to take it (spec §10.7.2).
+MAX_SEND_BACKLOG: Final = 1024 * 1024
 
 CodecName = Literal["msgpack", "raw"]
 
@@ -255,6 +267,23 @@ class StreamStatistics:
             buffered at the peer, or consumed since its last report.
         seconds_blocked: total seconds ``send()`` waited for credit.
         consume_rate: messages consumed per second, smoothed (EMA over about a second).
+
+    The fields below are the statistics names of spec §14.
+
+    Attributes:
+        blocked_on_peer_seconds: ``seconds_blocked``: the peer's consumer set the pace.
+        blocked_on_peer_events: how many times a send had to wait for credit.
+        blocked_on_app_seconds: seconds the stream was open for sending and not waiting
+            for credit: this side's application (or machine) set the pace.
+        peer_consume_rate / peer_queue_depth: the peer's latest feedback (spec §8.10).
+        queue_depth_messages / queue_depth_bytes: received and not yet consumed.
+        consume_rate_bytes: bytes consumed per second, smoothed.
+        drain_seconds: ``queue_depth_messages / consume_rate``; ``None`` if the rate is 0.
+        starvation_events: ``receive()`` calls that had to wait for a message.
+        starved_seconds: the time they waited.
+        window_bytes / window_messages: the receive window now (spec §8.9).
+        window_reason: why it last changed (``static`` without auto-tuning).
+        window_changes: how often the tuner changed it.
     """
 
     stream_id: int
@@ -273,6 +302,21 @@ class StreamStatistics:
     messages_in_flight: int
     seconds_blocked: float
     consume_rate: float
+    blocked_on_peer_seconds: float = 0.0
+    blocked_on_peer_events: int = 0
+    blocked_on_app_seconds: float = 0.0
+    peer_consume_rate: int | None = None
+    peer_queue_depth: int | None = None
+    queue_depth_messages: int = 0
+    queue_depth_bytes: int = 0
+    consume_rate_bytes: float = 0.0
+    drain_seconds: float | None = 0.0
+    starvation_events: int = 0
+    starved_seconds: float = 0.0
+    window_bytes: int = 0
+    window_messages: int = 0
+    window_reason: str = "static"
+    window_changes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +332,14 @@ class ConnectionStatistics:
         messages_sent / bytes_sent / messages_received / bytes_received: totals.
         seconds_blocked: total seconds senders waited for credit.
         rtt: the last round-trip time measured by PING, in seconds, or ``None``.
+        glitches: frames the peer sent that cost work without progress (spec §10.7.1).
+        blocked_on_peer_seconds: ``seconds_blocked`` (spec §14).
+        starvation_events: ``receive()`` calls that had to wait, over all streams.
+        rtt_min: the least round-trip time measured (the tuner's, spec §8.9), or ``None``.
+        window_bytes: the connection window now; ``window_reason``: why (spec §8.9).
+        budget_bytes / budget_committed_bytes / budget_share_bytes: the memory budget's
+            capacity, what all its connections committed, and this connection's fair
+            share; ``None`` without a budget.
     """
 
     state: str
@@ -301,6 +353,15 @@ class ConnectionStatistics:
     bytes_received: int
     seconds_blocked: float
     rtt: float | None
+    glitches: int = 0
+    blocked_on_peer_seconds: float = 0.0
+    starvation_events: int = 0
+    rtt_min: float | None = None
+    window_bytes: int = 0
+    window_reason: str = "static"
+    budget_bytes: int | None = None
+    budget_committed_bytes: int | None = None
+    budget_share_bytes: int | None = None
 
 
 # --- streams -----------------------------------------------------------------------------
@@ -326,6 +387,7 @@ class FlowStream:
         self._send_closed = False  # we sent END_STREAM
         self._reset: StreamResetError | None = None
         self._lost: ConnectionLostError | None = None
+        self._handler_scope: trio.CancelScope | None = None  # set by serve() for its handler
         self._receive_lot = trio.lowlevel.ParkingLot()
         self._send_lot = trio.lowlevel.ParkingLot()
         self._send_lock = trio.Lock()  # messages of concurrent send() calls do not interleave
@@ -338,6 +400,13 @@ class FlowStream:
         self._rate = 0.0
         self._rate_time = trio.current_time()
         self._rate_count = 0
+        # spec §14: why this stream waits, each way.
+        self._opened_at = self._rate_time
+        self._send_done_at: float | None = None  # when it stopped being able to send
+        self.blocked_on_peer_events = 0
+        self.starvation_events = 0
+        self.starved_seconds = 0.0
+        self._pace_next = 0.0  # spec §8.10: when pacing lets the next message go
 
     def __repr__(self) -> str:
         return (
@@ -357,6 +426,9 @@ class FlowStream:
     async def send(self, message: Any) -> None:
         """Send one message, waiting while there is no credit for all of it (spec §8.3).
 
+        It also waits while more than ``MAX_SEND_BACKLOG`` bytes of output are queued
+        and the transport is not taking them (spec §10.7.2).
+
         Cancellation: if cancelled, the message was queued whole or not at all, and
         ``messages_sent`` says which.
 
@@ -368,6 +440,8 @@ class FlowStream:
         """
         payload = self.codec.encode(message)
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._conn._pacing:
+            await self._pace(1)
         await self._locked_send([payload])
 
     async def send_many(self, messages: Iterable[Any]) -> None:
@@ -378,7 +452,21 @@ class FlowStream:
         """
         payloads = [self.codec.encode(m) for m in messages]
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._conn._pacing:
+            await self._pace(len(payloads))
         await self._locked_send(payloads)
+
+    async def _pace(self, count: int) -> None:
+        # spec §8.10: while the peer reports a standing queue, send at most a little
+        # faster than its consumer; with no queue (or no feedback), do not pace at all.
+        feedback = self._conn._core.peer_feedback(self.stream_id)
+        if feedback is None or not feedback[0] or not feedback[1]:
+            return
+        now = trio.current_time()
+        due = max(now, self._pace_next)
+        self._pace_next = due + count / (PACING_HEADROOM * feedback[0])
+        if due > now:
+            await trio.sleep_until(due)
 
     async def _locked_send(self, payloads: list[bytes]) -> None:
         # Taking a free lock without a schedule point: with credit available, send()
@@ -398,15 +486,24 @@ class FlowStream:
         conn = self._conn
         core = conn._core
         sent = 0
+        total = 0  # bytes queued
         while True:
             self._check_send()
+            while conn._backlog >= MAX_SEND_BACKLOG:
+                # spec §10.7.2: the transport is not taking what is queued; wait for it
+                # before queuing more, whatever credit the peer grants.
+                await conn._backlog_lot.park()
+                self._check_send()
             n = core.send_messages(self.stream_id, payloads[sent:] if sent else payloads)
             if n:
                 self.messages_sent += n
-                nbytes = sum(len(p) for p in payloads[sent : sent + n])
+                done = payloads if n == len(payloads) else payloads[sent : sent + n]
+                nbytes = sum(map(len, done))
+                total += nbytes
                 self.bytes_sent += nbytes
                 conn._messages_sent += n
                 conn._bytes_sent += nbytes
+                conn._backlog += nbytes + 10 * n
                 sent += n
                 conn._wake_writer()
             if sent == len(payloads):
@@ -414,6 +511,7 @@ class FlowStream:
             # Not enough credit for the next message: wait for CREDIT (spec §8.3, §8.7).
             conn._wake_writer()
             conn._wake_timer()
+            self.blocked_on_peer_events += 1  # spec §14: credit starvation
             start = self._blocked_since = trio.current_time()
             try:
                 await self._send_lot.park()
@@ -422,7 +520,7 @@ class FlowStream:
                 waited = trio.current_time() - start
                 self.seconds_blocked += waited
                 conn._seconds_blocked += waited
-        conn._unyielded_bytes += sum(len(p) for p in payloads) + 16 * len(payloads)
+        conn._unyielded_bytes += total + 16 * len(payloads)
         if conn._unyielded_bytes >= YIELD_AFTER_BYTES:
             # Let the writer drain what is queued: this keeps the output small and the
             # latency low. Shielded, because the message is already queued.
@@ -439,6 +537,7 @@ class FlowStream:
             return
         async with self._send_lock:
             self._send_closed = True
+            self._send_done_at = trio.current_time()
             core = self._conn._core
             if core.stream_state(self.stream_id) in (
                 StreamState.OPEN,
@@ -475,36 +574,60 @@ class FlowStream:
             MessageDecodeError: the message could not be decoded (it was consumed).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        while not self._inbox:
-            self._check_receive()
-            await self._receive_lot.park()
+        if not self._inbox:
+            await self._starve()
         # No await from here on: cancelling receive() never loses a message.
         data = self._inbox.popleft()
-        self._consumed(len(data), 1)
+        if self._consumed(len(data), 1):
+            # A CREDIT is queued: let the writer send it now (spec §8.5). Shielded, because
+            # the message is already consumed.
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return self.codec.decode(data)
 
     async def receive_many(self, max_messages: int = 1024) -> list[Any]:
         """Wait for at least one message and return up to ``max_messages`` of them."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        while not self._inbox:
-            self._check_receive()
-            await self._receive_lot.park()
+        if not self._inbox:
+            await self._starve()
         inbox = self._inbox
         count = min(max_messages, len(inbox))
-        batch = [inbox.popleft() for _ in range(count)]
-        self._consumed(sum(len(d) for d in batch), count)
+        if count == len(inbox):
+            batch = list(inbox)
+            inbox.clear()
+        else:
+            batch = [inbox.popleft() for _ in range(count)]
+        if self._consumed(sum(map(len, batch)), count):
+            # A CREDIT is queued: let the writer send it while the caller works on this
+            # batch (spec §8.5). Shielded, because the batch is already consumed.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        if type(self.codec) is _RawCodec:
+            return batch
         decode = self.codec.decode
         return [decode(d) for d in batch]
 
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
+    def __aiter__(self) -> FlowStream:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Any]:
-        while True:
-            try:
-                yield await self.receive()
-            except trio.EndOfChannel:
-                return
+    async def __anext__(self) -> Any:
+        # Not an async generator: one left suspended when the loop body raises would be
+        # finalized by the garbage collector, with a ResourceWarning (as trio's channels).
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    async def _starve(self) -> None:
+        """Wait for a message (raising as ``_check_receive`` does); spec §14 counts it."""
+        self._check_receive()
+        start = trio.current_time()
+        self.starvation_events += 1
+        self._conn._starvation_events += 1
+        try:
+            while not self._inbox:
+                self._check_receive()
+                await self._receive_lot.park()
+        finally:
+            self.starved_seconds += trio.current_time() - start
 
     def _check_receive(self) -> None:
         if self._reset is not None:
@@ -514,22 +637,24 @@ class FlowStream:
         if self._lost is not None:
             raise self._lost
 
-    def _consumed(self, nbytes: int, count: int) -> None:
+    def _consumed(self, nbytes: int, count: int) -> bool:
+        """Count consumed messages and release their credit; True if a CREDIT was queued."""
         self._inbox_bytes -= nbytes
         self.messages_received += count
         self.bytes_received += nbytes
         conn = self._conn
         conn._messages_received += count
         conn._bytes_received += nbytes
-        conn._core.release(self.stream_id, nbytes, count)  # spec §8.5
+        now = trio.current_time()
+        credit = conn._core.release(self.stream_id, nbytes, count, now)  # spec §8.5; §8.9 tunes
         conn._wake_writer()
-        self._update_rate(count)
+        self._update_rate(count, now)
         if self._ended and not self._inbox:
             conn._after_stream_change(self)
+        return credit
 
-    def _update_rate(self, count: int) -> None:
+    def _update_rate(self, count: int, now: float) -> None:
         self._rate_count += count
-        now = trio.current_time()
         elapsed = now - self._rate_time
         if elapsed >= 0.25:
             sample = self._rate_count / elapsed
@@ -543,7 +668,8 @@ class FlowStream:
     def _on_messages(self, messages: list[bytes], nbytes: int) -> None:
         self._inbox.extend(messages)
         self._inbox_bytes += nbytes
-        self._receive_lot.unpark_all()
+        if self._receive_lot:  # unpark_all() costs ~0.6 µs even with nobody parked
+            self._receive_lot.unpark_all()
 
     def _on_end(self) -> None:
         self._ended = True
@@ -552,6 +678,12 @@ class FlowStream:
     def _on_reset(self, exc: StreamResetError) -> None:
         if self._reset is None:
             self._reset = exc
+        if self._send_done_at is None:
+            self._send_done_at = trio.current_time()
+        if exc.remote and self._handler_scope is not None:
+            # spec §10.3: the peer abandoned the stream, so its handler's work is wasted;
+            # cancelling it keeps reset streams from piling up work ("Rapid Reset").
+            self._handler_scope.cancel()
         self._inbox.clear()
         self._inbox_bytes = 0
         self._receive_lot.unpark_all()
@@ -561,6 +693,8 @@ class FlowStream:
     def _on_lost(self, exc: ConnectionLostError) -> None:
         if self._lost is None:
             self._lost = exc.for_stream(self._delivered())
+        if self._send_done_at is None:
+            self._send_done_at = trio.current_time()
         self._receive_lot.unpark_all()
         self._send_lot.unpark_all()
 
@@ -578,6 +712,18 @@ class FlowStream:
         core = self._conn._core
         send_bytes, send_messages = core.send_capacity(self.stream_id)
         recv_bytes, recv_messages = core.receive_capacity(self.stream_id)
+        now = trio.current_time()
+        blocked = self._seconds_blocked_now()
+        sending = (self._send_done_at or now) - self._opened_at
+        rate = self._rate
+        depth = len(self._inbox)
+        info = core.window_info(self.stream_id)
+        record = self._record
+        feedback = record.feedback if record is not None else core.peer_feedback(self.stream_id)
+        if info is not None and info.rate_bytes > 0:
+            rate_bytes = info.rate_bytes  # the tuner's (spec §8.9 rule 2)
+        else:
+            rate_bytes = rate * self.bytes_received / self.messages_received if rate else 0.0
         return StreamStatistics(
             stream_id=self.stream_id,
             state=core.stream_state(self.stream_id).value,
@@ -593,8 +739,23 @@ class FlowStream:
             bytes_received=self.bytes_received,
             delivered=self._delivered(),
             messages_in_flight=self.messages_sent - (self._delivered() or 0),
-            seconds_blocked=self._seconds_blocked_now(),
-            consume_rate=self._rate,
+            seconds_blocked=blocked,
+            consume_rate=rate,
+            blocked_on_peer_seconds=blocked,  # spec §14 from here on
+            blocked_on_peer_events=self.blocked_on_peer_events,
+            blocked_on_app_seconds=max(0.0, sending - blocked),
+            peer_consume_rate=feedback[0] if feedback is not None else None,
+            peer_queue_depth=feedback[1] if feedback is not None else None,
+            queue_depth_messages=depth,
+            queue_depth_bytes=self._inbox_bytes,
+            consume_rate_bytes=rate_bytes,
+            drain_seconds=depth / rate if rate > 0 else (None if depth else 0.0),
+            starvation_events=self.starvation_events,
+            starved_seconds=self.starved_seconds,
+            window_bytes=info.window_bytes if info is not None else 0,
+            window_messages=info.window_messages if info is not None else 0,
+            window_reason=info.reason.value if info is not None else "static",
+            window_changes=info.changes if info is not None else 0,
         )
 
 
@@ -611,9 +772,29 @@ class FlowConnection:
         settings: Settings | None,
         codec: CodecName | Codec,
         ping_timeout: float,
+        *,
+        limits: Limits | None = None,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        autotune: AutoTune | None = None,
+        memory_budget: MemoryBudget | None = None,
+        pacing: bool = False,
     ) -> None:
         self.transport = transport
-        self._core = Connection(role, settings, ping_timeout=ping_timeout)
+        self._core = Connection(
+            role,
+            settings,
+            ping_timeout=ping_timeout,
+            limits=limits,
+            autotune=autotune,
+            budget=memory_budget,
+        )
+        self._pacing = pacing  # spec §8.10
+        self._starvation_events = 0
+        self._frame_timeout = frame_timeout
+        self._write_timeout = write_timeout
+        self._backlog = 0  # bytes send() queued since the writer last took the output
+        self._backlog_lot = trio.lowlevel.ParkingLot()  # send() waiting for the writer
         self._codec_spec = codec
         self._streams: dict[int, FlowStream] = {}
         self._accept_send, self._accept_receive = trio.open_memory_channel[FlowStream](math.inf)
@@ -647,7 +828,8 @@ class FlowConnection:
         return self._core.local_settings
 
     def _wake_writer(self) -> None:
-        self._writer_lot.unpark_all()
+        if self._writer_lot:  # unpark_all() costs ~0.6 µs even with nobody parked
+            self._writer_lot.unpark_all()
 
     def _wake_timer(self) -> None:
         self._timer_lot.unpark_all()
@@ -681,8 +863,11 @@ class FlowConnection:
                 self._wake_writer()
                 nursery.cancel_scope.deadline = trio.current_time() + 5.0
                 await self._flushed()
+                if self._linger:
+                    await self._discard_input()
                 nursery.cancel_scope.cancel()
         finally:
+            self._core.leave_budget()  # spec §8.9 B1: nothing more arrives
             self._closed.set()
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.transport)
@@ -691,14 +876,40 @@ class FlowConnection:
         while not self._writer_exited:
             await self._stream_change.park()
 
+    async def _discard_input(self) -> None:
+        # spec §10.2 step 3: after our error GOAWAY, end our side and read and discard the
+        # peer's input for a while, so that closing with unread input (a TCP reset) does
+        # not destroy the GOAWAY before the peer reads it.
+        with trio.move_on_after(CLOSE_LINGER):
+            try:
+                if isinstance(self.transport, trio.abc.HalfCloseableStream):
+                    await self.transport.send_eof()
+                while await self.transport.receive_some(READ_SIZE):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    _linger = False  # the peer broke the protocol: more of its input may be on the way
+
     _writer_exited = False
 
     async def _reader(self) -> None:
         core = self._core
+        frame_deadline: float | None = None  # spec §11: when the frame begun must be whole
         try:
             while True:
                 try:
-                    data = await self.transport.receive_some(READ_SIZE)
+                    if frame_deadline is None:
+                        data = await self.transport.receive_some(READ_SIZE)
+                    else:
+                        with trio.move_on_at(frame_deadline) as scope:
+                            data = await self.transport.receive_some(READ_SIZE)
+                        if scope.cancelled_caught:
+                            self._time_out(
+                                f"a frame from the peer did not arrive whole within "
+                                f"{self._frame_timeout} s of its first byte (spec §11)"
+                            )
+                            return
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     self._fail(
                         ConnectionLostError(f"transport failed: {exc or type(exc).__name__}")
@@ -707,6 +918,7 @@ class FlowConnection:
                     # handshake): stop now rather than wait to flush.
                     self._nursery.cancel_scope.cancel()
                     return
+                partial = core.partial_input
                 try:
                     events = core.receive_data(bytes(data))
                 except RemoteProtocolError as exc:
@@ -715,11 +927,17 @@ class FlowConnection:
                             f"peer broke the protocol: {exc}", error_code=exc.error_code
                         )
                     )
+                    self._linger = True
                     return
                 self._dispatch(events)
                 if data:
                     # spec §11: keepalive counts from the last receipt, not the last timer tick.
-                    core.handle_timeout(trio.current_time())
+                    now = trio.current_time()
+                    core.handle_timeout(now)
+                    if core.partial_input < partial + len(data):  # a frame was completed
+                        frame_deadline = now + self._frame_timeout if core.partial_input else None
+                    elif frame_deadline is None:  # the first bytes of a frame
+                        frame_deadline = now + self._frame_timeout
                 if core.has_data_to_send:
                     self._wake_writer()
                 if core.state is ConnectionState.CLOSED:
@@ -730,6 +948,12 @@ class FlowConnection:
                     return
         finally:
             self._wake_writer()
+
+    def _time_out(self, message: str) -> None:
+        # spec §11: a connection error TIMEOUT: GOAWAY, then close (the reader stops).
+        self._core.close(ErrorCode.TIMEOUT, message)
+        self._fail(ConnectionLostError(message, error_code=ErrorCode.TIMEOUT))
+        self._wake_writer()
 
     def _closed_error(self) -> ConnectionLostError:
         g = self._goaway
@@ -813,6 +1037,7 @@ class FlowConnection:
         if self._lost is not None:
             return
         self._lost = exc
+        self._backlog_lot.unpark_all()
         for stream in list(self._streams.values()):
             stream._on_lost(exc)
         for _, event in self._pings.values():
@@ -828,12 +1053,26 @@ class FlowConnection:
             while True:
                 data = core.data_to_send()
                 if data:
+                    self._backlog = 0
+                    self._backlog_lot.unpark_all()
                     try:
-                        await self.transport.send_all(data)
+                        written = await self._write(data)
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                         self._fail(
                             ConnectionLostError(f"transport failed: {exc or type(exc).__name__}")
                         )
+                        return
+                    if not written:
+                        # spec §11, §10.7.2: the peer stopped reading; half a frame may be
+                        # out, so nothing more can be written (not even GOAWAY).
+                        self._fail(
+                            ConnectionLostError(
+                                f"the peer accepted no data for {self._write_timeout} s "
+                                "(write timeout, spec §11)",
+                                error_code=ErrorCode.TIMEOUT,
+                            )
+                        )
+                        self._reader_scope.cancel()
                         return
                     continue
                 if self._writer_done or (self._lost is not None and not core.has_data_to_send):
@@ -841,7 +1080,24 @@ class FlowConnection:
                 await self._writer_lot.park()
         finally:
             self._writer_exited = True
+            self._backlog_lot.unpark_all()
             self._stream_change.unpark_all()
+
+    async def _write(self, data: bytes) -> bool:
+        """Send ``data``; False if a chunk of it stalled for the write timeout (spec §11)."""
+        send_all = self.transport.send_all
+        if len(data) <= WRITE_CHUNK:
+            with trio.move_on_after(self._write_timeout):
+                await send_all(data)
+                return True
+            return False
+        view = memoryview(data)
+        for start in range(0, len(data), WRITE_CHUNK):
+            with trio.move_on_after(self._write_timeout):
+                await send_all(view[start : start + WRITE_CHUNK])
+                continue
+            return False
+        return True
 
     async def _timer(self) -> None:
         core = self._core
@@ -934,7 +1190,7 @@ class FlowConnection:
         """Send a PING and wait for its PONG (spec §5.5); returns the round-trip time in seconds."""
         if self._lost is not None:
             raise self._lost
-        ping_id = self._core.ping()
+        ping_id = self._core.ping(trio.current_time())  # the core's tuner learns the rtt too
         done = trio.Event()
         self._pings[ping_id] = (trio.current_time(), done)
         self._wake_writer()
@@ -979,6 +1235,13 @@ class FlowConnection:
         """A snapshot of the connection's credit, buffers and traffic."""
         core = self._core
         held, _ = core.received_held(0)
+        blocked = self._seconds_blocked + sum(
+            trio.current_time() - s._blocked_since
+            for s in self._streams.values()
+            if s._blocked_since is not None
+        )
+        info = core.window_info(0)
+        budget = core.budget
         return ConnectionStatistics(
             state=core.state.value,
             streams=len(self._streams),
@@ -989,13 +1252,17 @@ class FlowConnection:
             bytes_sent=self._bytes_sent,
             messages_received=self._messages_received,
             bytes_received=self._bytes_received,
-            seconds_blocked=self._seconds_blocked
-            + sum(
-                trio.current_time() - s._blocked_since
-                for s in self._streams.values()
-                if s._blocked_since is not None
-            ),
+            seconds_blocked=blocked,
             rtt=self._rtt,
+            glitches=core.glitches,
+            blocked_on_peer_seconds=blocked,  # spec §14 from here on
+            starvation_events=self._starvation_events,
+            rtt_min=core.rtt.minimum,
+            window_bytes=info.window_bytes if info is not None else 0,
+            window_reason=info.reason.value if info is not None else "static",
+            budget_bytes=budget.capacity if budget is not None else None,
+            budget_committed_bytes=budget.committed if budget is not None else None,
+            budget_share_bytes=budget.share(core._conn_recv) if budget is not None else None,
         )
 
 
@@ -1013,6 +1280,12 @@ async def open_flow_connection(
     ping_timeout: float = 15.0,
     idle_timeout: float | None = None,
     close_grace: float = DEFAULT_CLOSE_GRACE,
+    frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+    limits: Limits | None = None,
+    autotune: AutoTune | bool = True,
+    memory_budget: MemoryBudget | None = None,
+    pacing: bool = False,
 ) -> AsyncIterator[FlowConnection]:
     """Run flowproto over an existing Trio stream (TLS, memory streams, ...).
 
@@ -1026,13 +1299,42 @@ async def open_flow_connection(
         close_grace: seconds open streams may finish after the block exits.
         idle_timeout: if set, seconds without any stream after which the connection
             closes with GOAWAY(TIMEOUT) (spec §11); ``None`` (the default) never does.
+        frame_timeout: seconds a frame may take to arrive once its first byte has; then
+            the connection ends with GOAWAY(TIMEOUT) (spec §11).
+        write_timeout: seconds the transport may take to accept each write of at most
+            ``WRITE_CHUNK`` bytes; then the connection is lost with TIMEOUT (spec §11).
+        limits: what the peer may cost this side: queued replies, the glitch budget
+            (spec §10.7); defaults to ``Limits()``.
+        autotune: size the receive windows from what the consumer does (spec §8.9): the
+            settings' windows are where they start. ``True`` (the default) uses
+            ``AutoTune()`` (a 100 ms latency target); pass an ``AutoTune`` to change it,
+            or ``False`` to keep the windows of ``settings`` (spec §8.6).
+        memory_budget: a :class:`flowproto.MemoryBudget` shared by every connection
+            given it: their connection credit together stays within it, in fair shares
+            (spec §8.9). None by default: each connection is bounded by its own
+            ``connection_bytes`` (a process-wide default would make unrelated connections,
+            such as a client and a server in one process, compete and refuse each other).
+        pacing: space each stream's messages from the peer's feedback while the peer's
+            consumer is the bottleneck (spec §8.10); off by default.
 
     Raises:
         HandshakeTimeout: the peer did not complete the handshake in time.
         ConnectionLostError: the transport failed or the peer broke the protocol.
     """
     role = Role.INITIATOR if initiator else Role.ACCEPTOR
-    conn = FlowConnection(transport, role, settings, codec, ping_timeout)
+    conn = FlowConnection(
+        transport,
+        role,
+        settings,
+        codec,
+        ping_timeout,
+        limits=limits,
+        frame_timeout=frame_timeout,
+        write_timeout=write_timeout,
+        autotune=(AutoTune() if autotune is True else autotune or None),
+        memory_budget=memory_budget,
+        pacing=pacing,
+    )
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(conn._run)
@@ -1099,27 +1401,45 @@ async def _serve_connection(
             open_flow_connection(transport, initiator=False, **kwargs) as conn,
             trio.open_nursery() as nursery,
         ):
+            running: set[FlowStream] = set()  # streams whose handler has not returned
             while True:
                 try:
                     stream = await conn.accept_stream()
                 except ConnectionLostError:
                     break
-                nursery.start_soon(_run_stream_handler, handler, stream)
+                if len(running) >= conn.local_settings.max_streams:
+                    # spec §6.4: refused under load, before any of it was processed (the
+                    # peer may retry): handlers that outlive their streams never pile up.
+                    await stream.reset(ErrorCode.REFUSED_STREAM, "too many handlers running")
+                    continue
+                running.add(stream)
+                nursery.start_soon(_run_stream_handler, handler, stream, running)
     except (ConnectionLostError, HandshakeTimeout, trio.BrokenResourceError):
         pass  # one bad connection never stops the server
 
 
-async def _run_stream_handler(handler: StreamHandler, stream: FlowStream) -> None:
+async def _run_stream_handler(
+    handler: StreamHandler, stream: FlowStream, running: set[FlowStream]
+) -> None:
     try:
-        await handler(stream)
-    except (StreamResetError, ConnectionLostError):
-        pass
-    except Exception as exc:
-        # One failing handler resets its own stream; the connection and server go on.
-        _log.warning("flowproto: stream %d handler failed", stream.stream_id, exc_info=True)
-        await stream.reset(ErrorCode.INTERNAL_ERROR, f"handler failed: {type(exc).__name__}")
-    else:
-        await stream.aclose()
+        with trio.CancelScope() as scope:
+            stream._handler_scope = scope  # cancelled if the peer resets the stream
+            if stream._reset is not None and stream._reset.remote:
+                scope.cancel()
+            try:
+                await handler(stream)
+            except (StreamResetError, ConnectionLostError):
+                pass
+            except Exception as exc:
+                # One failing handler resets its own stream; the connection and server go on.
+                _log.warning("flowproto: stream %d handler failed", stream.stream_id, exc_info=True)
+                await stream.reset(
+                    ErrorCode.INTERNAL_ERROR, f"handler failed: {type(exc).__name__}"
+                )
+            else:
+                await stream.aclose()
+    finally:
+        running.discard(stream)
 
 
 async def serve_listeners(

@@ -90,7 +90,14 @@ def expected_frame(meaning: dict[str, Any]) -> Frame:
     if kind == "CREDIT":
         if sid == 0:
             return CreditFrame(0, body["bytes"])
-        return CreditFrame(sid, body["bytes"], body["messages"], body.get("consumed"))
+        return CreditFrame(
+            sid,
+            body["bytes"],
+            body["messages"],
+            body.get("consumed"),
+            body.get("rate"),  # spec §8.10: consumer feedback
+            body.get("depth"),
+        )
     if kind == "BLOCKED":
         if sid == 0:
             return BlockedFrame(0, body["bytes"])

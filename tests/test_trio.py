@@ -516,8 +516,10 @@ async def test_slow_consumer_bounds_what_the_receiver_holds(
     count = 60
     rng = random.Random(1)
     payloads = [bytes([i]) * rng.randint(1, SMALL.max_message_bytes) for i in range(count)]
+    # The static windows of spec §8.6: auto-tuning (spec §8.9) would shrink them.
+    server_kwargs = {"settings": SMALL, "codec": "raw", "autotune": False}
     with trio.fail_after(HANG):
-        async with flow_pair(server={"settings": SMALL, "codec": "raw"}) as (client, server):
+        async with flow_pair(server=server_kwargs) as (client, server):
             sender = await client.open_stream(codec="raw")
             await sender.send(payloads[0])
             receiver = await server.accept_stream()
@@ -653,7 +655,8 @@ async def test_cancel_scopes_cancelled_from_the_other_task_lose_nothing(
     """The consumer cancels the blocked producer (and vice versa) at random message counts."""
     rng = random.Random(seed)
     with trio.fail_after(HANG):
-        async with flow_pair(server={"settings": SMALL}) as (client, server):
+        # A small static window (spec §8.6) keeps both sides blocking now and then.
+        async with flow_pair(server={"settings": SMALL, "autotune": False}) as (client, server):
             sender = await client.open_stream()
             await sender.send(-1)
             receiver = await server.accept_stream()
@@ -808,9 +811,13 @@ async def test_peer_that_stops_reading_leaves_the_sender_blocked_on_credit(
     )
     with trio.fail_after(HANG):
         async with (
-            # No keepalive: a peer that reads nothing never answers a PING (spec §11).
+            # No keepalive: a peer that reads nothing never answers a PING (spec §11), and
+            # no write timeout: here the peer reading nothing is the point (spec §10.7.2).
             bare_peer(
-                peer_settings=peer_settings, lockstep=True, settings=Settings(keepalive_ms=0)
+                peer_settings=peer_settings,
+                lockstep=True,
+                settings=Settings(keepalive_ms=0),
+                write_timeout=HANG,
             ) as (conn, peer),
             trio.open_nursery() as nursery,
         ):
@@ -850,7 +857,9 @@ async def test_blackholed_peer_is_ended_by_the_keepalive(
     errors: list[ConnectionLostError] = []
     with trio.fail_after(HANG):
         async with bare_peer(
-            settings=Settings(keepalive_ms=int(keepalive * 1000)), ping_timeout=ping_timeout
+            settings=Settings(keepalive_ms=int(keepalive * 1000)),
+            ping_timeout=ping_timeout,
+            autotune=False,  # no RTT probes (spec §8.9): only the keepalive PING is expected
         ) as (conn, peer):
             stream = await conn.open_stream()
             await stream.send("hello")

@@ -313,6 +313,36 @@ def frame_vectors() -> list[dict[str, Any]]:
         control_meaning("CREDIT", 2, {"consumed": 1, "messages": 4097, "bytes": 4194314}),
         reencoded=control("CREDIT", 2, replenish),
     )
+    # spec §5.3, §8.10: the consumer feedback keys, in key-table order after "consumed".
+    feedback = {"bytes": 20480, "messages": 20, "consumed": 12, "rate": 200, "depth": 3}
+    add(
+        "credit_stream_with_consumer_feedback",
+        "CREDIT on stream 1 from a consumer taking 200 messages/s with 3 waiting (rate, depth).",
+        control("CREDIT", 1, feedback),
+        control_meaning("CREDIT", 1, feedback),
+        spec_example="§5.3",
+    )
+    idle = {"bytes": 65536, "messages": 16, "consumed": 0, "rate": 0, "depth": 0}
+    add(
+        "credit_stream_feedback_of_an_idle_consumer",
+        "CREDIT on stream 1 whose feedback says nothing is consumed and nothing waits: rate 0.",
+        control("CREDIT", 1, idle),
+        control_meaning("CREDIT", 1, idle),
+    )
+    top = {"bytes": 65536, "messages": 16, "rate": (1 << 32) - 1, "depth": MAX_COUNTER}
+    add(
+        "credit_stream_feedback_at_its_maxima",
+        "CREDIT on stream 1 with rate 2^32-1 (a uint32) and depth 2^62-1 (a uint64), no consumed.",
+        control("CREDIT", 1, top),
+        control_meaning("CREDIT", 1, top),
+    )
+    add(
+        "credit_connection_ignores_feedback_keys",
+        "Connection CREDIT carrying rate and depth: unknown keys on stream 0, ignored.",
+        control("CREDIT", 0, {"bytes": 33554432, "rate": 5, "depth": 1}),
+        control_meaning("CREDIT", 0, {"bytes": 33554432, "rate": 5, "depth": 1}),
+        reencoded=control("CREDIT", 0, {"bytes": 33554432}),
+    )
 
     # BLOCKED (spec §5.4)
     add(
@@ -888,6 +918,34 @@ def invalid_vectors() -> list[dict[str, Any]]:
         control("CREDIT", 1, {"bytes": 4194304}),
         "PROTOCOL_ERROR",
         spec="§5.3",
+    )
+    add(
+        "credit_feedback_rate_negative",
+        "Stream CREDIT opening stream 1 with rate -1: feedback out of range is PROTOCOL_ERROR.",
+        control("CREDIT", 1, {"bytes": 4194304, "messages": 4096, "rate": -1}),
+        "PROTOCOL_ERROR",
+        spec="§5.3",
+    )
+    add(
+        "credit_feedback_rate_above_u32",
+        "Stream CREDIT opening stream 1 with rate 2^32, one above its range.",
+        control("CREDIT", 1, {"bytes": 4194304, "messages": 4096, "rate": 1 << 32}),
+        "PROTOCOL_ERROR",
+        spec="§4.3.3",
+    )
+    add(
+        "credit_feedback_depth_wrong_type",
+        'Stream CREDIT opening stream 1 with depth "3": a wrong type is PROTOCOL_ERROR.',
+        control("CREDIT", 1, {"bytes": 4194304, "messages": 4096, "depth": "3"}),
+        "PROTOCOL_ERROR",
+        spec="§5.3",
+    )
+    add(
+        "credit_feedback_rate_a_float",
+        "Stream CREDIT opening stream 1 with rate 2.5 (a float64): not an int, PROTOCOL_ERROR.",
+        control("CREDIT", 1, {"bytes": 4194304, "messages": 4096, "rate": 2.5}),
+        "PROTOCOL_ERROR",
+        spec="§4.3.2",
     )
     add(
         "credit_consumed_more_than_sent",

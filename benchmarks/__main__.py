@@ -1,0 +1,142 @@
+"""``python -m benchmarks`` (also ``flowproto bench``): the socket benchmarks of issue #4.
+
+Every scenario runs a sender and a receiver as separate processes over TCP on 127.0.0.1
+(or, with ``--netns RATE``, between two network namespaces joined by a rate-limited veth
+pair), bounded in time and message count. Results go to ``--out``: ``results.json``,
+``results.md`` and PNG plots (with matplotlib). ``--quick`` runs a subset in well under
+a minute and exits with status 1 if any run breaks an invariant (every message
+accounted for; flowproto's receiver buffer within its window); it never checks timings.
+
+Examples::
+
+    python -m benchmarks --quick
+    python -m benchmarks --out bench-results/full           # every scenario, ~25 min
+    python -m benchmarks --group consumer --strategy flowproto --strategy unbounded
+    python -m benchmarks --netns 200mbit --group consumer   # as root
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from . import harness
+from .netns import Link, NetnsUnavailable, veth_pair
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    p.add_argument("--quick", action="store_true", help="a smoke-test subset (< 1 minute)")
+    p.add_argument(
+        "--group",
+        action="append",
+        choices=["throughput", "consumer", "streams"],
+        help="only these scenario groups (repeatable)",
+    )
+    p.add_argument(
+        "--strategy",
+        action="append",
+        choices=list(harness.STRATEGIES),
+        help="only these strategies (repeatable)",
+    )
+    p.add_argument("--size", action="append", type=int, help="only these message sizes")
+    p.add_argument("--repeats", type=int, default=3, help="throughput runs per scenario")
+    p.add_argument("--out", type=Path, default=None, help="output directory")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--check", action="store_true", help="exit 1 if an invariant is broken")
+    p.add_argument(
+        "--netns",
+        metavar="RATE",
+        help="run between two network namespaces over a veth link shaped to RATE (tc "
+        "syntax, e.g. 200mbit); needs root, skipped with a message otherwise",
+    )
+    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    return p.parse_args(argv)
+
+
+@contextlib.contextmanager
+def _no_link() -> Iterator[None]:
+    yield None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = harness.quick_plan() if args.quick else harness.full_plan(args.repeats)
+    plan = harness.select(plan, args.group, args.strategy)
+    if args.size:
+        plan.runs = [r for r in plan.runs if r.size in args.size]
+    if args.list:
+        for run in plan.runs:
+            print(run.key + (f" (repeat {run.repeat})" if run.repeat else ""))
+        return 0
+    if not plan.runs:
+        say("no scenario matches")
+        return 2
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    out = args.out or Path("bench-results", time.strftime("%Y%m%d-%H%M%S"))
+    check = args.check or args.quick
+    link_cm: AbstractContextManager[Link | None] = (
+        veth_pair(args.netns) if args.netns else _no_link()
+    )
+    try:
+        with link_cm as link:
+            if link is not None:
+                say(f"network namespaces: receiver at {link.receiver_host}, link {link.rate}")
+            say(f"{len(plan.runs)} runs; results in {out}/")
+            records = harness.run_plan(plan, link, say)
+    except NetnsUnavailable as exc:
+        say(f"skipping: --netns is not possible here: {exc}")
+        return 0
+    command = "python -m benchmarks" + (
+        " " + shlex.join(argv if argv is not None else sys.argv[1:])
+        if (argv if argv is not None else sys.argv[1:])
+        else ""
+    )
+    meta = {
+        "started": started,
+        "command": command,
+        "machine": harness.machine(),
+        "link": f"veth between namespaces, tc tbf {args.netns}" if args.netns else None,
+        "quick": args.quick,
+        "repeats": plan.repeats,
+    }
+    harness.write_results(out, records, meta, plots=not args.no_plots, say=say)
+    say(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    for t in harness.targets(records):
+        if t["ratio"] is not None:
+            verdict = "met" if t["met"] else "MISSED"
+            say(f"  {verdict:6} {t['ratio']:6.2f} (goal {t['goal']}) {t['target']}")
+    if args.quick:
+        # Issue #6: one adaptive-credit scenario (spec §8.9) as a smoke test, invariants only.
+        from . import adaptive
+
+        say("adaptive credit: python -m benchmarks.adaptive --quick")
+        if adaptive.main(["--quick", "--out", str(out / "adaptive"), "--no-plots"]) != 0:
+            say("adaptive credit: an invariant broke (see above)")
+            return 1
+    if check:
+        problems = [p for r in records for p in harness.invariant_problems(r)]
+        if problems:
+            say(f"{len(problems)} invariant(s) broken:")
+            for p in problems:
+                say(f"  {p}")
+            return 1
+        say(f"invariants hold in all {len(records)} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The CLI's tuning options and its statistics: --json-lines and --metrics-port (spec §14).
+
+Options are checked with click's CliRunner; the commands run as subprocesses on 127.0.0.1
+(the receiver on port 0), every call bounded by a timeout. Nothing is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_cli import ENV, FLOWPROTO, TIMEOUT, receiver, run_flowproto
+
+from flowproto.cli import main
+
+#: Every field of spec §14 that a stream reports, as --json-lines prints it.
+STREAM_FIELDS = {
+    "blocked_on_peer_seconds",
+    "blocked_on_peer_events",
+    "blocked_on_app_seconds",
+    "peer_consume_rate",
+    "peer_queue_depth",
+    "queue_depth_messages",
+    "queue_depth_bytes",
+    "consume_rate",
+    "consume_rate_bytes",
+    "drain_seconds",
+    "starvation_events",
+    "starved_seconds",
+    "window_bytes",
+    "window_messages",
+    "window_reason",
+    "window_changes",
+}
+CONNECTION_FIELDS = {
+    "rtt",
+    "rtt_min",
+    "window_bytes",
+    "window_reason",
+    "budget_bytes",
+    "budget_committed_bytes",
+    "budget_share_bytes",
+    "blocked_on_peer_seconds",
+    "starvation_events",
+}
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["receive", "--listen", ":0", "--no-autotune", "--latency-target", "50"], "fixed"),
+        (["receive", "--listen", ":0", "--json-lines", "--output", "-"], "stdout"),
+        (["receive", "--listen", ":0", "--memory-budget", "0"], "--memory-budget"),
+        (["receive", "--listen", ":0", "--metrics-port", "x"], "--metrics-port"),
+        (["send", "--connect", "127.0.0.1:1", "--count", "1", "--metrics-port", "70000"], "PORT"),
+    ],
+)
+def test_bad_tuning_and_metrics_options_are_usage_errors(args: list[str], complaint: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert complaint in result.output
+
+
+def test_metrics_without_prometheus_client_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # makes the import fail
+    result = CliRunner().invoke(main, ["receive", "--listen", ":0", "--metrics-port", "0"])
+    assert result.exit_code == 2
+    assert "pip install flowproto[metrics]" in result.output
+
+
+def test_json_lines_report_the_spec_statistics_each_second(tmp_path: Path) -> None:
+    """spec §14: one JSON object per second, with every stream's and connection's names;
+    the receiver's memory budget is reported and was never exceeded (spec §8.9)."""
+    budget = str(4 << 20)
+    with receiver(
+        "--once", "--rate", "400", "--json-lines", "--memory-budget", budget, "-q", cwd=tmp_path
+    ) as r:
+        sent = run_flowproto(
+            "send",
+            *("--connect", f"127.0.0.1:{r.port}", "--size", "200", "--count", "900"),
+            *("--json-lines", "--pace", "-q"),
+        )
+        status, stdout, stderr = r.finish()
+    assert sent.returncode == 0, sent.stderr
+    assert status == 0, stderr
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert len(lines) >= 2
+    seen_streams = [s for line in lines for c in line["connections"] for s in c["streams"]]
+    assert seen_streams
+    for line in lines:
+        assert line["role"] == "receive"
+        for conn in line["connections"]:
+            assert conn.keys() >= CONNECTION_FIELDS
+            assert conn["budget_bytes"] == int(budget)
+            assert conn["budget_committed_bytes"] <= int(budget)
+            for stream in conn["streams"]:
+                assert stream.keys() >= STREAM_FIELDS
+    assert any(s["window_reason"] != "static" for s in seen_streams)
+    sender_lines = [json.loads(line) for line in sent.stdout.splitlines()]
+    assert sender_lines and all(line["role"] == "send" for line in sender_lines)
+
+
+def test_no_autotune_keeps_the_window_the_options_gave(tmp_path: Path) -> None:
+    with receiver(
+        "--once", "--rate", "300", "--window-messages", "50", "--no-autotune", "--json-lines", "-q",
+        cwd=tmp_path,
+    ) as r:  # fmt: skip
+        sent = run_flowproto(
+            "send", "--connect", f"127.0.0.1:{r.port}", "--size", "100", "--count", "400", "-q"
+        )
+        status, stdout, stderr = r.finish()
+    assert sent.returncode == 0, sent.stderr
+    assert status == 0, stderr
+    streams = [
+        s
+        for line in stdout.splitlines()
+        for c in json.loads(line)["connections"]
+        for s in c["streams"]
+    ]
+    assert streams
+    assert {(s["window_messages"], s["window_reason"]) for s in streams} == {(50, "static")}
+
+
+def test_metrics_port_serves_the_prometheus_text_format(tmp_path: Path) -> None:
+    pytest.importorskip("prometheus_client")
+    with receiver("--once", "--rate", "200", "--metrics-port", "0", "-q", cwd=tmp_path) as r:
+        metrics_line = r.lines.get(timeout=TIMEOUT)
+        r.stderr.append(metrics_line)
+        assert metrics_line.startswith("metrics on http://127.0.0.1:"), metrics_line
+        url = metrics_line.split()[-1]
+        args = ["send", "--connect", f"127.0.0.1:{r.port}", "--size", "100", "--count", "250"]
+        sender = subprocess.Popen([*FLOWPROTO, *args, "-q"], env=ENV)
+        text = ""
+        try:
+            for _ in range(200):
+                with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+                    assert response.status == 200
+                    text = response.read().decode()
+                if "flowproto_window_messages{" in text:
+                    break
+        finally:
+            assert sender.wait(timeout=TIMEOUT) == 0
+        status, _, stderr = r.finish()
+    assert status == 0, stderr
+    for name in (
+        "flowproto_window_messages",
+        "flowproto_window_reason",
+        "flowproto_queue_depth_messages",
+        "flowproto_drain_seconds",
+        "flowproto_starvation_events_total",
+        "flowproto_blocked_on_peer_seconds_total",
+        "flowproto_rtt_min_seconds",
+        "flowproto_connection_window_bytes",
+    ):
+        assert name in text, name

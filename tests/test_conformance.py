@@ -1,0 +1,294 @@
+"""The conformance suite (``flowproto conformance``) against our own peers, and against
+peers that break the spec, so that a pass means something.
+
+In process, each case's connection is a memory stream to a ``serve()`` connection under
+``autojump_clock`` (the timer cases take virtual seconds). Over TCP, the suite runs as
+``python -m flowproto conformance`` against a ``python -m flowproto receive`` subprocess
+on 127.0.0.1, without the timer cases (CI runs those, .ci/run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from click.testing import CliRunner
+from test_cli import ENV, FLOWPROTO, Receiver, receiver, run_flowproto
+
+from flowproto import DataFrame, Limits, Settings
+from flowproto.cli import main
+from flowproto.conformance import (
+    CASES,
+    SENDER_CASES,
+    Result,
+    format_table,
+    run_sender_suite,
+    run_suite,
+)
+from flowproto.trio import FlowStream, _serve_connection
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "spec" / "PROTOCOL.md"
+
+
+async def consume_all(stream: FlowStream) -> None:
+    async for _ in stream:
+        pass
+
+
+@asynccontextmanager
+async def served(**options: Any) -> AsyncIterator[Callable[[], Any]]:
+    """A connect() for run_suite: each call is a new serve() connection in this process,
+    with ``options`` for open_flow_connection, whose handler consumes every message."""
+    async with trio.open_nursery() as nursery:
+
+        async def connect() -> trio.abc.Stream:
+            a, b = trio.testing.memory_stream_pair()
+            nursery.start_soon(_serve_connection, b, consume_all, {"codec": "raw", **options})
+            return a
+
+        yield connect
+        nursery.cancel_scope.cancel()
+
+
+def outcomes(results: list[Result]) -> dict[str, str]:
+    return {r.case.id: r.outcome for r in results}
+
+
+def test_case_ids_name_spec_sections_and_are_unique() -> None:
+    """Each id is SECTION/N, the section exists in spec/PROTOCOL.md, no id repeats (in
+    the receiver cases, and in the sender cases)."""
+    from test_layering import spec_sections
+
+    sections = spec_sections(SPEC.read_text(encoding="utf-8"))
+    assert len(CASES) >= 50
+    for cases in (CASES, SENDER_CASES):
+        ids = [c.id for c in cases]
+        assert len(ids) == len(set(ids))
+        for case_id in ids:
+            section, number = case_id.split("/")
+            assert section in sections, case_id
+            assert number.isdigit(), case_id
+
+
+async def test_every_case_passes_strictly_against_serve(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Against our own serve(): every case passes, floods end in ENHANCE_YOUR_CALM."""
+    async with served() as connect:
+        results = await run_suite(connect, strict=True)
+    failed = [(r.case.id, r.detail) for r in results if r.outcome != "pass"]
+    assert failed == []
+    assert len(results) == len(CASES)
+    floods = [r for r in results if r.case.id.startswith("10.7/")]
+    assert floods and all("ENHANCE_YOUR_CALM" in r.detail for r in floods)
+    table = format_table(results, "serve()")
+    assert f"{len(CASES)} passed, 0 failed, 0 skipped" in table
+
+
+async def test_a_peer_without_budgets_passes_unless_strict(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """spec §10.7 budgets are MAY: surviving a flood passes, except in strict mode."""
+    lax = Limits(glitch_burst=10**9, max_queued_replies=10**9)
+    async with served(limits=lax) as connect:
+        relaxed = await run_suite(connect, select=["10.7/1", "10.7/5"])
+        strict = await run_suite(connect, select=["10.7/1", "10.7/5"], strict=True)
+    assert set(outcomes(relaxed).values()) == {"pass"}
+    assert all("survived" in r.detail for r in relaxed)
+    assert set(outcomes(strict).values()) == {"FAIL"}
+
+
+async def test_a_peer_that_is_not_flowproto_fails_every_case(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An echo server is no flowproto peer: no case passes."""
+
+    async def echo(stream: trio.abc.Stream) -> None:
+        async with stream:
+            try:
+                while data := await stream.receive_some():
+                    await stream.send_all(data)
+            except trio.BrokenResourceError:
+                pass  # the probe hung up
+
+    async with trio.open_nursery() as nursery:
+
+        async def connect() -> trio.abc.Stream:
+            a, b = trio.testing.memory_stream_pair()
+            nursery.start_soon(echo, b)
+            return a
+
+        results = await run_suite(connect, timeout=1.0, timer_wait=2.0)
+        nursery.cancel_scope.cancel()
+    assert {r.outcome for r in results} == {"FAIL"}
+
+
+async def test_a_peer_that_answers_with_the_wrong_code_fails_that_case(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer that calls a FRAME_SIZE_ERROR a PROTOCOL_ERROR fails the 4.2 cases only."""
+    import flowproto._frames as frames
+    from flowproto import ErrorCode, RemoteProtocolError
+
+    original = frames.check_header
+
+    def wrong(length: int, ftype: int, stream_id: int, max_frame_bytes: int) -> None:
+        try:
+            original(length, ftype, stream_id, max_frame_bytes)
+        except RemoteProtocolError as exc:
+            raise RemoteProtocolError(str(exc), ErrorCode.PROTOCOL_ERROR) from None
+
+    monkeypatch.setattr("flowproto._connection.check_header", wrong)
+    async with served() as connect:
+        results = await run_suite(connect, select=["4.2", "4.5"], strict=True)
+    assert outcomes(results) == {
+        "4.2/1": "FAIL",
+        "4.2/2": "FAIL",
+        "4.2/3": "FAIL",
+        "4.2/4": "pass",
+        "4.5/1": "pass",
+        "4.5/2": "pass",
+        "4.5/3": "pass",
+        "4.5/4": "pass",
+    }
+    detail = next(r.detail for r in results if r.case.id == "4.2/1")
+    assert "GOAWAY PROTOCOL_ERROR" in detail and "expected GOAWAY FRAME_SIZE_ERROR" in detail
+
+
+async def test_cases_that_cannot_run_are_skipped(autojump_clock: trio.testing.MockClock) -> None:
+    """A peer with max_streams above what a case opens: that case says so and skips."""
+    async with served(settings=Settings(max_streams=5000, stream_messages=50_000)) as connect:
+        results = await run_suite(connect, select=["6.4", "8.4", "10.7/6"])
+    assert outcomes(results) == {"6.4/1": "skip", "8.4/1": "skip", "10.7/6": "skip"}
+
+
+def test_the_command_checks_its_arguments() -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["conformance", "nonsense"])
+    assert result.exit_code == 2
+    result = runner.invoke(main, ["conformance", "127.0.0.1:0"])
+    assert result.exit_code == 2
+    result = runner.invoke(main, ["conformance"])
+    assert result.exit_code == 2 and "--listen" in result.output
+    result = runner.invoke(main, ["conformance", "--help"])
+    assert result.exit_code == 0 and "HOST:PORT" in result.output
+
+
+def test_the_command_passes_against_a_flowproto_receive_process(tmp_path: Path) -> None:
+    """CI's run, minus the timers: `flowproto conformance` against `flowproto receive`."""
+    with receiver("--quiet", cwd=tmp_path) as r:
+        proc = run_flowproto("conformance", f"127.0.0.1:{r.port}", "--strict", "--no-timers")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert re.search(r"\n(\d+) passed, 0 failed, 0 skipped", proc.stdout)
+        assert "  3.1/1 " in proc.stdout and "  10.7/1 " in proc.stdout
+        proc = run_flowproto("conformance", f"127.0.0.1:{r.port}", "--only", "5.5", "--json")
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["failed"] == 0
+        assert [c["id"] for c in report["cases"]] == ["5.5/1"]
+        assert report["cases"][0]["answer"] == "PONG 2^64-1"
+
+
+def test_the_command_fails_against_a_port_where_nothing_listens() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: connections are refused
+        proc = run_flowproto("conformance", f"127.0.0.1:{port}", "--only", "5.5")
+    assert proc.returncode == 1
+    assert "FAIL" in proc.stdout and "cannot connect" in proc.stdout
+
+
+# --- a sender peer -------------------------------------------------------------------------------
+
+
+async def flowproto_sender(stream: trio.abc.Stream) -> None:
+    """What `flowproto send --count 100` does, over one transport; its errors are ignored."""
+    from flowproto.trio import open_flow_connection
+
+    with contextlib.suppress(Exception):
+        async with open_flow_connection(stream, codec="raw") as conn:
+            out = await conn.open_stream()
+            for _ in range(100):
+                await out.send(bytes(100))
+            await out.aclose()
+            async for _ in out:
+                pass
+
+
+async def test_every_sender_case_passes_strictly_against_our_sender(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+
+        async def accept() -> trio.abc.Stream:
+            a, b = trio.testing.memory_stream_pair()
+            nursery.start_soon(flowproto_sender, b)
+            return a
+
+        results = await run_sender_suite(accept, strict=True)
+        nursery.cancel_scope.cancel()
+    assert [(r.case.id, r.outcome) for r in results] == [(c.id, "pass") for c in SENDER_CASES]
+    assert len(results) >= 6
+
+
+async def test_a_sender_that_ignores_credit_fails(autojump_clock: trio.testing.MockClock) -> None:
+    """Five messages against a window of four: the reference receiver names the rule."""
+    from flowproto import PREFACE, HelloFrame, Settings
+    from flowproto.conformance import SENDER_WINDOWS
+
+    async def greedy(stream: trio.abc.Stream) -> None:
+        wire = PREFACE + HelloFrame(Settings()).encode()
+        wire += b"".join(
+            DataFrame(1, b"m").encode() for _ in range(SENDER_WINDOWS.stream_messages + 1)
+        )
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.send_all(wire)
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+
+        async def accept() -> trio.abc.Stream:
+            a, b = trio.testing.memory_stream_pair()
+            nursery.start_soon(greedy, b)
+            return a
+
+        results = await run_sender_suite(accept, select=["8.3"])
+        nursery.cancel_scope.cancel()
+    assert [r.outcome for r in results] == ["FAIL"]
+    assert "FLOW_CONTROL" in results[0].detail or "against a limit of 4" in results[0].detail
+
+
+def test_the_command_checks_flowproto_send_processes_with_listen(tmp_path: Path) -> None:
+    """CI's sender run: `flowproto conformance --listen`, one `flowproto send` per case."""
+    proc = subprocess.Popen(
+        [*FLOWPROTO, "conformance", "--listen", "127.0.0.1:0", "--strict"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        encoding="utf-8",
+        env=ENV,
+        cwd=tmp_path,
+    )
+    listener = Receiver(proc)  # reads "listening on HOST:PORT" from stderr
+    try:
+        port = listener.wait_for_port()
+        for _ in range(2 * len(SENDER_CASES)):
+            if proc.poll() is not None:
+                break
+            run_flowproto("send", "--connect", f"127.0.0.1:{port}", "--count", "100", "-q")
+        status, stdout, stderr = listener.finish()
+    finally:
+        listener.close()
+    assert status == 0, stdout + stderr
+    assert f"{len(SENDER_CASES)} passed, 0 failed" in stdout
