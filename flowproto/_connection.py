@@ -260,7 +260,8 @@ class Connection:
         self._answered: list[int] = []  # their PONGs, timed at the next handle_timeout
         self._probe: int | None = None  # the tuner's PING in flight
         self._next_probe = 0.0
-        self._conn_tuned_at = -float("inf")
+        self._conn_next_tune = -float("inf")
+        self._rtt_floor = 0.0  # the least rtt (spec §8.9), 0 until measured
         self._conn_reason = WindowReason.STATIC if autotune is None else WindowReason.INITIAL
         self._conn_changes = 0
         self._consuming = False  # probes start once the application consumes (spec §8.9)
@@ -604,8 +605,12 @@ class Connection:
         credit = False
         st.recv.consume(nbytes, nmessages)
         self._conn_recv.consume(nbytes, 0)
-        if now is not None and (st.tuner is not None or self.budget is not None):
-            self._tune(st, nbytes, nmessages, now)  # spec §8.9, per batch
+        if now is not None:
+            tuner = st.tuner  # spec §8.9: rules 1-7 count each release batch...
+            if tuner is not None:
+                tuner.on_release(st.recv, nbytes, nmessages, now, self._rtt_floor)
+            if now >= self._conn_next_tune and (tuner is not None or self.budget is not None):
+                self._tune(now)  # ...and rule 8 runs at most once per min_epoch
         if st.state in RECEIVING_STATES:
             update = st.recv.update()
             if update is not None:
@@ -885,16 +890,12 @@ class Connection:
         rate = min(int(tuner.rate_messages + 0.5), MAX_FEEDBACK_RATE)
         return rate, st.recv.received_messages - st.recv.consumed_messages
 
-    def _tune(self, st: _Stream, nbytes: int, nmessages: int, now: float) -> None:
-        # spec §8.9 rules 1-7 for the stream, per release batch; rule 8 for the connection.
+    def _tune(self, now: float) -> None:
+        # spec §8.9 rule 8 for the connection, at most once per min_epoch.
         self._consuming = True
-        tuner = st.tuner
-        if tuner is not None and st.state in RECEIVING_STATES:
-            tuner.on_release(st.recv, nbytes, nmessages, now, self.rtt.minimum or 0.0)
-        epoch = self.autotune.min_epoch if self.autotune is not None else 0.0
-        if now >= self._conn_tuned_at + epoch:
-            self._conn_tuned_at = now
-            self._tune_connection()
+        cfg = self.autotune
+        self._conn_next_tune = now + (cfg.min_epoch if cfg is not None else 0.0)
+        self._tune_connection()
 
     def _tune_connection(self) -> None:
         # spec §8.9 rule 8: the connection window is what its streams want, within the
@@ -945,6 +946,7 @@ class Connection:
             sent = self._ping_times.pop(ping_id, None)
             if sent is not None:
                 self.rtt.add(now - sent)
+                self._rtt_floor = self.rtt.minimum or 0.0
             if ping_id == self._probe:
                 self._probe = None
         self._answered.clear()

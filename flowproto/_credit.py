@@ -378,9 +378,10 @@ class WindowTuner:
     The rules, numbered as in spec §8.9 (L is the latency target, rtt the least RTT):
 
     1. **Epochs.** The first release starts an epoch; an epoch ends at the first release
-       at least ``max(min_epoch, rtt)`` after it began. During an epoch the tuner counts
-       the bytes and messages consumed, the least bytes and messages still held right
-       after a release (the standing queue ``Qb``, ``Qm``), and whether BLOCKED arrived.
+       at least ``max(min_epoch, rtt)`` after it began (rtt as known then). During an
+       epoch the tuner counts the bytes and messages consumed, the least messages still
+       held right after a release (the standing queue ``Qm``, with ``Qb`` the bytes held
+       at that moment), and whether BLOCKED arrived.
     2. **Rates.** At the end of an epoch of ``dt`` seconds: samples ``sb = bytes / dt``
        and ``sm = messages / dt``; smoothed rates ``R += (1 - exp(-dt / tau)) (s - R)``,
        starting at the first sample.
@@ -412,6 +413,7 @@ class WindowTuner:
         "changes",
         "config",
         "epoch_bytes",
+        "epoch_end",
         "epoch_messages",
         "epoch_start",
         "floor_bytes",
@@ -427,6 +429,7 @@ class WindowTuner:
         self.config = config
         self.floor_bytes = tuned_floor(max_message_bytes)
         self.epoch_start: float | None = None
+        self.epoch_end = -math.inf  # the first release at or after this ends the epoch
         self.epoch_bytes = 0
         self.epoch_messages = 0
         self.queue_bytes = 0
@@ -443,30 +446,31 @@ class WindowTuner:
     ) -> bool:
         """Count one release batch (already consumed in ``rw``); retune at an epoch's end.
 
+        This runs on every release, so it is a few additions and one comparison until
+        the epoch ends.
+
         Returns:
             Whether ``rw``'s window changed.
         """
-        start = self.epoch_start
-        if start is None:  # rule 1: the first release starts the first epoch
-            self._new_epoch(rw, now)
-            return False
         self.epoch_bytes += nbytes
         self.epoch_messages += nmessages
-        held_bytes = rw.received_bytes - rw.consumed_bytes
         held_messages = rw.received_messages - rw.consumed_messages
-        if held_bytes < self.queue_bytes:
-            self.queue_bytes = held_bytes
-        if held_messages < self.queue_messages:
+        if held_messages < self.queue_messages:  # the standing queue (rule 1)
             self.queue_messages = held_messages
-        dt = now - start
-        if dt < self.config.min_epoch or dt < rtt:
+            self.queue_bytes = rw.received_bytes - rw.consumed_bytes
+        if now < self.epoch_end:
             return False
-        changed = self._retune(rw, dt, rtt)
-        self._new_epoch(rw, now)
+        start = self.epoch_start
+        if start is None:  # rule 1: the first release starts the first epoch
+            self._new_epoch(rw, now, rtt)
+            return False
+        changed = self._retune(rw, now - start, rtt)
+        self._new_epoch(rw, now, rtt)
         return changed
 
-    def _new_epoch(self, rw: ReceiveWindow, now: float) -> None:
+    def _new_epoch(self, rw: ReceiveWindow, now: float, rtt: float) -> None:
         self.epoch_start = now
+        self.epoch_end = now + max(self.config.min_epoch, rtt)
         self.epoch_bytes = 0
         self.epoch_messages = 0
         self.queue_bytes = rw.held_bytes

@@ -83,17 +83,18 @@ def test_the_rtt_estimator_keeps_the_least_sample() -> None:
 
 
 def test_a_tuner_retunes_only_at_the_end_of_an_epoch() -> None:
-    """spec §8.9 rule 1: the first release starts an epoch; it ends after min_epoch (or rtt)."""
+    """spec §8.9 rule 1: the first release starts an epoch; it ends after
+    max(min_epoch, rtt), with the rtt known when it began."""
     rw = ReceiveWindow(1 << 20, 4096, M)
     tuner = WindowTuner(AutoTune(), M)
     rw.receive(100 * KIB, 100, "s")
     rw.consume(KIB, 1)
-    assert not tuner.on_release(rw, KIB, 1, now=10.0, rtt=0.0)  # starts the epoch
+    assert not tuner.on_release(rw, KIB, 1, now=10.0, rtt=0.3)  # starts the epoch
     rw.consume(KIB, 1)
-    assert not tuner.on_release(rw, KIB, 1, now=10.01, rtt=0.0)  # too early
+    assert not tuner.on_release(rw, KIB, 1, now=10.01, rtt=0.3)  # too early
     assert not tuner.rated
     rw.consume(KIB, 1)
-    tuner.on_release(rw, KIB, 1, now=10.2, rtt=0.3)  # an rtt over min_epoch: still too early
+    tuner.on_release(rw, KIB, 1, now=10.2, rtt=0.3)  # past min_epoch, not past the rtt
     assert not tuner.rated
     rw.consume(KIB, 1)
     assert tuner.on_release(rw, KIB, 1, now=10.4, rtt=0.3)

@@ -179,7 +179,7 @@ async def test_connections_sharing_a_memory_budget_stay_within_it(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(flood, sender, 100_000, 200)
                 receiver = await server.accept_stream()
-                end = trio.current_time() + 10
+                end = trio.current_time() + 5
                 while trio.current_time() < end:
                     await receiver.receive()
                     peak = max(peak, budget.committed)
@@ -194,7 +194,7 @@ async def test_connections_sharing_a_memory_budget_stay_within_it(
     results: list[int] = []
     with trio.fail_after(HANG):
         async with trio.open_nursery() as nursery:
-            for rate in (50.0, 100.0, 1000.0, 5000.0):
+            for rate in (50.0, 100.0, 500.0, 2000.0):
                 nursery.start_soon(one, rate, results)
     assert len(results) == 4
     assert budget.peak <= budget.capacity and peak <= budget.capacity
