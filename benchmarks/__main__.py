@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import shlex
 import sys
 import time
@@ -64,6 +65,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "syntax, e.g. 200mbit); needs root, skipped with a message otherwise",
     )
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.add_argument(
+        "--render",
+        metavar="RESULTS_JSON",
+        type=Path,
+        help="write results.md and the plots again from a results.json (into --out, or "
+        "next to it), running nothing",
+    )
     return p.parse_args(argv)
 
 
@@ -74,6 +82,12 @@ def _no_link() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        out = args.out or args.render.parent
+        harness.write_results(out, saved["runs"], saved["meta"], plots=not args.no_plots, say=say)
+        say(f"wrote {out / 'results.md'}")
+        return 0
     plan = harness.quick_plan() if args.quick else harness.full_plan(args.repeats)
     plan = harness.select(plan, args.group, args.strategy)
     if args.size:

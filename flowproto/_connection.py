@@ -235,7 +235,7 @@ class Connection:
         self._goaway_received_last: int | None = None
         self._conn_send = SendCredit(0)  # the peer's connection limit arrives in its HELLO
         self._conn_recv = ReceiveWindow(ls.connection_bytes, MAX_COUNTER, ls.max_message_bytes)
-        self._out: list[bytes] = [PREFACE, HelloFrame(ls).encode()]
+        self._out: list[bytes | memoryview] = [PREFACE, HelloFrame(ls).encode()]
         self._urgent: list[bytes] = []  # PONG goes ahead of queued DATA (spec §5.5)
         self._preface_queued = True
         self._replies = 0  # replies queued since data_to_send() last took the output
@@ -573,7 +573,8 @@ class Connection:
             last = start + max_frame >= n
             flags = (_END_MESSAGE | (_END_STREAM if end_stream else 0)) if last else 0
             out.append(_pack_header(len(chunk), _DATA, flags, sid))
-            out.append(bytes(chunk))
+            # bytes cannot change before data_to_send() joins them: no copy needed here
+            out.append(chunk if type(payload) is bytes else bytes(chunk))
 
     def end_stream(self, stream_id: int) -> None:
         """Half-close: send END_STREAM on an empty DATA frame; needs no credit (spec §7.2)."""

@@ -450,7 +450,14 @@ class FlowStream:
         Cancellation: a prefix of the messages was queued, each whole; ``messages_sent``
         tells how many in all.
         """
-        payloads = [self.codec.encode(m) for m in messages]
+        codec = self.codec
+        if type(codec) is _RawCodec:
+            # bytes go as they are (what encode() returns for them), checked in one pass
+            payloads = list(messages)
+            if not set(map(type, payloads)) <= {bytes}:
+                payloads = [codec.encode(m) for m in payloads]
+        else:
+            payloads = [codec.encode(m) for m in messages]
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._conn._pacing:
             await self._pace(len(payloads))
@@ -899,17 +906,9 @@ class FlowConnection:
         try:
             while True:
                 try:
-                    if frame_deadline is None:
-                        data = await self.transport.receive_some(READ_SIZE)
-                    else:
-                        with trio.move_on_at(frame_deadline) as scope:
-                            data = await self.transport.receive_some(READ_SIZE)
-                        if scope.cancelled_caught:
-                            self._time_out(
-                                f"a frame from the peer did not arrive whole within "
-                                f"{self._frame_timeout} s of its first byte (spec §11)"
-                            )
-                            return
+                    # The timer enforces frame_deadline: a cancel scope around each read
+                    # would cost about as much as parsing a read of 64 KiB frames.
+                    data = await self.transport.receive_some(READ_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     self._fail(
                         ConnectionLostError(f"transport failed: {exc or type(exc).__name__}")
@@ -938,6 +937,9 @@ class FlowConnection:
                         frame_deadline = now + self._frame_timeout if core.partial_input else None
                     elif frame_deadline is None:  # the first bytes of a frame
                         frame_deadline = now + self._frame_timeout
+                    if frame_deadline is not None and self._frame_deadline is None:
+                        self._wake_timer()  # it may sleep past the new deadline; later ones
+                    self._frame_deadline = frame_deadline  # only make it wake early, once
                 if core.has_data_to_send:
                     self._wake_writer()
                 if core.state is ConnectionState.CLOSED:
@@ -947,7 +949,10 @@ class FlowConnection:
                 if not data:
                     return
         finally:
+            self._frame_deadline = None
             self._wake_writer()
+
+    _frame_deadline: float | None = None  # spec §11: the reader's, enforced by the timer
 
     def _time_out(self, message: str) -> None:
         # spec §11: a connection error TIMEOUT: GOAWAY, then close (the reader stops).
@@ -1103,11 +1108,26 @@ class FlowConnection:
         core = self._core
         while True:
             deadline = core.next_deadline()
+            frame = self._frame_deadline
+            if frame is not None and (deadline is None or frame < deadline):
+                deadline = frame
             with trio.move_on_at(math.inf if deadline is None else deadline):
                 await self._timer_lot.park()
                 continue
+            now = trio.current_time()
+            frame = self._frame_deadline
+            if frame is not None and now >= frame:
+                # spec §11: the frame begun did not arrive whole in time: stop the reader.
+                self._frame_deadline = None
+                if self._lost is None:
+                    self._time_out(
+                        f"a frame from the peer did not arrive whole within "
+                        f"{self._frame_timeout} s of its first byte (spec §11)"
+                    )
+                    self._reader_scope.cancel()
+                continue
             try:
-                core.handle_timeout(trio.current_time())
+                core.handle_timeout(now)
             except KeepaliveTimeout as exc:
                 self._fail(ConnectionLostError(str(exc), error_code=exc.error_code))
                 self._writer_done = True

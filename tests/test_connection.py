@@ -1500,3 +1500,65 @@ def test_control_frames_are_processed_while_the_application_consumes_nothing() -
     assert events_of(events_b, CreditGranted) != []
     assert b.send_capacity(stream_id)[1] == 2
     assert b.send_message(stream_id, b"unblocked")
+
+
+# --- the batch receive path: runs of frames in one chunk, frames cut between chunks -----------
+
+
+def test_a_run_of_messages_past_the_message_limit_in_one_chunk_is_a_flow_control_error() -> None:
+    """spec §8.4: checked per frame, also inside a run of whole messages on one stream."""
+    _, b = connected_pair(None, SMALL)
+    expect_connection_error(b, data(1) * 9, ErrorCode.FLOW_CONTROL_ERROR)
+
+
+def test_a_run_of_messages_past_the_stream_byte_limit_in_one_chunk_is_a_flow_control_error() -> (
+    None
+):
+    """spec §8.4: the third 10,000-byte message of one chunk passes the 20,000-byte limit."""
+    _, b = connected_pair(None, SMALL)
+    expect_connection_error(b, data(1, b"x" * 10_000) * 3, ErrorCode.FLOW_CONTROL_ERROR)
+
+
+def test_a_run_of_messages_past_the_connection_limit_in_one_chunk_is_a_flow_control_error() -> None:
+    """spec §8.4: 20,000 bytes on stream 1, then 10,001 on stream 3 pass the 30,000 limit."""
+    _, b = connected_pair(None, SMALL)
+    b.receive_data(data(1, b"x" * 10_000) * 2)
+    wire = data(3, b"y" * 10_000) + data(3, b"z")
+    expect_connection_error(b, wire, ErrorCode.FLOW_CONTROL_ERROR)
+
+
+def test_a_run_stops_at_the_credit_and_the_rest_arrives_after_the_release() -> None:
+    """spec §8.4, §8.5: exactly the limit in one chunk, then more once credit went back."""
+    a, b = connected_pair(None, SMALL)
+    stream_id = opened(a, b)
+    assert b.receive_data(data(stream_id, b"m") * 8) == [MessagesReceived(stream_id, [b"m"] * 8, 8)]
+    b.release(stream_id, 8, 8)  # the CREDIT goes out; the peer may send 8 more
+    assert of_type(sent(b), CreditFrame)
+    events = b.receive_data(data(stream_id, b"n") * 8)
+    assert events == [MessagesReceived(stream_id, [b"n"] * 8, 8)]
+
+
+def test_any_chunking_gives_the_same_messages_and_one_batch_per_stream_per_call() -> None:
+    """spec §4.1: frames cut anywhere between reads, whole messages and fragments alike."""
+    roomy = Settings(max_frame_bytes=16_384, keepalive_ms=0)
+    sizes = [0, 1, 7, 100, 5_000, 16_384, 40_000, 3] * 3
+    for chunk_size in (1, 9, 10, 11, 1000, 16_394, 65_536, 1 << 20):
+        a, b = connected_pair(roomy, roomy)
+        streams = [a.open_stream() for _ in range(3)]
+        expected: dict[int, list[bytes]] = {s: [] for s in streams}
+        for i, size in enumerate(sizes):
+            payload = bytes([i]) * size
+            assert a.send_message(streams[i % 3], payload)
+            expected[streams[i % 3]].append(payload)
+        wire = a.data_to_send()
+        got: dict[int, list[bytes]] = {s: [] for s in streams}
+        for start in range(0, len(wire), chunk_size):
+            events = b.receive_data(wire[start : start + chunk_size])
+            batches = [e.stream_id for e in events if isinstance(e, MessagesReceived)]
+            assert len(batches) == len(set(batches))
+            for e in events:
+                if isinstance(e, MessagesReceived):
+                    got[e.stream_id].extend(e.messages)
+                    b.release(e.stream_id, e.nbytes, len(e.messages))
+        assert got == expected, chunk_size
+        assert b.partial_input == 0
