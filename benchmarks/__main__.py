@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import json
 import shlex
 import sys
@@ -69,8 +70,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--render",
         metavar="RESULTS_JSON",
         type=Path,
-        help="write results.md and the plots again from a results.json (into --out, or "
-        "next to it), running nothing",
+        help="write results.md and the plots again from a results.json (or .json.gz) into "
+        "--out (default: next to it), running nothing",
     )
     return p.parse_args(argv)
 
@@ -83,9 +84,12 @@ def _no_link() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
-        saved = json.loads(args.render.read_text())
+        raw = args.render.read_bytes()
+        saved = json.loads(gzip.decompress(raw) if args.render.suffix == ".gz" else raw)
         out = args.out or args.render.parent
-        harness.write_results(out, saved["runs"], saved["meta"], plots=not args.no_plots, say=say)
+        harness.write_results(
+            out, saved["runs"], saved["meta"], plots=not args.no_plots, say=say, json_too=False
+        )
         say(f"wrote {out / 'results.md'}")
         return 0
     plan = harness.quick_plan() if args.quick else harness.full_plan(args.repeats)

@@ -140,9 +140,17 @@ def latency_cdf(records: Sequence[dict[str, Any]], out: Path) -> Path | None:
             if chosen:
                 panels.append((f"{SIZE_NAMES[size]}, consumer {CONSUMER_NAMES[consumer]}", chosen))
     if not panels:
-        thr = [r for r in records if r["run"]["group"] == "throughput" and not r["error"]]
+        thr = [
+            r
+            for r in records
+            if r["run"]["group"] == "throughput"
+            and not r["error"]
+            and r["run"]["size"] == 1024
+            and r["run"]["codec"] == "raw"
+            and r["run"]["repeat"] == 0
+        ]
         if thr:
-            panels.append(("unpaced producer, unlimited consumer", thr))
+            panels.append(("1 KiB, unpaced producer, unlimited consumer", thr))
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
