@@ -6,15 +6,13 @@ message without the test waiting, and nothing here measures real time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 import trio.testing
+from trio_helpers import flow_pair
 
 from flowproto import MemoryBudget, Settings
-from flowproto.trio import FlowConnection, open_flow_connection
 
 HANG = 600.0
 KIB = 1024
@@ -23,28 +21,9 @@ START = Settings(
 )
 
 
-@asynccontextmanager
-async def pair(
-    server: dict[str, Any] | None = None, client: dict[str, Any] | None = None
-) -> AsyncIterator[tuple[FlowConnection, FlowConnection]]:
-    a, b = trio.testing.memory_stream_pair()
-    box: list[FlowConnection] = []
-    ready, done = trio.Event(), trio.Event()
-
-    async def run_server() -> None:
-        async with open_flow_connection(b, initiator=False, **(server or {})) as conn:
-            box.append(conn)
-            ready.set()
-            await done.wait()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run_server)
-        async with open_flow_connection(a, **(client or {})) as conn:
-            await ready.wait()
-            try:
-                yield conn, box[0]
-            finally:
-                done.set()
+def pair(server: dict[str, Any] | None = None, client: dict[str, Any] | None = None) -> Any:
+    """Two FlowConnections over a memory stream: (initiator, acceptor)."""
+    return flow_pair(server=server, client=client)
 
 
 async def flood(stream: Any, count: int, size: int = 100) -> None:
