@@ -360,6 +360,21 @@ class Connection:
             return 0, 0
         return st.recv.held_bytes, st.recv.held_messages
 
+    def received_peak(self, stream_id: int = 0) -> tuple[int, int]:
+        """The most (bytes, messages) held at once on the stream; stream 0 is the connection.
+
+        Held means received and not yet released: what the application has yet to take,
+        plus a message still arriving in fragments. Kept exactly where credit is checked
+        (see :meth:`ReceiveWindow.held_peak`), so it never exceeds what was advertised.
+        ``(0, 0)`` for a stream no longer in the table.
+        """
+        if stream_id == 0:
+            return self._conn_recv.held_peak()[0], 0
+        st = self._streams.get(stream_id)
+        if st is None:
+            return 0, 0
+        return st.recv.held_peak()
+
     def peer_consumed(self, stream_id: int) -> int | None:
         """Messages the peer reported consumed on our stream (spec §10.5), if it said."""
         st = self._streams.get(stream_id)

@@ -126,6 +126,8 @@ class ReceiveWindow:
         "consumed_bytes",
         "consumed_messages",
         "min_progress_bytes",
+        "peak_bytes",
+        "peak_messages",
         "received_bytes",
         "received_messages",
         "threshold_bytes",
@@ -144,6 +146,9 @@ class ReceiveWindow:
         self.received_messages = 0
         self.consumed_bytes = 0
         self.consumed_messages = 0
+        # The most held at once before the last consumption; see held_peak().
+        self.peak_bytes = 0
+        self.peak_messages = 0
         self.threshold_bytes = replenish_threshold(window_bytes, min_progress_bytes)
         self.threshold_messages = replenish_threshold(window_messages, 1)
         self.budget: MemoryBudget | None = None  # set by MemoryBudget.join (spec §8.9)
@@ -169,6 +174,27 @@ class ReceiveWindow:
         """Messages begun and not yet consumed."""
         return self.received_messages - self.consumed_messages
 
+    def held_peak(self) -> tuple[int, int]:
+        """The most (bytes, messages) ever held at once: received and not yet consumed.
+
+        Exact, not sampled: what is held grows only as data is accepted (against the
+        limits, spec §8.4) and shrinks only in :meth:`consume` and :meth:`consume_all`,
+        which record it just before it shrinks; so its peak is the larger of those
+        records and what is held now. It never exceeds the largest window advertised.
+        """
+        return (
+            max(self.peak_bytes, self.received_bytes - self.consumed_bytes),
+            max(self.peak_messages, self.received_messages - self.consumed_messages),
+        )
+
+    def _note_peak(self) -> None:
+        held = self.received_bytes - self.consumed_bytes
+        if held > self.peak_bytes:
+            self.peak_bytes = held
+        held = self.received_messages - self.consumed_messages
+        if held > self.peak_messages:
+            self.peak_messages = held
+
     def receive(self, nbytes: int, nmessages: int, what: str) -> None:
         """Count arriving data; past a limit is FLOW_CONTROL_ERROR (spec §8.4)."""
         if self.received_bytes + nbytes > self.advertised_bytes:
@@ -193,6 +219,7 @@ class ReceiveWindow:
                 f"releasing {nbytes} bytes / {nmessages} messages but only {self.held_bytes} "
                 f"bytes / {self.held_messages} messages are held (spec §8.5)"
             )
+        self._note_peak()
         self.consumed_bytes += nbytes
         self.consumed_messages += nmessages
         if self.budget is not None:
@@ -201,6 +228,7 @@ class ReceiveWindow:
     def consume_all(self) -> int:
         """Treat everything held as consumed (discarded data, spec §8.8); returns the bytes."""
         nbytes = self.held_bytes
+        self._note_peak()
         self.consumed_bytes = self.received_bytes
         self.consumed_messages = self.received_messages
         if self.budget is not None:

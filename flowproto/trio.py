@@ -284,6 +284,10 @@ class StreamStatistics:
         window_bytes / window_messages: the receive window now (spec §8.9).
         window_reason: why it last changed (``static`` without auto-tuning).
         window_changes: how often the tuner changed it.
+        peak_buffered_messages / peak_buffered_bytes: the most held at once for the
+            application (received, not yet consumed, including a message still arriving
+            in fragments). Kept by the core where credit is checked, not sampled, so it
+            is exact: it never exceeds the largest window advertised (spec §8.4).
     """
 
     stream_id: int
@@ -317,6 +321,8 @@ class StreamStatistics:
     window_messages: int = 0
     window_reason: str = "static"
     window_changes: int = 0
+    peak_buffered_messages: int = 0
+    peak_buffered_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -727,6 +733,7 @@ class FlowStream:
         info = core.window_info(self.stream_id)
         record = self._record
         feedback = record.feedback if record is not None else core.peer_feedback(self.stream_id)
+        peak = record.recv.held_peak() if record is not None else core.received_peak(self.stream_id)
         if info is not None and info.rate_bytes > 0:
             rate_bytes = info.rate_bytes  # the tuner's (spec §8.9 rule 2)
         else:
@@ -763,6 +770,8 @@ class FlowStream:
             window_messages=info.window_messages if info is not None else 0,
             window_reason=info.reason.value if info is not None else "static",
             window_changes=info.changes if info is not None else 0,
+            peak_buffered_messages=peak[1],
+            peak_buffered_bytes=peak[0],
         )
 
 

@@ -140,13 +140,14 @@ def test_receive_window_checks_limits_and_holds_at_most_the_window(
     ``consumed + window`` (spec §8.6) and what is held never passes the window. Nothing
     more is released than arrived (spec §8.5); a failed receive or consume changes nothing.
     Every CREDIT that update() asks for raises a limit; asked again at once, it asks for
-    none (no redundant CREDIT, spec §8.6).
+    none (no redundant CREDIT, spec §8.6). held_peak() is exactly the most ever held.
     """
     window_bytes, window_messages, min_progress = window
     rw = ReceiveWindow(window_bytes, window_messages, min_progress)
     received = [0, 0]
     consumed = [0, 0]
     advertised = [window_bytes, window_messages]
+    peak = [0, 0]  # the model's: the most held after any operation
     for op, nbytes, nmessages in ops:
         if op == "receive":
             over = received[0] + nbytes > advertised[0] or received[1] + nmessages > advertised[1]
@@ -189,6 +190,8 @@ def test_receive_window_checks_limits_and_holds_at_most_the_window(
         assert (rw.advertised_bytes, rw.advertised_messages) == tuple(advertised)
         assert 0 <= rw.held_bytes <= window_bytes
         assert 0 <= rw.held_messages <= window_messages
+        peak = [max(peak[0], rw.held_bytes), max(peak[1], rw.held_messages)]
+        assert rw.held_peak() == tuple(peak)  # exact, not sampled
         assert rw.advertised_bytes <= rw.consumed_bytes + window_bytes
         assert rw.advertised_messages <= rw.consumed_messages + window_messages
 

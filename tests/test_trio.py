@@ -535,6 +535,10 @@ async def test_slow_consumer_bounds_what_the_receiver_holds(
             assert got == payloads
             assert checks >= 3 * count
             assert fullest == SMALL.stream_messages  # the window did fill up
+            # The core's exact peak agrees with the samples: the window and no more.
+            rs = receiver.statistics()
+            assert rs.peak_buffered_messages == SMALL.stream_messages
+            assert rs.peak_buffered_bytes <= SMALL.stream_bytes
             # The consumer set the pace, and the producer spent most of it blocked.
             assert trio.current_time() - start >= count
             assert sender.statistics().seconds_blocked > count / 2
