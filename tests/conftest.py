@@ -2,4 +2,24 @@
 
 pytest-trio runs in trio mode (see ``setup.cfg``), so ``async def`` tests run
 under Trio without a marker.
+
+With ``FLOWPROTO_NO_SKIPS=1`` (set by ``.ci/run`` once every extra installed) a
+skipped test fails the run: CI runs every test it has, or says loudly why not.
 """
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("FLOWPROTO_NO_SKIPS") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped:
+        names = ", ".join(sorted({report.nodeid for report in skipped}))
+        print(f"\nFLOWPROTO_NO_SKIPS=1 but {len(skipped)} tests skipped: {names}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
