@@ -58,6 +58,7 @@ from ._frames import (
     UnknownFrame,
 )
 from ._limits import Limits
+from ._pacing import Pacer
 from ._state import ConnectionState, StreamState
 
 __version__ = "0.1.0"
@@ -90,6 +91,7 @@ __all__ = [
     "LocalProtocolError",
     "MemoryBudget",
     "MessagesReceived",
+    "Pacer",
     "PeerBlocked",
     "PingFrame",
     "PingReceived",
