@@ -82,7 +82,9 @@ class Watched:
             entry: dict[str, Any] = {"peer": peer}
             entry.update(dataclasses.asdict(conn.statistics()))
             entry["streams"] = [
-                dataclasses.asdict(s.statistics()) for s in list(self.streams) if s._conn is conn
+                dataclasses.asdict(s.statistics())
+                for s in list(self.streams)
+                if s.connection is conn
             ]
             conns.append(entry)
         return {

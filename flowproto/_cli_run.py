@@ -278,7 +278,7 @@ class _Receiver:
             self.problem(f"connection from {peer}: {describe(leaves[0])}")
         finally:
             for conn_done in [c for c, p in self.watched.connections.items() if p == peer]:
-                if conn_done._lost is not None:
+                if conn_done.closed:
                     del self.watched.connections[conn_done]
         if self.opts.once:
             self.stop()

@@ -419,6 +419,11 @@ class FlowStream:
             f"<FlowStream {self.stream_id} {self._conn._core.stream_state(self.stream_id).value}>"
         )
 
+    @property
+    def connection(self) -> FlowConnection:
+        """The connection this stream belongs to."""
+        return self._conn
+
     # sending -----------------------------------------------------------------------------
 
     def _check_send(self) -> None:
@@ -842,6 +847,16 @@ class FlowConnection:
     def local_settings(self) -> Settings:
         """What this side accepts (sent in our HELLO)."""
         return self._core.local_settings
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has ended (closed by either side, or lost)."""
+        return self._lost is not None
+
+    @property
+    def close_reason(self) -> ConnectionLostError | None:
+        """Why the connection ended (the error its streams raise), or None while it runs."""
+        return self._lost
 
     def _wake_writer(self) -> None:
         if self._writer_lot:  # unpark_all() costs ~0.6 µs even with nobody parked
