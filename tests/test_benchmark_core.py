@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from benchmarks.core import run
+import pytest
+
+from benchmarks.core import SEQ, Verifier, run
 from flowproto import Settings
 
 
@@ -11,3 +13,35 @@ def test_core_benchmark_moves_every_message_with_small_windows() -> None:
     result = run(5000, 64, 100, Settings(stream_messages=8, stream_bytes=1 << 20))
     assert result["messages"] == 5000
     assert result["rounds"] >= 5000 // 8
+
+
+def test_core_benchmark_numbers_run_on_across_batches() -> None:
+    # 2500 messages in batches of 1000: each batch's numbers go on from the last one's.
+    assert run(2500, 64, 1000, Settings())["messages"] == 2500
+
+
+def message(seq: int, size: int = 64) -> bytes:
+    return SEQ.pack(seq) + bytes(size - SEQ.size)
+
+
+@pytest.mark.parametrize(
+    "batches",
+    [
+        [[0, 1], [0, 1]],  # a batch again: numbering that restarts per batch is caught
+        [[0, 2, 1, 3]],  # reordered
+        [[0, 1, 1, 3]],  # one lost, one repeated
+    ],
+    ids=["restarted", "reordered", "loss-plus-duplicate"],
+)
+def test_the_core_benchmark_rejects_a_wrong_sequence(batches: list[list[int]]) -> None:
+    verifier = Verifier(64)
+    with pytest.raises(SystemExit, match="arrived where"):
+        for batch in batches:
+            verifier.take([message(seq) for seq in batch])
+
+
+def test_the_core_benchmark_rejects_a_damaged_message() -> None:
+    verifier = Verifier(64)
+    verifier.take([message(0), message(1)])
+    with pytest.raises(SystemExit, match="damaged"):
+        verifier.take([message(2)[:-1] + b"x"])
