@@ -39,7 +39,7 @@ from typing import Any, Final
 
 import trio
 
-from flowproto import Settings
+from flowproto import PREFACE, CreditFrame, FrameDecoder, HelloFrame, Settings
 from flowproto.trio import FlowStream, open_connection, open_flow_connection
 
 from .workload import (
@@ -114,6 +114,7 @@ class StreamResult:
         self.dropped = 0  # dropped by the receiver (drop policy, or over the memory cap)
         self.first: float | None = None
         self.last: float | None = None  # the last message consumed within the phase
+        self.extra: dict[str, Any] = {}  # the peer's own figures for this stream
 
     def to_json(self, t0: float | None) -> dict[str, Any]:
         base = t0 if t0 is not None else 0.0
@@ -122,11 +123,10 @@ class StreamResult:
             "consumed": self.consumed,
             "drained": self.drained,
             "dropped": self.dropped,
-            "accounted": self.checker.count,
-            "seq_sum": self.checker.seq_sum,
-            "bad_length": self.checker.bad,
+            **self.checker.finish(),
             "first_s": None if self.first is None else round(self.first - base, 4),
             "last_s": None if self.last is None else round(self.last - base, 4),
+            **self.extra,
         }
 
 
@@ -138,7 +138,7 @@ def receiver_report(
     cpu: float,
     extra: dict[str, Any],
 ) -> dict[str, Any]:
-    """The receiver's JSON line."""
+    """The receiver's JSON line; ``extra`` holds the peer's peaks and its own figures."""
     samples: list[float] = []
     for r in results:
         samples.extend(r.checker.latencies)
@@ -154,8 +154,8 @@ def receiver_report(
         "latency_samples": len(samples),
         "latency_cdf_ms": cdf_points(samples),
         "peak_rss_kib": peak_rss_kib(),
-        "peak_buffered_bytes": sampler.peak_buffered_bytes,
-        "peak_buffered_messages": sampler.peak_buffered_messages,
+        "peak_buffered_bytes": None,
+        "peak_buffered_messages": None,
         "memory_series": sampler.series,
         "cpu_s": round(cpu, 4),
     }
@@ -164,6 +164,122 @@ def receiver_report(
 
 
 # --- flowproto ---------------------------------------------------------------------------
+
+
+class GrantedWindows:
+    """The largest window one receiving stream was granted, from the frames on the wire.
+
+    A stream starts with the window of the receiver's HELLO (spec §5.2, §8.6); each
+    CREDIT raises its absolute limits and says how many messages were consumed when it
+    was queued (spec §5.3, §10.5), so ``limit - consumed`` is the window it granted.
+    What a receiver holds never exceeds ``limit - consumed`` of its latest grant, and
+    limits never go down: the largest granted window bounds everything it ever held,
+    even while auto-tuning moves the window (spec §8.9). The frame carries consumed
+    messages, not bytes: the consumer notes ``(messages, bytes)`` consumed after every
+    receive call, and each grant is matched with the note of its message count.
+    """
+
+    def __init__(self, first_bytes: int, first_messages: int) -> None:
+        self.limit_bytes = first_bytes
+        self.limit_messages = first_messages
+        self.largest_bytes = first_bytes
+        self.largest_messages = first_messages
+        self.grants = 0
+        self.unmatched = 0  # grants whose consumed count no note had: the bound is unknown
+        #: (messages, bytes) consumed after each receive call, appended by the consumer.
+        self.notes: deque[tuple[int, int]] = deque([(0, 0)])
+        self._waiting: deque[tuple[int, int]] = deque()  # (consumed, byte limit) to match
+
+    def grant(self, frame: CreditFrame) -> None:
+        """A CREDIT the receiver is sending for this stream."""
+        self.grants += 1
+        if frame.bytes_limit is not None:
+            self.limit_bytes = max(self.limit_bytes, frame.bytes_limit)
+        if frame.messages_limit is not None:
+            self.limit_messages = max(self.limit_messages, frame.messages_limit)
+        consumed = frame.consumed
+        if consumed is None:  # the reference implementation always says (spec §5.3)
+            self.unmatched += 1
+            return
+        self.largest_messages = max(self.largest_messages, self.limit_messages - consumed)
+        self._waiting.append((consumed, self.limit_bytes))
+        self.match()
+
+    def match(self) -> None:
+        """Match waiting grants with the consumer's notes (both come in consumed order)."""
+        notes, waiting = self.notes, self._waiting
+        while waiting and notes:
+            consumed, limit = waiting[0]
+            messages, nbytes = notes[0]
+            if messages < consumed and len(notes) > 1:
+                notes.popleft()  # no later grant can name it
+            elif messages == consumed:
+                self.largest_bytes = max(self.largest_bytes, limit - nbytes)
+                waiting.popleft()  # the note stays: the next grant may name it too
+            elif messages > consumed:
+                self.unmatched += 1  # consumed at no receive call's end: cannot happen
+                waiting.popleft()
+            else:
+                break  # the consumer has not noted this receive call yet
+
+    def finish(self) -> dict[str, Any]:
+        """The stream ended: every grant matched, the largest windows for the report."""
+        self.match()
+        return {
+            "largest_window_bytes": self.largest_bytes,
+            "largest_window_messages": self.largest_messages,
+            "grants": self.grants,
+            "unmatched_grants": self.unmatched + len(self._waiting),
+        }
+
+
+class WindowTap(trio.abc.HalfCloseableStream):
+    """The receiver's TCP stream, reading the windows it grants off its outgoing frames.
+
+    Everything the receiver sends passes through :meth:`send_all` and is parsed (it
+    sends only control frames: a few per window of data). Its HELLO gives every stream's
+    first window; each stream CREDIT goes to that stream's :class:`GrantedWindows`.
+    """
+
+    def __init__(self, inner: trio.SocketStream) -> None:
+        self.inner = inner
+        self.first: tuple[int, int] | None = None  # the HELLO's stream window
+        self.streams: dict[int, GrantedWindows] = {}
+        self._preface = len(PREFACE)  # bytes of it still to skip
+        self._decoder = FrameDecoder(max_frame_bytes=1 << 24)
+
+    def stream(self, stream_id: int) -> GrantedWindows:
+        """The grants of one stream (created with the HELLO's window)."""
+        granted = self.streams.get(stream_id)
+        if granted is None:
+            assert self.first is not None, "a stream before our HELLO went out"
+            granted = self.streams[stream_id] = GrantedWindows(*self.first)
+        return granted
+
+    def _tap(self, data: bytes | bytearray | memoryview) -> None:
+        skip = min(self._preface, len(data))
+        self._preface -= skip
+        for frame in self._decoder.feed(bytes(memoryview(data)[skip:])):
+            if isinstance(frame, HelloFrame):
+                self.first = (frame.settings.stream_bytes, frame.settings.stream_messages)
+            elif isinstance(frame, CreditFrame) and frame.stream_id != 0:
+                self.stream(frame.stream_id).grant(frame)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self._tap(data)  # before sending: once queued, the peer may rely on it
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 async def flowproto_receiver(args: argparse.Namespace) -> dict[str, Any]:
@@ -179,11 +295,11 @@ async def flowproto_receiver(args: argparse.Namespace) -> dict[str, Any]:
     results = [StreamResult(i, args.size, args.codec) for i in range(args.streams)]
     sampler = Sampler(mono())
     streams: list[FlowStream] = []
-    error = None
+    tap = WindowTap(transport)
     consume = consume_flowproto_single if args.api == "single" else consume_flowproto
     async with (
         open_flow_connection(
-            transport,
+            tap,
             initiator=False,
             settings=settings,
             codec=args.codec,
@@ -202,12 +318,21 @@ async def flowproto_receiver(args: argparse.Namespace) -> dict[str, Any]:
                 schedule = schedule_from_json(
                     args.slow_schedule if index == 0 and args.slow_schedule else args.schedule
                 )
-                consumers.start_soon(
-                    consume, stream, schedule, results[index], clock, args, sampler
-                )
+                consumers.start_soon(consume, stream, schedule, results[index], clock, args, tap)
         nursery.cancel_scope.cancel()
     cpu = cpu_seconds() - cpu0
     sampler.sample(mono(), 0, 0)
+    for stream in streams:
+        # Exact peaks, kept by the core where credit is checked (not sampled), against
+        # the largest windows granted on the wire.
+        st = stream.statistics()
+        result = results[(stream.stream_id - 1) // 2]
+        result.extra.update(
+            peak_buffered_bytes=st.peak_buffered_bytes,
+            peak_buffered_messages=st.peak_buffered_messages,
+            **tap.stream(stream.stream_id).finish(),
+        )
+    per_stream = [r.extra for r in results if r.extra]
     return receiver_report(
         "flowproto",
         results,
@@ -215,30 +340,27 @@ async def flowproto_receiver(args: argparse.Namespace) -> dict[str, Any]:
         sampler,
         cpu,
         {
-            # The windows advertised at the start, and the largest the tuner chose (§8.9).
+            # For one stream exact; for several, the sum of each stream's own peak.
+            "peak_buffered_bytes": sum(x["peak_buffered_bytes"] for x in per_stream),
+            "peak_buffered_messages": sum(x["peak_buffered_messages"] for x in per_stream),
+            # The windows advertised at the start, and the largest granted (§8.9).
             "window_bytes": settings.stream_bytes,
             "window_messages": settings.stream_messages,
-            "peak_window_bytes": max(
-                sampler.peak_window_bytes, settings.stream_bytes * args.streams
-            ),
-            "peak_window_messages": max(
-                sampler.peak_window_messages, settings.stream_messages * args.streams
-            ),
-            "error": error,
+            "peak_window_bytes": sum(x["largest_window_bytes"] for x in per_stream),
+            "peak_window_messages": sum(x["largest_window_messages"] for x in per_stream),
+            "error": None,
         },
     )
 
 
 async def sample_flowproto(sampler: Sampler, streams: list[FlowStream]) -> None:
+    """Buffered bytes and messages every 100 ms, for the plots (the checks use peaks)."""
     while True:
-        nbytes = nmessages = wbytes = wmessages = 0
+        nbytes = nmessages = 0
         for s in streams:
             st = s.statistics()
             nbytes += st.buffered_bytes
             nmessages += st.buffered_messages
-            wbytes += st.window_bytes
-            wmessages += st.window_messages
-        sampler.note_window(wbytes, wmessages)
         sampler.sample(mono(), nbytes, nmessages)
         await trio.sleep(SAMPLE_INTERVAL)
 
@@ -269,17 +391,18 @@ async def consume_flowproto(
     result: StreamResult,
     clock: RunClock,
     args: argparse.Namespace,
-    sampler: Sampler,
+    tap: WindowTap,
 ) -> None:
     end = args.duration + PHASE_SLACK
     checker = result.checker
-    paced = not schedule.unlimited
+    notes = tap.stream(stream.stream_id).notes
     try:
         while True:
             allowed = await paced_wait(schedule, clock, result.consumed, end)
             if allowed == 0:
                 break
             batch = await stream.receive_many(MAX_BATCH if allowed is None else allowed)
+            notes.append((stream.messages_received, stream.bytes_received))
             now = mono()
             clock.start(now)
             if result.first is None:
@@ -287,12 +410,10 @@ async def consume_flowproto(
             checker.take(batch, now)
             result.consumed += len(batch)
             result.last = now
-            if paced:
-                st = stream.statistics()
-                sampler.note(st.buffered_bytes, st.buffered_messages + len(batch))
         while True:  # drain: the paced phase is over
             batch = await stream.receive_many(4 * MAX_BATCH)
-            checker.take_seqs([seq_of(m, args.codec) for m in batch])
+            notes.append((stream.messages_received, stream.bytes_received))
+            checker.take_drained(batch)
             result.drained += len(batch)
     except trio.EndOfChannel:
         pass
@@ -305,13 +426,15 @@ async def consume_flowproto_single(
     result: StreamResult,
     clock: RunClock,
     args: argparse.Namespace,
-    sampler: Sampler,
+    tap: WindowTap,
 ) -> None:
     end = args.duration + PHASE_SLACK
     checker = result.checker
     paced = not schedule.unlimited
     receive = stream.receive
     take = checker.take
+    notes = tap.stream(stream.stream_id).notes
+    note = notes.append
     try:
         while True:
             if paced or clock.t0 is None or (result.consumed & 255) == 0:
@@ -319,6 +442,7 @@ async def consume_flowproto_single(
                 if allowed == 0:
                     break
             message = await receive()
+            note((stream.messages_received, stream.bytes_received))
             now = mono()
             if result.first is None:
                 clock.start(now)
@@ -328,7 +452,8 @@ async def consume_flowproto_single(
             result.last = now
         while True:
             message = await receive()
-            checker.take_seqs([seq_of(message, args.codec)])
+            note((stream.messages_received, stream.bytes_received))
+            checker.take_drained((message,))
             result.drained += 1
     except trio.EndOfChannel:
         pass
@@ -446,6 +571,9 @@ class FramingReceiver:
         self.results = results
         self.total_bytes = 0
         self.total_messages = 0
+        # The most held at once, kept where the queues grow (exact, not sampled).
+        self.peak_bytes = 0
+        self.peak_messages = 0
         self.cap_bytes = args.max_buffer_mb * 1024 * 1024
         self.overflowed_at: float | None = None
         self.decode = decoder(args.codec)
@@ -540,12 +668,14 @@ class FramingReceiver:
             inbox.nbytes += nbytes
             self.total_bytes += nbytes
             self.total_messages += len(messages)
+            self.peak_bytes = max(self.peak_bytes, self.total_bytes)
+            self.peak_messages = max(self.peak_messages, self.total_messages)
             inbox.readable.unpark_all()
 
     def count_dropped(self, result: StreamResult, messages: list[bytes]) -> None:
         codec = self.args.codec
         decode = self.decode
-        result.checker.take_seqs([seq_of(decode(m), codec) for m in messages])
+        result.checker.drop([seq_of(decode(m), codec) for m in messages])
         result.dropped += len(messages)
 
     def take(self, inbox: Inbox, limit: int) -> list[bytes]:
@@ -589,7 +719,7 @@ async def framing_receiver(args: argparse.Namespace) -> dict[str, Any]:
                 schedule = schedule_from_json(
                     args.slow_schedule if i == 0 and args.slow_schedule else args.schedule
                 )
-                consumers.start_soon(consume_framing, rx, i, schedule, clock, args, sampler)
+                consumers.start_soon(consume_framing, rx, i, schedule, clock, args)
         nursery.cancel_scope.cancel()
     await sock.aclose()  # the sender waits for this: everything was taken
     cpu = cpu_seconds() - cpu0
@@ -601,6 +731,8 @@ async def framing_receiver(args: argparse.Namespace) -> dict[str, Any]:
         sampler,
         cpu,
         {
+            "peak_buffered_bytes": rx.peak_bytes,
+            "peak_buffered_messages": rx.peak_messages,
             "overflowed_at_s": None
             if rx.overflowed_at is None or clock.t0 is None
             else round(rx.overflowed_at - clock.t0, 3),
@@ -621,7 +753,6 @@ async def consume_framing(
     schedule: Schedule,
     clock: RunClock,
     args: argparse.Namespace,
-    sampler: Sampler,
 ) -> None:
     inbox = rx.inboxes[index]
     result = rx.results[index]
@@ -643,8 +774,6 @@ async def consume_framing(
             await trio.lowlevel.checkpoint()  # one awaited receive per message
         if not await rx.wait_readable(inbox):
             return
-        if paced:
-            sampler.note(rx.total_bytes, rx.total_messages)
         batch = rx.take(inbox, MAX_BATCH if allowed is None else allowed)
         now = mono()
         if result.first is None:
@@ -654,7 +783,7 @@ async def consume_framing(
         result.last = now
     while await rx.wait_readable(inbox):
         batch = rx.take(inbox, 1 << 30)
-        checker.take_seqs([seq_of(decode(m), args.codec) for m in batch])
+        checker.take_drained(batch if raw else [decode(m) for m in batch])
         result.drained += len(batch)
 
 
@@ -809,7 +938,7 @@ def zmq_receiver(args: argparse.Namespace) -> dict[str, Any]:
         if not message:
             finished = True
             break
-        checker.take_seqs([seq_of(message if raw else decode(message), args.codec)])
+        checker.take_drained((message if raw else decode(message),))
         result.drained += 1
     if not finished:
         error = "timed out before the sender's end marker"

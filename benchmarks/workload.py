@@ -2,15 +2,20 @@
 
 - **Messages** (:class:`MessageMaker`): each starts with its stream's sequence number
   and the sender's ``time.monotonic()`` (the same clock in every process of the machine),
-  padded to the requested size; with ``codec="msgpack"`` it is a dict
-  ``{"seq": n, "t": time, "data": padding}`` of about that size instead.
-- **Accounting** (:class:`Checker`): the receiver checks every message's length and adds
-  up its sequence number; a stream that got ``n`` distinct messages numbered
-  ``0..n-1`` sums to ``n(n-1)/2``. Latency is sampled on every ``stride``-th message.
+  padded with zero bytes to the requested size; with ``codec="msgpack"`` it is a dict
+  ``{"seq": n, "t": time, "data": zero bytes}`` of about that size instead.
+- **Checking** (:class:`Checker`): the receiver checks every message it is given, in
+  the paced phase, drained after it or dropped: its stream's sequence must run exactly
+  0, 1, 2, ... in order (:class:`SequenceCheck`; a message a drop strategy dropped is
+  a gap it registered, nothing else may be missing), and its payload must be what the
+  sender wrote (the length and the zero filler of a raw message; the keys, the filler
+  and its length of a msgpack dict). Latency is sampled on every ``stride``-th
+  message consumed in the paced phase.
 - **Pacing** (:class:`Schedule`): how many messages a consumer (or producer) may have
   taken by a given time, from phases of unlimited, paced or stalled consumption.
 - **Memory** (:class:`Sampler`): the receiver's RSS and buffered bytes/messages every
-  100 ms, and its peak RSS (VmHWM) at the end.
+  100 ms (a series for the plots; the peaks the checks use are exact, kept where
+  buffers grow), and its peak RSS (VmHWM) at the end.
 
 Nothing here imports trio, so the zmq peers use it too.
 """
@@ -22,8 +27,10 @@ import resource
 import struct
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Final
 
 import msgpack
@@ -86,56 +93,188 @@ def decoder(codec: str) -> Callable[[bytes], Any]:
     return lambda b: msgpack.unpackb(b, raw=False)
 
 
-# --- accounting ------------------------------------------------------------------------
+# --- checking --------------------------------------------------------------------------
+
+#: Problems a check keeps in words; past this many it only counts them.
+MAX_PROBLEMS: Final = 5
+
+
+class SequenceCheck:
+    """One stream's sequence numbers must run 0, 1, 2, ... with no gap and no repeat.
+
+    A receiver that drops messages on purpose (the drop strategy) registers each one it
+    drops, in arrival order, with :meth:`drop`. The sequence it delivers must then be
+    strictly increasing, and each gap in it exactly the dropped runs that begin there.
+    Anything else (a message missing, repeated or out of order, or both dropped and
+    delivered) is a problem, kept in words with its numbers.
+    """
+
+    def __init__(self) -> None:
+        self.next = 0  # the number due next in the sequence
+        self.problems: list[str] = []
+        self.problem_count = 0
+        self._dropped: deque[list[int]] = deque()  # runs [first, end) not yet passed
+        self._drop_next = 0  # dropped messages arrive in order too: the least next one
+
+    def take(self, seqs: list[int]) -> None:
+        """Messages delivered, in the order the consumer got them."""
+        nxt = self.next
+        n = len(seqs)
+        if n and seqs[0] == nxt and seqs == list(range(nxt, nxt + n)):
+            self.next = nxt + n  # the usual case, compared in one C loop
+            return
+        for seq in seqs:
+            self._one(seq)
+
+    def _one(self, seq: int) -> None:
+        nxt = self.next
+        if seq == nxt:
+            self.next = nxt + 1
+            return
+        if seq > nxt:
+            passed = self._pass_dropped(seq)
+            if passed != seq:
+                self._problem(f"got {seq} after {nxt - 1}: {passed}..{seq - 1} missing")
+            self.next = seq + 1
+        else:
+            self._problem(f"got {seq} after {nxt - 1}: repeated or out of order")
+
+    def _pass_dropped(self, upto: int | float) -> int:
+        """Where the sequence is after the dropped runs that start there, up to ``upto``."""
+        nxt = self.next
+        runs = self._dropped
+        while runs and runs[0][0] == nxt and runs[0][1] <= upto:
+            nxt = runs.popleft()[1]
+        return nxt
+
+    def drop(self, seqs: list[int]) -> None:
+        """Messages the receiver dropped on purpose, in the order they arrived."""
+        runs = self._dropped
+        for seq in seqs:
+            if seq < self._drop_next or seq < self.next:
+                self._problem(f"dropped {seq} again or out of order")
+                continue
+            self._drop_next = seq + 1
+            if runs and runs[-1][1] == seq:
+                runs[-1][1] = seq + 1
+            else:
+                runs.append([seq, seq + 1])
+
+    def finish(self) -> int:
+        """The stream ended: pass the trailing drops; returns how many it ran (0..n-1)."""
+        self.next = self._pass_dropped(math.inf)
+        for first, end in self._dropped:
+            self._problem(f"dropped {first}..{end - 1} but never passed them in the sequence")
+        self._dropped.clear()
+        return self.next
+
+    def _problem(self, text: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)
 
 
 class Checker:
-    """Counts, checks and samples the messages of one stream as the consumer takes them."""
+    """Checks every message of one stream and samples latency (see the module docstring).
+
+    ``take`` is for messages consumed in the paced phase (latency is sampled),
+    ``take_drained`` for messages taken after it, ``drop`` for messages the receiver
+    dropped on purpose (their numbers only). Raw messages are bytes; msgpack messages
+    are the decoded dicts.
+    """
 
     def __init__(self, size: int, codec: str, stride: int = 16) -> None:
+        maker = MessageMaker(size, codec)
         self.size = size
         self.codec = codec
         self.stride = stride
-        self.count = 0
-        self.nbytes = 0
-        self.seq_sum = 0
-        self.bad = 0  # messages of the wrong length (raw)
+        self.count = 0  # messages accounted for: delivered (consumed or drained) and dropped
+        self.bad = 0  # messages whose payload is not what the sender wrote
+        self.sequence = SequenceCheck()
         self.latencies = array("d")
+        self._consumed = 0  # messages taken with latency sampling
+        self._filler = maker._pad  # what follows a raw message's header
+        self._data = maker._data  # a msgpack message's "data"
         self._unpack = HEADER.unpack_from
 
     def take(self, batch: Sequence[Any], now: float) -> None:
-        """The consumer took ``batch`` (raw bytes or decoded dicts) at time ``now``."""
-        count = len(batch)
+        """The consumer took ``batch`` in the paced phase, at time ``now``."""
+        off = (-self._consumed) % self.stride
+        self._consumed += len(batch)
+        if not self._check(batch):
+            return  # a bad message carries no trustworthy send time
+        lat = self.latencies
         if self.codec == "raw":
             unpack = self._unpack
-            total = 0
-            for m in batch:
-                total += unpack(m)[0]
-            nbytes = sum(map(len, batch))
-            if nbytes != count * self.size:
-                self.bad += sum(1 for m in batch if len(m) != self.size)
-            self.nbytes += nbytes
-            off = (-self.count) % self.stride
-            lat = self.latencies
             for m in batch[off :: self.stride]:
                 lat.append(now - unpack(m)[1])
         else:
-            total = sum(m["seq"] for m in batch)
-            self.nbytes += count * self.size
-            off = (-self.count) % self.stride
-            lat = self.latencies
             for m in batch[off :: self.stride]:
                 lat.append(now - m["t"])
-        self.seq_sum += total
-        self.count += count
-        if len(self.latencies) > MAX_LATENCY_SAMPLES:
-            self.latencies = self.latencies[::2]
+        if len(lat) > MAX_LATENCY_SAMPLES:
+            self.latencies = lat[::2]
             self.stride *= 2
 
-    def take_seqs(self, seqs: Sequence[int]) -> None:
-        """Messages accounted for by number only (dropped, or drained after the run)."""
+    def take_drained(self, batch: Sequence[Any]) -> None:
+        """The consumer took ``batch`` after the paced phase: checked the same way."""
+        self._check(batch)
+
+    def drop(self, seqs: list[int]) -> None:
+        """The receiver dropped these messages on purpose (drop strategy, memory cap)."""
         self.count += len(seqs)
-        self.seq_sum += sum(seqs)
+        self.sequence.drop(seqs)
+
+    def _check(self, batch: Sequence[Any]) -> bool:
+        """Check payloads and sequence; True if every payload was right."""
+        self.count += len(batch)
+        if self.codec == "raw":
+            unpack, filler = self._unpack, self._filler
+            try:
+                if set(map(len, batch)) <= {self.size} and all(
+                    map(bytes.endswith, batch, repeat(filler))
+                ):
+                    self.sequence.take([unpack(m)[0] for m in batch])
+                    return True
+            except TypeError:  # not bytes: checked one by one below
+                pass
+            seqs = []
+            bad = 0
+            for item in batch:
+                m = bytes(item)
+                if len(m) >= HEADER.size:
+                    seqs.append(unpack(m)[0])
+                if len(m) != self.size or not m.endswith(filler):
+                    bad += 1
+        else:
+            data = self._data
+            seqs = []
+            bad = 0
+            for m in batch:
+                try:
+                    seq = m["seq"]
+                    ok = len(m) == 3 and m["data"] == data and isinstance(m["t"], float)
+                except (KeyError, TypeError):
+                    bad += 1
+                    continue
+                if isinstance(seq, int):
+                    seqs.append(seq)
+                else:
+                    ok = False
+                bad += not ok
+        self.sequence.take(seqs)
+        self.bad += bad
+        return bad == 0
+
+    def finish(self) -> dict[str, Any]:
+        """The stream ended: what the checks found, for the receiver's JSON line."""
+        end = self.sequence.finish()
+        return {
+            "accounted": self.count,
+            "sequence_end": end,  # the sequence ran 0..end-1 (with drops registered)
+            "sequence_problems": self.sequence.problems,
+            "sequence_problem_count": self.sequence.problem_count,
+            "bad_payloads": self.bad,
+        }
 
 
 def seq_of(message: Any, codec: str) -> int:
@@ -143,11 +282,6 @@ def seq_of(message: Any, codec: str) -> int:
     if codec == "raw":
         return int(HEADER.unpack_from(message)[0])
     return int(message["seq"])
-
-
-def expected_sum(count: int) -> int:
-    """The sequence-number sum of messages ``0 .. count-1``."""
-    return count * (count - 1) // 2
 
 
 def percentiles(samples: Sequence[float]) -> dict[str, float | None]:
@@ -265,31 +399,18 @@ def cpu_seconds() -> float:
 
 
 class Sampler:
-    """A time series of RSS and buffered bytes/messages, and the peaks seen."""
+    """A time series of RSS and buffered bytes/messages, for the plots.
+
+    Only a series: a sample reads values at one moment and may miss the peak between
+    two, so the checks use peaks kept where the buffers grow instead.
+    """
 
     def __init__(self, start: float) -> None:
         self.start = start
         self.series: list[list[float | int | None]] = []
-        self.peak_buffered_bytes: int | None = None
-        self.peak_buffered_messages: int | None = None
-        self.peak_window_bytes = 0  # flowproto: the largest receive windows (spec §8.9)
-        self.peak_window_messages = 0
-
-    def note_window(self, window_bytes: int, window_messages: int) -> None:
-        """Track the largest receive window seen (it changes with auto-tuning)."""
-        self.peak_window_bytes = max(self.peak_window_bytes, window_bytes)
-        self.peak_window_messages = max(self.peak_window_messages, window_messages)
-
-    def note(self, buffered_bytes: int | None, buffered_messages: int | None) -> None:
-        """Track the peak buffer without adding to the series."""
-        if buffered_bytes is not None:
-            self.peak_buffered_bytes = max(self.peak_buffered_bytes or 0, buffered_bytes)
-        if buffered_messages is not None:
-            self.peak_buffered_messages = max(self.peak_buffered_messages or 0, buffered_messages)
 
     def sample(self, now: float, buffered_bytes: int | None, buffered_messages: int | None) -> None:
         """One point of the series: [seconds, RSS KiB, buffered bytes, buffered messages]."""
-        self.note(buffered_bytes, buffered_messages)
         self.series.append(
             [round(now - self.start, 3), rss_kib(), buffered_bytes, buffered_messages]
         )

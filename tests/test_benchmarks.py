@@ -1,21 +1,26 @@
 """The socket benchmarks run and account for every message (they time nothing here).
 
-Each test runs a real sender and receiver process pair through the harness, as
+Each socket test runs a real sender and receiver process pair through the harness, as
 ``python -m benchmarks --quick`` does, and checks only invariants: every message sent
-was consumed, drained or (for the drop strategy) dropped, with the right sequence
-numbers; flowproto's receiver never held more than its window. Timings are never
-asserted: the machine is shared.
+was consumed, drained or (for the drop strategy) dropped, each stream's sequence ran
+exactly 0..n-1 with intact payloads; flowproto's receiver never held more than the
+largest window it granted. The other tests feed the checks bad input and see them
+fail. Timings are never asserted: the machine is shared.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import struct
 from typing import Any
 
+import msgpack
 import pytest
 
-from benchmarks.harness import Run, invariant_problems, run_pair
-from benchmarks.workload import Phase, Schedule, expected_sum
+from benchmarks.harness import Run, invariant_problems, run_pair, stream_problems
+from benchmarks.peers import GrantedWindows
+from benchmarks.workload import Checker, MessageMaker, Phase, Schedule, SequenceCheck
+from flowproto import CreditFrame
 
 
 def check(record: dict[str, Any]) -> dict[str, Any]:
@@ -29,7 +34,7 @@ def test_flowproto_moves_a_counted_batch_over_tcp() -> None:
     record = check(run_pair(Run("throughput", "flowproto", 1024, count=3000, duration=10)))
     assert record["sender"]["sent"] == 3000
     assert record["receiver"]["consumed"] == 3000
-    assert record["receiver"]["streams"][0]["seq_sum"] == expected_sum(3000)
+    assert record["receiver"]["streams"][0]["sequence_end"] == 3000
 
 
 def test_one_send_and_receive_per_message_with_msgpack() -> None:
@@ -46,7 +51,11 @@ def test_small_windows_hold_the_receiver_buffer_within_them_under_a_slow_consume
     record = check(run_pair(run))
     rx = record["receiver"]
     assert rx["window_messages"] == 16
-    assert rx["peak_buffered_messages"] <= 16
+    stream = rx["streams"][0]
+    # Both exact: the peak where the core checks credit, the window off the wire.
+    assert stream["largest_window_messages"] == 16  # fixed: no auto-tuning
+    assert stream["grants"] > 0 and stream["unmatched_grants"] == 0
+    assert 0 < stream["peak_buffered_messages"] <= 16
     assert rx["dropped"] == 0
     assert record["sender"]["blocked_s"] > 0  # backpressure: the sender waited for credit
 
@@ -82,3 +91,119 @@ def test_a_schedule_paces_stalls_and_changes_speed() -> None:
     assert schedule.allowed(1.5, 100) == 0  # stalled
     assert schedule.next_time(1.5, 100) == 2
     assert schedule.allowed(2.5, 100) is None  # unlimited
+
+
+# --- the checks fail when they should ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "seqs",
+    [
+        [0, 2, 1, 3],  # reordered: the same sum as 0..3
+        [0, 1, 1, 3],  # 2 lost, 1 repeated
+        [0, 0, 3, 3],  # two lost, two repeated: the same count and sum as 0..3
+        [1, 2, 3],  # the first lost
+        [0, 1, 3],  # a gap nobody dropped
+    ],
+    ids=["reordered", "repeated", "loss-plus-duplicate", "first-lost", "gap"],
+)
+def test_a_sequence_that_is_not_0_to_n_minus_1_in_order_is_a_problem(seqs: list[int]) -> None:
+    check = SequenceCheck()
+    check.take(seqs)
+    check.finish()
+    assert check.problems
+    assert stream_problems([_stream(check, len(seqs))], [4])
+
+
+def test_a_sequence_in_order_across_batches_is_clean() -> None:
+    check = SequenceCheck()
+    for first in range(0, 3000, 1000):
+        check.take(list(range(first, first + 1000)))
+    assert check.finish() == 3000
+    assert check.problems == [] and check.problem_count == 0
+
+
+def test_gaps_must_be_exactly_the_runs_the_receiver_dropped() -> None:
+    check = SequenceCheck()
+    check.take([0, 1])
+    check.drop([2, 3])  # the reader dropped these on arrival...
+    check.take([4])  # ...so the consumer's gap 2..3 is accounted for
+    check.drop([6, 7])
+    check.take([5])
+    assert check.finish() == 8  # the trailing drops close the sequence
+    assert check.problems == []
+    bad = SequenceCheck()
+    bad.drop([2])
+    bad.take([0, 1, 3, 4])  # fine so far: 2 was dropped
+    bad.take([2])  # but then 2 is delivered as well
+    assert bad.problems
+    gap = SequenceCheck()
+    gap.drop([3])
+    gap.take([0, 4])  # 1..2 missing: only 3 was dropped
+    assert gap.problems
+
+
+def test_damaged_payloads_are_counted_raw_msgpack_and_drained() -> None:
+    raw = Checker(64, "raw")
+    good = MessageMaker(64, "raw").batch(0, 3)
+    raw.take(good, 1.0)
+    raw.take_drained([good[0][:16] + b"x" * 48])  # seq 0 again, and not zero filler
+    raw.take_drained([struct.pack("<Qd", 4, 0.0) + bytes(40)])  # short; 3 missing
+    found = raw.finish()
+    assert found["bad_payloads"] == 2
+    assert found["sequence_problem_count"] == 2
+    objects = Checker(64, "msgpack")
+    maker = MessageMaker(64, "msgpack")
+    batch = [msgpack.unpackb(msgpack.packb(m)) for m in maker.batch(0, 3)]
+    objects.take(batch[:2], 1.0)
+    wrong = dict(batch[2], data=b"\x01" * len(batch[2]["data"]))
+    objects.take_drained([wrong])  # drained after the paced phase: checked all the same
+    objects.take_drained([{"seq": 3}])
+    found = objects.finish()
+    assert found["bad_payloads"] == 2
+    assert found["sequence_end"] == 4 and found["sequence_problem_count"] == 0
+
+
+def test_holding_more_than_the_largest_granted_window_is_a_problem() -> None:
+    check = SequenceCheck()
+    check.take([0, 1, 2])
+    stream = _stream(check, 3)
+    stream.update(
+        peak_buffered_messages=17,
+        peak_buffered_bytes=100,
+        largest_window_messages=16,
+        largest_window_bytes=100,
+        unmatched_grants=0,
+    )
+    assert stream_problems([stream], [3]) == [
+        "stream 0: held 17 messages > largest window granted 16"
+    ]
+    stream.update(peak_buffered_messages=16, unmatched_grants=1)
+    assert "matched no receive call" in stream_problems([stream], [3])[0]
+
+
+def test_the_largest_granted_window_is_limit_minus_consumed_of_each_credit() -> None:
+    granted = GrantedWindows(1000, 10)  # the HELLO's window
+    granted.notes.append((4, 400))  # the consumer took 4 messages, 400 bytes
+    granted.grant(CreditFrame(1, bytes_limit=1900, messages_limit=20, consumed=4))
+    granted.grant(CreditFrame(1, bytes_limit=1900, messages_limit=20, consumed=9))
+    granted.notes.append((9, 950))  # the CREDIT went out before the consumer's note
+    granted.notes.append((12, 1200))
+    granted.grant(CreditFrame(1, bytes_limit=2000, messages_limit=21, consumed=12))
+    found = granted.finish()
+    assert (found["largest_window_messages"], found["largest_window_bytes"]) == (16, 1500)
+    assert found["unmatched_grants"] == 0 and found["grants"] == 3
+    orphan = GrantedWindows(1000, 10)
+    orphan.notes.append((5, 500))
+    orphan.grant(CreditFrame(1, bytes_limit=2000, messages_limit=20, consumed=3))
+    assert orphan.finish()["unmatched_grants"] == 1  # 3 was never a receive call's end
+
+
+def _stream(check: SequenceCheck, accounted: int) -> dict[str, Any]:
+    return {
+        "sequence_problems": check.problems,
+        "sequence_problem_count": check.problem_count,
+        "sequence_end": check.next,
+        "accounted": accounted,
+        "bad_payloads": 0,
+    }
