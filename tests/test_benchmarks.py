@@ -11,13 +11,17 @@ fail. Timings are never asserted: the machine is shared.
 from __future__ import annotations
 
 import importlib.util
+import re
 import struct
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 
-from benchmarks.harness import Run, invariant_problems, run_pair, stream_problems
+from benchmarks import __main__ as cli
+from benchmarks import harness
+from benchmarks.harness import Run, invariant_problems, paired, run_pair, stream_problems
 from benchmarks.peers import GrantedWindows
 from benchmarks.workload import Checker, MessageMaker, Phase, Schedule, SequenceCheck
 from flowproto import CreditFrame
@@ -197,6 +201,38 @@ def test_the_largest_granted_window_is_limit_minus_consumed_of_each_credit() -> 
     orphan.notes.append((5, 500))
     orphan.grant(CreditFrame(1, bytes_limit=2000, messages_limit=20, consumed=3))
     assert orphan.finish()["unmatched_grants"] == 1  # 3 was never a receive call's end
+
+
+def test_targets_take_the_median_of_ratios_paired_by_repeat() -> None:
+    def rec(repeat: int, value: float) -> dict[str, Any]:
+        return {"run": {"repeat": repeat}, "derived": {"msgs_per_s": value}}
+
+    # Repeat 1 ran while another tenant took the machine: both sides slowed down.
+    a = [rec(0, 10), rec(1, 100), rec(2, 12)]
+    b = [rec(0, 5), rec(1, 100), rec(2, 6)]
+    p = paired(a, b, "msgs_per_s")
+    assert p.ratios == [2.0, 1.0, 2.0]
+    assert p.ratio == 2.0  # the median of the per-pair ratios
+    assert p.best_ratio == 1.0  # best-of against best-of says something else
+    assert p.a_median == 12 and p.b_median == 6
+
+
+def test_quick_mode_prints_and_writes_no_timing_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = [
+        run_pair(Run("throughput", name, 64 * 1024, count=200, duration=10))
+        for name in ("flowproto", "plain")
+    ]
+    assert harness.targets(records)[0]["ratio"] is not None  # there is a ratio to judge
+    monkeypatch.setattr(harness, "run_plan", lambda *a, **k: records)
+    monkeypatch.setattr("benchmarks.adaptive.main", lambda argv: 0)
+    assert cli.main(["--quick", "--no-plots", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "invariants hold" in err
+    verdicts = [ln for ln in err.splitlines() if re.match(r"\s+(met|MISSED)\s", ln)]
+    assert verdicts == []
+    assert "Targets" not in (tmp_path / "results.md").read_text()
 
 
 def _stream(check: SequenceCheck, accounted: int) -> dict[str, Any]:
