@@ -47,7 +47,7 @@ from typing import Any
 import trio
 
 from flowproto import AutoTune, MemoryBudget, Settings
-from flowproto._credit import FLOOR_MESSAGES, tuned_floor
+from flowproto._autotune import FLOOR_MESSAGES, tuned_floor
 from flowproto.trio import (
     ConnectionLostError,
     FlowConnection,

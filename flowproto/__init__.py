@@ -5,17 +5,16 @@ turns received bytes into events and queues bytes to send. Trio users import
 ``flowproto.trio``; the wire contract is ``spec/PROTOCOL.md``.
 """
 
-from ._connection import Connection, Role
-from ._credit import (
+from ._autotune import (
     AutoTune,
     MemoryBudget,
-    ReceiveWindow,
     RttEstimator,
-    SendCredit,
     WindowInfo,
     WindowReason,
     WindowTuner,
 )
+from ._connection import Connection, Role
+from ._credit import ReceiveWindow, SendCredit
 from ._errors import (
     ConnectionClosedError,
     ErrorCode,

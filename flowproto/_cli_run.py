@@ -28,8 +28,8 @@ from typing import Any, BinaryIO, Final
 
 import trio
 
+from ._autotune import AutoTune, MemoryBudget
 from ._cli_metrics import Watched, json_lines, serve_metrics
-from ._credit import AutoTune, MemoryBudget
 from ._errors import ErrorCode, FlowProtoError
 from ._frames import Settings
 from ._state import StreamState

@@ -22,18 +22,16 @@ import dataclasses
 import enum
 from typing import Final
 
-from ._credit import (
+from ._autotune import (
     AutoTune,
     MemoryBudget,
-    ReceiveWindow,
     RttEstimator,
-    SendCredit,
     WindowInfo,
     WindowReason,
     WindowTuner,
-    replenish_threshold,
     tuned_floor,
 )
+from ._credit import ReceiveWindow, SendCredit, replenish_threshold
 from ._errors import (
     ConnectionClosedError,
     ErrorCode,

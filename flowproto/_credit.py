@@ -10,35 +10,41 @@ opened. Going past a limit is a counter comparison, a repeated or late CREDIT is
 what the application consumed, and the replenish policy that decides when the next
 CREDIT goes out (spec §8.5, §8.6).
 
-Auto-tuning (spec §8.9) sizes those windows while the connection runs: a
-:class:`WindowTuner` per stream follows its consumer (the bandwidth-delay product
-when the sender waits on credit, the consumer's rate times a latency target when a
-queue builds up), :class:`RttEstimator` keeps the round-trip times it needs, and a
-:class:`MemoryBudget` shared by many connections caps what they grant together, in
-fair shares. Time is always passed in as ``now``; nothing here reads a clock.
+This is the only place a limit is checked, on both hot paths and in batch form:
+:func:`send_room` and :func:`spend` for the sender, :func:`receive_room` and
+:meth:`ReceiveWindow.take` for the receiver. Auto-tuning (``_autotune``) only moves
+windows; nothing here reads a clock.
 """
 
 from __future__ import annotations
 
-import enum
-import math
-from dataclasses import dataclass
-from typing import Final
+from typing import Protocol
 
 from ._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
-    "AutoTune",
-    "MemoryBudget",
+    "CreditBudget",
     "ReceiveWindow",
-    "RttEstimator",
     "SendCredit",
-    "WindowInfo",
-    "WindowReason",
-    "WindowTuner",
+    "receive_room",
     "replenish_threshold",
-    "tuned_floor",
+    "send_room",
+    "spend",
 ]
+
+
+class CreditBudget(Protocol):
+    """What a receive window needs of a shared memory budget (``_autotune.MemoryBudget``)."""
+
+    committed: int
+
+    def clip(self, grant: int, need: int) -> int:
+        """How much of a raise of ``grant`` bytes the budget allows (spec §8.9 B4)."""
+        ...
+
+    def note_peak(self) -> None:
+        """Record ``committed`` if it is the most so far."""
+        ...
 
 
 class SendCredit:
@@ -101,6 +107,52 @@ class SendCredit:
         self.sent_messages += nmessages
 
 
+def send_room(stream: SendCredit, conn: SendCredit) -> tuple[int, int]:
+    """(bytes, messages) the stream's and the connection's limits both let us send now.
+
+    The sender's check in batch form (spec §8.3): a run of messages fits if its bytes and
+    its count are within these; :func:`spend` then counts it.
+    """
+    messages = stream.limit_messages
+    assert messages is not None  # a stream counts messages; only the connection does not
+    return (
+        min(stream.limit_bytes - stream.sent_bytes, conn.limit_bytes - conn.sent_bytes),
+        messages - stream.sent_messages,
+    )
+
+
+def spend(stream: SendCredit, conn: SendCredit, nbytes: int, nmessages: int) -> None:
+    """Count ``nmessages`` messages of ``nbytes`` in all against both limits (spec §8.3).
+
+    Raises:
+        LocalProtocolError: FLOW_CONTROL_ERROR if either limit would be passed; nothing
+            is counted then.
+    """
+    if conn.sent_bytes + nbytes > conn.limit_bytes:
+        raise LocalProtocolError(
+            f"sending {nbytes} bytes against {conn.bytes_left} bytes of connection credit "
+            "(spec §8.3)",
+            ErrorCode.FLOW_CONTROL_ERROR,
+        )
+    stream.spend(nbytes, nmessages)
+    conn.sent_bytes += nbytes
+
+
+def receive_room(stream: ReceiveWindow, conn: ReceiveWindow) -> tuple[int, int]:
+    """(bytes, messages) the peer may still send on the stream: the receiver's check in
+    batch form (spec §8.4). A run of whole messages within both is counted with
+    :meth:`ReceiveWindow.take`; anything past either goes to :meth:`ReceiveWindow.receive`,
+    which raises FLOW_CONTROL_ERROR with the numbers.
+    """
+    return (
+        min(
+            stream.advertised_bytes - stream.received_bytes,
+            conn.advertised_bytes - conn.received_bytes,
+        ),
+        stream.advertised_messages - stream.received_messages,
+    )
+
+
 def replenish_threshold(window: int, min_progress: int) -> int:
     """How far the limit may lag its target before a CREDIT is due (spec §8.6 step 2).
 
@@ -151,7 +203,7 @@ class ReceiveWindow:
         self.peak_messages = 0
         self.threshold_bytes = replenish_threshold(window_bytes, min_progress_bytes)
         self.threshold_messages = replenish_threshold(window_messages, 1)
-        self.budget: MemoryBudget | None = None  # set by MemoryBudget.join (spec §8.9)
+        self.budget: CreditBudget | None = None  # set by MemoryBudget.join (spec §8.9)
 
     def set_window(self, window_bytes: int, window_messages: int) -> None:
         """Change the window; only later targets move, limits never go down (spec §8.9).
@@ -212,6 +264,11 @@ class ReceiveWindow:
         self.received_bytes += nbytes
         self.received_messages += nmessages
 
+    def take(self, nbytes: int, nmessages: int) -> None:
+        """Count data already checked against :func:`receive_room` (the hot path, spec §8.4)."""
+        self.received_bytes += nbytes
+        self.received_messages += nmessages
+
     def consume(self, nbytes: int, nmessages: int) -> None:
         """The application is done with this much (spec §8.5); it may now be re-granted."""
         if nbytes > self.held_bytes or nmessages > self.held_messages:
@@ -263,429 +320,3 @@ class ReceiveWindow:
             self.advertised_messages = max(self.advertised_messages, target_messages)
             return self.advertised_bytes, self.advertised_messages
         return None
-
-
-# --- auto-tuning (spec §8.9) -------------------------------------------------------------
-
-#: spec §8.9 rule 5: the window floor never lets the replenish threshold fall below this.
-FLOOR_STEP_BYTES: Final = 2048
-#: spec §8.9 rule 5: the least message window; one message consumed, one in flight.
-FLOOR_MESSAGES: Final = 2
-#: spec §8.9 rule 4: credit counts as used up when in flight plus queued reach this share.
-CREDIT_LIMITED_SHARE: Final = 2 / 3
-#: spec §8.9 rule 6: window changes smaller than this share of the window are skipped.
-MIN_CHANGE_SHARE: Final = 1 / 16
-#: spec §8.9 B2: a newcomer's initial connection window is at most free / this.
-ADMISSION_SHARE: Final = 16
-
-
-def tuned_floor(max_message_bytes: int) -> int:
-    """The least byte window the tuner sets (spec §8.9 rule 5).
-
-    Two largest messages (one being consumed, one in flight) and at least
-    ``max_message_bytes + 2048``, so the replenish threshold of spec §8.6 never drops
-    below 1024 bytes and no CREDIT raises a limit by a sliver.
-    """
-    return max(2 * max_message_bytes, max_message_bytes + FLOOR_STEP_BYTES)
-
-
-@dataclass(frozen=True, slots=True)
-class AutoTune:
-    """How a receiver sizes its windows while it runs (spec §8.9); never on the wire.
-
-    Attributes:
-        latency_target: seconds a message should wait, at most, between leaving the
-            sender and being consumed, beyond one round trip: the window is the
-            consumer's rate times ``rtt + latency_target`` (spec §8.9 rule 3).
-        max_window_bytes: the largest byte window of a stream or of the connection.
-        max_window_messages: the largest message window of a stream.
-        min_epoch: least seconds between two retunings of one window (spec §8.9 rule 1).
-        rate_time_constant: seconds over which consumption rates are averaged (rule 2).
-        shrink_time_constant: seconds over which a window shrinks toward its target
-            (rule 6); growth is immediate.
-        rtt_probe_interval: seconds between the PINGs that measure the round trip
-            while streams are open, once the application has consumed (spec §8.9).
-        feedback: put the consumer's ``rate`` and ``depth`` in stream CREDIT frames
-            (spec §8.10).
-    """
-
-    latency_target: float = 0.1
-    max_window_bytes: int = 64 * 1024 * 1024
-    max_window_messages: int = 1 << 20
-    min_epoch: float = 0.05
-    rate_time_constant: float = 0.5
-    shrink_time_constant: float = 0.25
-    rtt_probe_interval: float = 1.0
-    feedback: bool = True
-
-    def validate(self) -> AutoTune:
-        """Return self, or raise ``ValueError`` naming what is out of range."""
-        problems = []
-        for name in (
-            "latency_target",
-            "min_epoch",
-            "rate_time_constant",
-            "shrink_time_constant",
-            "rtt_probe_interval",
-        ):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                problems.append(f"{name} = {value!r} must be a finite number >= 0")
-        if self.rate_time_constant <= 0 or self.shrink_time_constant <= 0:
-            problems.append("the time constants must be > 0")
-        if self.rtt_probe_interval <= 0:
-            problems.append("rtt_probe_interval must be > 0")
-        if self.max_window_bytes < 1 or self.max_window_messages < FLOOR_MESSAGES:
-            problems.append(
-                f"max_window_bytes must be >= 1 and max_window_messages >= {FLOOR_MESSAGES}"
-            )
-        if problems:
-            raise ValueError("invalid AutoTune: " + "; ".join(problems) + " (spec §8.9)")
-        return self
-
-
-class WindowReason(enum.Enum):
-    """Why a window last changed (spec §8.9 rule 7, §14)."""
-
-    STATIC = "static"  # no tuning: the HELLO settings, refilled by spec §8.6
-    INITIAL = "initial"  # tuning, but no epoch has ended yet
-    GROW = "grow"  # credit ran out while the consumer kept up: toward the BDP (rule 4)
-    LATENCY = "latency"  # toward rate x (rtt + latency target) (rule 3)
-    FLOOR = "floor"  # held at the floor (rule 5)
-    CAP = "cap"  # held at max_window_* (rule 5)
-    BUDGET = "budget"  # held at the memory budget's fair share (rule 8)
-
-
-@dataclass(frozen=True, slots=True)
-class WindowInfo:
-    """A snapshot of one receive window and its tuner (spec §14).
-
-    Attributes:
-        window_bytes / window_messages: the current window (limit ≈ consumed + window).
-        reason: why it last changed.
-        changes: how many times the tuner changed it.
-        rate_bytes / rate_messages: the consumer's smoothed rate per second (0 until
-            the first epoch ends, or without tuning).
-    """
-
-    window_bytes: int
-    window_messages: int
-    reason: WindowReason
-    changes: int
-    rate_bytes: float
-    rate_messages: float
-
-
-class RttEstimator:
-    """Round-trip times measured by PING (spec §8.9 rule 2).
-
-    ``minimum`` is the least sample of the connection: queueing behind data inflates
-    later samples, and a window grown from inflated samples would inflate them further.
-    """
-
-    __slots__ = ("latest", "minimum", "samples", "smoothed")
-
-    def __init__(self) -> None:
-        self.latest: float | None = None
-        self.smoothed: float | None = None
-        self.minimum: float | None = None
-        self.samples = 0
-
-    def add(self, rtt: float) -> None:
-        """One sample, in seconds."""
-        rtt = max(0.0, rtt)
-        self.samples += 1
-        self.latest = rtt
-        self.smoothed = rtt if self.smoothed is None else self.smoothed + (rtt - self.smoothed) / 8
-        self.minimum = rtt if self.minimum is None else min(self.minimum, rtt)
-
-
-class WindowTuner:
-    """Sizes one stream's receive window from what its consumer does (spec §8.9).
-
-    The rules, numbered as in spec §8.9 (L is the latency target, rtt the least RTT):
-
-    1. **Epochs.** The first release starts an epoch; an epoch ends at the first release
-       at least ``max(min_epoch, rtt)`` after it began (rtt as known then). During an
-       epoch the tuner counts the bytes and messages consumed, the least messages still
-       held right after a release (the standing queue ``Qm``, with ``Qb`` the bytes held
-       at that moment), and whether BLOCKED arrived.
-    2. **Rates.** At the end of an epoch of ``dt`` seconds: samples ``sb = bytes / dt``
-       and ``sm = messages / dt``; smoothed rates ``R += (1 - exp(-dt / tau)) (s - R)``,
-       starting at the first sample.
-    3. **Latency target.** With the horizon ``H = max(rtt + L, 2 rtt)``, the target is
-       ``Tb = Rb H`` bytes and ``Tm = Rm H`` messages: a round trip in flight and L
-       queued, and never less than two round trips, because the replenish threshold
-       (half the window, spec §8.6) is consumed before credit goes back.
-    4. **Growth.** The sender is *credit-limited* if BLOCKED arrived, or if
-       ``sb rtt + Qb >= 2/3 (W - T)`` or ``sm rtt + Qm >= 2/3 (Wm - Tm')`` (in flight
-       plus queued fill the credit the sender has once the threshold ``T``/``Tm'`` is
-       held back); the consumer *keeps up* if its queue emptied (``Qm == 0``). If both:
-       ``Tb = max(W, 2 max(sb, Rb) H)``, likewise ``Tm``: a credit-limited sender moves
-       ``(W - T) / rtt`` per second, so the window at least doubles per epoch until the
-       link, not credit, is the limit.
-    5. **Bounds.** ``tuned_floor(M) <= W <= max_window_bytes`` and
-       ``2 <= Wm <= max_window_messages``.
-    6. **Moving.** A larger target is taken at once; toward a smaller one the window
-       moves by ``1 - exp(-dt / tau_shrink)`` of the gap (an EMA). A window within 1/16
-       of its target stays as it is, unless it is past a bound.
-    7. **Never revoke.** Only the window changes; the replenish policy (spec §8.6) then
-       raises limits to ``consumed + window``, so a smaller window grants less and no
-       limit ever goes down.
-
-    Rule 8 (the connection window and the memory budget) is in ``Connection``.
-    """
-
-    __slots__ = (
-        "blocked",
-        "changes",
-        "config",
-        "epoch_bytes",
-        "epoch_end",
-        "epoch_messages",
-        "epoch_start",
-        "floor_bytes",
-        "queue_bytes",
-        "queue_messages",
-        "rate_bytes",
-        "rate_messages",
-        "rated",
-        "reason",
-    )
-
-    def __init__(self, config: AutoTune, max_message_bytes: int) -> None:
-        self.config = config
-        self.floor_bytes = tuned_floor(max_message_bytes)
-        self.epoch_start: float | None = None
-        self.epoch_end = -math.inf  # the first release at or after this ends the epoch
-        self.epoch_bytes = 0
-        self.epoch_messages = 0
-        self.queue_bytes = 0
-        self.queue_messages = 0
-        self.blocked = False
-        self.rate_bytes = 0.0
-        self.rate_messages = 0.0
-        self.rated = False
-        self.reason = WindowReason.INITIAL
-        self.changes = 0
-
-    def on_release(
-        self, rw: ReceiveWindow, nbytes: int, nmessages: int, now: float, rtt: float
-    ) -> bool:
-        """Count one release batch (already consumed in ``rw``); retune at an epoch's end.
-
-        This runs on every release, so it is a few additions and one comparison until
-        the epoch ends.
-
-        Returns:
-            Whether ``rw``'s window changed.
-        """
-        self.epoch_bytes += nbytes
-        self.epoch_messages += nmessages
-        held_messages = rw.received_messages - rw.consumed_messages
-        if held_messages < self.queue_messages:  # the standing queue (rule 1)
-            self.queue_messages = held_messages
-            self.queue_bytes = rw.received_bytes - rw.consumed_bytes
-        if now < self.epoch_end:
-            return False
-        start = self.epoch_start
-        if start is None:  # rule 1: the first release starts the first epoch
-            self._new_epoch(rw, now, rtt)
-            return False
-        changed = self._retune(rw, now - start, rtt)
-        self._new_epoch(rw, now, rtt)
-        return changed
-
-    def _new_epoch(self, rw: ReceiveWindow, now: float, rtt: float) -> None:
-        self.epoch_start = now
-        self.epoch_end = now + max(self.config.min_epoch, rtt)
-        self.epoch_bytes = 0
-        self.epoch_messages = 0
-        self.queue_bytes = rw.held_bytes
-        self.queue_messages = rw.held_messages
-        self.blocked = False
-
-    def _retune(self, rw: ReceiveWindow, dt: float, rtt: float) -> bool:
-        cfg = self.config
-        sample_bytes = self.epoch_bytes / dt  # rule 2
-        sample_messages = self.epoch_messages / dt
-        if self.rated:
-            weight = 1.0 - math.exp(-dt / cfg.rate_time_constant)
-            self.rate_bytes += weight * (sample_bytes - self.rate_bytes)
-            self.rate_messages += weight * (sample_messages - self.rate_messages)
-        else:
-            self.rate_bytes, self.rate_messages = sample_bytes, sample_messages
-            self.rated = True
-        latency = cfg.latency_target
-        horizon = max(rtt + latency, 2 * rtt)  # rule 3
-        window, window_messages = rw.window_bytes, rw.window_messages
-        usable = window - rw.threshold_bytes  # what the sender has once a threshold is held
-        usable_m = window_messages - rw.threshold_messages
-        credit_limited = (
-            self.blocked
-            or sample_bytes * rtt + self.queue_bytes >= CREDIT_LIMITED_SHARE * usable
-            or sample_messages * rtt + self.queue_messages >= CREDIT_LIMITED_SHARE * usable_m
-        )
-        keeps_up = self.queue_messages == 0  # the consumer caught up at least once
-        if credit_limited and keeps_up:  # rule 4
-            target = max(window, 2 * max(sample_bytes, self.rate_bytes) * horizon)
-            target_m = max(window_messages, 2 * max(sample_messages, self.rate_messages) * horizon)
-            reason = WindowReason.GROW
-        else:  # rule 3
-            target = self.rate_bytes * horizon
-            target_m = self.rate_messages * horizon
-            reason = WindowReason.LATENCY
-        shrink = 1.0 - math.exp(-dt / cfg.shrink_time_constant)  # rule 6
-        new = target if target >= window else window - (window - target) * shrink
-        new_m = (
-            target_m
-            if target_m >= window_messages
-            else (window_messages - (window_messages - target_m) * shrink)
-        )
-        new_bytes, low, high = _bounded(new, self.floor_bytes, cfg.max_window_bytes)  # rule 5
-        new_messages, low_m, high_m = _bounded(new_m, FLOOR_MESSAGES, cfg.max_window_messages)
-        if high or high_m:
-            reason = WindowReason.CAP
-        elif low and low_m:
-            reason = WindowReason.FLOOR
-        if not (low or high) and abs(target - window) < window * MIN_CHANGE_SHARE:
-            new_bytes = window  # rule 6: close enough to the target already
-        if not (low_m or high_m) and abs(target_m - window_messages) < (
-            window_messages * MIN_CHANGE_SHARE
-        ):
-            new_messages = window_messages
-        if new_bytes == window and new_messages == window_messages:
-            return False
-        rw.set_window(new_bytes, new_messages)  # rule 7: limits themselves never go down
-        self.reason = reason
-        self.changes += 1
-        return True
-
-
-def _bounded(value: float, low: int, high: int) -> tuple[int, bool, bool]:
-    """``value`` rounded into ``low..high``, and whether it was raised or lowered to fit.
-
-    The floor wins over a cap below it: progress first (spec §8.5).
-    """
-    n = int(value + 0.5)
-    high = max(high, low)
-    if n <= low:
-        return low, True, False
-    if n >= high:
-        return high, False, True
-    return n, False, False
-
-
-class MemoryBudget:
-    """A cap on the credit that many connections of one receiver grant together (spec §8.9).
-
-    Share one budget between the connections of a process (the Trio layer takes it as
-    ``memory_budget=``); it is not thread-safe. Its members are connection receive
-    windows. Rules B1-B5 of spec §8.9:
-
-    - **B1** A member's commitment is ``conn_limit - conn_consumed``, the most its peer
-      can make it hold (spec §8.4); ``committed`` is their sum and never exceeds
-      ``capacity`` (``peak`` records the most it reached).
-    - **B2** A connection is admitted with an initial window of
-      ``min(connection_bytes, free // 16)``, at least its floor, if ``free``
-      (``capacity - committed``) covers the floor; otherwise it is refused. A small start
-      leaves room for the connections that arrive together; tuning grows it to its share.
-    - **B3** Shares are max-min fair: each member gets its floor, and what is left is
-      shared out by water-filling over what members want above their floors.
-    - **B4** A raise of a member's limit is cut to ``max(need, min(raise, free))``,
-      where ``need`` is what the floor of spec §8.5 requires; a cut raise below the
-      replenish threshold is not sent unless needed.
-    - **B5** ``need`` never exceeds what was just consumed, so B4 never takes
-      ``committed`` above ``capacity``.
-    """
-
-    def __init__(self, capacity_bytes: int) -> None:
-        if type(capacity_bytes) is not int or capacity_bytes < 1:
-            raise ValueError(
-                f"a memory budget needs a positive byte capacity, not {capacity_bytes!r}"
-            )
-        self.capacity = capacity_bytes
-        self.committed = 0
-        self.peak = 0
-        self.refused = 0
-        self._members: dict[ReceiveWindow, list[int]] = {}  # member -> [floor, demand]
-        self._shares: dict[ReceiveWindow, int] | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"<MemoryBudget {self.committed}/{self.capacity} bytes committed, "
-            f"{len(self._members)} members>"
-        )
-
-    @property
-    def members(self) -> int:
-        return len(self._members)
-
-    @property
-    def free(self) -> int:
-        """Bytes not committed."""
-        return self.capacity - self.committed
-
-    def note_peak(self) -> None:
-        if self.committed > self.peak:
-            self.peak = self.committed
-
-    def initial_window(self, want: int, floor: int) -> int | None:
-        """The initial connection window for a newcomer, or ``None`` to refuse it (B2)."""
-        free = self.free
-        if free < floor:
-            self.refused += 1
-            return None
-        return max(floor, min(want, free // ADMISSION_SHARE))
-
-    def join(self, member: ReceiveWindow, floor: int, demand: int) -> None:
-        """Count ``member``'s commitment from now on (B1)."""
-        member.budget = self
-        self._members[member] = [floor, demand]
-        self.committed += member.advertised_bytes - member.consumed_bytes
-        self.note_peak()
-        self._shares = None
-
-    def leave(self, member: ReceiveWindow) -> None:
-        """Stop counting ``member`` (its connection closed); leaving twice does nothing."""
-        if self._members.pop(member, None) is None:
-            return
-        member.budget = None
-        self.committed -= member.advertised_bytes - member.consumed_bytes
-        self._shares = None
-
-    def set_demand(self, member: ReceiveWindow, demand: int) -> None:
-        """The window ``member`` would like; shares are recomputed when next asked for."""
-        entry = self._members.get(member)
-        if entry is not None and entry[1] != demand:
-            entry[1] = demand
-            self._shares = None
-
-    def share(self, member: ReceiveWindow) -> int:
-        """``member``'s fair share (B3): the most its window may be."""
-        shares = self._shares
-        if shares is None:
-            shares = self._shares = self._water_fill()
-        return shares.get(member, 0)
-
-    def _water_fill(self) -> dict[ReceiveWindow, int]:
-        members = self._members
-        shares = {m: floor for m, (floor, _) in members.items()}
-        extra = self.capacity - sum(shares.values())
-        wants = sorted(
-            ((max(0, demand - floor), m) for m, (floor, demand) in members.items()),
-            key=lambda item: item[0],
-        )
-        left = len(wants)
-        for want, m in wants:
-            if extra <= 0:
-                break
-            give = min(want, extra // left)
-            shares[m] += give
-            extra -= give
-            left -= 1
-        return shares
-
-    def clip(self, grant: int, need: int) -> int:
-        """How much of a raise of ``grant`` bytes the budget allows (B4)."""
-        return max(need, min(grant, self.capacity - self.committed), 0)

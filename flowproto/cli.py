@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import click
 
-from ._credit import AutoTune
+from ._autotune import AutoTune
 from ._frames import Settings
 
 _DEFAULTS = Settings()

@@ -43,8 +43,8 @@ import trio
 if sys.version_info < (3, 11):  # trio depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
+from ._autotune import AutoTune, MemoryBudget
 from ._connection import Connection, Role
-from ._credit import AutoTune, MemoryBudget
 from ._errors import ErrorCode, FlowProtoError, KeepaliveTimeout, RemoteProtocolError
 from ._events import (
     ConnectionClosed,

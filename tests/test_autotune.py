@@ -35,7 +35,7 @@ from flowproto import (
     WindowReason,
     WindowTuner,
 )
-from flowproto._credit import FLOOR_MESSAGES, tuned_floor
+from flowproto._autotune import FLOOR_MESSAGES, tuned_floor
 
 PROPERTY = settings(max_examples=200, deadline=None)
 KIB = 1024
