@@ -19,7 +19,6 @@ message. Timed work (keepalive, BLOCKED repeats) takes ``now`` in
 from __future__ import annotations
 
 import dataclasses
-import enum
 from typing import Final
 
 from ._autotune import (
@@ -61,7 +60,6 @@ from ._frames import (
     MAX_COUNTER,
     MAX_FEEDBACK_RATE,
     MAX_PING_ID,
-    MAX_STREAM_ID,
     PREFACE,
     PREFACE_SIZE,
     STREAM_ID_MASK,
@@ -90,6 +88,7 @@ from ._state import (
     StreamState,
     next_state,
 )
+from ._streams import Role, StreamRecord, StreamTable
 
 __all__ = ["Connection", "Role"]
 
@@ -125,42 +124,6 @@ class _Blocked:
     def __init__(self, limits: tuple[int, int | None]) -> None:
         self.limits = limits
         self.sent_at: float | None = None  # set by the first handle_timeout after it
-
-
-class Role(enum.Enum):
-    """Which end of the transport this is; it fixes stream-id parity (spec §6.1)."""
-
-    INITIATOR = 1  # connected; opens odd stream ids
-    ACCEPTOR = 2  # accepted; opens even stream ids
-
-
-class _Stream:
-    """One stream's state and credit in both directions."""
-
-    __slots__ = (
-        "feedback",
-        "id",
-        "partial",
-        "partial_len",
-        "peer_consumed",
-        "recv",
-        "reported_consumed",
-        "send",
-        "state",
-        "tuner",
-    )
-
-    def __init__(self, stream_id: int, send: SendCredit, recv: ReceiveWindow) -> None:
-        self.id = stream_id
-        self.state = StreamState.OPEN
-        self.send = send
-        self.recv = recv
-        self.partial: list[bytes] | None = None  # fragments of a message in progress
-        self.partial_len = 0
-        self.peer_consumed: int | None = None  # spec §10.5: the peer's last "consumed"
-        self.reported_consumed = 0  # the "consumed" of our last CREDIT on this stream
-        self.tuner: WindowTuner | None = None  # spec §8.9: sizes recv's window
-        self.feedback: tuple[int | None, int | None] | None = None  # the peer's (rate, depth)
 
 
 class Connection:
@@ -223,14 +186,8 @@ class Connection:
         self.ping_timeout = ping_timeout
         self.blocked_interval = blocked_interval
         ls = self.local_settings
-        self._streams: dict[int, _Stream] = {}
-        self._parity = 1 if role is Role.INITIATOR else 0  # our ids are odd for the initiator
-        self._open_count = [0, 0]  # table entries by parity: [even, odd]
-        self._next_local_id = 1 if role is Role.INITIATOR else 2
-        self._highest_peer_id = 0
-        self._highest_accepted_peer_id = 0  # what our GOAWAY names as processed (spec §10.4)
-        self._goaway_sent_last: int | None = None  # spec §10.4
-        self._goaway_received_last: int | None = None
+        self._table = StreamTable(role)  # spec §6: ids, parity, open counts, GOAWAY bounds
+        self._streams = self._table.records  # the receive hot path reads it directly
         self._conn_send = SendCredit(0)  # the peer's connection limit arrives in its HELLO
         self._conn_recv = ReceiveWindow(ls.connection_bytes, MAX_COUNTER, ls.max_message_bytes)
         self._out: list[bytes | memoryview] = [PREFACE, HelloFrame(ls).encode()]
@@ -314,12 +271,7 @@ class Connection:
 
     def stream_state(self, stream_id: int) -> StreamState:
         """The stream's state; a stream not in the table is IDLE or CLOSED (spec §6.3)."""
-        st = self._streams.get(stream_id)
-        if st is not None:
-            return st.state
-        if stream_id % 2 == self._parity:
-            return StreamState.CLOSED if stream_id < self._next_local_id else StreamState.IDLE
-        return StreamState.CLOSED if stream_id <= self._highest_peer_id else StreamState.IDLE
+        return self._table.state_of(stream_id)
 
     def send_capacity(self, stream_id: int) -> tuple[int, int]:
         """(bytes, messages) we may send on the stream now: the least of its limits (spec §8.3)."""
@@ -384,8 +336,7 @@ class Connection:
         return (
             self.state is ConnectionState.OPEN
             and self.peer_settings is not None
-            and self._open_count[self._parity] < self.peer_settings.max_streams
-            and self._next_local_id <= MAX_STREAM_ID
+            and self._table.can_open_local(self.peer_settings.max_streams)
         )
 
     # --- streams -------------------------------------------------------------------------
@@ -409,30 +360,28 @@ class Connection:
                 f"the peer allows {self.peer_settings.max_streams} concurrent streams (spec §6.4)",
                 ErrorCode.REFUSED_STREAM,
             )
-        stream_id = self._next_local_id
-        self._next_local_id += 2
+        stream_id = self._table.allocate_local_id()
         st = self._new_stream(stream_id)
         self._queue(
             CreditFrame(stream_id, st.recv.advertised_bytes, st.recv.advertised_messages, 0)
         )
         return stream_id
 
-    def _new_stream(self, stream_id: int) -> _Stream:
+    def _new_stream(self, stream_id: int) -> StreamRecord:
         peer = self.peer_settings
         assert peer is not None
         ls = self.local_settings
-        st = _Stream(
+        st = StreamRecord(
             stream_id,
             SendCredit(peer.stream_bytes, peer.stream_messages),
             ReceiveWindow(ls.stream_bytes, ls.stream_messages, ls.max_message_bytes),
         )
         if self.autotune is not None:
             st.tuner = WindowTuner(self.autotune, ls.max_message_bytes)  # spec §8.9
-        self._streams[stream_id] = st
-        self._open_count[stream_id & 1] += 1
+        self._table.add(st)
         return st
 
-    def _sendable(self, stream_id: int) -> _Stream:
+    def _sendable(self, stream_id: int) -> StreamRecord:
         st = self._streams.get(stream_id)
         if st is None or st.state not in SENDING_STATES:
             state = self.stream_state(stream_id)
@@ -548,7 +497,7 @@ class Connection:
             self.end_stream(sid)
         return sent
 
-    def _has_credit(self, st: _Stream, n: int) -> bool:
+    def _has_credit(self, st: StreamRecord, n: int) -> bool:
         send = st.send
         conn = self._conn_send
         ok = True
@@ -561,7 +510,9 @@ class Connection:
             ok = False
         return ok
 
-    def _emit(self, st: _Stream, payload: bytes, n: int, max_frame: int, end_stream: bool) -> None:
+    def _emit(
+        self, st: StreamRecord, payload: bytes, n: int, max_frame: int, end_stream: bool
+    ) -> None:
         st.send.sent_bytes += n
         st.send.sent_messages += 1
         self._conn_send.sent_bytes += n
@@ -643,7 +594,7 @@ class Connection:
         self._maybe_forget(st)
         return credit
 
-    def _final_report(self, st: _Stream) -> None:
+    def _final_report(self, st: StreamRecord) -> None:
         # spec §10.5 "Final report": the peer ended the stream and every message was
         # consumed; tell it the final count (limits restated) if it does not know it yet.
         rw = st.recv
@@ -683,7 +634,7 @@ class Connection:
             self._advance(st, StreamInput.SEND_RESET, local=True)
         self._discard(st)
 
-    def _discard(self, st: _Stream) -> None:
+    def _discard(self, st: StreamRecord) -> None:
         # spec §8.8: data that will never be consumed returns connection credit at once.
         self._conn_recv.consume(st.recv.consume_all(), 0)
         st.partial = None
@@ -691,14 +642,14 @@ class Connection:
         self._update_connection_credit()
         self._maybe_forget(st)
 
-    def _maybe_forget(self, st: _Stream) -> None:
+    def _maybe_forget(self, st: StreamRecord) -> None:
         # spec §6.3: a closed stream leaves the table once its received messages are all
         # released; its max_streams slot was freed when it closed (see _advance).
         if st.state is StreamState.CLOSED and st.recv.held_messages == 0 and st.partial is None:
             self._streams.pop(st.id, None)
             self._blocked.pop(st.id, None)
 
-    def _advance(self, st: _Stream, event: StreamInput, *, local: bool) -> None:
+    def _advance(self, st: StreamRecord, event: StreamInput, *, local: bool) -> None:
         new = next_state(st.state, event)
         if new is None:
             message = (
@@ -713,7 +664,7 @@ class Connection:
         if new is StreamState.CLOSED:
             # spec §6.4: only open and half-closed streams count, even while messages
             # received on a closed one wait to be released.
-            self._open_count[st.id & 1] -= 1
+            self._table.closed(st)
         st.state = new
 
     # --- connection-level verbs ----------------------------------------------------------
@@ -746,10 +697,7 @@ class Connection:
         """
         if self.state is ConnectionState.CLOSED:
             return
-        last = self._highest_accepted_peer_id
-        if self._goaway_sent_last is not None:
-            last = min(last, self._goaway_sent_last)  # spec §10.4: never raise last_stream
-        self._goaway_sent_last = last
+        last = self._table.goaway_last_stream()  # spec §10.4: never raises last_stream
         self._queue(GoAwayFrame(last, error_code, reason))
         if error_code is ErrorCode.NO_ERROR:
             if self.state is ConnectionState.OPEN:
@@ -761,8 +709,7 @@ class Connection:
     def finished(self) -> bool:
         """True when the connection is closed, or closing with no stream left (spec §10.4)."""
         return self.state is ConnectionState.CLOSED or (
-            self.state is ConnectionState.CLOSING
-            and not any(st.state is not StreamState.CLOSED for st in self._streams.values())
+            self.state is ConnectionState.CLOSING and not self._table.any_open()
         )
 
     def _check_open(self) -> None:
@@ -773,9 +720,7 @@ class Connection:
         """A connection error (spec §10.2): GOAWAY with the error's code, then closed."""
         if self.state is ConnectionState.CLOSED:
             return
-        last = self._highest_accepted_peer_id
-        if self._goaway_sent_last is not None:
-            last = min(last, self._goaway_sent_last)
+        last = self._table.goaway_last_stream()
         versions = (VERSION,) if exc.error_code is ErrorCode.VERSION_MISMATCH else None
         self._queue(GoAwayFrame(last, exc.error_code, str(exc), versions))
         self.state = ConnectionState.CLOSED
@@ -895,7 +840,7 @@ class Connection:
         if self.budget is not None:
             self.budget.leave(self._conn_recv)
 
-    def _feedback(self, st: _Stream) -> tuple[int | None, int | None]:
+    def _feedback(self, st: StreamRecord) -> tuple[int | None, int | None]:
         # spec §8.10: the consumer's smoothed rate and its queue, once a rate is measured.
         tuner = st.tuner
         assert tuner is not None and self.autotune is not None
@@ -1206,7 +1151,7 @@ class Connection:
         sid: int,
         length: int,
         flags: int,
-        st: _Stream | None,
+        st: StreamRecord | None,
         events: list[Event],
         pending: dict[int, _Batch],
     ) -> None:
@@ -1219,10 +1164,10 @@ class Connection:
         self._conn_check(length)
         truncates = flags & _END_STREAM and not flags & _END_MESSAGE
         if st is None:
-            if not self._is_idle(sid):
+            if not self._table.is_idle(sid):
                 return  # closed: spec §6.5
-            self._check_peer_open(sid)
-            if self._beyond_our_goaway(sid) or self._would_refuse(sid):
+            self._table.check_peer_open(sid)
+            if self._table.beyond_our_goaway(sid) or self._would_refuse(sid):
                 return
             ls = self.local_settings
             if length > ls.stream_bytes:
@@ -1258,9 +1203,9 @@ class Connection:
     def _would_refuse(self, sid: int) -> bool:
         return (
             self.state is not ConnectionState.OPEN and self.state is not ConnectionState.CLOSING
-        ) or self._open_count[sid & 1] >= self.local_settings.max_streams
+        ) or self._table.at_peer_limit(sid, self.local_settings.max_streams)
 
-    def _too_large(self, st: _Stream, events: list[Event], pending: dict[int, _Batch]) -> None:
+    def _too_large(self, st: StreamRecord, events: list[Event], pending: dict[int, _Batch]) -> None:
         # spec §7.3: the stream is reset; the connection lives.
         self._flush(st.id, events, pending)
         self._stream_error(
@@ -1275,51 +1220,31 @@ class Connection:
         if conn.received_bytes + length > conn.advertised_bytes:
             conn.receive(length, 0, "the connection")  # raises
 
-    def _is_idle(self, sid: int) -> bool:
-        if sid & 1 == self._parity:
-            return sid >= self._next_local_id
-        return sid > self._highest_peer_id
-
-    def _beyond_our_goaway(self, sid: int) -> bool:
-        """A new peer stream our GOAWAY already refused: treated as closed (spec §10.4)."""
-        return (
-            self._goaway_sent_last is not None
-            and sid & 1 != self._parity
-            and sid > self._goaway_sent_last
-        )
-
-    def _check_peer_open(self, sid: int) -> None:
-        # spec §6.1: a new stream has the peer's parity; ours would be idle.
-        if sid & 1 == self._parity:
-            raise RemoteProtocolError(
-                f"frame on stream {sid}, which this side has not opened (spec §6.1)"
-            )
-
-    def _open_peer_stream(self, sid: int, events: list[Event]) -> _Stream | None:
+    def _open_peer_stream(self, sid: int, events: list[Event]) -> StreamRecord | None:
         """The peer's first frame on a new stream id (spec §6.2); None if not processed."""
-        self._check_peer_open(sid)
-        self._highest_peer_id = sid  # spec §6.1: skipped ids are closed, nothing allocated
-        if self._goaway_sent_last is not None and sid > self._goaway_sent_last:
+        self._table.check_peer_open(sid)
+        self._table.note_peer_id(sid)  # spec §6.1: skipped ids are closed
+        if self._table.beyond_our_goaway(sid):
             return None  # spec §10.4: not processed
         if self.state is not ConnectionState.OPEN and self.state is not ConnectionState.CLOSING:
             return None
-        if self._open_count[sid & 1] >= self.local_settings.max_streams:
+        if self._table.at_peer_limit(sid, self.local_settings.max_streams):
             # spec §6.4: refuse it; the connection lives. Refusals spend the budget (§10.7.1).
             self._glitch(f"stream {sid} over max_streams = {self.local_settings.max_streams}")
             self._queue(ResetFrame(sid, ErrorCode.REFUSED_STREAM, "too many concurrent streams", 0))
             self._count_reply()
             return None
         st = self._new_stream(sid)
-        self._highest_accepted_peer_id = sid
+        self._table.highest_accepted_peer_id = sid
         events.append(StreamOpened(sid))
         return st
 
-    def _stream_for_frame(self, sid: int, events: list[Event]) -> _Stream | None:
+    def _stream_for_frame(self, sid: int, events: list[Event]) -> StreamRecord | None:
         """The stream a received stream-level frame is for, opening it if new; None if closed."""
         st = self._streams.get(sid)
         if st is not None:
             return st
-        if self._is_idle(sid):
+        if self._table.is_idle(sid):
             return self._open_peer_stream(sid, events)
         return None
 
@@ -1333,7 +1258,7 @@ class Connection:
     ) -> None:
         """DATA off the hot path: new streams, fragments, END_STREAM, closed streams."""
         length = len(body)
-        if sid not in self._streams and self._is_idle(sid):
+        if sid not in self._streams and self._table.is_idle(sid):
             # The header-time checks of a new stream, in the order a frame whose body
             # has not arrived yet gets them, so a split never changes the outcome (§4.2).
             self._check_data_header(sid, length, flags, None, events, pending)
@@ -1433,7 +1358,9 @@ class Connection:
                 ErrorCode.ENHANCE_YOUR_CALM,
             )
 
-    def _stream_error(self, st: _Stream, code: ErrorCode, reason: str, events: list[Event]) -> None:
+    def _stream_error(
+        self, st: StreamRecord, code: ErrorCode, reason: str, events: list[Event]
+    ) -> None:
         """Reset one stream for the peer's error (spec §10.3)."""
         self._glitch(f"{code.name} on stream {st.id}")  # spec §10.7.1: resets we are made to send
         self._queue(ResetFrame(st.id, code, reason, st.recv.consumed_messages))
@@ -1492,7 +1419,7 @@ class Connection:
             limits: tuple[int, int | None] = (self._conn_recv.advertised_bytes, None)
             st = None
         else:
-            was_idle = self._is_idle(sid)
+            was_idle = self._table.is_idle(sid)
             st = self._stream_for_frame(sid, events)
             if st is None or st.state not in RECEIVING_STATES:
                 # spec §5.4: ignored on closed and half-closed (remote) streams.
@@ -1531,7 +1458,7 @@ class Connection:
                 self._glitch("CREDIT raising the connection limit by too little")
             return
         sid = frame.stream_id
-        was_idle = self._is_idle(sid)
+        was_idle = self._table.is_idle(sid)
         st = self._stream_for_frame(sid, events)
         if st is None:
             if not was_idle:
@@ -1541,7 +1468,7 @@ class Connection:
         old_bytes = send.limit_bytes
         old_messages = send.limit_messages
         old_consumed = st.peer_consumed
-        self._record_consumed(st, frame.consumed)
+        st.record_consumed(frame.consumed)
         if frame.rate is not None or frame.depth is not None:
             st.feedback = (frame.rate, frame.depth)  # spec §8.10: advice, never credit
         if send.grant(frame.bytes_limit, frame.messages_limit) and st.state in SENDING_STATES:
@@ -1563,32 +1490,19 @@ class Connection:
         step = replenish_threshold(peer_window, peer.max_message_bytes)
         return min(self.limits.min_credit_step, step)
 
-    @staticmethod
-    def _record_consumed(st: _Stream, consumed: int | None) -> None:
-        # spec §5.3, §10.5: "consumed" never goes down, and never past what we sent.
-        if consumed is None:
-            return
-        if consumed > st.send.sent_messages:
-            raise RemoteProtocolError(
-                f"peer reports {consumed} messages consumed on stream {st.id}, but only "
-                f"{st.send.sent_messages} were sent (spec §5.3)"
-            )
-        if st.peer_consumed is None or consumed > st.peer_consumed:
-            st.peer_consumed = consumed
-
     def _on_reset(self, frame: ResetFrame, events: list[Event]) -> None:
         sid = frame.stream_id
         st = self._streams.get(sid)
         if st is None:
-            if self._is_idle(sid) and not self._beyond_our_goaway(sid):
+            if self._table.is_idle(sid) and not self._table.beyond_our_goaway(sid):
                 raise RemoteProtocolError(f"RESET on idle stream {sid} (spec §5.7)")
             self._glitch(f"RESET on closed stream {sid}")  # spec §10.7.1
             return  # spec §6.5: never answer a RESET with a RESET
-        if st.state is StreamState.CLOSED or sid & 1 != self._parity:
+        if st.state is StreamState.CLOSED or not self._table.is_ours(sid):
             # spec §10.7.1: a stream the peer opened and reset made us work for nothing
             # ("Rapid Reset"); a RESET on a closed stream changes nothing.
             self._glitch(f"RESET of stream {sid}")
-        self._record_consumed(st, frame.consumed)
+        st.record_consumed(frame.consumed)
         if st.state is not StreamState.CLOSED:
             self._advance(st, StreamInput.RECV_RESET, local=False)
             events.append(StreamReset(sid, frame.code, frame.reason, True, frame.consumed))
@@ -1597,14 +1511,11 @@ class Connection:
     def _on_goaway(
         self, frame: GoAwayFrame, events: list[Event], pending: dict[int, _Batch]
     ) -> None:
-        last = frame.last_stream
-        if self._goaway_received_last is not None:
-            last = min(last, self._goaway_received_last)  # spec §10.4: keep the lowest
-        self._goaway_received_last = last
+        last = self._table.goaway_received(frame.last_stream)  # spec §10.4: the lowest
         events.append(GoAwayReceived(last, frame.code, frame.reason))
         # spec §10.4: our streams above last_stream were not processed: safe to retry.
         for st in list(self._streams.values()):
-            if st.id & 1 == self._parity and st.id > last and st.state is not StreamState.CLOSED:
+            if self._table.is_ours(st.id) and st.id > last and st.state is not StreamState.CLOSED:
                 self._flush(st.id, events, pending)
                 self._advance(st, StreamInput.RECV_RESET, local=False)
                 events.append(
@@ -1629,8 +1540,6 @@ class Connection:
             st.partial is not None for st in self._streams.values()
         )
         # spec §10.6: the normal end is EOF after a GOAWAY (either way) with no stream open.
-        goaway = self._goaway_received_last is not None or self._goaway_sent_last is not None
-        open_streams = any(st.state is not StreamState.CLOSED for st in self._streams.values())
-        clean = goaway and not truncated and not open_streams
+        clean = self._table.goaway_seen and not truncated and not self._table.any_open()
         self.state = ConnectionState.CLOSED
         return [ConnectionClosed(clean, truncated)]
