@@ -30,7 +30,7 @@ from ._autotune import (
     WindowTuner,
     tuned_floor,
 )
-from ._credit import ReceiveWindow, SendCredit, replenish_threshold
+from ._credit import ReceiveWindow, SendCredit, replenish_threshold, send_room, spend
 from ._errors import (
     ConnectionClosedError,
     ErrorCode,
@@ -60,7 +60,6 @@ from ._frames import (
     MAX_COUNTER,
     MAX_FEEDBACK_RATE,
     MAX_PING_ID,
-    PREFACE,
     PREFACE_SIZE,
     STREAM_ID_MASK,
     VERSION,
@@ -80,6 +79,7 @@ from ._frames import (
     parse_frame,
 )
 from ._limits import Limits
+from ._outbound import Outbound
 from ._state import (
     RECEIVING_STATES,
     SENDING_STATES,
@@ -114,16 +114,6 @@ class _Batch:
         self.index = index  # where its MessagesReceived goes in the event list
         self.messages = [message]
         self.nbytes = len(message)
-
-
-class _Blocked:
-    """A BLOCKED we reported: the limits it named and when it was last sent (spec §8.7)."""
-
-    __slots__ = ("limits", "sent_at")
-
-    def __init__(self, limits: tuple[int, int | None]) -> None:
-        self.limits = limits
-        self.sent_at: float | None = None  # set by the first handle_timeout after it
 
 
 class Connection:
@@ -190,10 +180,8 @@ class Connection:
         self._streams = self._table.records  # the receive hot path reads it directly
         self._conn_send = SendCredit(0)  # the peer's connection limit arrives in its HELLO
         self._conn_recv = ReceiveWindow(ls.connection_bytes, MAX_COUNTER, ls.max_message_bytes)
-        self._out: list[bytes | memoryview] = [PREFACE, HelloFrame(ls).encode()]
-        self._urgent: list[bytes] = []  # PONG goes ahead of queued DATA (spec §5.5)
-        self._preface_queued = True
-        self._replies = 0  # replies queued since data_to_send() last took the output
+        self._output = Outbound(ls, self.limits.max_queued_replies)  # preface and HELLO
+        self._out = self._output.out  # the send hot path appends to it directly
         self._inbuf = bytearray()
         self._need = 0  # bytes _inbuf must reach before parsing can make progress
         self._next_ping_id = 0
@@ -202,7 +190,6 @@ class Connection:
         self._keepalive_sent_at = 0.0
         self._last_rx = 0.0
         self._rx_since_tick = True
-        self._blocked: dict[int, _Blocked] = {}  # stream id (0 = connection) -> last report
         # spec §10.7.1: the glitch budget, a token bucket refilled by time and by progress.
         self.glitches = 0
         self._glitch_tokens = float(self.limits.glitch_burst)
@@ -231,26 +218,12 @@ class Connection:
 
     def data_to_send(self) -> bytes:
         """Everything queued so far, possibly ``b""``; the queue is then empty."""
-        out = self._out
-        if self._urgent:
-            at = 2 if self._preface_queued else 0  # never ahead of our preface and HELLO
-            out[at:at] = self._urgent
-            self._urgent.clear()
-        if not out:
-            return b""
-        self._preface_queued = False
-        self._replies = 0
-        data = b"".join(out)
-        out.clear()
-        return data
+        return self._output.data_to_send()
 
     @property
     def has_data_to_send(self) -> bool:
         """True if ``data_to_send()`` would return bytes."""
-        return bool(self._out or self._urgent)
-
-    def _queue(self, frame: Frame) -> None:
-        self._out.append(frame.encode())
+        return self._output.has_data
 
     # --- information ---------------------------------------------------------------------
 
@@ -362,7 +335,7 @@ class Connection:
             )
         stream_id = self._table.allocate_local_id()
         st = self._new_stream(stream_id)
-        self._queue(
+        self._output.queue(
             CreditFrame(stream_id, st.recv.advertised_bytes, st.recv.advertised_messages, 0)
         )
         return stream_id
@@ -435,12 +408,7 @@ class Connection:
         assert peer is not None
         max_message = peer.max_message_bytes
         max_frame = peer.max_frame_bytes
-        send = st.send
-        conn = self._conn_send
-        out = self._out
-        sid = st.id
-        bytes_left = min(send.limit_bytes - send.sent_bytes, conn.limit_bytes - conn.sent_bytes)
-        messages_left = send.limit_messages - send.sent_messages  # type: ignore[operator]
+        bytes_left, messages_left = send_room(st.send, self._conn_send)  # spec §8.3
         count = len(payloads)
         if 8 <= count <= messages_left:
             # The whole batch in one go when credit covers it and no message needs
@@ -448,103 +416,69 @@ class Connection:
             lengths = list(map(len, payloads))
             nbytes = sum(lengths)
             if nbytes <= bytes_left and max(lengths) <= min(max_message, max_frame):
-                frames = [b""] * (2 * count)
-                frames[0::2] = [_pack_header(n, _DATA, _END_MESSAGE, sid) for n in lengths]
-                frames[1::2] = payloads
-                out += frames
-                send.sent_bytes += nbytes
-                send.sent_messages += count
-                conn.sent_bytes += nbytes
-                self._blocked.pop(sid, None)
+                spend(st.send, self._conn_send, nbytes, count)
+                self._output.whole_messages(st.id, payloads, lengths)
+                self._output.unblock(st.id)
                 if end_stream:
-                    self.end_stream(sid)
+                    self.end_stream(st.id)
                 return count
-        sent = 0
-        nbytes = 0
+        sent = nbytes = 0
         while sent < count:
-            payload = payloads[sent]
-            n = len(payload)
-            if n > max_message:
+            n = len(payloads[sent])
+            if n > max_message or n > bytes_left - nbytes or sent >= messages_left:
                 break
-            if n > bytes_left or not messages_left:
-                break
-            bytes_left -= n
-            messages_left -= 1
             nbytes += n
             sent += 1
-            if n <= max_frame:
-                out.append(_pack_header(n, _DATA, _END_MESSAGE, sid))
-                out.append(payload)
-            else:
-                self._fragment(sid, payload, n, max_frame, False)
-        send.sent_bytes += nbytes
-        send.sent_messages += sent
-        conn.sent_bytes += nbytes
+        spend(st.send, self._conn_send, nbytes, sent)
+        output = self._output
+        for payload in payloads[:sent]:
+            output.message(st.id, payload, max_frame, False)
         if sent < count:
-            payload = payloads[sent]
-            if len(payload) > max_message:
+            n = len(payloads[sent])
+            if n > max_message:
                 if sent:
                     return sent
                 raise LocalProtocolError(
-                    f"a {len(payload)}-byte message is over the peer's max_message_bytes = "
+                    f"a {n}-byte message is over the peer's max_message_bytes = "
                     f"{max_message} (spec §7.3)",
                     ErrorCode.MESSAGE_TOO_LARGE,
                 )
-            self._has_credit(st, len(payload))  # notes BLOCKED
+            self._has_credit(st, n)  # notes BLOCKED
             return sent
-        self._blocked.pop(sid, None)
+        output.unblock(st.id)
         if end_stream:
-            self.end_stream(sid)
+            self.end_stream(st.id)
         return sent
 
     def _has_credit(self, st: StreamRecord, n: int) -> bool:
+        """Whether credit covers an ``n``-byte message; if not, BLOCKED names the limit."""
+        bytes_left, messages_left = send_room(st.send, self._conn_send)
+        if n <= bytes_left and messages_left > 0:
+            return True
         send = st.send
+        if send.sent_bytes + n > send.limit_bytes or not messages_left:
+            self._output.note_blocked(st.id, (send.limit_bytes, send.limit_messages))
         conn = self._conn_send
-        ok = True
-        assert send.limit_messages is not None
-        if send.sent_bytes + n > send.limit_bytes or send.sent_messages >= send.limit_messages:
-            self._note_blocked(st.id, (send.limit_bytes, send.limit_messages))
-            ok = False
         if conn.sent_bytes + n > conn.limit_bytes:
-            self._note_blocked(0, (conn.limit_bytes, None))
-            ok = False
-        return ok
+            self._output.note_blocked(0, (conn.limit_bytes, None))
+        return False
 
     def _emit(
         self, st: StreamRecord, payload: bytes, n: int, max_frame: int, end_stream: bool
     ) -> None:
-        st.send.sent_bytes += n
-        st.send.sent_messages += 1
-        self._conn_send.sent_bytes += n
-        self._blocked.pop(st.id, None)
+        spend(st.send, self._conn_send, n, 1)
+        self._output.unblock(st.id)
         if end_stream:
             self._advance(st, StreamInput.SEND_END, local=True)
-        if n <= max_frame:
-            flags = _END_MESSAGE | _END_STREAM if end_stream else _END_MESSAGE
-            self._out.append(_pack_header(n, _DATA, flags, st.id))
-            self._out.append(payload)
-        else:
-            self._fragment(st.id, payload, n, max_frame, end_stream)
+        self._output.message(st.id, payload, max_frame, end_stream)
         if end_stream:
             self._maybe_forget(st)
-
-    def _fragment(self, sid: int, payload: bytes, n: int, max_frame: int, end_stream: bool) -> None:
-        # spec §7.1: fragments in order, the last with END_MESSAGE.
-        view = memoryview(payload)
-        out = self._out
-        for start in range(0, n, max_frame):
-            chunk = view[start : start + max_frame]
-            last = start + max_frame >= n
-            flags = (_END_MESSAGE | (_END_STREAM if end_stream else 0)) if last else 0
-            out.append(_pack_header(len(chunk), _DATA, flags, sid))
-            # bytes cannot change before data_to_send() joins them: no copy needed here
-            out.append(chunk if type(payload) is bytes else bytes(chunk))
 
     def end_stream(self, stream_id: int) -> None:
         """Half-close: send END_STREAM on an empty DATA frame; needs no credit (spec §7.2)."""
         st = self._sendable(stream_id)
         self._advance(st, StreamInput.SEND_END, local=True)
-        self._out.append(_pack_header(0, _DATA, _END_STREAM, stream_id))
+        self._output.end_stream(stream_id)
         self._maybe_forget(st)
 
     def release(
@@ -580,13 +514,13 @@ class Connection:
             update = st.recv.update()
             if update is not None:
                 rate, depth = self._feedback(st) if st.tuner is not None else (None, None)
-                self._queue(
+                self._output.queue(
                     CreditFrame(
                         stream_id, update[0], update[1], st.recv.consumed_messages, rate, depth
                     )
                 )
                 st.reported_consumed = st.recv.consumed_messages
-                self._replies += 1  # spec §10.7: CREDIT answers the peer's data
+                self._output.replies += 1  # spec §10.7: CREDIT answers the peer's data
                 credit = True
         else:
             self._final_report(st)
@@ -603,21 +537,21 @@ class Connection:
             and rw.held_messages == 0
             and rw.consumed_messages > st.reported_consumed
         ):
-            self._queue(
+            self._output.queue(
                 CreditFrame(
                     st.id, rw.advertised_bytes, rw.advertised_messages, rw.consumed_messages
                 )
             )
             st.reported_consumed = rw.consumed_messages
-            self._replies += 1  # spec §10.7
+            self._output.replies += 1  # spec §10.7
 
     def _update_connection_credit(self) -> None:
         if self.state is ConnectionState.CLOSED:
             return
         update = self._conn_recv.update()
         if update is not None:
-            self._queue(CreditFrame(0, update[0]))
-            self._replies += 1  # spec §10.7
+            self._output.queue(CreditFrame(0, update[0]))
+            self._output.replies += 1  # spec §10.7
 
     def reset_stream(
         self, stream_id: int, error_code: ErrorCode = ErrorCode.CANCEL, reason: str = ""
@@ -630,7 +564,7 @@ class Connection:
         if st is None:
             return
         if st.state is not StreamState.CLOSED:
-            self._queue(ResetFrame(stream_id, error_code, reason, st.recv.consumed_messages))
+            self._output.queue(ResetFrame(stream_id, error_code, reason, st.recv.consumed_messages))
             self._advance(st, StreamInput.SEND_RESET, local=True)
         self._discard(st)
 
@@ -638,7 +572,7 @@ class Connection:
         # spec §8.8: data that will never be consumed returns connection credit at once.
         self._conn_recv.consume(st.recv.consume_all(), 0)
         st.partial = None
-        self._blocked.pop(st.id, None)
+        self._output.unblock(st.id)
         self._update_connection_credit()
         self._maybe_forget(st)
 
@@ -647,7 +581,7 @@ class Connection:
         # released; its max_streams slot was freed when it closed (see _advance).
         if st.state is StreamState.CLOSED and st.recv.held_messages == 0 and st.partial is None:
             self._streams.pop(st.id, None)
-            self._blocked.pop(st.id, None)
+            self._output.unblock(st.id)
 
     def _advance(self, st: StreamRecord, event: StreamInput, *, local: bool) -> None:
         new = next_state(st.state, event)
@@ -660,7 +594,7 @@ class Connection:
                 raise StreamClosedError(message)
             raise RemoteProtocolError(message, ErrorCode.STREAM_CLOSED)
         if new not in SENDING_STATES:
-            self._blocked.pop(st.id, None)  # spec §8.7: no BLOCKED once we may not send
+            self._output.unblock(st.id)  # spec §8.7: no BLOCKED once we may not send
         if new is StreamState.CLOSED:
             # spec §6.4: only open and half-closed streams count, even while messages
             # received on a closed one wait to be released.
@@ -686,7 +620,7 @@ class Connection:
         self._pings.add(ping_id)
         if now is not None:
             self._ping_times[ping_id] = now
-        self._queue(PingFrame(ping_id))
+        self._output.queue(PingFrame(ping_id))
         return ping_id
 
     def close(self, error_code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> None:
@@ -698,7 +632,7 @@ class Connection:
         if self.state is ConnectionState.CLOSED:
             return
         last = self._table.goaway_last_stream()  # spec §10.4: never raises last_stream
-        self._queue(GoAwayFrame(last, error_code, reason))
+        self._output.queue(GoAwayFrame(last, error_code, reason))
         if error_code is ErrorCode.NO_ERROR:
             if self.state is ConnectionState.OPEN:
                 self.state = ConnectionState.CLOSING
@@ -722,7 +656,7 @@ class Connection:
             return
         last = self._table.goaway_last_stream()
         versions = (VERSION,) if exc.error_code is ErrorCode.VERSION_MISMATCH else None
-        self._queue(GoAwayFrame(last, exc.error_code, str(exc), versions))
+        self._output.queue(GoAwayFrame(last, exc.error_code, str(exc), versions))
         self.state = ConnectionState.CLOSED
 
     # --- timers (spec §8.7, §11) -------------------------------------------------------
@@ -738,9 +672,9 @@ class Connection:
             deadlines.append(self._keepalive_sent_at + self.ping_timeout)
         elif keepalive:
             deadlines.append(self._last_rx + keepalive)
-        for entry in self._blocked.values():
-            sent_at = entry.sent_at
-            deadlines.append(0.0 if sent_at is None else sent_at + self.blocked_interval)
+        blocked = self._output.blocked_deadline(self.blocked_interval)
+        if blocked is not None:
+            deadlines.append(blocked)
         if self._answered:
             deadlines.append(0.0)
         if self._probe_due():
@@ -783,28 +717,9 @@ class Connection:
         elif keepalive and now >= self._last_rx + keepalive:
             self._keepalive_ping = self.ping()
             self._keepalive_sent_at = now
-        for key, entry in self._blocked.items():
-            if entry.sent_at is None:
-                entry.sent_at = now
-            elif now >= entry.sent_at + self.blocked_interval:
-                entry.sent_at = now
-                self._queue(self._blocked_frame(key, entry.limits))
+        self._output.repeat_blocked(now, self.blocked_interval)  # spec §8.7
         if self._answered or self.autotune is not None:
             self._tune_timers(now)
-
-    def _note_blocked(self, key: int, limits: tuple[int, int | None]) -> None:
-        # spec §8.7: BLOCKED once per limit value; repeats come from handle_timeout.
-        entry = self._blocked.get(key)
-        if entry is None or entry.limits != limits:
-            self._blocked[key] = _Blocked(limits)
-            self._queue(self._blocked_frame(key, limits))
-            self._replies += 1  # spec §10.7: new limits from the peer, a new BLOCKED
-
-    @staticmethod
-    def _blocked_frame(key: int, limits: tuple[int, int | None]) -> BlockedFrame:
-        return BlockedFrame(key, limits[0], limits[1])
-
-    # --- auto-tuning and memory budget (spec §8.9, §8.10) -----------------------------------
 
     def window_info(self, stream_id: int = 0) -> WindowInfo | None:
         """The receive window of a stream, or of the connection (0), and why it is so."""
@@ -936,9 +851,9 @@ class Connection:
             return []
         if not data:
             return self._on_eof()
-        if self._replies > self.limits.max_queued_replies:
+        if self._output.too_many_replies:
             # spec §10.7: CREDIT and BLOCKED queued by the application's calls count too.
-            exc = self._too_many_replies()
+            exc = self._output.reply_error()
             self._fail(exc)
             raise exc
         head = None
@@ -1231,8 +1146,10 @@ class Connection:
         if self._table.at_peer_limit(sid, self.local_settings.max_streams):
             # spec §6.4: refuse it; the connection lives. Refusals spend the budget (§10.7.1).
             self._glitch(f"stream {sid} over max_streams = {self.local_settings.max_streams}")
-            self._queue(ResetFrame(sid, ErrorCode.REFUSED_STREAM, "too many concurrent streams", 0))
-            self._count_reply()
+            self._output.queue(
+                ResetFrame(sid, ErrorCode.REFUSED_STREAM, "too many concurrent streams", 0)
+            )
+            self._output.count_reply()
             return None
         st = self._new_stream(sid)
         self._table.highest_accepted_peer_id = sid
@@ -1322,20 +1239,6 @@ class Connection:
             self._final_report(st)
             self._maybe_forget(st)
 
-    def _count_reply(self) -> None:
-        # spec §10.7: replies the peer makes us queue are bounded; a peer that keeps
-        # asking without reading what we send is cut off, never buffered for.
-        self._replies += 1
-        if self._replies > self.limits.max_queued_replies:
-            raise self._too_many_replies()
-
-    def _too_many_replies(self) -> RemoteProtocolError:
-        return RemoteProtocolError(
-            f"peer made this side queue more than {self.limits.max_queued_replies} control "
-            "frames (PONG, RESET, CREDIT, BLOCKED) that it has not read (spec §10.7)",
-            ErrorCode.ENHANCE_YOUR_CALM,
-        )
-
     def _glitch(self, what: str) -> None:
         """The peer's frame cost work and made no progress: spend a token (spec §10.7.1).
 
@@ -1363,8 +1266,8 @@ class Connection:
     ) -> None:
         """Reset one stream for the peer's error (spec §10.3)."""
         self._glitch(f"{code.name} on stream {st.id}")  # spec §10.7.1: resets we are made to send
-        self._queue(ResetFrame(st.id, code, reason, st.recv.consumed_messages))
-        self._count_reply()
+        self._output.queue(ResetFrame(st.id, code, reason, st.recv.consumed_messages))
+        self._output.count_reply()
         self._advance(st, StreamInput.SEND_RESET, local=True)
         events.append(StreamReset(st.id, code, reason, False, None))
         self._discard(st)
@@ -1387,8 +1290,8 @@ class Connection:
             self._on_credit(frame, events)
         elif isinstance(frame, PingFrame):
             self._glitch("PING")  # spec §10.7.1: PINGs beyond the budget's rate
-            self._urgent.append(PongFrame(frame.id).encode())
-            self._count_reply()
+            self._output.queue_urgent(PongFrame(frame.id))
+            self._output.count_reply()
             events.append(PingReceived(frame.id))
         elif isinstance(frame, PongFrame):
             if frame.id in self._pings:  # spec §5.6: an unmatched PONG is ignored
@@ -1452,7 +1355,7 @@ class Connection:
         if frame.stream_id == 0:
             before = self._conn_send.limit_bytes
             if self._conn_send.grant(frame.bytes_limit):
-                self._blocked.pop(0, None)  # spec §8.7: BLOCKED stops when the credit arrives
+                self._output.unblock(0)  # spec §8.7: BLOCKED stops when the credit arrives
                 events.append(CreditGranted(0, self._conn_send.limit_bytes, None))
             if self._conn_send.limit_bytes - before < self._credit_step(peer.connection_bytes):
                 self._glitch("CREDIT raising the connection limit by too little")
@@ -1472,7 +1375,7 @@ class Connection:
         if frame.rate is not None or frame.depth is not None:
             st.feedback = (frame.rate, frame.depth)  # spec §8.10: advice, never credit
         if send.grant(frame.bytes_limit, frame.messages_limit) and st.state in SENDING_STATES:
-            self._blocked.pop(st.id, None)
+            self._output.unblock(st.id)
             events.append(CreditGranted(st.id, send.limit_bytes, send.limit_messages))
         if (
             not was_idle  # opening a stream is progress (spec §6.2)
