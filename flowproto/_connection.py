@@ -30,7 +30,7 @@ from ._autotune import (
     WindowTuner,
     tuned_floor,
 )
-from ._credit import ReceiveWindow, SendCredit, replenish_threshold, send_room, spend
+from ._credit import ReceiveWindow, SendCredit, replenish_threshold, send_room, spend, take_send
 from ._errors import (
     ConnectionClosedError,
     ErrorCode,
@@ -45,7 +45,6 @@ from ._events import (
     Event,
     GoAwayReceived,
     HandshakeCompleted,
-    MessagesReceived,
     PeerBlocked,
     PingReceived,
     PongReceived,
@@ -55,13 +54,9 @@ from ._events import (
 )
 from ._frames import (
     HEADER,
-    HEADER_SIZE,
-    MAGIC,
     MAX_COUNTER,
     MAX_FEEDBACK_RATE,
     MAX_PING_ID,
-    PREFACE_SIZE,
-    STREAM_ID_MASK,
     VERSION,
     BlockedFrame,
     CreditFrame,
@@ -75,9 +70,8 @@ from ._frames import (
     ResetFrame,
     Settings,
     UnknownFrame,
-    check_header,
-    parse_frame,
 )
+from ._inbound import DataBody, DataHeader, Inbound, Item, Received
 from ._limits import Limits
 from ._outbound import Outbound
 from ._state import (
@@ -99,21 +93,9 @@ _END_STREAM: Final = int(Flags.END_STREAM)
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
 
-_PLACEHOLDER: Final = StreamEnded(0)  # a slot in the event list that _flush fills
 
 #: Keepalive PINGs we keep track of at once; answers to others are ignored (spec §11).
 MAX_OUTSTANDING_PINGS: Final = 16
-
-
-class _Batch:
-    """Messages completed on one stream during one ``receive_data`` call."""
-
-    __slots__ = ("index", "messages", "nbytes")
-
-    def __init__(self, index: int, message: bytes) -> None:
-        self.index = index  # where its MessagesReceived goes in the event list
-        self.messages = [message]
-        self.nbytes = len(message)
 
 
 class Connection:
@@ -180,16 +162,15 @@ class Connection:
         self._streams = self._table.records  # the receive hot path reads it directly
         self._conn_send = SendCredit(0)  # the peer's connection limit arrives in its HELLO
         self._conn_recv = ReceiveWindow(ls.connection_bytes, MAX_COUNTER, ls.max_message_bytes)
+        self._inbound = Inbound(self._streams, self._conn_recv, ls)  # bytes in (spec §4)
         self._output = Outbound(ls, self.limits.max_queued_replies)  # preface and HELLO
         self._out = self._output.out  # the send hot path appends to it directly
-        self._inbuf = bytearray()
-        self._need = 0  # bytes _inbuf must reach before parsing can make progress
+        self._blocked = self._output.blocked
         self._next_ping_id = 0
         self._pings: set[int] = set()
         self._keepalive_ping: int | None = None
         self._keepalive_sent_at = 0.0
         self._last_rx = 0.0
-        self._rx_since_tick = True
         # spec §10.7.1: the glitch budget, a token bucket refilled by time and by progress.
         self.glitches = 0
         self._glitch_tokens = float(self.limits.glitch_burst)
@@ -230,7 +211,7 @@ class Connection:
     @property
     def partial_input(self) -> int:
         """Bytes held of a preface or frame whose rest has not arrived yet (spec §11)."""
-        return len(self._inbuf)
+        return len(self._inbound.buf)
 
     @property
     def handshake_complete(self) -> bool:
@@ -387,9 +368,18 @@ class Connection:
                 f"{peer.max_message_bytes} (spec §7.3)",
                 ErrorCode.MESSAGE_TOO_LARGE,
             )
-        if not self._has_credit(st, n):
+        if not take_send(st.send, self._conn_send, n):  # spec §8.3: counted if it fits
+            self._has_credit(st, n)  # notes BLOCKED
             return False
-        self._emit(st, payload, n, peer.max_frame_bytes, end_stream)
+        self._blocked.pop(stream_id, None)
+        if end_stream:
+            self._advance(st, StreamInput.SEND_END, local=True)
+        if n <= peer.max_frame_bytes and not end_stream:
+            self._out += (_pack_header(n, _DATA, _END_MESSAGE, stream_id), payload)
+        else:
+            self._output.message(stream_id, payload, peer.max_frame_bytes, end_stream)
+        if end_stream:
+            self._maybe_forget(st)
         return True
 
     def send_messages(
@@ -462,17 +452,6 @@ class Connection:
         if conn.sent_bytes + n > conn.limit_bytes:
             self._output.note_blocked(0, (conn.limit_bytes, None))
         return False
-
-    def _emit(
-        self, st: StreamRecord, payload: bytes, n: int, max_frame: int, end_stream: bool
-    ) -> None:
-        spend(st.send, self._conn_send, n, 1)
-        self._output.unblock(st.id)
-        if end_stream:
-            self._advance(st, StreamInput.SEND_END, local=True)
-        self._output.message(st.id, payload, max_frame, end_stream)
-        if end_stream:
-            self._maybe_forget(st)
 
     def end_stream(self, stream_id: int) -> None:
         """Half-close: send END_STREAM on an empty DATA frame; needs no credit (spec §7.2)."""
@@ -699,8 +678,8 @@ class Connection:
             refill = (now - self._glitch_time) * self.limits.glitch_refill_per_second
             self._glitch_tokens = min(self._glitch_tokens + refill, self.limits.glitch_burst)
         self._glitch_time = now
-        if self._rx_since_tick:
-            self._rx_since_tick = False
+        if self._inbound.activity:
+            self._inbound.activity = False
             self._last_rx = now
             self._keepalive_ping = None  # spec §11: any frame shows the peer is alive
         keepalive = self.local_settings.keepalive_ms / 1000
@@ -856,210 +835,35 @@ class Connection:
             exc = self._output.reply_error()
             self._fail(exc)
             raise exc
-        head = None
-        start = 0
-        if self._inbuf:
-            if self.state is not ConnectionState.PREFACE and len(self._inbuf) >= HEADER_SIZE:
-                # A frame cut by the end of the last chunk: complete it alone and parse the
-                # rest of this chunk in place, so each byte is copied once, into its message.
-                start = self._need - len(self._inbuf)
-                if len(data) < start:
-                    self._inbuf += data
-                    return []
-                head = b"".join((self._inbuf, memoryview(data)[:start]))
-            else:
-                self._inbuf += data
-                if len(self._inbuf) < self._need and self.state is not ConnectionState.PREFACE:
-                    return []
-                data = bytes(self._inbuf)
-            self._inbuf.clear()
-        events: list[Event] = []
+        inbound = self._inbound
+        rx = Received()
         try:
-            if head is not None:
-                pending: dict[int, _Batch] = {}
-                try:
-                    self._receive_frames(head, events, 0, pending)
-                    # (mypy does not see that the call above may close the connection)
-                    if self.state is not ConnectionState.CLOSED:  # type: ignore[comparison-overlap]
-                        self._receive_frames(data, events, start, pending)
-                finally:
-                    for sid in list(pending):
-                        self._flush(sid, events, pending)
-                return events
-            if self.state is ConnectionState.PREFACE:
-                data = self._receive_preface(data)
-            if data:
-                self._receive_frames(data, events)
+            for chunk, pos in inbound.chunks(data):
+                if not inbound.preface_done:
+                    pos = inbound.preface(chunk, pos)
+                    if pos < 0:
+                        break
+                    self.state = ConnectionState.HELLO
+                for item in inbound.walk(chunk, pos, rx):
+                    self._receive_item(item, rx)
+                if inbound.stopped:
+                    break
         except RemoteProtocolError as exc:
             self._fail(exc)
             raise
-        return events
+        return rx.flush_all()
 
-    def _receive_preface(self, data: bytes) -> bytes:
-        # spec §3.1: check the magic byte by byte as it arrives.
-        have = len(data)
-        if data[: len(MAGIC)] != MAGIC[:have]:
-            raise RemoteProtocolError(
-                f"the peer did not send the flowproto preface (got {bytes(data[: len(MAGIC)])!r}) "
-                "(spec §3.1)"
-            )
-        if have < PREFACE_SIZE:
-            self._inbuf += data
-            self._need = PREFACE_SIZE
-            return b""
-        version = int.from_bytes(data[len(MAGIC) : PREFACE_SIZE], "big")
-        if version != VERSION:
-            raise RemoteProtocolError(
-                f"the peer speaks flowproto version {version}; this endpoint speaks version "
-                f"{VERSION} (spec §3.3)",
-                ErrorCode.VERSION_MISMATCH,
-            )
-        self.state = ConnectionState.HELLO
-        return data[PREFACE_SIZE:]
-
-    def _receive_frames(
-        self,
-        data: bytes,
-        events: list[Event],
-        pos: int = 0,
-        pending: dict[int, _Batch] | None = None,
-    ) -> None:
-        """Process the whole frames of ``data`` from ``pos``; keep the rest for later.
-
-        With ``pending`` given, its batches are the caller's to flush.
-        """
-        n = len(data)
-        max_frame = self.local_settings.max_frame_bytes
-        max_message = min(max_frame, self.local_settings.max_message_bytes)
-        streams = self._streams
-        conn = self._conn_recv
-        flush = pending is None
-        if pending is None:
-            pending = {}  # one batch of messages per stream
-        try:
-            while n - pos >= HEADER_SIZE:
-                length, ftype, flags, sid = _unpack_header(data, pos)
-                end = pos + HEADER_SIZE + length
-                if ftype == _DATA and self.state is not ConnectionState.HELLO:
-                    # The hot path: spec §4.2, §4.5 and §8.4 checked from the header.
-                    sid &= STREAM_ID_MASK
-                    if length > max_frame or not sid:
-                        check_header(length, ftype, sid, max_frame)
-                    st = streams.get(sid)
-                    if (
-                        st is None
-                        or st.partial is not None
-                        or st.state not in RECEIVING_STATES
-                        or flags & _END_STREAM
-                        or not flags & _END_MESSAGE
-                    ):
-                        if end > n:
-                            self._check_data_header(sid, length, flags, st, events, pending)
-                            break
-                        self._receive_data_frame(
-                            sid, flags, data[pos + HEADER_SIZE : end], events, pending
-                        )
-                        pos = end
-                        continue
-                    rw = st.recv
-                    if (
-                        rw.received_bytes + length > rw.advertised_bytes
-                        or rw.received_messages >= rw.advertised_messages
-                        or length > self.local_settings.max_message_bytes
-                    ):
-                        self._check_data_header(sid, length, flags, st, events, pending)
-                        if end > n:
-                            break
-                        self._receive_data_frame(
-                            sid, flags, data[pos + HEADER_SIZE : end], events, pending
-                        )
-                        pos = end
-                        continue
-                    if conn.received_bytes + length > conn.advertised_bytes:
-                        conn.receive(length, 0, "the connection")  # raises
-                    if end > n:
-                        break
-                    rw.received_bytes += length
-                    rw.received_messages += 1
-                    conn.received_bytes += length
-                    batch = pending.get(sid)
-                    if batch is None:
-                        batch = pending[sid] = _Batch(len(events), data[pos + HEADER_SIZE : end])
-                        events.append(_PLACEHOLDER)  # replaced by _flush
-                    else:
-                        batch.messages.append(data[pos + HEADER_SIZE : end])
-                        batch.nbytes += length
-                    pos = end
-                    # The frames that follow, while each is a whole message on the same
-                    # stream: the same checks, against credit counted down here (spec §8.4).
-                    room_bytes = min(
-                        rw.advertised_bytes - rw.received_bytes,
-                        conn.advertised_bytes - conn.received_bytes,
-                    )
-                    room_messages = rw.advertised_messages - rw.received_messages
-                    messages = batch.messages
-                    nbytes = count = 0
-                    while n - pos >= HEADER_SIZE and count < room_messages:
-                        length, ftype, flags, next_sid = _unpack_header(data, pos)
-                        end = pos + HEADER_SIZE + length
-                        if (
-                            next_sid != sid
-                            or ftype != _DATA
-                            or flags != _END_MESSAGE
-                            or end > n
-                            or length > max_message
-                            or nbytes + length > room_bytes
-                        ):
-                            break  # the loop above takes it from here
-                        messages.append(data[pos + HEADER_SIZE : end])
-                        nbytes += length
-                        count += 1
-                        pos = end
-                    if count:
-                        rw.received_bytes += nbytes
-                        rw.received_messages += count
-                        conn.received_bytes += nbytes
-                        batch.nbytes += nbytes
-                    continue
-                sid &= STREAM_ID_MASK
-                if (ftype == _HELLO) != (self.state is ConnectionState.HELLO):
-                    # spec §4.2 H1, §3.4: decided from the header, before its size (H2).
-                    raise RemoteProtocolError(
-                        "a second HELLO (spec §3.4)"
-                        if ftype == _HELLO
-                        else f"the first frame after the preface must be HELLO, got type {ftype} "
-                        "(spec §3.4)"
-                    )
-                check_header(length, ftype, sid, max_frame)
-                if end > n:
-                    break
-                frame = parse_frame(ftype, flags, sid, data[pos + HEADER_SIZE : end])
-                pos = end
-                self._receive_control(frame, events, pending)
-                if self.state is ConnectionState.CLOSED:
-                    pos = n
-                    break
-        finally:
-            if flush:
-                for sid in list(pending):
-                    self._flush(sid, events, pending)
-        if pos < n:
-            self._inbuf += memoryview(data)[pos:]
-            if n - pos >= HEADER_SIZE:
-                length = _unpack_header(data, pos)[0]
-                self._need = HEADER_SIZE + length
-            else:
-                self._need = HEADER_SIZE
+    def _receive_item(self, item: Item, rx: Received) -> None:
+        """Act on what the walk of the input handed back (see ``_inbound``)."""
+        if type(item) is DataBody:
+            self._receive_data_frame(item.stream_id, item.flags, item.body, rx)
+        elif type(item) is DataHeader:
+            st = self._streams.get(item.stream_id)
+            self._check_data_header(item.stream_id, item.length, item.flags, st, rx)
         else:
-            self._need = 0
-        if pos:
-            self._rx_since_tick = True  # spec §11: only whole frames count as activity
-
-    @staticmethod
-    def _flush(sid: int, events: list[Event], pending: dict[int, _Batch]) -> None:
-        batch = pending.pop(sid, None)
-        if batch is not None:
-            events[batch.index] = MessagesReceived(sid, batch.messages, batch.nbytes)
+            self._receive_control(item, rx)  # type: ignore[arg-type]
+            if self.state is ConnectionState.CLOSED:
+                self._inbound.stop()
 
     def _check_data_header(
         self,
@@ -1067,8 +871,7 @@ class Connection:
         length: int,
         flags: int,
         st: StreamRecord | None,
-        events: list[Event],
-        pending: dict[int, _Batch],
+        rx: Received,
     ) -> None:
         """Checks of a DATA frame from its header, before its body is buffered (spec §8.4).
 
@@ -1096,9 +899,9 @@ class Connection:
                     f"END_STREAM on stream {sid} inside a message (spec §7.2)"
                 )
             if length > ls.max_message_bytes:
-                opened = self._open_peer_stream(sid, events)
+                opened = self._open_peer_stream(sid, rx)
                 if opened is not None:
-                    self._too_large(opened, events, pending)
+                    self._too_large(opened, rx)
             return
         if st.state not in RECEIVING_STATES:
             return
@@ -1113,21 +916,21 @@ class Connection:
             raise RemoteProtocolError(f"END_STREAM on stream {sid} inside a message (spec §7.2)")
         so_far = st.partial_len if st.partial is not None else 0
         if so_far + length > self.local_settings.max_message_bytes:
-            self._too_large(st, events, pending)
+            self._too_large(st, rx)
 
     def _would_refuse(self, sid: int) -> bool:
         return (
             self.state is not ConnectionState.OPEN and self.state is not ConnectionState.CLOSING
         ) or self._table.at_peer_limit(sid, self.local_settings.max_streams)
 
-    def _too_large(self, st: StreamRecord, events: list[Event], pending: dict[int, _Batch]) -> None:
+    def _too_large(self, st: StreamRecord, rx: Received) -> None:
         # spec §7.3: the stream is reset; the connection lives.
-        self._flush(st.id, events, pending)
+        rx.flush(st.id)
         self._stream_error(
             st,
             ErrorCode.MESSAGE_TOO_LARGE,
             f"message over max_message_bytes = {self.local_settings.max_message_bytes}",
-            events,
+            rx,
         )
 
     def _conn_check(self, length: int) -> None:
@@ -1135,7 +938,7 @@ class Connection:
         if conn.received_bytes + length > conn.advertised_bytes:
             conn.receive(length, 0, "the connection")  # raises
 
-    def _open_peer_stream(self, sid: int, events: list[Event]) -> StreamRecord | None:
+    def _open_peer_stream(self, sid: int, rx: Received) -> StreamRecord | None:
         """The peer's first frame on a new stream id (spec §6.2); None if not processed."""
         self._table.check_peer_open(sid)
         self._table.note_peer_id(sid)  # spec §6.1: skipped ids are closed
@@ -1153,16 +956,16 @@ class Connection:
             return None
         st = self._new_stream(sid)
         self._table.highest_accepted_peer_id = sid
-        events.append(StreamOpened(sid))
+        rx.events.append(StreamOpened(sid))
         return st
 
-    def _stream_for_frame(self, sid: int, events: list[Event]) -> StreamRecord | None:
+    def _stream_for_frame(self, sid: int, rx: Received) -> StreamRecord | None:
         """The stream a received stream-level frame is for, opening it if new; None if closed."""
         st = self._streams.get(sid)
         if st is not None:
             return st
         if self._table.is_idle(sid):
-            return self._open_peer_stream(sid, events)
+            return self._open_peer_stream(sid, rx)
         return None
 
     def _receive_data_frame(
@@ -1170,16 +973,15 @@ class Connection:
         sid: int,
         flags: int,
         body: bytes,
-        events: list[Event],
-        pending: dict[int, _Batch],
+        rx: Received,
     ) -> None:
         """DATA off the hot path: new streams, fragments, END_STREAM, closed streams."""
         length = len(body)
         if sid not in self._streams and self._table.is_idle(sid):
             # The header-time checks of a new stream, in the order a frame whose body
             # has not arrived yet gets them, so a split never changes the outcome (§4.2).
-            self._check_data_header(sid, length, flags, None, events, pending)
-        st = self._stream_for_frame(sid, events)
+            self._check_data_header(sid, length, flags, None, rx)
+        st = self._stream_for_frame(sid, rx)
         if st is None or st.state not in RECEIVING_STATES:
             if not length:
                 self._glitch(f"empty DATA on closed stream {sid}")  # spec §10.7.1
@@ -1188,8 +990,8 @@ class Connection:
             self._conn_recv.consume(length, 0)
             self._update_connection_credit()
             if st is not None and st.state is StreamState.HALF_CLOSED_REMOTE:
-                self._flush(sid, events, pending)
-                self._stream_error(st, ErrorCode.STREAM_CLOSED, "DATA after END_STREAM", events)
+                rx.flush(sid)
+                self._stream_error(st, ErrorCode.STREAM_CLOSED, "DATA after END_STREAM", rx)
             return
         end_message = flags & _END_MESSAGE
         end_stream = flags & _END_STREAM
@@ -1211,31 +1013,18 @@ class Connection:
             st.partial_len = 0
         if st.partial is not None:
             if st.partial_len + length > self.local_settings.max_message_bytes:
-                self._flush(sid, events, pending)
-                # spec §7.3: the stream is reset; the connection lives.
-                self._stream_error(
-                    st,
-                    ErrorCode.MESSAGE_TOO_LARGE,
-                    f"message over max_message_bytes = {self.local_settings.max_message_bytes}",
-                    events,
-                )
+                self._too_large(st, rx)  # spec §7.3
                 return
             st.partial.append(body)
             st.partial_len += length
             if end_message:
                 message = st.partial[0] if len(st.partial) == 1 else b"".join(st.partial)
                 st.partial = None
-                batch = pending.get(sid)
-                if batch is None:
-                    pending[sid] = _Batch(len(events), message)
-                    events.append(_PLACEHOLDER)
-                else:
-                    batch.messages.append(message)
-                    batch.nbytes += len(message)
+                rx.message(sid, message)
         if end_stream:
-            self._flush(sid, events, pending)
+            rx.flush(sid)
             self._advance(st, StreamInput.RECV_END, local=False)
-            events.append(StreamEnded(sid))
+            rx.events.append(StreamEnded(sid))
             self._final_report(st)
             self._maybe_forget(st)
 
@@ -1261,20 +1050,16 @@ class Connection:
                 ErrorCode.ENHANCE_YOUR_CALM,
             )
 
-    def _stream_error(
-        self, st: StreamRecord, code: ErrorCode, reason: str, events: list[Event]
-    ) -> None:
+    def _stream_error(self, st: StreamRecord, code: ErrorCode, reason: str, rx: Received) -> None:
         """Reset one stream for the peer's error (spec §10.3)."""
         self._glitch(f"{code.name} on stream {st.id}")  # spec §10.7.1: resets we are made to send
         self._output.queue(ResetFrame(st.id, code, reason, st.recv.consumed_messages))
         self._output.count_reply()
         self._advance(st, StreamInput.SEND_RESET, local=True)
-        events.append(StreamReset(st.id, code, reason, False, None))
+        rx.events.append(StreamReset(st.id, code, reason, False, None))
         self._discard(st)
 
-    def _receive_control(
-        self, frame: Frame, events: list[Event], pending: dict[int, _Batch]
-    ) -> None:
+    def _receive_control(self, frame: Frame, rx: Received) -> None:
         if self.state is ConnectionState.HELLO:
             if not isinstance(frame, HelloFrame):
                 raise RemoteProtocolError(
@@ -1282,48 +1067,49 @@ class Connection:
                     "(spec §3.4)"
                 )
             self.peer_settings = frame.settings
+            self._inbound.awaiting_hello = False
             self._conn_send.limit_bytes = frame.settings.connection_bytes
             self.state = ConnectionState.OPEN
-            events.append(HandshakeCompleted(frame.settings))
+            rx.events.append(HandshakeCompleted(frame.settings))
             return
         if isinstance(frame, CreditFrame):
-            self._on_credit(frame, events)
+            self._on_credit(frame, rx)
         elif isinstance(frame, PingFrame):
             self._glitch("PING")  # spec §10.7.1: PINGs beyond the budget's rate
             self._output.queue_urgent(PongFrame(frame.id))
             self._output.count_reply()
-            events.append(PingReceived(frame.id))
+            rx.events.append(PingReceived(frame.id))
         elif isinstance(frame, PongFrame):
             if frame.id in self._pings:  # spec §5.6: an unmatched PONG is ignored
                 self._pings.discard(frame.id)
-                events.append(PongReceived(frame.id))
+                rx.events.append(PongReceived(frame.id))
                 if frame.id in self._ping_times:
                     self._answered.append(frame.id)  # timed by handle_timeout (spec §8.9)
             else:
                 self._glitch("unmatched PONG")
         elif isinstance(frame, ResetFrame):
-            self._flush(frame.stream_id, events, pending)
-            self._on_reset(frame, events)
+            rx.flush(frame.stream_id)
+            self._on_reset(frame, rx)
         elif isinstance(frame, BlockedFrame):
-            self._on_blocked(frame, events)
+            self._on_blocked(frame, rx)
         elif isinstance(frame, GoAwayFrame):
             self._goaways_received += 1
             if self._goaways_received > 1:
                 self._glitch("a repeated GOAWAY")  # spec §10.7.1
-            self._on_goaway(frame, events, pending)
+            self._on_goaway(frame, rx)
         elif isinstance(frame, HelloFrame):
             raise RemoteProtocolError("a second HELLO (spec §3.4)")
         elif isinstance(frame, UnknownFrame):
             self._glitch(f"unknown frame type {frame.type}")  # ignored (spec §4.4, §10.7.1)
 
-    def _on_blocked(self, frame: BlockedFrame, events: list[Event]) -> None:
+    def _on_blocked(self, frame: BlockedFrame, rx: Received) -> None:
         sid = frame.stream_id
         if sid == 0:
             limits: tuple[int, int | None] = (self._conn_recv.advertised_bytes, None)
             st = None
         else:
             was_idle = self._table.is_idle(sid)
-            st = self._stream_for_frame(sid, events)
+            st = self._stream_for_frame(sid, rx)
             if st is None or st.state not in RECEIVING_STATES:
                 # spec §5.4: ignored on closed and half-closed (remote) streams.
                 if not was_idle or st is not None:
@@ -1341,7 +1127,7 @@ class Connection:
             )
         ):
             self._glitch(f"BLOCKED at limits never advertised on stream {sid}")
-        events.append(PeerBlocked(sid, frame.bytes_limit, frame.messages_limit))
+        rx.events.append(PeerBlocked(sid, frame.bytes_limit, frame.messages_limit))
         if st is not None and st.tuner is not None:
             st.tuner.blocked = True  # spec §8.9 rule 4: the sender is credit-limited
         elif sid == 0 and self.autotune is not None:
@@ -1349,20 +1135,20 @@ class Connection:
                 if other.tuner is not None:
                     other.tuner.blocked = True
 
-    def _on_credit(self, frame: CreditFrame, events: list[Event]) -> None:
+    def _on_credit(self, frame: CreditFrame, rx: Received) -> None:
         peer = self.peer_settings
         assert peer is not None
         if frame.stream_id == 0:
             before = self._conn_send.limit_bytes
             if self._conn_send.grant(frame.bytes_limit):
                 self._output.unblock(0)  # spec §8.7: BLOCKED stops when the credit arrives
-                events.append(CreditGranted(0, self._conn_send.limit_bytes, None))
+                rx.events.append(CreditGranted(0, self._conn_send.limit_bytes, None))
             if self._conn_send.limit_bytes - before < self._credit_step(peer.connection_bytes):
                 self._glitch("CREDIT raising the connection limit by too little")
             return
         sid = frame.stream_id
         was_idle = self._table.is_idle(sid)
-        st = self._stream_for_frame(sid, events)
+        st = self._stream_for_frame(sid, rx)
         if st is None:
             if not was_idle:
                 self._glitch(f"CREDIT on closed stream {sid}")  # spec §10.7.1
@@ -1376,7 +1162,7 @@ class Connection:
             st.feedback = (frame.rate, frame.depth)  # spec §8.10: advice, never credit
         if send.grant(frame.bytes_limit, frame.messages_limit) and st.state in SENDING_STATES:
             self._output.unblock(st.id)
-            events.append(CreditGranted(st.id, send.limit_bytes, send.limit_messages))
+            rx.events.append(CreditGranted(st.id, send.limit_bytes, send.limit_messages))
         if (
             not was_idle  # opening a stream is progress (spec §6.2)
             and send.limit_messages == old_messages
@@ -1393,7 +1179,7 @@ class Connection:
         step = replenish_threshold(peer_window, peer.max_message_bytes)
         return min(self.limits.min_credit_step, step)
 
-    def _on_reset(self, frame: ResetFrame, events: list[Event]) -> None:
+    def _on_reset(self, frame: ResetFrame, rx: Received) -> None:
         sid = frame.stream_id
         st = self._streams.get(sid)
         if st is None:
@@ -1408,20 +1194,18 @@ class Connection:
         st.record_consumed(frame.consumed)
         if st.state is not StreamState.CLOSED:
             self._advance(st, StreamInput.RECV_RESET, local=False)
-            events.append(StreamReset(sid, frame.code, frame.reason, True, frame.consumed))
+            rx.events.append(StreamReset(sid, frame.code, frame.reason, True, frame.consumed))
         self._discard(st)
 
-    def _on_goaway(
-        self, frame: GoAwayFrame, events: list[Event], pending: dict[int, _Batch]
-    ) -> None:
+    def _on_goaway(self, frame: GoAwayFrame, rx: Received) -> None:
         last = self._table.goaway_received(frame.last_stream)  # spec §10.4: the lowest
-        events.append(GoAwayReceived(last, frame.code, frame.reason))
+        rx.events.append(GoAwayReceived(last, frame.code, frame.reason))
         # spec §10.4: our streams above last_stream were not processed: safe to retry.
         for st in list(self._streams.values()):
             if self._table.is_ours(st.id) and st.id > last and st.state is not StreamState.CLOSED:
-                self._flush(st.id, events, pending)
+                rx.flush(st.id)
                 self._advance(st, StreamInput.RECV_RESET, local=False)
-                events.append(
+                rx.events.append(
                     StreamReset(st.id, ErrorCode.REFUSED_STREAM, "not processed (GOAWAY)", True, 0)
                 )
                 self._discard(st)
@@ -1431,15 +1215,17 @@ class Connection:
             return
         # spec §10.2: an error GOAWAY ends every stream with its code.
         for st in list(self._streams.values()):
-            self._flush(st.id, events, pending)
+            rx.flush(st.id)
             if st.state is not StreamState.CLOSED:
                 self._advance(st, StreamInput.RECV_RESET, local=False)
-                events.append(StreamReset(st.id, frame.code, frame.reason, True, st.peer_consumed))
+                rx.events.append(
+                    StreamReset(st.id, frame.code, frame.reason, True, st.peer_consumed)
+                )
             self._discard(st)
         self.state = ConnectionState.CLOSED
 
     def _on_eof(self) -> list[Event]:
-        truncated = bool(self._inbuf) or any(
+        truncated = self._inbound.truncated or any(
             st.partial is not None for st in self._streams.values()
         )
         # spec §10.6: the normal end is EOF after a GOAWAY (either way) with no stream open.

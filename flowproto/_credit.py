@@ -30,6 +30,7 @@ __all__ = [
     "replenish_threshold",
     "send_room",
     "spend",
+    "take_send",
 ]
 
 
@@ -136,6 +137,25 @@ def spend(stream: SendCredit, conn: SendCredit, nbytes: int, nmessages: int) -> 
         )
     stream.spend(nbytes, nmessages)
     conn.sent_bytes += nbytes
+
+
+def take_send(stream: SendCredit, conn: SendCredit, nbytes: int) -> bool:
+    """Count one ``nbytes`` message if both limits allow it (spec §8.3); else count nothing.
+
+    The single-message form of :func:`send_room` and :func:`spend` in one step.
+    """
+    sent = stream.sent_bytes + nbytes
+    conn_sent = conn.sent_bytes + nbytes
+    if (
+        sent > stream.limit_bytes
+        or conn_sent > conn.limit_bytes
+        or stream.sent_messages >= stream.limit_messages  # type: ignore[operator]
+    ):
+        return False
+    stream.sent_bytes = sent
+    stream.sent_messages += 1
+    conn.sent_bytes = conn_sent
+    return True
 
 
 def receive_room(stream: ReceiveWindow, conn: ReceiveWindow) -> tuple[int, int]:

@@ -148,7 +148,7 @@ async def test_a_peer_that_answers_with_the_wrong_code_fails_that_case(
         except RemoteProtocolError as exc:
             raise RemoteProtocolError(str(exc), ErrorCode.PROTOCOL_ERROR) from None
 
-    monkeypatch.setattr("flowproto._connection.check_header", wrong)
+    monkeypatch.setattr("flowproto._inbound.check_header", wrong)
     async with served() as connect:
         results = await run_suite(connect, select=["4.2", "4.5"], strict=True)
     assert outcomes(results) == {

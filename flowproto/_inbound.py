@@ -1,0 +1,321 @@
+"""Bytes in: the preface, frame headers, runs of whole messages, and frames out (spec §3.1, §4).
+
+:class:`Inbound` holds the bytes of a frame whose rest has not arrived and walks each
+chunk. Runs of whole messages on open streams (the hot path, spec §8.4) it checks from
+their headers against credit from :func:`receive_room` and counts itself, collecting
+them into one :class:`MessagesReceived` per stream per chunk (:class:`Received`).
+Everything else it hands back, in order, as items for the connection to act on:
+:class:`DataHeader` (a DATA header that needs the connection's checks before its body
+is buffered, spec §8.4), :class:`DataBody` (a DATA frame off the hot path) or a parsed
+control frame. It reads no clock and never calls into the connection; the connection
+tells it what changed (``awaiting_hello``, ``stop()``) between items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Final, NamedTuple
+
+from ._credit import ReceiveWindow, receive_room
+from ._errors import ErrorCode, RemoteProtocolError
+from ._events import Event, MessagesReceived, StreamEnded
+from ._frames import (
+    HEADER,
+    HEADER_SIZE,
+    MAGIC,
+    PREFACE_SIZE,
+    STREAM_ID_MASK,
+    VERSION,
+    Flags,
+    Frame,
+    FrameType,
+    check_header,
+    parse_frame,
+)
+from ._settings import Settings
+from ._state import RECEIVING_STATES
+from ._streams import StreamRecord
+
+__all__ = ["DataBody", "DataHeader", "Inbound", "Item", "Received"]
+
+_DATA: Final = int(FrameType.DATA)
+_HELLO: Final = int(FrameType.HELLO)
+_END_MESSAGE: Final = int(Flags.END_MESSAGE)
+_END_STREAM: Final = int(Flags.END_STREAM)
+_unpack_header = HEADER.unpack_from
+
+_PLACEHOLDER: Final = StreamEnded(0)  # a slot in the event list that flush() fills
+
+
+class DataHeader(NamedTuple):
+    """A DATA header to check before its body is buffered (spec §8.4): over a limit,
+    opening or fragmenting a stream, or its frame not yet complete."""
+
+    stream_id: int
+    length: int
+    flags: int
+
+
+class DataBody(NamedTuple):
+    """A whole DATA frame off the hot path (spec §5.1)."""
+
+    stream_id: int
+    flags: int
+    body: bytes
+
+
+Item = DataHeader | DataBody | Frame
+
+
+class _Batch:
+    """Messages completed on one stream during one chunk."""
+
+    __slots__ = ("index", "messages", "nbytes")
+
+    def __init__(self, index: int, message: bytes) -> None:
+        self.index = index  # where its MessagesReceived goes in the event list
+        self.messages = [message]
+        self.nbytes = len(message)
+
+
+class Received:
+    """The events of one ``receive_data`` call, with one batch of messages per stream.
+
+    A stream's batch keeps its place in ``events`` (where its first message arrived);
+    :meth:`flush` ends it, so later events on that stream come after its messages.
+    """
+
+    __slots__ = ("events", "pending")
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.pending: dict[int, _Batch] = {}
+
+    def message(self, sid: int, message: bytes) -> None:
+        batch = self.pending.get(sid)
+        if batch is None:
+            self.pending[sid] = _Batch(len(self.events), message)
+            self.events.append(_PLACEHOLDER)  # replaced by flush()
+        else:
+            batch.messages.append(message)
+            batch.nbytes += len(message)
+
+    def flush(self, sid: int) -> None:
+        batch = self.pending.pop(sid, None)
+        if batch is not None:
+            self.events[batch.index] = MessagesReceived(sid, batch.messages, batch.nbytes)
+
+    def flush_all(self) -> list[Event]:
+        for sid in list(self.pending):
+            self.flush(sid)
+        return self.events
+
+
+class Inbound:
+    """The receiving side of the wire: held bytes, the preface, and the frame walk.
+
+    Args:
+        streams: the stream table's records (read, and credit counted, on the hot path).
+        conn: the connection's receive window (spec §8.4).
+        settings: what this side accepts (max_frame_bytes, max_message_bytes).
+    """
+
+    __slots__ = (
+        "activity",
+        "awaiting_hello",
+        "buf",
+        "conn",
+        "max_frame",
+        "max_message",
+        "need",
+        "preface_done",
+        "stopped",
+        "streams",
+    )
+
+    def __init__(
+        self, streams: dict[int, StreamRecord], conn: ReceiveWindow, settings: Settings
+    ) -> None:
+        self.streams = streams
+        self.conn = conn
+        self.max_frame = settings.max_frame_bytes
+        self.max_message = settings.max_message_bytes
+        self.buf = bytearray()
+        self.need = 0  # bytes buf must reach before parsing can make progress
+        self.preface_done = False
+        self.awaiting_hello = True  # the connection clears it once HELLO is processed
+        self.stopped = False  # the connection closed: the rest of the chunk is dropped
+        self.activity = True  # whole frames arrived since the connection last looked (§11)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    @property
+    def truncated(self) -> bool:
+        """Bytes held of a preface or frame whose rest never came."""
+        return bool(self.buf)
+
+    def chunks(self, data: bytes) -> Iterator[tuple[bytes, int]]:
+        """The byte strings to walk for a new chunk, each with where to start.
+
+        A frame cut by the end of the last chunk is completed alone and the rest of this
+        chunk walked in place, so each byte is copied once, into its message.
+        """
+        buf = self.buf
+        if not buf:
+            yield data, 0
+            return
+        if self.preface_done and len(buf) >= HEADER_SIZE:
+            start = self.need - len(buf)
+            if len(data) < start:
+                buf += data
+                return
+            head = b"".join((buf, memoryview(data)[:start]))
+            buf.clear()
+            yield head, 0
+            yield data, start
+            return
+        buf += data
+        if len(buf) < self.need and self.preface_done:
+            return
+        joined = bytes(buf)
+        buf.clear()
+        yield joined, 0
+
+    def preface(self, data: bytes, pos: int) -> int:
+        """Check the preface (spec §3.1, §3.3); returns where frames start, or holds it."""
+        # spec §3.1: check the magic byte by byte as it arrives.
+        data = data[pos:]
+        have = len(data)
+        if data[: len(MAGIC)] != MAGIC[:have]:
+            raise RemoteProtocolError(
+                f"the peer did not send the flowproto preface (got {bytes(data[: len(MAGIC)])!r}) "
+                "(spec §3.1)"
+            )
+        if have < PREFACE_SIZE:
+            self.buf += data
+            self.need = PREFACE_SIZE
+            return -1
+        version = int.from_bytes(data[len(MAGIC) : PREFACE_SIZE], "big")
+        if version != VERSION:
+            raise RemoteProtocolError(
+                f"the peer speaks flowproto version {version}; this endpoint speaks version "
+                f"{VERSION} (spec §3.3)",
+                ErrorCode.VERSION_MISMATCH,
+            )
+        self.preface_done = True
+        return pos + PREFACE_SIZE
+
+    def walk(self, data: bytes, pos: int, rx: Received) -> Iterator[Item]:
+        """Process the whole frames of ``data`` from ``pos``; keep the rest for later.
+
+        Whole messages on the hot path go into ``rx``; every other frame is yielded, and
+        the connection acts on it before the walk goes on.
+        """
+        n = len(data)
+        max_frame = self.max_frame
+        max_message = self.max_message
+        max_whole = min(max_frame, max_message)
+        streams = self.streams
+        conn = self.conn
+        while n - pos >= HEADER_SIZE:
+            length, ftype, flags, sid = _unpack_header(data, pos)
+            end = pos + HEADER_SIZE + length
+            if ftype == _DATA and not self.awaiting_hello:
+                # The hot path: spec §4.2, §4.5 and §8.4 checked from the header.
+                sid &= STREAM_ID_MASK
+                if length > max_frame or not sid:
+                    check_header(length, ftype, sid, max_frame)
+                st = streams.get(sid)
+                if (
+                    st is None
+                    or st.partial is not None
+                    or st.state not in RECEIVING_STATES
+                    or flags & _END_STREAM
+                    or not flags & _END_MESSAGE
+                ):
+                    # Opening, fragmenting, ending or closed: the connection decides.
+                    if end > n:
+                        yield DataHeader(sid, length, flags)
+                        break
+                    yield DataBody(sid, flags, data[pos + HEADER_SIZE : end])
+                    pos = end
+                    continue
+                rw = st.recv
+                room_bytes, room_messages = receive_room(rw, conn)  # spec §8.4
+                if length > room_bytes or not room_messages or length > max_message:
+                    if (
+                        rw.received_bytes + length <= rw.advertised_bytes
+                        and room_messages
+                        and length <= max_message
+                    ):
+                        conn.receive(length, 0, "the connection")  # short there only: raises
+                    yield DataHeader(sid, length, flags)  # raises, or resets the stream
+                    if end > n:
+                        break
+                    yield DataBody(sid, flags, data[pos + HEADER_SIZE : end])
+                    pos = end
+                    continue
+                if end > n:
+                    break
+                rw.take(length, 1)
+                conn.take(length, 0)
+                rx.message(sid, data[pos + HEADER_SIZE : end])
+                pos = end
+                # The frames that follow, while each is a whole message on the same
+                # stream: the same checks, against the room counted down here (spec §8.4).
+                room_bytes -= length
+                room_messages -= 1
+                batch = rx.pending[sid]
+                messages = batch.messages
+                nbytes = count = 0
+                while n - pos >= HEADER_SIZE and count < room_messages:
+                    length, ftype, flags, next_sid = _unpack_header(data, pos)
+                    end = pos + HEADER_SIZE + length
+                    if (
+                        next_sid != sid
+                        or ftype != _DATA
+                        or flags != _END_MESSAGE
+                        or end > n
+                        or length > max_whole
+                        or nbytes + length > room_bytes
+                    ):
+                        break  # the loop above takes it from here
+                    messages.append(data[pos + HEADER_SIZE : end])
+                    nbytes += length
+                    count += 1
+                    pos = end
+                if count:
+                    rw.take(nbytes, count)
+                    conn.take(nbytes, 0)
+                    batch.nbytes += nbytes
+                continue
+            sid &= STREAM_ID_MASK
+            if (ftype == _HELLO) != self.awaiting_hello:
+                # spec §4.2 H1, §3.4: decided from the header, before its size (H2).
+                raise RemoteProtocolError(
+                    "a second HELLO (spec §3.4)"
+                    if ftype == _HELLO
+                    else f"the first frame after the preface must be HELLO, got type {ftype} "
+                    "(spec §3.4)"
+                )
+            check_header(length, ftype, sid, max_frame)
+            if end > n:
+                break
+            frame = parse_frame(ftype, flags, sid, data[pos + HEADER_SIZE : end])
+            pos = end
+            yield frame
+            if self.stopped:
+                break
+        if self.stopped:
+            pos = n
+        if pos < n:
+            self.buf += memoryview(data)[pos:]
+            if n - pos >= HEADER_SIZE:
+                self.need = HEADER_SIZE + _unpack_header(data, pos)[0]
+            else:
+                self.need = HEADER_SIZE
+        else:
+            self.need = 0
+        if pos:
+            self.activity = True  # spec §11: only whole frames count as activity
