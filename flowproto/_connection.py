@@ -72,14 +72,16 @@ from ._frames import (
     UnknownFrame,
 )
 from ._inbound import DataBody, DataHeader, Inbound, Item, Received
-from ._limits import Limits
+from ._limits import GlitchBudget, Limits
 from ._outbound import Outbound
 from ._state import (
     RECEIVING_STATES,
     SENDING_STATES,
+    ConnectionInput,
     ConnectionState,
     StreamInput,
     StreamState,
+    next_connection_state,
     next_state,
 )
 from ._streams import Role, StreamRecord, StreamTable
@@ -172,10 +174,7 @@ class Connection:
         self._keepalive_sent_at = 0.0
         self._last_rx = 0.0
         # spec §10.7.1: the glitch budget, a token bucket refilled by time and by progress.
-        self.glitches = 0
-        self._glitch_tokens = float(self.limits.glitch_burst)
-        self._glitch_time: float | None = None  # handle_timeout's last ``now``
-        self._glitch_consumed = 0  # connection bytes consumed when tokens were last refilled
+        self._glitch_budget = GlitchBudget(self.limits)
         self._goaways_received = 0
         # spec §8.9: round trips for the tuner, and the connection window's state.
         self.rtt = RttEstimator()
@@ -612,11 +611,8 @@ class Connection:
             return
         last = self._table.goaway_last_stream()  # spec §10.4: never raises last_stream
         self._output.queue(GoAwayFrame(last, error_code, reason))
-        if error_code is ErrorCode.NO_ERROR:
-            if self.state is ConnectionState.OPEN:
-                self.state = ConnectionState.CLOSING
-        else:
-            self.state = ConnectionState.CLOSED
+        graceful = error_code is ErrorCode.NO_ERROR
+        self._move(ConnectionInput.GRACEFUL_GOAWAY if graceful else ConnectionInput.ERROR)
 
     @property
     def finished(self) -> bool:
@@ -624,6 +620,9 @@ class Connection:
         return self.state is ConnectionState.CLOSED or (
             self.state is ConnectionState.CLOSING and not self._table.any_open()
         )
+
+    def _move(self, event: ConnectionInput) -> None:
+        self.state = next_connection_state(self.state, event)  # spec §3, §10: the table
 
     def _check_open(self) -> None:
         if self.state is ConnectionState.CLOSED:
@@ -636,7 +635,7 @@ class Connection:
         last = self._table.goaway_last_stream()
         versions = (VERSION,) if exc.error_code is ErrorCode.VERSION_MISMATCH else None
         self._output.queue(GoAwayFrame(last, exc.error_code, str(exc), versions))
-        self.state = ConnectionState.CLOSED
+        self._move(ConnectionInput.ERROR)
 
     # --- timers (spec §8.7, §11) -------------------------------------------------------
 
@@ -673,11 +672,7 @@ class Connection:
         if self.state is ConnectionState.CLOSED:
             self.leave_budget()  # spec §8.9 B1
             return
-        if self._glitch_time is not None and now > self._glitch_time:
-            # spec §10.7.1: the glitch budget refills with time.
-            refill = (now - self._glitch_time) * self.limits.glitch_refill_per_second
-            self._glitch_tokens = min(self._glitch_tokens + refill, self.limits.glitch_burst)
-        self._glitch_time = now
+        self._glitch_budget.tick(now)  # spec §10.7.1: the glitch budget refills with time
         if self._inbound.activity:
             self._inbound.activity = False
             self._last_rx = now
@@ -843,7 +838,7 @@ class Connection:
                     pos = inbound.preface(chunk, pos)
                     if pos < 0:
                         break
-                    self.state = ConnectionState.HELLO
+                    self._move(ConnectionInput.RECV_PREFACE)
                 for item in inbound.walk(chunk, pos, rx):
                     self._receive_item(item, rx)
                 if inbound.stopped:
@@ -1029,26 +1024,13 @@ class Connection:
             self._maybe_forget(st)
 
     def _glitch(self, what: str) -> None:
-        """The peer's frame cost work and made no progress: spend a token (spec §10.7.1).
+        """The peer's frame cost work and made no progress: spend a token (spec §10.7.1)."""
+        self._glitch_budget.spend(what, self._conn_recv.consumed_bytes)
 
-        The bucket regains a token per ``glitch_refill_bytes`` of DATA consumed or
-        discarded since the last glitch, and with time in :meth:`handle_timeout`.
-        """
-        self.glitches += 1
-        limits = self.limits
-        consumed = self._conn_recv.consumed_bytes
-        tokens = self._glitch_tokens
-        if consumed != self._glitch_consumed:
-            tokens += (consumed - self._glitch_consumed) / limits.glitch_refill_bytes
-            self._glitch_consumed = consumed
-        tokens = min(tokens, limits.glitch_burst) - 1
-        self._glitch_tokens = tokens
-        if tokens < 0:
-            raise RemoteProtocolError(
-                f"peer sent more frames that make no progress than the budget of "
-                f"{limits.glitch_burst} allows (the last: {what}) (spec §10.7)",
-                ErrorCode.ENHANCE_YOUR_CALM,
-            )
+    @property
+    def glitches(self) -> int:
+        """Frames the peer sent that cost work and made no progress (spec §10.7.1)."""
+        return self._glitch_budget.count
 
     def _stream_error(self, st: StreamRecord, code: ErrorCode, reason: str, rx: Received) -> None:
         """Reset one stream for the peer's error (spec §10.3)."""
@@ -1069,7 +1051,7 @@ class Connection:
             self.peer_settings = frame.settings
             self._inbound.awaiting_hello = False
             self._conn_send.limit_bytes = frame.settings.connection_bytes
-            self.state = ConnectionState.OPEN
+            self._move(ConnectionInput.RECV_HELLO)
             rx.events.append(HandshakeCompleted(frame.settings))
             return
         if isinstance(frame, CreditFrame):
@@ -1210,8 +1192,7 @@ class Connection:
                 )
                 self._discard(st)
         if frame.code == ErrorCode.NO_ERROR:
-            if self.state is ConnectionState.OPEN:
-                self.state = ConnectionState.CLOSING
+            self._move(ConnectionInput.GRACEFUL_GOAWAY)
             return
         # spec §10.2: an error GOAWAY ends every stream with its code.
         for st in list(self._streams.values()):
@@ -1222,7 +1203,7 @@ class Connection:
                     StreamReset(st.id, frame.code, frame.reason, True, st.peer_consumed)
                 )
             self._discard(st)
-        self.state = ConnectionState.CLOSED
+        self._move(ConnectionInput.ERROR)
 
     def _on_eof(self) -> list[Event]:
         truncated = self._inbound.truncated or any(
@@ -1230,5 +1211,5 @@ class Connection:
         )
         # spec §10.6: the normal end is EOF after a GOAWAY (either way) with no stream open.
         clean = self._table.goaway_seen and not truncated and not self._table.any_open()
-        self.state = ConnectionState.CLOSED
+        self._move(ConnectionInput.ERROR)
         return [ConnectionClosed(clean, truncated)]

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Final
 
+from ._errors import ErrorCode, RemoteProtocolError
+
 __all__ = [
     "GLITCH_BURST",
     "GLITCH_REFILL_BYTES",
@@ -19,6 +21,7 @@ __all__ = [
     "MAX_QUEUED_REPLIES",
     "MIN_CREDIT_STEP",
     "MIN_FRAGMENT_BYTES",
+    "GlitchBudget",
     "Limits",
 ]
 
@@ -72,3 +75,51 @@ class Limits:
         if problems:
             raise ValueError("invalid flowproto limits: " + "; ".join(problems))
         return self
+
+
+class GlitchBudget:
+    """The glitch budget of spec §10.7.1: a token bucket, refilled by time and by progress.
+
+    A frame that costs work and makes no progress spends a token (:meth:`spend`). The
+    bucket regains ``glitch_refill_per_second`` tokens per second of the clock given to
+    :meth:`tick`, and one per ``glitch_refill_bytes`` of DATA consumed or discarded
+    (the connection's running total, passed to :meth:`spend`); it never holds more than
+    ``glitch_burst``. Spending from an empty bucket is a connection error.
+    """
+
+    __slots__ = ("consumed", "count", "limits", "time", "tokens")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.count = 0  # glitches over the connection
+        self.tokens = float(limits.glitch_burst)
+        self.time: float | None = None  # tick()'s last ``now``
+        self.consumed = 0  # connection bytes consumed when tokens were last refilled
+
+    def tick(self, now: float) -> None:
+        """Refill by the time since the last tick."""
+        if self.time is not None and now > self.time:
+            refill = (now - self.time) * self.limits.glitch_refill_per_second
+            self.tokens = min(self.tokens + refill, self.limits.glitch_burst)
+        self.time = now
+
+    def spend(self, what: str, consumed: int) -> None:
+        """Spend a token for ``what``; ``consumed`` is the connection's bytes consumed so far.
+
+        Raises:
+            RemoteProtocolError: ENHANCE_YOUR_CALM when the budget is empty (spec §10.7).
+        """
+        self.count += 1
+        limits = self.limits
+        tokens = self.tokens
+        if consumed != self.consumed:
+            tokens += (consumed - self.consumed) / limits.glitch_refill_bytes
+            self.consumed = consumed
+        tokens = min(tokens, limits.glitch_burst) - 1
+        self.tokens = tokens
+        if tokens < 0:
+            raise RemoteProtocolError(
+                f"peer sent more frames that make no progress than the budget of "
+                f"{limits.glitch_burst} allows (the last: {what}) (spec §10.7)",
+                ErrorCode.ENHANCE_YOUR_CALM,
+            )

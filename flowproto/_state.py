@@ -86,3 +86,30 @@ class ConnectionState(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"  # GOAWAY sent or received: no new streams, open ones finish
     CLOSED = "closed"  # after a connection error or the transport's end: nothing more
+
+
+class ConnectionInput(enum.Enum):
+    """What moves the connection (spec §3, §10)."""
+
+    RECV_PREFACE = "receive preface"
+    RECV_HELLO = "receive HELLO"
+    GRACEFUL_GOAWAY = "send or receive GOAWAY(NO_ERROR)"
+    ERROR = "connection error, error GOAWAY, or the transport's end"
+
+
+C = ConnectionState
+CI = ConnectionInput
+
+#: (where the connection is, what happened) -> where it goes; a missing pair leaves it
+#: where it is (a graceful GOAWAY while closing, say). ERROR closes from anywhere.
+CONNECTION_TRANSITIONS: Final[dict[tuple[ConnectionState, ConnectionInput], ConnectionState]] = {
+    (C.PREFACE, CI.RECV_PREFACE): C.HELLO,  # spec §3.1
+    (C.HELLO, CI.RECV_HELLO): C.OPEN,  # spec §3.4
+    (C.OPEN, CI.GRACEFUL_GOAWAY): C.CLOSING,  # spec §10.4
+    **{(state, CI.ERROR): C.CLOSED for state in ConnectionState},  # spec §10.2, §10.6
+}
+
+
+def next_connection_state(state: ConnectionState, event: ConnectionInput) -> ConnectionState:
+    """Where ``event`` takes the connection from ``state`` (spec §3, §10)."""
+    return CONNECTION_TRANSITIONS.get((state, event), state)
