@@ -25,55 +25,40 @@ from ._autotune import (
     AutoTune,
     MemoryBudget,
     RttEstimator,
-    WindowInfo,
     WindowReason,
     WindowTuner,
     tuned_floor,
 )
-from ._credit import ReceiveWindow, SendCredit, replenish_threshold, send_room, spend, take_send
+from ._control import ControlReceiving
+from ._credit import ReceiveWindow, SendCredit, send_room, spend, take_send
 from ._errors import (
     ConnectionClosedError,
     ErrorCode,
-    KeepaliveTimeout,
     LocalProtocolError,
     RemoteProtocolError,
     StreamClosedError,
 )
 from ._events import (
-    ConnectionClosed,
-    CreditGranted,
     Event,
-    GoAwayReceived,
-    HandshakeCompleted,
-    PeerBlocked,
-    PingReceived,
-    PongReceived,
-    StreamEnded,
-    StreamOpened,
-    StreamReset,
 )
 from ._frames import (
     HEADER,
     MAX_COUNTER,
-    MAX_FEEDBACK_RATE,
     MAX_PING_ID,
     VERSION,
-    BlockedFrame,
     CreditFrame,
     Flags,
-    Frame,
     FrameType,
     GoAwayFrame,
-    HelloFrame,
     PingFrame,
-    PongFrame,
     ResetFrame,
     Settings,
-    UnknownFrame,
 )
 from ._inbound import DataBody, DataHeader, Inbound, Item, Received
 from ._limits import GlitchBudget, Limits
 from ._outbound import Outbound
+from ._queries import ConnectionQueries
+from ._receiving import DataReceiving
 from ._state import (
     RECEIVING_STATES,
     SENDING_STATES,
@@ -85,6 +70,7 @@ from ._state import (
     next_state,
 )
 from ._streams import Role, StreamRecord, StreamTable
+from ._timers import ConnectionTimers
 
 __all__ = ["Connection", "Role"]
 
@@ -100,7 +86,7 @@ _unpack_header = HEADER.unpack_from
 MAX_OUTSTANDING_PINGS: Final = 16
 
 
-class Connection:
+class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionTimers):
     """One flowproto connection, as a state machine that does no I/O (spec §3-§11).
 
     Args:
@@ -204,93 +190,6 @@ class Connection:
     def has_data_to_send(self) -> bool:
         """True if ``data_to_send()`` would return bytes."""
         return self._output.has_data
-
-    # --- information ---------------------------------------------------------------------
-
-    @property
-    def partial_input(self) -> int:
-        """Bytes held of a preface or frame whose rest has not arrived yet (spec §11)."""
-        return len(self._inbound.buf)
-
-    @property
-    def handshake_complete(self) -> bool:
-        """True once the peer's HELLO arrived (spec §3.4)."""
-        return self.peer_settings is not None
-
-    @property
-    def stream_ids(self) -> list[int]:
-        """Streams in the table: open, or closed with messages not yet released."""
-        return list(self._streams)
-
-    def stream_state(self, stream_id: int) -> StreamState:
-        """The stream's state; a stream not in the table is IDLE or CLOSED (spec §6.3)."""
-        return self._table.state_of(stream_id)
-
-    def send_capacity(self, stream_id: int) -> tuple[int, int]:
-        """(bytes, messages) we may send on the stream now: the least of its limits (spec §8.3)."""
-        st = self._streams.get(stream_id)
-        if st is None or st.state not in SENDING_STATES:
-            return 0, 0
-        messages_left = st.send.messages_left
-        assert messages_left is not None
-        return min(st.send.bytes_left, self._conn_send.bytes_left), messages_left
-
-    @property
-    def connection_send_capacity(self) -> int:
-        """Bytes the peer's connection limit still lets us send (spec §8.3)."""
-        return self._conn_send.bytes_left
-
-    def receive_capacity(self, stream_id: int) -> tuple[int, int]:
-        """(bytes, messages) the peer may still send on the stream before it needs CREDIT."""
-        st = self._streams.get(stream_id)
-        if st is None or st.state not in RECEIVING_STATES:
-            return 0, 0
-        rw = st.recv
-        conn = self._conn_recv
-        return (
-            min(
-                rw.advertised_bytes - rw.received_bytes, conn.advertised_bytes - conn.received_bytes
-            ),
-            rw.advertised_messages - rw.received_messages,
-        )
-
-    def received_held(self, stream_id: int = 0) -> tuple[int, int]:
-        """(bytes, messages) received and not yet released; stream 0 is the connection."""
-        if stream_id == 0:
-            return self._conn_recv.held_bytes, 0
-        st = self._streams.get(stream_id)
-        if st is None:
-            return 0, 0
-        return st.recv.held_bytes, st.recv.held_messages
-
-    def received_peak(self, stream_id: int = 0) -> tuple[int, int]:
-        """The most (bytes, messages) held at once on the stream; stream 0 is the connection.
-
-        Held means received and not yet released: what the application has yet to take,
-        plus a message still arriving in fragments. Kept exactly where credit is checked
-        (see :meth:`ReceiveWindow.held_peak`), so it never exceeds what was advertised.
-        ``(0, 0)`` for a stream no longer in the table.
-        """
-        if stream_id == 0:
-            return self._conn_recv.held_peak()[0], 0
-        st = self._streams.get(stream_id)
-        if st is None:
-            return 0, 0
-        return st.recv.held_peak()
-
-    def peer_consumed(self, stream_id: int) -> int | None:
-        """Messages the peer reported consumed on our stream (spec §10.5), if it said."""
-        st = self._streams.get(stream_id)
-        return None if st is None else st.peer_consumed
-
-    @property
-    def can_open_stream(self) -> bool:
-        """Whether ``open_stream()`` would succeed now (spec §6.4, §10.4)."""
-        return (
-            self.state is ConnectionState.OPEN
-            and self.peer_settings is not None
-            and self._table.can_open_local(self.peer_settings.max_streams)
-        )
 
     # --- streams -------------------------------------------------------------------------
 
@@ -614,13 +513,6 @@ class Connection:
         graceful = error_code is ErrorCode.NO_ERROR
         self._move(ConnectionInput.GRACEFUL_GOAWAY if graceful else ConnectionInput.ERROR)
 
-    @property
-    def finished(self) -> bool:
-        """True when the connection is closed, or closing with no stream left (spec §10.4)."""
-        return self.state is ConnectionState.CLOSED or (
-            self.state is ConnectionState.CLOSING and not self._table.any_open()
-        )
-
     def _move(self, event: ConnectionInput) -> None:
         self.state = next_connection_state(self.state, event)  # spec §3, §10: the table
 
@@ -636,177 +528,6 @@ class Connection:
         versions = (VERSION,) if exc.error_code is ErrorCode.VERSION_MISMATCH else None
         self._output.queue(GoAwayFrame(last, exc.error_code, str(exc), versions))
         self._move(ConnectionInput.ERROR)
-
-    # --- timers (spec §8.7, §11) -------------------------------------------------------
-
-    def next_deadline(self) -> float | None:
-        """When :meth:`handle_timeout` next has work, on the caller's clock, or ``None``."""
-        if self.state is ConnectionState.CLOSED:
-            self.leave_budget()  # spec §8.9 B1: a closed connection holds no more credit
-            return None  # handle_timeout does nothing then: a deadline would spin the caller
-        deadlines: list[float] = []
-        keepalive = self.local_settings.keepalive_ms / 1000
-        if self._keepalive_ping is not None:
-            deadlines.append(self._keepalive_sent_at + self.ping_timeout)
-        elif keepalive:
-            deadlines.append(self._last_rx + keepalive)
-        blocked = self._output.blocked_deadline(self.blocked_interval)
-        if blocked is not None:
-            deadlines.append(blocked)
-        if self._answered:
-            deadlines.append(0.0)
-        if self._probe_due():
-            deadlines.append(self._next_probe)
-        return min(deadlines) if deadlines else None
-
-    def handle_timeout(self, now: float) -> None:
-        """Do timed work due at ``now``: keepalive PING and its timeout, BLOCKED repeats.
-
-        It also refills the glitch budget (spec §10.7.1) by the time since the last call,
-        so call it after each ``receive_data`` as well as at :meth:`next_deadline`.
-
-        Raises:
-            KeepaliveTimeout: a keepalive PING went unanswered for ``ping_timeout`` with
-                nothing else received; GOAWAY(TIMEOUT) is queued and the connection closed.
-        """
-        if self.state is ConnectionState.CLOSED:
-            self.leave_budget()  # spec §8.9 B1
-            return
-        self._glitch_budget.tick(now)  # spec §10.7.1: the glitch budget refills with time
-        if self._inbound.activity:
-            self._inbound.activity = False
-            self._last_rx = now
-            self._keepalive_ping = None  # spec §11: any frame shows the peer is alive
-        keepalive = self.local_settings.keepalive_ms / 1000
-        # Each test is the same sum as in next_deadline(): ``now - t >= d`` can be false at
-        # ``now == t + d`` in floating point, and a timer waking at the deadline would spin.
-        if self._keepalive_ping is not None:
-            if now >= self._keepalive_sent_at + self.ping_timeout:
-                exc = KeepaliveTimeout(
-                    f"no frame from the peer for {now - self._last_rx:.1f} s, and no answer to "
-                    f"a PING for {self.ping_timeout:.1f} s (spec §11)"
-                )
-                self._fail(exc)
-                raise exc
-        elif keepalive and now >= self._last_rx + keepalive:
-            self._keepalive_ping = self.ping()
-            self._keepalive_sent_at = now
-        self._output.repeat_blocked(now, self.blocked_interval)  # spec §8.7
-        if self._answered or self.autotune is not None:
-            self._tune_timers(now)
-
-    def window_info(self, stream_id: int = 0) -> WindowInfo | None:
-        """The receive window of a stream, or of the connection (0), and why it is so."""
-        if stream_id == 0:
-            rw = self._conn_recv
-            return WindowInfo(rw.window_bytes, 0, self._conn_reason, self._conn_changes, 0.0, 0.0)
-        st = self._streams.get(stream_id)
-        if st is None:
-            return None
-        rw, tuner = st.recv, st.tuner
-        if tuner is None:
-            return WindowInfo(rw.window_bytes, rw.window_messages, WindowReason.STATIC, 0, 0.0, 0.0)
-        return WindowInfo(
-            rw.window_bytes,
-            rw.window_messages,
-            tuner.reason,
-            tuner.changes,
-            tuner.rate_bytes,
-            tuner.rate_messages,
-        )
-
-    def peer_feedback(self, stream_id: int) -> tuple[int | None, int | None] | None:
-        """The peer's latest (rate, depth) feedback on our stream (spec §8.10), if any."""
-        st = self._streams.get(stream_id)
-        return None if st is None else st.feedback
-
-    def leave_budget(self) -> None:
-        """Stop counting this connection against its memory budget (spec §8.9 B1).
-
-        Done by itself once the connection is closed and ``handle_timeout`` or
-        ``next_deadline`` runs; calling it again does nothing.
-        """
-        if self.budget is not None:
-            self.budget.leave(self._conn_recv)
-
-    def _feedback(self, st: StreamRecord) -> tuple[int | None, int | None]:
-        # spec §8.10: the consumer's smoothed rate and its queue, once a rate is measured.
-        tuner = st.tuner
-        assert tuner is not None and self.autotune is not None
-        if not (tuner.rated and self.autotune.feedback):
-            return None, None
-        rate = min(int(tuner.rate_messages + 0.5), MAX_FEEDBACK_RATE)
-        return rate, st.recv.received_messages - st.recv.consumed_messages
-
-    def _tune(self, now: float) -> None:
-        # spec §8.9 rule 8 for the connection, at most once per min_epoch.
-        self._consuming = True
-        cfg = self.autotune
-        self._conn_next_tune = now + (cfg.min_epoch if cfg is not None else 0.0)
-        self._tune_connection()
-
-    def _tune_connection(self) -> None:
-        # spec §8.9 rule 8: the connection window is what its streams want, within the
-        # cap and the budget's fair share (B3), never below the floor.
-        ls = self.local_settings
-        floor = tuned_floor(ls.max_message_bytes)
-        cfg = self.autotune
-        if cfg is not None:
-            want = sum(
-                s.recv.window_bytes for s in self._streams.values() if s.state in RECEIVING_STATES
-            )
-            cap = cfg.max_window_bytes
-        else:
-            want = cap = self._budget_demand  # static windows: what the settings asked for
-        window = max(floor, min(want, cap))
-        reason = WindowReason.CAP if want > cap else None
-        budget = self.budget
-        if budget is not None:
-            budget.set_demand(self._conn_recv, window)
-            share = budget.share(self._conn_recv)
-            if share < window:
-                window, reason = max(floor, share), WindowReason.BUDGET
-        rw = self._conn_recv
-        if window == rw.window_bytes:
-            return
-        if reason is None:
-            if window == floor:
-                reason = WindowReason.FLOOR
-            else:
-                reason = WindowReason.GROW if window > rw.window_bytes else WindowReason.LATENCY
-        rw.set_window(window, rw.window_messages)  # limits never go down (spec §8.2)
-        self._conn_reason = reason
-        self._conn_changes += 1
-
-    def _probe_due(self) -> bool:
-        # spec §8.9: the tuner measures the round trip while streams are open.
-        return (
-            self.autotune is not None
-            and self._probe is None
-            and self._consuming
-            and bool(self._streams)
-            and self.peer_settings is not None
-            and self.state is ConnectionState.OPEN
-        )
-
-    def _tune_timers(self, now: float) -> None:
-        for ping_id in self._answered:
-            sent = self._ping_times.pop(ping_id, None)
-            if sent is not None:
-                self.rtt.add(now - sent)
-                self._rtt_floor = self.rtt.minimum or 0.0
-            if ping_id == self._probe:
-                self._probe = None
-        self._answered.clear()
-        cfg = self.autotune
-        if cfg is None:
-            return
-        probe = self._probe
-        if probe is not None and probe not in self._pings:
-            self._probe = None  # forgotten (spec §11 keeps at most 16 PINGs)
-        if self._probe_due() and now >= self._next_probe:
-            self._probe = self.ping(now)
-            self._next_probe = now + cfg.rtt_probe_interval
 
     # --- input ---------------------------------------------------------------------------
 
@@ -859,357 +580,3 @@ class Connection:
             self._receive_control(item, rx)  # type: ignore[arg-type]
             if self.state is ConnectionState.CLOSED:
                 self._inbound.stop()
-
-    def _check_data_header(
-        self,
-        sid: int,
-        length: int,
-        flags: int,
-        st: StreamRecord | None,
-        rx: Received,
-    ) -> None:
-        """Checks of a DATA frame from its header, before its body is buffered (spec §8.4).
-
-        Connection errors raise; a message over max_message_bytes resets its stream at
-        once (spec §7.3), and the body, when it comes, is discarded as on a closed stream.
-        Everything here is repeated harmlessly if the same header is parsed again.
-        """
-        self._conn_check(length)
-        truncates = flags & _END_STREAM and not flags & _END_MESSAGE
-        if st is None:
-            if not self._table.is_idle(sid):
-                return  # closed: spec §6.5
-            self._table.check_peer_open(sid)
-            if self._table.beyond_our_goaway(sid) or self._would_refuse(sid):
-                return
-            ls = self.local_settings
-            if length > ls.stream_bytes:
-                raise RemoteProtocolError(
-                    f"peer opened stream {sid} with {length} bytes against a limit of "
-                    f"{ls.stream_bytes} (spec §8.4)",
-                    ErrorCode.FLOW_CONTROL_ERROR,
-                )
-            if truncates and length:
-                raise RemoteProtocolError(
-                    f"END_STREAM on stream {sid} inside a message (spec §7.2)"
-                )
-            if length > ls.max_message_bytes:
-                opened = self._open_peer_stream(sid, rx)
-                if opened is not None:
-                    self._too_large(opened, rx)
-            return
-        if st.state not in RECEIVING_STATES:
-            return
-        rw = st.recv
-        begins = 1 if st.partial is None and (length or not truncates) else 0
-        if (
-            rw.received_bytes + length > rw.advertised_bytes
-            or rw.received_messages + begins > rw.advertised_messages
-        ):
-            rw.receive(length, begins, f"stream {sid}")  # raises
-        if truncates and (st.partial is not None or length):
-            raise RemoteProtocolError(f"END_STREAM on stream {sid} inside a message (spec §7.2)")
-        so_far = st.partial_len if st.partial is not None else 0
-        if so_far + length > self.local_settings.max_message_bytes:
-            self._too_large(st, rx)
-
-    def _would_refuse(self, sid: int) -> bool:
-        return (
-            self.state is not ConnectionState.OPEN and self.state is not ConnectionState.CLOSING
-        ) or self._table.at_peer_limit(sid, self.local_settings.max_streams)
-
-    def _too_large(self, st: StreamRecord, rx: Received) -> None:
-        # spec §7.3: the stream is reset; the connection lives.
-        rx.flush(st.id)
-        self._stream_error(
-            st,
-            ErrorCode.MESSAGE_TOO_LARGE,
-            f"message over max_message_bytes = {self.local_settings.max_message_bytes}",
-            rx,
-        )
-
-    def _conn_check(self, length: int) -> None:
-        conn = self._conn_recv
-        if conn.received_bytes + length > conn.advertised_bytes:
-            conn.receive(length, 0, "the connection")  # raises
-
-    def _open_peer_stream(self, sid: int, rx: Received) -> StreamRecord | None:
-        """The peer's first frame on a new stream id (spec §6.2); None if not processed."""
-        self._table.check_peer_open(sid)
-        self._table.note_peer_id(sid)  # spec §6.1: skipped ids are closed
-        if self._table.beyond_our_goaway(sid):
-            return None  # spec §10.4: not processed
-        if self.state is not ConnectionState.OPEN and self.state is not ConnectionState.CLOSING:
-            return None
-        if self._table.at_peer_limit(sid, self.local_settings.max_streams):
-            # spec §6.4: refuse it; the connection lives. Refusals spend the budget (§10.7.1).
-            self._glitch(f"stream {sid} over max_streams = {self.local_settings.max_streams}")
-            self._output.queue(
-                ResetFrame(sid, ErrorCode.REFUSED_STREAM, "too many concurrent streams", 0)
-            )
-            self._output.count_reply()
-            return None
-        st = self._new_stream(sid)
-        self._table.highest_accepted_peer_id = sid
-        rx.events.append(StreamOpened(sid))
-        return st
-
-    def _stream_for_frame(self, sid: int, rx: Received) -> StreamRecord | None:
-        """The stream a received stream-level frame is for, opening it if new; None if closed."""
-        st = self._streams.get(sid)
-        if st is not None:
-            return st
-        if self._table.is_idle(sid):
-            return self._open_peer_stream(sid, rx)
-        return None
-
-    def _receive_data_frame(
-        self,
-        sid: int,
-        flags: int,
-        body: bytes,
-        rx: Received,
-    ) -> None:
-        """DATA off the hot path: new streams, fragments, END_STREAM, closed streams."""
-        length = len(body)
-        if sid not in self._streams and self._table.is_idle(sid):
-            # The header-time checks of a new stream, in the order a frame whose body
-            # has not arrived yet gets them, so a split never changes the outcome (§4.2).
-            self._check_data_header(sid, length, flags, None, rx)
-        st = self._stream_for_frame(sid, rx)
-        if st is None or st.state not in RECEIVING_STATES:
-            if not length:
-                self._glitch(f"empty DATA on closed stream {sid}")  # spec §10.7.1
-            # spec §6.5, §8.8: counted against the connection, its credit returned at once.
-            self._conn_recv.receive(length, 0, "the connection")
-            self._conn_recv.consume(length, 0)
-            self._update_connection_credit()
-            if st is not None and st.state is StreamState.HALF_CLOSED_REMOTE:
-                rx.flush(sid)
-                self._stream_error(st, ErrorCode.STREAM_CLOSED, "DATA after END_STREAM", rx)
-            return
-        end_message = flags & _END_MESSAGE
-        end_stream = flags & _END_STREAM
-        if (
-            not end_message
-            and not end_stream
-            and length < self.limits.min_fragment_bytes
-            and (not length or st.partial is not None)
-        ):
-            # spec §10.7.1: an empty frame, or a short one in the middle of a message.
-            self._glitch(f"{length}-byte DATA fragment on stream {sid}")
-        begins = st.partial is None and (length or end_message or not end_stream)
-        self._conn_recv.receive(length, 0, "the connection")
-        st.recv.receive(length, 1 if begins else 0, f"stream {sid}")
-        if end_stream and not end_message and (st.partial is not None or begins):
-            raise RemoteProtocolError(f"END_STREAM on stream {sid} inside a message (spec §7.2)")
-        if begins:
-            st.partial = []
-            st.partial_len = 0
-        if st.partial is not None:
-            if st.partial_len + length > self.local_settings.max_message_bytes:
-                self._too_large(st, rx)  # spec §7.3
-                return
-            st.partial.append(body)
-            st.partial_len += length
-            if end_message:
-                message = st.partial[0] if len(st.partial) == 1 else b"".join(st.partial)
-                st.partial = None
-                rx.message(sid, message)
-        if end_stream:
-            rx.flush(sid)
-            self._advance(st, StreamInput.RECV_END, local=False)
-            rx.events.append(StreamEnded(sid))
-            self._final_report(st)
-            self._maybe_forget(st)
-
-    def _glitch(self, what: str) -> None:
-        """The peer's frame cost work and made no progress: spend a token (spec §10.7.1)."""
-        self._glitch_budget.spend(what, self._conn_recv.consumed_bytes)
-
-    @property
-    def glitches(self) -> int:
-        """Frames the peer sent that cost work and made no progress (spec §10.7.1)."""
-        return self._glitch_budget.count
-
-    def _stream_error(self, st: StreamRecord, code: ErrorCode, reason: str, rx: Received) -> None:
-        """Reset one stream for the peer's error (spec §10.3)."""
-        self._glitch(f"{code.name} on stream {st.id}")  # spec §10.7.1: resets we are made to send
-        self._output.queue(ResetFrame(st.id, code, reason, st.recv.consumed_messages))
-        self._output.count_reply()
-        self._advance(st, StreamInput.SEND_RESET, local=True)
-        rx.events.append(StreamReset(st.id, code, reason, False, None))
-        self._discard(st)
-
-    def _receive_control(self, frame: Frame, rx: Received) -> None:
-        if self.state is ConnectionState.HELLO:
-            if not isinstance(frame, HelloFrame):
-                raise RemoteProtocolError(
-                    f"the first frame after the preface must be HELLO, got {type(frame).__name__} "
-                    "(spec §3.4)"
-                )
-            self.peer_settings = frame.settings
-            self._inbound.awaiting_hello = False
-            self._conn_send.limit_bytes = frame.settings.connection_bytes
-            self._move(ConnectionInput.RECV_HELLO)
-            rx.events.append(HandshakeCompleted(frame.settings))
-            return
-        if isinstance(frame, CreditFrame):
-            self._on_credit(frame, rx)
-        elif isinstance(frame, PingFrame):
-            self._glitch("PING")  # spec §10.7.1: PINGs beyond the budget's rate
-            self._output.queue_urgent(PongFrame(frame.id))
-            self._output.count_reply()
-            rx.events.append(PingReceived(frame.id))
-        elif isinstance(frame, PongFrame):
-            if frame.id in self._pings:  # spec §5.6: an unmatched PONG is ignored
-                self._pings.discard(frame.id)
-                rx.events.append(PongReceived(frame.id))
-                if frame.id in self._ping_times:
-                    self._answered.append(frame.id)  # timed by handle_timeout (spec §8.9)
-            else:
-                self._glitch("unmatched PONG")
-        elif isinstance(frame, ResetFrame):
-            rx.flush(frame.stream_id)
-            self._on_reset(frame, rx)
-        elif isinstance(frame, BlockedFrame):
-            self._on_blocked(frame, rx)
-        elif isinstance(frame, GoAwayFrame):
-            self._goaways_received += 1
-            if self._goaways_received > 1:
-                self._glitch("a repeated GOAWAY")  # spec §10.7.1
-            self._on_goaway(frame, rx)
-        elif isinstance(frame, HelloFrame):
-            raise RemoteProtocolError("a second HELLO (spec §3.4)")
-        elif isinstance(frame, UnknownFrame):
-            self._glitch(f"unknown frame type {frame.type}")  # ignored (spec §4.4, §10.7.1)
-
-    def _on_blocked(self, frame: BlockedFrame, rx: Received) -> None:
-        sid = frame.stream_id
-        if sid == 0:
-            limits: tuple[int, int | None] = (self._conn_recv.advertised_bytes, None)
-            st = None
-        else:
-            was_idle = self._table.is_idle(sid)
-            st = self._stream_for_frame(sid, rx)
-            if st is None or st.state not in RECEIVING_STATES:
-                # spec §5.4: ignored on closed and half-closed (remote) streams.
-                if not was_idle or st is not None:
-                    self._glitch(f"BLOCKED on closed stream {sid}")  # spec §10.7.1
-                return
-            limits = (st.recv.advertised_bytes, st.recv.advertised_messages)
-        # spec §10.7.1: a sender can be blocked only at limits we advertised; repeats at
-        # them are how a blocked sender shows it is alive (spec §8.7) and cost nothing.
-        if (
-            frame.bytes_limit is None
-            or frame.bytes_limit > limits[0]
-            or (
-                limits[1] is not None
-                and (frame.messages_limit is None or frame.messages_limit > limits[1])
-            )
-        ):
-            self._glitch(f"BLOCKED at limits never advertised on stream {sid}")
-        rx.events.append(PeerBlocked(sid, frame.bytes_limit, frame.messages_limit))
-        if st is not None and st.tuner is not None:
-            st.tuner.blocked = True  # spec §8.9 rule 4: the sender is credit-limited
-        elif sid == 0 and self.autotune is not None:
-            for other in self._streams.values():  # short of connection credit: all of them
-                if other.tuner is not None:
-                    other.tuner.blocked = True
-
-    def _on_credit(self, frame: CreditFrame, rx: Received) -> None:
-        peer = self.peer_settings
-        assert peer is not None
-        if frame.stream_id == 0:
-            before = self._conn_send.limit_bytes
-            if self._conn_send.grant(frame.bytes_limit):
-                self._output.unblock(0)  # spec §8.7: BLOCKED stops when the credit arrives
-                rx.events.append(CreditGranted(0, self._conn_send.limit_bytes, None))
-            if self._conn_send.limit_bytes - before < self._credit_step(peer.connection_bytes):
-                self._glitch("CREDIT raising the connection limit by too little")
-            return
-        sid = frame.stream_id
-        was_idle = self._table.is_idle(sid)
-        st = self._stream_for_frame(sid, rx)
-        if st is None:
-            if not was_idle:
-                self._glitch(f"CREDIT on closed stream {sid}")  # spec §10.7.1
-            return  # spec §6.5: CREDIT on a closed stream is ignored
-        send = st.send
-        old_bytes = send.limit_bytes
-        old_messages = send.limit_messages
-        old_consumed = st.peer_consumed
-        st.record_consumed(frame.consumed)
-        if frame.rate is not None or frame.depth is not None:
-            st.feedback = (frame.rate, frame.depth)  # spec §8.10: advice, never credit
-        if send.grant(frame.bytes_limit, frame.messages_limit) and st.state in SENDING_STATES:
-            self._output.unblock(st.id)
-            rx.events.append(CreditGranted(st.id, send.limit_bytes, send.limit_messages))
-        if (
-            not was_idle  # opening a stream is progress (spec §6.2)
-            and send.limit_messages == old_messages
-            and st.peer_consumed == old_consumed
-            and send.limit_bytes - old_bytes < self._credit_step(peer.stream_bytes)
-        ):
-            self._glitch(f"CREDIT raising nothing but a little of stream {sid}'s byte limit")
-
-    def _credit_step(self, peer_window: int) -> int:
-        # spec §10.7.1: the least raise a CREDIT makes alone without counting as a glitch,
-        # never above what the reference policy raises a limit by (spec §8.6).
-        peer = self.peer_settings
-        assert peer is not None
-        step = replenish_threshold(peer_window, peer.max_message_bytes)
-        return min(self.limits.min_credit_step, step)
-
-    def _on_reset(self, frame: ResetFrame, rx: Received) -> None:
-        sid = frame.stream_id
-        st = self._streams.get(sid)
-        if st is None:
-            if self._table.is_idle(sid) and not self._table.beyond_our_goaway(sid):
-                raise RemoteProtocolError(f"RESET on idle stream {sid} (spec §5.7)")
-            self._glitch(f"RESET on closed stream {sid}")  # spec §10.7.1
-            return  # spec §6.5: never answer a RESET with a RESET
-        if st.state is StreamState.CLOSED or not self._table.is_ours(sid):
-            # spec §10.7.1: a stream the peer opened and reset made us work for nothing
-            # ("Rapid Reset"); a RESET on a closed stream changes nothing.
-            self._glitch(f"RESET of stream {sid}")
-        st.record_consumed(frame.consumed)
-        if st.state is not StreamState.CLOSED:
-            self._advance(st, StreamInput.RECV_RESET, local=False)
-            rx.events.append(StreamReset(sid, frame.code, frame.reason, True, frame.consumed))
-        self._discard(st)
-
-    def _on_goaway(self, frame: GoAwayFrame, rx: Received) -> None:
-        last = self._table.goaway_received(frame.last_stream)  # spec §10.4: the lowest
-        rx.events.append(GoAwayReceived(last, frame.code, frame.reason))
-        # spec §10.4: our streams above last_stream were not processed: safe to retry.
-        for st in list(self._streams.values()):
-            if self._table.is_ours(st.id) and st.id > last and st.state is not StreamState.CLOSED:
-                rx.flush(st.id)
-                self._advance(st, StreamInput.RECV_RESET, local=False)
-                rx.events.append(
-                    StreamReset(st.id, ErrorCode.REFUSED_STREAM, "not processed (GOAWAY)", True, 0)
-                )
-                self._discard(st)
-        if frame.code == ErrorCode.NO_ERROR:
-            self._move(ConnectionInput.GRACEFUL_GOAWAY)
-            return
-        # spec §10.2: an error GOAWAY ends every stream with its code.
-        for st in list(self._streams.values()):
-            rx.flush(st.id)
-            if st.state is not StreamState.CLOSED:
-                self._advance(st, StreamInput.RECV_RESET, local=False)
-                rx.events.append(
-                    StreamReset(st.id, frame.code, frame.reason, True, st.peer_consumed)
-                )
-            self._discard(st)
-        self._move(ConnectionInput.ERROR)
-
-    def _on_eof(self) -> list[Event]:
-        truncated = self._inbound.truncated or any(
-            st.partial is not None for st in self._streams.values()
-        )
-        # spec §10.6: the normal end is EOF after a GOAWAY (either way) with no stream open.
-        clean = self._table.goaway_seen and not truncated and not self._table.any_open()
-        self._move(ConnectionInput.ERROR)
-        return [ConnectionClosed(clean, truncated)]

@@ -1,0 +1,238 @@
+"""Control frames in (spec §5): a handler per frame type, chosen by table; the transport's end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from ._credit import replenish_threshold
+from ._errors import (
+    ErrorCode,
+    RemoteProtocolError,
+)
+from ._events import (
+    ConnectionClosed,
+    CreditGranted,
+    Event,
+    GoAwayReceived,
+    HandshakeCompleted,
+    PeerBlocked,
+    PingReceived,
+    PongReceived,
+    StreamReset,
+)
+from ._frames import (
+    BlockedFrame,
+    CreditFrame,
+    Frame,
+    GoAwayFrame,
+    HelloFrame,
+    PingFrame,
+    PongFrame,
+    ResetFrame,
+    UnknownFrame,
+)
+from ._inbound import Received
+from ._parts import ConnectionParts
+from ._state import (
+    RECEIVING_STATES,
+    SENDING_STATES,
+    ConnectionInput,
+    ConnectionState,
+    StreamInput,
+    StreamState,
+)
+
+__all__ = ["CONTROL_HANDLERS", "ControlReceiving"]
+
+
+class ControlReceiving(ConnectionParts):
+    """What the connection does with each control frame the peer sends."""
+
+    def _receive_control(self, frame: Frame, rx: Received) -> None:
+        """Dispatch a control frame to its handler by type (spec §5)."""
+        if self.state is ConnectionState.HELLO:
+            if not isinstance(frame, HelloFrame):
+                raise RemoteProtocolError(
+                    f"the first frame after the preface must be HELLO, got {type(frame).__name__} "
+                    "(spec §3.4)"
+                )
+            self._on_hello(frame, rx)
+            return
+        CONTROL_HANDLERS[type(frame)](self, frame, rx)
+
+    def _on_hello(self, frame: HelloFrame, rx: Received) -> None:
+        self.peer_settings = frame.settings
+        self._inbound.awaiting_hello = False
+        self._conn_send.limit_bytes = frame.settings.connection_bytes
+        self._move(ConnectionInput.RECV_HELLO)
+        rx.events.append(HandshakeCompleted(frame.settings))
+
+    def _on_second_hello(self, frame: HelloFrame, rx: Received) -> None:
+        raise RemoteProtocolError("a second HELLO (spec §3.4)")
+
+    def _on_ping(self, frame: PingFrame, rx: Received) -> None:
+        self._glitch("PING")  # spec §10.7.1: PINGs beyond the budget's rate
+        self._output.queue_urgent(PongFrame(frame.id))  # spec §5.5: ahead of queued DATA
+        self._output.count_reply()
+        rx.events.append(PingReceived(frame.id))
+
+    def _on_pong(self, frame: PongFrame, rx: Received) -> None:
+        if frame.id in self._pings:  # spec §5.6: an unmatched PONG is ignored
+            self._pings.discard(frame.id)
+            rx.events.append(PongReceived(frame.id))
+            if frame.id in self._ping_times:
+                self._answered.append(frame.id)  # timed by handle_timeout (spec §8.9)
+        else:
+            self._glitch("unmatched PONG")
+
+    def _on_unknown(self, frame: UnknownFrame, rx: Received) -> None:
+        self._glitch(f"unknown frame type {frame.type}")  # ignored (spec §4.4, §10.7.1)
+
+    def _on_blocked(self, frame: BlockedFrame, rx: Received) -> None:
+        sid = frame.stream_id
+        if sid == 0:
+            limits: tuple[int, int | None] = (self._conn_recv.advertised_bytes, None)
+            st = None
+        else:
+            was_idle = self._table.is_idle(sid)
+            st = self._stream_for_frame(sid, rx)
+            if st is None or st.state not in RECEIVING_STATES:
+                # spec §5.4: ignored on closed and half-closed (remote) streams.
+                if not was_idle or st is not None:
+                    self._glitch(f"BLOCKED on closed stream {sid}")  # spec §10.7.1
+                return
+            limits = (st.recv.advertised_bytes, st.recv.advertised_messages)
+        # spec §10.7.1: a sender can be blocked only at limits we advertised; repeats at
+        # them are how a blocked sender shows it is alive (spec §8.7) and cost nothing.
+        if (
+            frame.bytes_limit is None
+            or frame.bytes_limit > limits[0]
+            or (
+                limits[1] is not None
+                and (frame.messages_limit is None or frame.messages_limit > limits[1])
+            )
+        ):
+            self._glitch(f"BLOCKED at limits never advertised on stream {sid}")
+        rx.events.append(PeerBlocked(sid, frame.bytes_limit, frame.messages_limit))
+        if st is not None and st.tuner is not None:
+            st.tuner.blocked = True  # spec §8.9 rule 4: the sender is credit-limited
+        elif sid == 0 and self.autotune is not None:
+            for other in self._streams.values():  # short of connection credit: all of them
+                if other.tuner is not None:
+                    other.tuner.blocked = True
+
+    def _on_credit(self, frame: CreditFrame, rx: Received) -> None:
+        peer = self.peer_settings
+        assert peer is not None
+        if frame.stream_id == 0:
+            before = self._conn_send.limit_bytes
+            if self._conn_send.grant(frame.bytes_limit):
+                self._output.unblock(0)  # spec §8.7: BLOCKED stops when the credit arrives
+                rx.events.append(CreditGranted(0, self._conn_send.limit_bytes, None))
+            if self._conn_send.limit_bytes - before < self._credit_step(peer.connection_bytes):
+                self._glitch("CREDIT raising the connection limit by too little")
+            return
+        sid = frame.stream_id
+        was_idle = self._table.is_idle(sid)
+        st = self._stream_for_frame(sid, rx)
+        if st is None:
+            if not was_idle:
+                self._glitch(f"CREDIT on closed stream {sid}")  # spec §10.7.1
+            return  # spec §6.5: CREDIT on a closed stream is ignored
+        send = st.send
+        old_bytes = send.limit_bytes
+        old_messages = send.limit_messages
+        old_consumed = st.peer_consumed
+        st.record_consumed(frame.consumed)
+        if frame.rate is not None or frame.depth is not None:
+            st.feedback = (frame.rate, frame.depth)  # spec §8.10: advice, never credit
+        if send.grant(frame.bytes_limit, frame.messages_limit) and st.state in SENDING_STATES:
+            self._output.unblock(st.id)
+            rx.events.append(CreditGranted(st.id, send.limit_bytes, send.limit_messages))
+        if (
+            not was_idle  # opening a stream is progress (spec §6.2)
+            and send.limit_messages == old_messages
+            and st.peer_consumed == old_consumed
+            and send.limit_bytes - old_bytes < self._credit_step(peer.stream_bytes)
+        ):
+            self._glitch(f"CREDIT raising nothing but a little of stream {sid}'s byte limit")
+
+    def _credit_step(self, peer_window: int) -> int:
+        # spec §10.7.1: the least raise a CREDIT makes alone without counting as a glitch,
+        # never above what the reference policy raises a limit by (spec §8.6).
+        peer = self.peer_settings
+        assert peer is not None
+        step = replenish_threshold(peer_window, peer.max_message_bytes)
+        return min(self.limits.min_credit_step, step)
+
+    def _on_reset(self, frame: ResetFrame, rx: Received) -> None:
+        sid = frame.stream_id
+        rx.flush(sid)
+        st = self._streams.get(sid)
+        if st is None:
+            if self._table.is_idle(sid) and not self._table.beyond_our_goaway(sid):
+                raise RemoteProtocolError(f"RESET on idle stream {sid} (spec §5.7)")
+            self._glitch(f"RESET on closed stream {sid}")  # spec §10.7.1
+            return  # spec §6.5: never answer a RESET with a RESET
+        if st.state is StreamState.CLOSED or not self._table.is_ours(sid):
+            # spec §10.7.1: a stream the peer opened and reset made us work for nothing
+            # ("Rapid Reset"); a RESET on a closed stream changes nothing.
+            self._glitch(f"RESET of stream {sid}")
+        st.record_consumed(frame.consumed)
+        if st.state is not StreamState.CLOSED:
+            self._advance(st, StreamInput.RECV_RESET, local=False)
+            rx.events.append(StreamReset(sid, frame.code, frame.reason, True, frame.consumed))
+        self._discard(st)
+
+    def _on_goaway(self, frame: GoAwayFrame, rx: Received) -> None:
+        self._goaways_received += 1
+        if self._goaways_received > 1:
+            self._glitch("a repeated GOAWAY")  # spec §10.7.1
+        last = self._table.goaway_received(frame.last_stream)  # spec §10.4: the lowest
+        rx.events.append(GoAwayReceived(last, frame.code, frame.reason))
+        # spec §10.4: our streams above last_stream were not processed: safe to retry.
+        for st in list(self._streams.values()):
+            if self._table.is_ours(st.id) and st.id > last and st.state is not StreamState.CLOSED:
+                rx.flush(st.id)
+                self._advance(st, StreamInput.RECV_RESET, local=False)
+                rx.events.append(
+                    StreamReset(st.id, ErrorCode.REFUSED_STREAM, "not processed (GOAWAY)", True, 0)
+                )
+                self._discard(st)
+        if frame.code == ErrorCode.NO_ERROR:
+            self._move(ConnectionInput.GRACEFUL_GOAWAY)
+            return
+        # spec §10.2: an error GOAWAY ends every stream with its code.
+        for st in list(self._streams.values()):
+            rx.flush(st.id)
+            if st.state is not StreamState.CLOSED:
+                self._advance(st, StreamInput.RECV_RESET, local=False)
+                rx.events.append(
+                    StreamReset(st.id, frame.code, frame.reason, True, st.peer_consumed)
+                )
+            self._discard(st)
+        self._move(ConnectionInput.ERROR)
+
+    def _on_eof(self) -> list[Event]:
+        truncated = self._inbound.truncated or any(
+            st.partial is not None for st in self._streams.values()
+        )
+        # spec §10.6: the normal end is EOF after a GOAWAY (either way) with no stream open.
+        clean = self._table.goaway_seen and not truncated and not self._table.any_open()
+        self._move(ConnectionInput.ERROR)
+        return [ConnectionClosed(clean, truncated)]
+
+
+#: spec §5: one handler per control frame type (HELLO is handled first, in its state).
+#: A new frame type adds its dataclass in _frames.py, a handler above and a row here.
+CONTROL_HANDLERS: Final[dict[type, Callable[[Any, Any, Received], None]]] = {
+    CreditFrame: ControlReceiving._on_credit,
+    PingFrame: ControlReceiving._on_ping,
+    PongFrame: ControlReceiving._on_pong,
+    ResetFrame: ControlReceiving._on_reset,
+    BlockedFrame: ControlReceiving._on_blocked,
+    GoAwayFrame: ControlReceiving._on_goaway,
+    HelloFrame: ControlReceiving._on_second_hello,
+    UnknownFrame: ControlReceiving._on_unknown,
+}

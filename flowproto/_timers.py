@@ -1,0 +1,172 @@
+"""Timed work (spec §8.7, §8.9, §11): keepalive, BLOCKED repeats, round trips and the
+connection window's auto-tuning, all on the caller's clock (``now``).
+"""
+
+from __future__ import annotations
+
+from ._autotune import (
+    WindowReason,
+    tuned_floor,
+)
+from ._errors import (
+    KeepaliveTimeout,
+)
+from ._frames import (
+    MAX_FEEDBACK_RATE,
+)
+from ._parts import ConnectionParts
+from ._state import (
+    RECEIVING_STATES,
+    ConnectionState,
+)
+from ._streams import StreamRecord
+
+__all__ = ["ConnectionTimers"]
+
+
+class ConnectionTimers(ConnectionParts):
+    """The connection's timers and its auto-tuning glue."""
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timeout` next has work, on the caller's clock, or ``None``."""
+        if self.state is ConnectionState.CLOSED:
+            self.leave_budget()  # spec §8.9 B1: a closed connection holds no more credit
+            return None  # handle_timeout does nothing then: a deadline would spin the caller
+        deadlines: list[float] = []
+        keepalive = self.local_settings.keepalive_ms / 1000
+        if self._keepalive_ping is not None:
+            deadlines.append(self._keepalive_sent_at + self.ping_timeout)
+        elif keepalive:
+            deadlines.append(self._last_rx + keepalive)
+        blocked = self._output.blocked_deadline(self.blocked_interval)
+        if blocked is not None:
+            deadlines.append(blocked)
+        if self._answered:
+            deadlines.append(0.0)
+        if self._probe_due():
+            deadlines.append(self._next_probe)
+        return min(deadlines) if deadlines else None
+
+    def handle_timeout(self, now: float) -> None:
+        """Do timed work due at ``now``: keepalive PING and its timeout, BLOCKED repeats.
+
+        It also refills the glitch budget (spec §10.7.1) by the time since the last call,
+        so call it after each ``receive_data`` as well as at :meth:`next_deadline`.
+
+        Raises:
+            KeepaliveTimeout: a keepalive PING went unanswered for ``ping_timeout`` with
+                nothing else received; GOAWAY(TIMEOUT) is queued and the connection closed.
+        """
+        if self.state is ConnectionState.CLOSED:
+            self.leave_budget()  # spec §8.9 B1
+            return
+        self._glitch_budget.tick(now)  # spec §10.7.1: the glitch budget refills with time
+        if self._inbound.activity:
+            self._inbound.activity = False
+            self._last_rx = now
+            self._keepalive_ping = None  # spec §11: any frame shows the peer is alive
+        keepalive = self.local_settings.keepalive_ms / 1000
+        # Each test is the same sum as in next_deadline(): ``now - t >= d`` can be false at
+        # ``now == t + d`` in floating point, and a timer waking at the deadline would spin.
+        if self._keepalive_ping is not None:
+            if now >= self._keepalive_sent_at + self.ping_timeout:
+                exc = KeepaliveTimeout(
+                    f"no frame from the peer for {now - self._last_rx:.1f} s, and no answer to "
+                    f"a PING for {self.ping_timeout:.1f} s (spec §11)"
+                )
+                self._fail(exc)
+                raise exc
+        elif keepalive and now >= self._last_rx + keepalive:
+            self._keepalive_ping = self.ping()
+            self._keepalive_sent_at = now
+        self._output.repeat_blocked(now, self.blocked_interval)  # spec §8.7
+        if self._answered or self.autotune is not None:
+            self._tune_timers(now)
+
+    def leave_budget(self) -> None:
+        """Stop counting this connection against its memory budget (spec §8.9 B1).
+
+        Done by itself once the connection is closed and ``handle_timeout`` or
+        ``next_deadline`` runs; calling it again does nothing.
+        """
+        if self.budget is not None:
+            self.budget.leave(self._conn_recv)
+
+    def _feedback(self, st: StreamRecord) -> tuple[int | None, int | None]:
+        # spec §8.10: the consumer's smoothed rate and its queue, once a rate is measured.
+        tuner = st.tuner
+        assert tuner is not None and self.autotune is not None
+        if not (tuner.rated and self.autotune.feedback):
+            return None, None
+        rate = min(int(tuner.rate_messages + 0.5), MAX_FEEDBACK_RATE)
+        return rate, st.recv.received_messages - st.recv.consumed_messages
+
+    def _tune(self, now: float) -> None:
+        # spec §8.9 rule 8 for the connection, at most once per min_epoch.
+        self._consuming = True
+        cfg = self.autotune
+        self._conn_next_tune = now + (cfg.min_epoch if cfg is not None else 0.0)
+        self._tune_connection()
+
+    def _tune_connection(self) -> None:
+        # spec §8.9 rule 8: the connection window is what its streams want, within the
+        # cap and the budget's fair share (B3), never below the floor.
+        ls = self.local_settings
+        floor = tuned_floor(ls.max_message_bytes)
+        cfg = self.autotune
+        if cfg is not None:
+            want = sum(
+                s.recv.window_bytes for s in self._streams.values() if s.state in RECEIVING_STATES
+            )
+            cap = cfg.max_window_bytes
+        else:
+            want = cap = self._budget_demand  # static windows: what the settings asked for
+        window = max(floor, min(want, cap))
+        reason = WindowReason.CAP if want > cap else None
+        budget = self.budget
+        if budget is not None:
+            budget.set_demand(self._conn_recv, window)
+            share = budget.share(self._conn_recv)
+            if share < window:
+                window, reason = max(floor, share), WindowReason.BUDGET
+        rw = self._conn_recv
+        if window == rw.window_bytes:
+            return
+        if reason is None:
+            if window == floor:
+                reason = WindowReason.FLOOR
+            else:
+                reason = WindowReason.GROW if window > rw.window_bytes else WindowReason.LATENCY
+        rw.set_window(window, rw.window_messages)  # limits never go down (spec §8.2)
+        self._conn_reason = reason
+        self._conn_changes += 1
+
+    def _probe_due(self) -> bool:
+        # spec §8.9: the tuner measures the round trip while streams are open.
+        return (
+            self.autotune is not None
+            and self._probe is None
+            and self._consuming
+            and bool(self._streams)
+            and self.peer_settings is not None
+            and self.state is ConnectionState.OPEN
+        )
+
+    def _tune_timers(self, now: float) -> None:
+        for ping_id in self._answered:
+            sent = self._ping_times.pop(ping_id, None)
+            if sent is not None:
+                self.rtt.add(now - sent)
+                self._rtt_floor = self.rtt.minimum or 0.0
+            if ping_id == self._probe:
+                self._probe = None
+        self._answered.clear()
+        cfg = self.autotune
+        if cfg is None:
+            return
+        probe = self._probe
+        if probe is not None and probe not in self._pings:
+            self._probe = None  # forgotten (spec §11 keeps at most 16 PINGs)
+        if self._probe_due() and now >= self._next_probe:
+            self._probe = self.ping(now)
+            self._next_probe = now + cfg.rtt_probe_interval
