@@ -1,0 +1,156 @@
+"""Spec revision 1.1 (issue 11): the rules that need a code change, as strict xfails.
+
+Each test states the 1.1 rule and the change it waits for; when the change lands the test
+passes, ``strict=True`` turns that into a failure, and the marker is removed. The rules
+1.1 states that the code already follows are in ``test_spec11.py``; the vector that waits
+for code (``hello_65_entries_malformed_is_enhance_your_calm``) is a ``KNOWN_DEVIATIONS``
+entry of ``test_frames.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+from test_robustness import QUIET, data, receiver, sender
+from test_trio import HANG, bare_peer
+
+from flowproto import (
+    ConnectionState,
+    CreditFrame,
+    ErrorCode,
+    PingFrame,
+    PongFrame,
+    Settings,
+)
+from flowproto._frames import HEADER
+from flowproto.trio import ConnectionLostError
+
+MIB = 1024 * 1024
+#: spec §12 (1.1): frame and write timeouts are 10 s + length / MIN_FRAME_RATE.
+MIN_FRAME_RATE = 16384
+FRAME_TIMEOUT_BASE = 10.0
+#: How often each conforming behaviour of spec §10.7.1 is repeated (issue 11: 10 000 times).
+REPEATS = 10_000
+
+
+# --- §10.7.1: the budget never charges funded CREDIT or an awaited PING ------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs code: spec 1.1 §10.7.1 never charges an awaited PING; "
+    "flowproto/_connection.py _receive_control charges every PING (_glitch('PING'))",
+)
+def test_an_rtt_probe_that_awaits_each_pong_is_never_cut_off() -> None:
+    """spec §10.7.1 (1.1): a PING that arrives after the PONG of every earlier PING was
+    handed to the transport is never charged: 10 000 probes, no clock, no data."""
+    conn = receiver()
+    for ping_id in range(REPEATS):
+        conn.receive_data(PingFrame(ping_id).encode())
+        # The PONG is handed to the transport before the next PING arrives.
+        assert conn.data_to_send() == PongFrame(ping_id).encode()
+    assert conn.state is ConnectionState.OPEN
+    assert conn.glitches == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs code: spec 1.1 §10.7.1 never charges funded CREDIT; "
+    "flowproto/_connection.py _on_credit charges a connection CREDIT raising < 1024 bytes",
+)
+def test_a_receiver_granting_credit_per_message_is_never_cut_off() -> None:
+    """spec §10.7.1 (1.1): a receiver whose policy grants exactly what each 100-byte message
+    freed (stream +100 bytes +1 message, connection +100 bytes) sends funded CREDIT only:
+    10 000 messages at default settings, no glitch."""
+    conn = sender(QUIET)
+    stream_id = conn.open_stream()
+    conn.data_to_send()
+    stream_bytes, stream_messages = Settings().stream_bytes, Settings().stream_messages
+    connection_bytes = Settings().connection_bytes
+    for i in range(1, REPEATS + 1):
+        assert conn.send_message(stream_id, b"p" * 100)
+        conn.data_to_send()
+        conn.receive_data(
+            CreditFrame(stream_id, stream_bytes + 100 * i, stream_messages + i, i).encode()
+            + CreditFrame(0, connection_bytes + 100 * i).encode()
+        )
+    assert conn.state is ConnectionState.OPEN
+    assert conn.glitches == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs code: spec 1.1 §10.7.1 always charges a short non-final fragment; "
+    "flowproto/_connection.py _receive_data_frame exempts the first frame of a message",
+)
+def test_a_short_first_fragment_is_charged() -> None:
+    """spec §7.1, §10.7.1 (1.1): a 512-byte first fragment without END_MESSAGE is
+    non-conforming and always charged, like a short continuing fragment."""
+    conn = receiver()
+    conn.receive_data(data(1, b"a" * 512, 0) + data(1, b"b" * 512))
+    assert conn.glitches == 1
+
+
+# --- §11: the frame timeout scales with the frame's length ------------------------------------
+
+
+async def _dribble(peer_send: trio.abc.SendStream, length: int, per_second: int) -> None:
+    """A DATA frame of ``length`` bytes on new peer stream 2, ``per_second`` bytes a second."""
+    await peer_send.send_all(HEADER.pack(length, 0, 1, 2))
+    sent = 0
+    while sent < length:
+        chunk = min(per_second, length - sent)
+        await trio.sleep(1)
+        await peer_send.send_all(b"d" * chunk)
+        sent += chunk
+
+
+BIG = Settings(max_frame_bytes=MIB, max_message_bytes=MIB, keepalive_ms=0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs code: spec 1.1 §11 frame timeout 10 s + length / 16384 B/s; "
+    "flowproto/trio.py sets frame_deadline = now + frame_timeout (a flat 10 s)",
+)
+async def test_a_large_frame_at_twice_the_minimum_rate_is_not_cut_off(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """spec §11 (1.1): a 1 MiB DATA frame at 32 KiB/s takes 32 s, within 10 s + 64 s."""
+    with trio.fail_after(HANG):
+        async with (
+            bare_peer(settings=BIG, codec="raw") as (conn, peer),
+            trio.open_nursery() as nursery,
+        ):
+            start = trio.current_time()
+            nursery.start_soon(_dribble, peer.transport, MIB, 2 * MIN_FRAME_RATE)
+            stream = await conn.accept_stream()
+            assert await stream.receive() == b"d" * MIB
+            assert trio.current_time() - start == pytest.approx(MIB / (2 * MIN_FRAME_RATE))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs code: spec 1.1 §11 frame timeout 10 s + length / 16384 B/s; "
+    "flowproto/trio.py sets frame_deadline = now + frame_timeout (a flat 10 s)",
+)
+async def test_a_large_frame_below_the_minimum_rate_is_cut_off_at_its_scaled_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """spec §11 (1.1): the same frame at 4 KiB/s is cut off 10 s + 64 s after its first
+    byte, with GOAWAY(TIMEOUT)."""
+    with trio.fail_after(HANG):
+        async with (
+            bare_peer(settings=BIG, codec="raw") as (conn, peer),
+            trio.open_nursery() as nursery,
+        ):
+            start = trio.current_time()
+            nursery.start_soon(_dribble, peer.transport, MIB, MIN_FRAME_RATE // 4)
+            with pytest.raises(ConnectionLostError) as info:
+                await conn.accept_stream()
+            assert info.value.error_code == ErrorCode.TIMEOUT
+            assert trio.current_time() - start == pytest.approx(
+                FRAME_TIMEOUT_BASE + MIB / MIN_FRAME_RATE
+            )
+            nursery.cancel_scope.cancel()
