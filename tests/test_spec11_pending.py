@@ -163,6 +163,59 @@ async def test_a_large_frame_below_the_minimum_rate_is_cut_off_at_its_scaled_dea
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs code: spec 1.1 §11 the ping timeout does not expire before a partly "
+    "received frame's deadline; flowproto/trio.py times the keepalive PING alone",
+)
+async def test_a_keepalive_ping_waits_for_a_large_frame_in_progress(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """spec §11 (1.1): keepalive on (1 s), a 1 MiB frame at 32 KiB/s: the PONG can only
+    follow the frame, so neither the frame timeout (74 s) nor the ping timeout ends it."""
+    settings = Settings(max_frame_bytes=MIB, max_message_bytes=MIB, keepalive_ms=1000)
+    with trio.fail_after(HANG):
+        async with (
+            bare_peer(settings=settings, codec="raw") as (conn, peer),
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(_dribble, peer.transport, MIB, 2 * MIN_FRAME_RATE)
+            stream = await conn.accept_stream()
+            assert await stream.receive() == b"d" * MIB
+            nursery.start_soon(peer.read_forever)  # the PING is answered, late
+            await trio.sleep(5)
+            assert conn.statistics().state == "open"
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs code: spec 1.1 §11 write timeout 10 s + n / 16384 B/s per write; "
+    "flowproto/trio.py _write allows each chunk a flat write_timeout",
+)
+async def test_a_peer_reading_at_the_minimum_rate_does_not_time_out_a_large_write(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """spec §11 (1.1): a 240 KiB message to a peer that reads 16 KiB a second takes 15 s;
+    the write of about 240 KiB is allowed 10 s + 15 s."""
+    payload = b"w" * (240 * 1024)
+    with trio.fail_after(HANG):
+        async with bare_peer(settings=QUIET, codec="raw", lockstep=True) as (conn, peer):
+            stream = await conn.open_stream()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream.send, payload)
+                messages: list[bytes] = []
+                while not messages:
+                    await trio.sleep(1)
+                    chunk = await peer.transport.receive_some(MIN_FRAME_RATE)
+                    assert chunk, "the transport ended first"
+                    for event in peer.conn.receive_data(chunk):
+                        if isinstance(event, MessagesReceived):
+                            messages.extend(event.messages)
+            assert messages == [payload]
+            assert conn.close_reason is None
+
+
 # --- §10.5: a sender without the final report says "unconfirmed", not "failed" --------------
 
 
