@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from test_robustness import QUIET, data, receiver, sender
+from helpers import connected_pair, pump
+from test_robustness import QUIET, data, frames_of, receiver, sender
 from test_trio import HANG, bare_peer
 
 from flowproto import (
@@ -217,6 +218,27 @@ async def test_a_peer_reading_at_the_minimum_rate_does_not_time_out_a_large_writ
 
 
 # --- §10.5: a sender without the final report says "unconfirmed", not "failed" --------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs code: spec 1.1 §10.5 SHOULD report the count consumed so far before an "
+    "END_STREAM that closes a stream with unconsumed messages; flowproto/_connection.py "
+    "end_stream sends the END_STREAM alone",
+)
+def test_ending_a_stream_with_unconsumed_messages_reports_the_count_first() -> None:
+    """spec §10.5 (1.1): the stream closes at both ends with its END_STREAM, so the count
+    consumed so far (1 of 3) goes out just before it; no report is possible after."""
+    a, b = connected_pair(QUIET, QUIET)
+    stream_id = a.open_stream()
+    for i in range(3):
+        assert a.send_message(stream_id, b"x", end_stream=i == 2)
+    pump(a, b)
+    b.release(stream_id, 1, 1)
+    b.end_stream(stream_id)
+    frames = frames_of(b.data_to_send())
+    assert [type(f).__name__ for f in frames] == ["CreditFrame", "DataFrame"]
+    assert isinstance(frames[0], CreditFrame) and frames[0].consumed == 1
 
 
 async def _receiver_without_final_report(transport: trio.SocketStream) -> None:
