@@ -241,6 +241,18 @@ def frame_vectors() -> list[dict[str, Any]]:
         },
         reencoded=hello(max_streams=10),
     )
+    # spec §3.2 step 1, §4.3.2 (1.1): the 64-entry limit of a HELLO counts its top-level
+    # entries only; a nested map is bounded by B4 (at most 64 entries of its own).
+    wide = {f"k{i:02d}": i for i in range(63)}
+    wide["n"] = {f"m{i:02d}": i for i in range(64)}
+    add(
+        "hello_64_top_level_entries_and_a_nested_map_of_64",
+        "HELLO with 64 top-level entries (all unknown keys), one of them a map of 64 entries: "
+        "nested entries do not count toward the HELLO limit; every setting takes its default.",
+        control("HELLO", 0, wide),
+        {**control_meaning("HELLO", 0, wide), "settings": settings()},
+        reencoded=hello(),
+    )
     small = {
         "stream_bytes": 1024,
         "stream_messages": 1,
@@ -341,6 +353,16 @@ def frame_vectors() -> list[dict[str, Any]]:
         "Connection CREDIT carrying rate and depth: unknown keys on stream 0, ignored.",
         control("CREDIT", 0, {"bytes": 33554432, "rate": 5, "depth": 1}),
         control_meaning("CREDIT", 0, {"bytes": 33554432, "rate": 5, "depth": 1}),
+        reencoded=control("CREDIT", 0, {"bytes": 33554432}),
+    )
+
+    # spec §5.3 (1.1): in a connection CREDIT, "messages" is an unknown key, whatever its value.
+    add(
+        "credit_connection_messages_above_max_counter_ignored",
+        "Connection CREDIT carrying messages 2^62 (above MAX_COUNTER): an unknown key on "
+        "stream 0, ignored whatever its value; not a FLOW_CONTROL_ERROR.",
+        control("CREDIT", 0, {"bytes": 33554432, "messages": MAX_COUNTER + 1}),
+        control_meaning("CREDIT", 0, {"bytes": 33554432, "messages": MAX_COUNTER + 1}),
         reencoded=control("CREDIT", 0, {"bytes": 33554432}),
     )
 
@@ -446,6 +468,20 @@ def frame_vectors() -> list[dict[str, Any]]:
         spec_example="§3.3",
     )
 
+    # spec §5.8 (1.1): versions is missing; the receiver treats it as "no common version".
+    no_versions = {
+        "last_stream": 0,
+        "code": CODES["VERSION_MISMATCH"],
+        "reason": "peer version 1, supported 2",
+    }
+    add(
+        "goaway_version_mismatch_without_versions",
+        "GOAWAY with VERSION_MISMATCH and no versions key: valid to decode; its receiver "
+        "treats it as no common version, sends nothing more, closes and reports the error.",
+        control("GOAWAY", 0, no_versions),
+        control_meaning("GOAWAY", 0, no_versions),
+    )
+
     # Unknown types (spec §4.4)
     add(
         "unknown_type_ignored",
@@ -486,6 +522,7 @@ def invalid_vectors() -> list[dict[str, Any]]:
         header_only: bool = False,
         settings: dict[str, int] | None = None,
         stream_id: int | None = None,
+        last_stream: int | None = None,
         spec: str,
     ) -> None:
         assert error in CODES
@@ -507,6 +544,9 @@ def invalid_vectors() -> list[dict[str, Any]]:
             vector["settings"] = settings
         if stream_id is not None:
             vector["stream_id"] = stream_id
+        if last_stream is not None:
+            assert scope == "connection"
+            vector["last_stream"] = last_stream
         vectors.append(vector)
 
     # Preface (spec §3.1, §3.3)
@@ -541,6 +581,14 @@ def invalid_vectors() -> list[dict[str, Any]]:
         "first_frame_ping_not_hello",
         "The peer's first frame after its preface is a PING.",
         control("PING", 0, {"id": 1}),
+        "PROTOCOL_ERROR",
+        before_hello=True,
+        spec="§3.4",
+    )
+    add(
+        "pong_as_first_frame",
+        "The peer's first frame after its preface is a PONG: only HELLO may come first (1.1).",
+        control("PONG", 0, {"id": 1}),
         "PROTOCOL_ERROR",
         before_hello=True,
         spec="§3.4",
@@ -646,6 +694,27 @@ def invalid_vectors() -> list[dict[str, Any]]:
         spec="§4.3.2",
     )
 
+    # spec §4.3.2 (1.1): the entry count B1 is judged from the map header before the
+    # entries are decoded, ahead of well-formedness (B3).
+    add(
+        "hello_65_entries_malformed_is_enhance_your_calm",
+        "HELLO whose map16 header declares 65 entries and whose body ends after the first: "
+        "B1 (entry count) is checked before B3 (well-formedness), so ENHANCE_YOUR_CALM.",
+        control_raw("HELLO", 0, b"\xde\x00\x41" + pack("a") + pack(1)),
+        "ENHANCE_YOUR_CALM",
+        before_hello=True,
+        spec="§4.3.2",
+    )
+    add(
+        "hello_nested_map_over_64_entries_is_protocol_error",
+        "HELLO with one unknown key holding a map of 65 entries: the HELLO limit counts "
+        "top-level entries only; the nested map breaks B4, so PROTOCOL_ERROR.",
+        control("HELLO", 0, {"x": {f"m{i:02d}": i for i in range(65)}}),
+        "PROTOCOL_ERROR",
+        before_hello=True,
+        spec="§4.3.2",
+    )
+
     # Frame sizes (spec §4.2 H2)
     add(
         "data_length_over_max_frame_bytes_header_only",
@@ -732,6 +801,29 @@ def invalid_vectors() -> list[dict[str, Any]]:
         control("CREDIT", 4, {"bytes": 1, "messages": 1}),
         "PROTOCOL_ERROR",
         spec="§6.1",
+    )
+    add(
+        "blocked_on_idle_stream_of_receivers_parity",
+        "BLOCKED from the initiator on stream 4, an even id the acceptor never opened.",
+        control("BLOCKED", 4, {"bytes": 4194304, "messages": 4096}),
+        "PROTOCOL_ERROR",
+        spec="§6.1",
+    )
+    add(
+        "credit_on_idle_stream_body_error_wins",
+        "CREDIT on stream 4 (idle, the acceptor's parity) whose bytes is 2^62: the body is "
+        "checked before the stream state, so FLOW_CONTROL_ERROR, not PROTOCOL_ERROR (1.1).",
+        control("CREDIT", 4, {"bytes": MAX_COUNTER + 1, "messages": 1}),
+        "FLOW_CONTROL_ERROR",
+        spec="§4.2",
+    )
+    add(
+        "reset_on_new_peer_stream_missing_code",
+        "RESET on stream 5, never opened, whose body lacks code: both are PROTOCOL_ERROR; "
+        "the body is checked first (1.1).",
+        control("RESET", 5, {"reason": "x"}),
+        "PROTOCOL_ERROR",
+        spec="§4.2",
     )
     add(
         "reset_on_new_peer_stream",
@@ -1001,6 +1093,17 @@ def invalid_vectors() -> list[dict[str, Any]]:
         spec="§8.4",
     )
     add(
+        "data_opening_stream_over_stream_bytes_names_last_accepted",
+        'A message "a" opens stream 1; a 17-byte first DATA on stream 3 breaks the stream '
+        "limit of 16: the GOAWAY names last_stream 1, the highest stream accepted before the "
+        "violating frame (1.1).",
+        data(1, b"a") + data(3, b"z" * 17),
+        "FLOW_CONTROL_ERROR",
+        settings={"stream_bytes": 16, "max_message_bytes": 16},
+        last_stream=1,
+        spec="§10.2",
+    )
+    add(
         "data_exceeds_stream_message_limit_header_only",
         'A message "a" on stream 1, then the header of a second one, against a limit of 1 message.',
         data(1, b"a") + header(1, TYPES["DATA"], END_MESSAGE, 1),
@@ -1062,6 +1165,18 @@ def invalid_vectors() -> list[dict[str, Any]]:
         "stream",
         header_only=True,
         settings={"max_message_bytes": 16},
+        stream_id=1,
+        spec="§7.3",
+    )
+    add(
+        "message_too_large_second_fragment_header_only",
+        "A 1024-byte first fragment on stream 1, then the header of a 1025-byte final one, "
+        "against max_message_bytes 2048: RESET at header time, before the body (1.1).",
+        data(1, b"f" * 1024, 0) + header(1025, TYPES["DATA"], END_MESSAGE, 1),
+        "MESSAGE_TOO_LARGE",
+        "stream",
+        header_only=True,
+        settings={"max_message_bytes": 2048},
         stream_id=1,
         spec="§7.3",
     )
