@@ -8,6 +8,7 @@ turns received bytes into events and queues bytes to send. Trio users import
 from ._autotune import (
     AutoTune,
     MemoryBudget,
+    RateEstimator,
     RttEstimator,
     WindowInfo,
     WindowReason,
@@ -96,6 +97,7 @@ __all__ = [
     "PingReceived",
     "PongFrame",
     "PongReceived",
+    "RateEstimator",
     "ReceiveWindow",
     "RemoteProtocolError",
     "ResetFrame",

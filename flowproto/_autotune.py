@@ -20,6 +20,7 @@ from ._credit import ReceiveWindow
 __all__ = [
     "AutoTune",
     "MemoryBudget",
+    "RateEstimator",
     "RttEstimator",
     "WindowInfo",
     "WindowReason",
@@ -161,6 +162,75 @@ class RttEstimator:
         self.minimum = rtt if self.minimum is None else min(self.minimum, rtt)
 
 
+#: Seconds between the samples of a consumption rate when no tuner takes them (rule 2).
+RATE_PERIOD: Final = 0.25
+#: The time constant of a consumption rate when no tuner sets one.
+STATIC_RATE_TIME_CONSTANT: Final = 1.0
+
+
+class RateEstimator:
+    """How fast the application consumes a stream, in bytes and messages per second.
+
+    The one consumption-rate estimator (spec §8.9 rule 2): :meth:`count` adds what was
+    consumed, :meth:`fold` ends a sample period and updates the smoothed rates
+    ``R += (1 - exp(-dt / tau)) (s - R)``, starting at the first sample. A
+    :class:`WindowTuner` folds at its epoch ends; without one, the connection folds every
+    :data:`RATE_PERIOD` seconds. Both units come from the same samples, so a rate in
+    bytes and one in messages always describe the same consumption.
+    """
+
+    __slots__ = (
+        "bytes_per_second",
+        "messages_per_second",
+        "pending_bytes",
+        "pending_messages",
+        "rated",
+        "since",
+        "time_constant",
+    )
+
+    def __init__(self, time_constant: float) -> None:
+        self.time_constant = time_constant
+        self.bytes_per_second = 0.0
+        self.messages_per_second = 0.0
+        self.rated = False  # a first sample was taken
+        self.since: float | None = None  # when the current sample period began
+        self.pending_bytes = 0
+        self.pending_messages = 0
+
+    def count(self, nbytes: int, nmessages: int) -> None:
+        """The application consumed this much (spec §8.5)."""
+        self.pending_bytes += nbytes
+        self.pending_messages += nmessages
+
+    def fold(self, now: float) -> tuple[float, float] | None:
+        """End the sample period at ``now``: its (bytes, messages) per second, or ``None``.
+
+        The first call only starts a period (what was counted before it is dropped);
+        so does a call with no time elapsed.
+        """
+        since = self.since
+        self.since = now
+        nbytes, nmessages = self.pending_bytes, self.pending_messages
+        self.pending_bytes = self.pending_messages = 0
+        if since is None or now <= since:
+            return None
+        dt = now - since
+        sample_bytes, sample_messages = nbytes / dt, nmessages / dt
+        if self.rated:
+            weight = 1.0 - math.exp(-dt / self.time_constant)
+            self.bytes_per_second += weight * (sample_bytes - self.bytes_per_second)
+            self.messages_per_second += weight * (sample_messages - self.messages_per_second)
+        else:
+            self.bytes_per_second, self.messages_per_second = sample_bytes, sample_messages
+            self.rated = True
+        return sample_bytes, sample_messages
+
+    def due(self, now: float) -> bool:
+        """Whether a period of :data:`RATE_PERIOD` has passed (when no tuner folds)."""
+        return self.since is None or now >= self.since + RATE_PERIOD
+
+
 class WindowTuner:
     """Sizes one stream's receive window from what its consumer does (spec §8.9).
 
@@ -201,34 +271,39 @@ class WindowTuner:
         "blocked",
         "changes",
         "config",
-        "epoch_bytes",
         "epoch_end",
-        "epoch_messages",
-        "epoch_start",
         "floor_bytes",
         "queue_bytes",
         "queue_messages",
-        "rate_bytes",
-        "rate_messages",
-        "rated",
+        "rate",
         "reason",
     )
 
-    def __init__(self, config: AutoTune, max_message_bytes: int) -> None:
+    def __init__(
+        self, config: AutoTune, max_message_bytes: int, rate: RateEstimator | None = None
+    ) -> None:
         self.config = config
         self.floor_bytes = tuned_floor(max_message_bytes)
-        self.epoch_start: float | None = None
+        # rules 1-2: the stream's rate estimator; the tuner folds it at each epoch's end
+        self.rate = rate if rate is not None else RateEstimator(config.rate_time_constant)
         self.epoch_end = -math.inf  # the first release at or after this ends the epoch
-        self.epoch_bytes = 0
-        self.epoch_messages = 0
         self.queue_bytes = 0
         self.queue_messages = 0
         self.blocked = False
-        self.rate_bytes = 0.0
-        self.rate_messages = 0.0
-        self.rated = False
         self.reason = WindowReason.INITIAL
         self.changes = 0
+
+    @property
+    def rated(self) -> bool:
+        return self.rate.rated
+
+    @property
+    def rate_bytes(self) -> float:
+        return self.rate.bytes_per_second
+
+    @property
+    def rate_messages(self) -> float:
+        return self.rate.messages_per_second
 
     def on_release(
         self, rw: ReceiveWindow, nbytes: int, nmessages: int, now: float, rtt: float
@@ -241,42 +316,32 @@ class WindowTuner:
         Returns:
             Whether ``rw``'s window changed.
         """
-        self.epoch_bytes += nbytes
-        self.epoch_messages += nmessages
+        rate = self.rate
+        rate.count(nbytes, nmessages)
         held_messages = rw.received_messages - rw.consumed_messages
         if held_messages < self.queue_messages:  # the standing queue (rule 1)
             self.queue_messages = held_messages
             self.queue_bytes = rw.received_bytes - rw.consumed_bytes
         if now < self.epoch_end:
             return False
-        start = self.epoch_start
-        if start is None:  # rule 1: the first release starts the first epoch
-            self._new_epoch(rw, now, rtt)
-            return False
-        changed = self._retune(rw, now - start, rtt)
+        start = rate.since
+        samples = rate.fold(now)  # rule 2; the first release only starts the first epoch
+        changed = False
+        if samples is not None and start is not None:
+            changed = self._retune(rw, now - start, rtt, *samples)
         self._new_epoch(rw, now, rtt)
         return changed
 
     def _new_epoch(self, rw: ReceiveWindow, now: float, rtt: float) -> None:
-        self.epoch_start = now
         self.epoch_end = now + max(self.config.min_epoch, rtt)
-        self.epoch_bytes = 0
-        self.epoch_messages = 0
         self.queue_bytes = rw.held_bytes
         self.queue_messages = rw.held_messages
         self.blocked = False
 
-    def _retune(self, rw: ReceiveWindow, dt: float, rtt: float) -> bool:
+    def _retune(
+        self, rw: ReceiveWindow, dt: float, rtt: float, sample_bytes: float, sample_messages: float
+    ) -> bool:
         cfg = self.config
-        sample_bytes = self.epoch_bytes / dt  # rule 2
-        sample_messages = self.epoch_messages / dt
-        if self.rated:
-            weight = 1.0 - math.exp(-dt / cfg.rate_time_constant)
-            self.rate_bytes += weight * (sample_bytes - self.rate_bytes)
-            self.rate_messages += weight * (sample_messages - self.rate_messages)
-        else:
-            self.rate_bytes, self.rate_messages = sample_bytes, sample_messages
-            self.rated = True
         latency = cfg.latency_target
         horizon = max(rtt + latency, 2 * rtt)  # rule 3
         window, window_messages = rw.window_bytes, rw.window_messages

@@ -24,6 +24,7 @@ from typing import Final
 from ._autotune import (
     AutoTune,
     MemoryBudget,
+    RateEstimator,
     RttEstimator,
     WindowReason,
     WindowTuner,
@@ -229,7 +230,8 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
             ReceiveWindow(ls.stream_bytes, ls.stream_messages, ls.max_message_bytes),
         )
         if self.autotune is not None:
-            st.tuner = WindowTuner(self.autotune, ls.max_message_bytes)  # spec §8.9
+            st.rate = RateEstimator(self.autotune.rate_time_constant)
+            st.tuner = WindowTuner(self.autotune, ls.max_message_bytes, st.rate)  # spec §8.9
         self._table.add(st)
         return st
 
@@ -385,6 +387,11 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
             tuner = st.tuner  # spec §8.9: rules 1-7 count each release batch...
             if tuner is not None:
                 tuner.on_release(st.recv, nbytes, nmessages, now, self._rtt_floor)
+            else:
+                estimator = st.rate  # the consumption rate, for statistics (spec §14)
+                estimator.count(nbytes, nmessages)
+                if estimator.due(now):
+                    estimator.fold(now)
             if now >= self._conn_next_tune and (tuner is not None or self.budget is not None):
                 self._tune(now)  # ...and rule 8 runs at most once per min_epoch
         if st.state in RECEIVING_STATES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._autotune import (
+    RateEstimator,
     WindowInfo,
     WindowReason,
 )
@@ -13,6 +14,7 @@ from ._state import (
     ConnectionState,
     StreamState,
 )
+from ._streams import StreamRecord
 
 __all__ = ["ConnectionQueries"]
 
@@ -120,17 +122,34 @@ class ConnectionQueries(ConnectionParts):
         st = self._streams.get(stream_id)
         if st is None:
             return None
-        rw, tuner = st.recv, st.tuner
-        if tuner is None:
-            return WindowInfo(rw.window_bytes, rw.window_messages, WindowReason.STATIC, 0, 0.0, 0.0)
+        rw, tuner, rate = st.recv, st.tuner, st.rate
         return WindowInfo(
             rw.window_bytes,
             rw.window_messages,
-            tuner.reason,
-            tuner.changes,
-            tuner.rate_bytes,
-            tuner.rate_messages,
+            WindowReason.STATIC if tuner is None else tuner.reason,
+            0 if tuner is None else tuner.changes,
+            rate.bytes_per_second,
+            rate.messages_per_second,
         )
+
+    def stream_record(self, stream_id: int) -> StreamRecord | None:
+        """The stream's record: its state, credit each way, rate and the peer's reports.
+
+        For I/O layers that keep a stream's numbers after it leaves the table (the
+        record stays valid, frozen at its last values). Read it; never change it: the
+        verbs of :class:`Connection` do that. ``None`` for a stream not in the table.
+        """
+        return self._streams.get(stream_id)
+
+    def consume_rate(self, stream_id: int) -> RateEstimator | None:
+        """The stream's consumption rate (spec §8.9 rule 2), kept from :meth:`release`.
+
+        The same object for the stream's whole life, so a caller may keep it after the
+        stream leaves the table. Its rates in bytes and in messages come from the same
+        samples. ``None`` for a stream not in the table.
+        """
+        st = self._streams.get(stream_id)
+        return None if st is None else st.rate
 
     def peer_feedback(self, stream_id: int) -> tuple[int | None, int | None] | None:
         """The peer's latest (rate, depth) feedback on our stream (spec §8.10), if any."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 
-from ._autotune import WindowTuner
+from ._autotune import STATIC_RATE_TIME_CONSTANT, RateEstimator, WindowTuner
 from ._credit import ReceiveWindow, SendCredit
 from ._errors import RemoteProtocolError
 from ._frames import MAX_STREAM_ID
@@ -37,6 +37,7 @@ class StreamRecord:
         "partial",
         "partial_len",
         "peer_consumed",
+        "rate",
         "recv",
         "reported_consumed",
         "send",
@@ -54,6 +55,7 @@ class StreamRecord:
         self.peer_consumed: int | None = None  # spec §10.5: the peer's last "consumed"
         self.reported_consumed = 0  # the "consumed" of our last CREDIT on this stream
         self.tuner: WindowTuner | None = None  # spec §8.9: sizes recv's window
+        self.rate = RateEstimator(STATIC_RATE_TIME_CONSTANT)  # how fast it is consumed
         self.feedback: tuple[int | None, int | None] | None = None  # the peer's (rate, depth)
 
     def record_consumed(self, consumed: int | None) -> None:

@@ -43,7 +43,7 @@ import trio
 if sys.version_info < (3, 11):  # trio depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
-from ._autotune import AutoTune, MemoryBudget
+from ._autotune import AutoTune, MemoryBudget, RateEstimator
 from ._connection import Connection, Role
 from ._errors import ErrorCode, FlowProtoError, KeepaliveTimeout, RemoteProtocolError
 from ._events import (
@@ -386,7 +386,9 @@ class FlowStream:
         self.codec = codec
         # The core forgets a stream once it is closed, maybe in the same read as the
         # peer's last CREDIT; its record keeps what the peer reported consumed (spec §10.5).
-        self._record = conn._core._streams.get(stream_id)
+        self._record = conn._core.stream_record(stream_id)
+        # The one consumption-rate estimator (spec §8.9 rule 2), fed by release().
+        self._rate = self._record.rate if self._record is not None else RateEstimator(1.0)
         self._inbox: deque[bytes] = deque()
         self._inbox_bytes = 0
         self._ended = False  # the peer sent END_STREAM
@@ -403,11 +405,8 @@ class FlowStream:
         self.bytes_received = 0
         self.seconds_blocked = 0.0
         self._blocked_since: float | None = None  # when the send() waiting now began
-        self._rate = 0.0
-        self._rate_time = trio.current_time()
-        self._rate_count = 0
         # spec §14: why this stream waits, each way.
-        self._opened_at = self._rate_time
+        self._opened_at = trio.current_time()
         self._send_done_at: float | None = None  # when it stopped being able to send
         self.blocked_on_peer_events = 0
         self.starvation_events = 0
@@ -666,20 +665,9 @@ class FlowStream:
         now = trio.current_time()
         credit = conn._core.release(self.stream_id, nbytes, count, now)  # spec §8.5; §8.9 tunes
         conn._wake_writer()
-        self._update_rate(count, now)
         if self._ended and not self._inbox:
             conn._after_stream_change(self)
         return credit
-
-    def _update_rate(self, count: int, now: float) -> None:
-        self._rate_count += count
-        elapsed = now - self._rate_time
-        if elapsed >= 0.25:
-            sample = self._rate_count / elapsed
-            weight = 1.0 - math.exp(-elapsed)  # EMA with a time constant of one second
-            self._rate += weight * (sample - self._rate)
-            self._rate_time = now
-            self._rate_count = 0
 
     # events from the reader ----------------------------------------------------------------
 
@@ -733,16 +721,13 @@ class FlowStream:
         now = trio.current_time()
         blocked = self._seconds_blocked_now()
         sending = (self._send_done_at or now) - self._opened_at
-        rate = self._rate
+        rate = self._rate.messages_per_second  # both rates from the same samples
         depth = len(self._inbox)
         info = core.window_info(self.stream_id)
         record = self._record
         feedback = record.feedback if record is not None else core.peer_feedback(self.stream_id)
         peak = record.recv.held_peak() if record is not None else core.received_peak(self.stream_id)
-        if info is not None and info.rate_bytes > 0:
-            rate_bytes = info.rate_bytes  # the tuner's (spec §8.9 rule 2)
-        else:
-            rate_bytes = rate * self.bytes_received / self.messages_received if rate else 0.0
+        rate_bytes = self._rate.bytes_per_second
         return StreamStatistics(
             stream_id=self.stream_id,
             state=core.stream_state(self.stream_id).value,
