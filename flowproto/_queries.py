@@ -132,6 +132,12 @@ class ConnectionQueries(ConnectionParts):
             rate.messages_per_second,
         )
 
+    @property
+    def budget_share(self) -> int | None:
+        """This connection's fair share of its memory budget (spec §8.9 B3), if it has one."""
+        budget = self.budget
+        return budget.share(self._conn_recv) if budget is not None else None
+
     def stream_record(self, stream_id: int) -> StreamRecord | None:
         """The stream's record: its state, credit each way, rate and the peer's reports.
 

@@ -222,7 +222,7 @@ def record_seeds() -> dict[str, bytes]:
 
     # Every conformance case, as the probe sent it to a served connection.
     from flowproto.conformance import run_suite
-    from flowproto.trio import FlowStream, _serve_connection
+    from flowproto.trio import FlowStream, serve_connection
 
     class Recording(trio.abc.Stream):
         def __init__(self, inner: trio.abc.Stream, log: bytearray) -> None:
@@ -254,7 +254,7 @@ def record_seeds() -> dict[str, bytes]:
 
                 async def connect(log: bytearray = log) -> trio.abc.Stream:
                     a, b = trio.testing.memory_stream_pair()
-                    nursery.start_soon(_serve_connection, b, handler, {"codec": "raw"})
+                    nursery.start_soon(serve_connection, b, handler, {"codec": "raw"})
                     return Recording(a, log)
 
                 await run_suite(connect, select=[case.id])

@@ -34,7 +34,7 @@ from flowproto.conformance import (
     run_sender_suite,
     run_suite,
 )
-from flowproto.trio import FlowStream, _serve_connection
+from flowproto.trio import FlowStream, serve_connection
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "spec" / "PROTOCOL.md"
@@ -53,7 +53,7 @@ async def served(**options: Any) -> AsyncIterator[Callable[[], Any]]:
 
         async def connect() -> trio.abc.Stream:
             a, b = trio.testing.memory_stream_pair()
-            nursery.start_soon(_serve_connection, b, consume_all, {"codec": "raw", **options})
+            nursery.start_soon(serve_connection, b, consume_all, {"codec": "raw", **options})
             return a
 
         yield connect

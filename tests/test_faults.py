@@ -41,8 +41,8 @@ from flowproto.trio import (
     FlowStream,
     HandshakeTimeout,
     StreamResetError,
-    _serve_connection,
     open_flow_connection,
+    serve_connection,
 )
 
 QUIET = Settings(keepalive_ms=0)
@@ -189,7 +189,7 @@ async def test_a7_credit_without_reading_is_bounded_and_ends_at_the_write_timeou
 async def serve_bare(handler: Any, settings: Settings, nursery: trio.Nursery) -> BarePeer:
     """A serve() connection (its accept loop and handlers) with a handshaken BarePeer."""
     a, b = trio.testing.memory_stream_pair()
-    nursery.start_soon(_serve_connection, b, handler, {"settings": settings})
+    nursery.start_soon(serve_connection, b, handler, {"settings": settings})
     peer = BarePeer(a, Role.INITIATOR, QUIET)
     await peer.handshake()
     return peer

@@ -1,0 +1,90 @@
+"""The Trio layer: flowproto over any ``trio.abc.Stream``.
+
+One :class:`FlowConnection` wraps one transport (TCP, TLS, a Unix socket, or a memory
+stream in tests) and one sans-IO :class:`flowproto.Connection`. Three tasks run it:
+
+- the **reader** feeds every chunk from the transport to the core and hands the events
+  out: messages go to their stream's inbox, credit wakes blocked senders. It never
+  waits on the application, so CREDIT and PING are processed while nothing is being
+  consumed (spec §9 R2);
+- the **writer** is the only task that writes to the transport: it sends everything the
+  core has queued in one ``send_all``, so no partial frame is ever written and frames
+  queued by many senders go out together;
+- the **timer** runs the core's keepalive and BLOCKED repeats (spec §8.7, §11).
+
+A :class:`FlowStream` behaves like a Trio channel of messages. ``send()`` waits only
+for credit, then queues the whole message in the core without another await, so a
+cancelled ``send()`` queued all of the message or none of it. ``receive()`` takes the
+next message from the inbox and releases it, which is what returns credit to the
+sender (spec §8.5). The inbox holds at most what we advertised, because the core
+rejects anything past it (spec §8.4).
+
+Messages are Python objects encoded with msgpack (``codec="msgpack"``, the default) or
+raw ``bytes`` (``codec="raw"``), chosen per connection and overridable per stream.
+
+Layout: ``_connection`` (FlowConnection and its tasks), ``_stream`` (FlowStream),
+``_serve`` (opening and serving), ``_errors`` (exceptions). Codecs and statistics
+records live outside, in ``flowproto._codecs`` and ``flowproto._statistics``, for every
+I/O layer to share.
+"""
+
+from __future__ import annotations
+
+from .._codecs import Codec, CodecName
+from .._statistics import ConnectionStatistics, StreamStatistics
+from ._connection import FlowConnection
+from ._constants import (
+    CLOSE_LINGER,
+    DEFAULT_CLOSE_GRACE,
+    DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
+    MAX_SEND_BACKLOG,
+    PACING_HEADROOM,
+    READ_SIZE,
+    WRITE_CHUNK,
+    YIELD_AFTER_BYTES,
+)
+from ._errors import ConnectionLostError, HandshakeTimeout, MessageDecodeError, StreamResetError
+from ._serve import (
+    open_connection,
+    open_flow_connection,
+    open_unix_connection,
+    serve,
+    serve_connection,
+    serve_listeners,
+    serve_unix,
+)
+from ._stream import FlowStream
+
+_serve_connection = serve_connection  # the old private name, kept for callers of it
+
+__all__ = [
+    "CLOSE_LINGER",
+    "DEFAULT_CLOSE_GRACE",
+    "DEFAULT_FRAME_TIMEOUT",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_WRITE_TIMEOUT",
+    "MAX_SEND_BACKLOG",
+    "PACING_HEADROOM",
+    "READ_SIZE",
+    "WRITE_CHUNK",
+    "YIELD_AFTER_BYTES",
+    "Codec",
+    "CodecName",
+    "ConnectionLostError",
+    "ConnectionStatistics",
+    "FlowConnection",
+    "FlowStream",
+    "HandshakeTimeout",
+    "MessageDecodeError",
+    "StreamResetError",
+    "StreamStatistics",
+    "open_connection",
+    "open_flow_connection",
+    "open_unix_connection",
+    "serve",
+    "serve_connection",
+    "serve_listeners",
+    "serve_unix",
+]

@@ -1,0 +1,575 @@
+"""FlowConnection: one transport and one sans-IO core, run by a reader, a writer and a timer."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from typing import Any
+
+import trio
+
+if sys.version_info < (3, 11):  # trio depends on the backport there
+    pass  # type: ignore[import-not-found, unused-ignore]
+
+from .._autotune import AutoTune, MemoryBudget
+from .._codecs import Codec, CodecName, get_codec
+from .._connection import Connection, Role
+from .._errors import ErrorCode, KeepaliveTimeout, RemoteProtocolError
+from .._events import (
+    ConnectionClosed,
+    CreditGranted,
+    GoAwayReceived,
+    HandshakeCompleted,
+    MessagesReceived,
+    PeerBlocked,
+    PongReceived,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+)
+from .._frames import Settings
+from .._limits import Limits
+from .._state import ConnectionState, StreamState
+from .._statistics import ConnectionStatistics
+from ._constants import (
+    CLOSE_LINGER,
+    DEFAULT_CLOSE_GRACE,
+    DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
+    READ_SIZE,
+    WRITE_CHUNK,
+)
+from ._errors import ConnectionLostError, HandshakeTimeout, StreamResetError
+from ._stream import FlowStream
+
+__all__ = ["FlowConnection"]
+
+_log = logging.getLogger("flowproto")
+
+
+class FlowConnection:
+    """One flowproto connection over a Trio stream. Create it with an ``open_*`` function."""
+
+    def __init__(
+        self,
+        transport: trio.abc.Stream,
+        role: Role,
+        settings: Settings | None,
+        codec: CodecName | Codec,
+        ping_timeout: float,
+        *,
+        limits: Limits | None = None,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        autotune: AutoTune | None = None,
+        memory_budget: MemoryBudget | None = None,
+        pacing: bool = False,
+    ) -> None:
+        self.transport = transport
+        self._core = Connection(
+            role,
+            settings,
+            ping_timeout=ping_timeout,
+            limits=limits,
+            autotune=autotune,
+            budget=memory_budget,
+        )
+        self._pacing = pacing  # spec §8.10
+        self._starvation_events = 0
+        self._frame_timeout = frame_timeout
+        self._write_timeout = write_timeout
+        self._backlog = 0  # bytes send() queued since the writer last took the output
+        self._backlog_lot = trio.lowlevel.ParkingLot()  # send() waiting for the writer
+        self._codec_spec = codec
+        self._streams: dict[int, FlowStream] = {}
+        self._accept_send, self._accept_receive = trio.open_memory_channel[FlowStream](math.inf)
+        # The accept queue is bounded by max_streams: the core refuses streams past it.
+        self._handshake = trio.Event()
+        self._closed = trio.Event()
+        self._writer_lot = trio.lowlevel.ParkingLot()
+        self._timer_lot = trio.lowlevel.ParkingLot()
+        self._stream_change = trio.lowlevel.ParkingLot()
+        self._lost: ConnectionLostError | None = None
+        self._goaway: GoAwayReceived | None = None
+        self._pings: dict[int, tuple[float, trio.Event]] = {}
+        self._rtt: float | None = None
+        self._messages_sent = 0
+        self._bytes_sent = 0
+        self._messages_received = 0
+        self._bytes_received = 0
+        self._seconds_blocked = 0.0
+        self._writer_done = False
+        self._reader_scope = trio.CancelScope()  # cancelled to stop reading and close
+        self._unyielded_bytes = 0  # queued by send() since it last let the writer run
+
+    @property
+    def peer_settings(self) -> Settings | None:
+        """What the peer accepts (from its HELLO), once the handshake is done."""
+        return self._core.peer_settings
+
+    @property
+    def local_settings(self) -> Settings:
+        """What this side accepts (sent in our HELLO)."""
+        return self._core.local_settings
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has ended (closed by either side, or lost)."""
+        return self._lost is not None
+
+    @property
+    def close_reason(self) -> ConnectionLostError | None:
+        """Why the connection ended (the error its streams raise), or None while it runs."""
+        return self._lost
+
+    def _wake_writer(self) -> None:
+        if self._writer_lot:  # unpark_all() costs ~0.6 µs even with nobody parked
+            self._writer_lot.unpark_all()
+
+    def _wake_timer(self) -> None:
+        self._timer_lot.unpark_all()
+
+    def _after_stream_change(self, stream: FlowStream) -> None:
+        if self._core.stream_state(stream.stream_id) is StreamState.CLOSED and not stream._inbox:
+            self._streams.pop(stream.stream_id, None)
+        self._stream_change.unpark_all()
+        self._end_if_finished()
+
+    def _end_if_finished(self) -> None:
+        # spec §10.4: after the peer's GOAWAY, once no stream is open, flush and close.
+        if self._goaway is not None and self._core.finished:
+            if self._lost is None:
+                self._fail(self._closed_error())
+            self._reader_scope.cancel()
+
+    # tasks --------------------------------------------------------------------------------
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._writer)
+                nursery.start_soon(self._timer)
+                task_status.started()
+                with self._reader_scope:
+                    await self._reader()
+                # The reader ended: let the writer flush what is queued (GOAWAY), then stop.
+                self._writer_done = True
+                self._wake_writer()
+                nursery.cancel_scope.deadline = trio.current_time() + 5.0
+                await self._flushed()
+                if self._linger:
+                    await self._discard_input()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._core.leave_budget()  # spec §8.9 B1: nothing more arrives
+            self._closed.set()
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.transport)
+
+    async def _flushed(self) -> None:
+        while not self._writer_exited:
+            await self._stream_change.park()
+
+    async def _discard_input(self) -> None:
+        # spec §10.2 step 3: after our error GOAWAY, end our side and read and discard the
+        # peer's input for a while, so that closing with unread input (a TCP reset) does
+        # not destroy the GOAWAY before the peer reads it.
+        with trio.move_on_after(CLOSE_LINGER):
+            try:
+                if isinstance(self.transport, trio.abc.HalfCloseableStream):
+                    await self.transport.send_eof()
+                while await self.transport.receive_some(READ_SIZE):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    _linger = False  # the peer broke the protocol: more of its input may be on the way
+
+    _writer_exited = False
+
+    async def _reader(self) -> None:
+        core = self._core
+        frame_deadline: float | None = None  # spec §11: when the frame begun must be whole
+        try:
+            while True:
+                try:
+                    # The timer enforces frame_deadline: a cancel scope around each read
+                    # would cost about as much as parsing a read of 64 KiB frames.
+                    data = await self.transport.receive_some(READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self._fail(
+                        ConnectionLostError(f"transport failed: {exc or type(exc).__name__}")
+                    )
+                    # Nothing can be written either (a writer may be stuck in a failed TLS
+                    # handshake): stop now rather than wait to flush.
+                    self._nursery.cancel_scope.cancel()
+                    return
+                partial = core.partial_input
+                try:
+                    events = core.receive_data(bytes(data))
+                except RemoteProtocolError as exc:
+                    self._fail(
+                        ConnectionLostError(
+                            f"peer broke the protocol: {exc}", error_code=exc.error_code
+                        )
+                    )
+                    self._linger = True
+                    return
+                self._dispatch(events)
+                if data:
+                    # spec §11: keepalive counts from the last receipt, not the last timer tick.
+                    now = trio.current_time()
+                    core.handle_timeout(now)
+                    if core.partial_input < partial + len(data):  # a frame was completed
+                        frame_deadline = now + self._frame_timeout if core.partial_input else None
+                    elif frame_deadline is None:  # the first bytes of a frame
+                        frame_deadline = now + self._frame_timeout
+                    if frame_deadline is not None and self._frame_deadline is None:
+                        self._wake_timer()  # it may sleep past the new deadline; later ones
+                    self._frame_deadline = frame_deadline  # only make it wake early, once
+                if core.has_data_to_send:
+                    self._wake_writer()
+                if core.state is ConnectionState.CLOSED:
+                    if self._lost is None:
+                        self._fail(self._closed_error())
+                    return
+                if not data:
+                    return
+        finally:
+            self._frame_deadline = None
+            self._wake_writer()
+
+    _frame_deadline: float | None = None  # spec §11: the reader's, enforced by the timer
+
+    def _time_out(self, message: str) -> None:
+        # spec §11: a connection error TIMEOUT: GOAWAY, then close (the reader stops).
+        self._core.close(ErrorCode.TIMEOUT, message)
+        self._fail(ConnectionLostError(message, error_code=ErrorCode.TIMEOUT))
+        self._wake_writer()
+
+    def _closed_error(self) -> ConnectionLostError:
+        g = self._goaway
+        if g is not None:
+            return ConnectionLostError(
+                f"peer closed the connection: GOAWAY {ErrorCode.describe(g.error_code)}"
+                + (f" ({g.reason})" if g.reason else ""),
+                error_code=g.error_code,
+                last_stream_id=g.last_stream_id,
+            )
+        return ConnectionLostError("the connection is closed")
+
+    def _dispatch(self, events: list[Any]) -> None:
+        streams = self._streams
+        for event in events:
+            if isinstance(event, MessagesReceived):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream._on_messages(event.messages, event.nbytes)
+            elif isinstance(event, CreditGranted):
+                if event.stream_id == 0:
+                    for s in streams.values():
+                        s._send_lot.unpark_all()
+                else:
+                    stream = streams.get(event.stream_id)
+                    if stream is not None:
+                        stream._send_lot.unpark_all()
+            elif isinstance(event, StreamOpened):
+                stream = FlowStream(self, event.stream_id, get_codec(self._codec_spec))
+                streams[event.stream_id] = stream
+                try:
+                    self._accept_send.send_nowait(stream)
+                except trio.ClosedResourceError:
+                    # spec §10.4: opened after the peer's own GOAWAY; nobody will accept it.
+                    del streams[event.stream_id]
+                    self._core.reset_stream(event.stream_id, ErrorCode.REFUSED_STREAM)
+                    self._end_if_finished()
+            elif isinstance(event, StreamEnded):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream._on_end()
+                    self._after_stream_change(stream)
+            elif isinstance(event, StreamReset):
+                stream = streams.get(event.stream_id)
+                if stream is not None and self._lost is None:
+                    stream._on_reset(
+                        StreamResetError(
+                            event.stream_id,
+                            event.error_code,
+                            event.reason,
+                            event.remote,
+                            event.consumed
+                            if event.consumed is not None
+                            else self._core.peer_consumed(event.stream_id),
+                        )
+                    )
+            elif isinstance(event, HandshakeCompleted):
+                self._handshake.set()
+            elif isinstance(event, PongReceived):
+                entry = self._pings.pop(event.ping_id, None)
+                if entry is not None:
+                    self._rtt = trio.current_time() - entry[0]
+                    entry[1].set()
+            elif isinstance(event, GoAwayReceived):
+                self._goaway = event
+                if event.error_code != ErrorCode.NO_ERROR:
+                    self._fail(self._closed_error())  # spec §10.2: every stream ends
+                self._accept_send.close()  # spec §10.4: the peer opens no more streams
+                self._stream_change.unpark_all()
+                self._end_if_finished()
+            elif isinstance(event, ConnectionClosed):
+                if event.clean and self._goaway is not None:
+                    self._fail(self._closed_error())
+                else:
+                    what = "in the middle of a frame" if event.truncated else "without GOAWAY"
+                    self._fail(ConnectionLostError(f"the peer closed the connection {what}"))
+            elif isinstance(event, PeerBlocked):
+                pass  # visible to issue #6's tuning; nothing to do yet
+
+    def _fail(self, exc: ConnectionLostError) -> None:
+        if self._lost is not None:
+            return
+        self._lost = exc
+        self._backlog_lot.unpark_all()
+        for stream in list(self._streams.values()):
+            stream._on_lost(exc)
+        for _, event in self._pings.values():
+            event.set()
+        self._handshake.set()
+        self._accept_send.close()
+        self._stream_change.unpark_all()
+        self._wake_writer()
+
+    async def _writer(self) -> None:
+        core = self._core
+        try:
+            while True:
+                data = core.data_to_send()
+                if data:
+                    self._backlog = 0
+                    self._backlog_lot.unpark_all()
+                    try:
+                        written = await self._write(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                        self._fail(
+                            ConnectionLostError(f"transport failed: {exc or type(exc).__name__}")
+                        )
+                        return
+                    if not written:
+                        # spec §11, §10.7.2: the peer stopped reading; half a frame may be
+                        # out, so nothing more can be written (not even GOAWAY).
+                        self._fail(
+                            ConnectionLostError(
+                                f"the peer accepted no data for {self._write_timeout} s "
+                                "(write timeout, spec §11)",
+                                error_code=ErrorCode.TIMEOUT,
+                            )
+                        )
+                        self._reader_scope.cancel()
+                        return
+                    continue
+                if self._writer_done or (self._lost is not None and not core.has_data_to_send):
+                    return
+                await self._writer_lot.park()
+        finally:
+            self._writer_exited = True
+            self._backlog_lot.unpark_all()
+            self._stream_change.unpark_all()
+
+    async def _write(self, data: bytes) -> bool:
+        """Send ``data``; False if a chunk of it stalled for the write timeout (spec §11)."""
+        send_all = self.transport.send_all
+        if len(data) <= WRITE_CHUNK:
+            with trio.move_on_after(self._write_timeout):
+                await send_all(data)
+                return True
+            return False
+        view = memoryview(data)
+        for start in range(0, len(data), WRITE_CHUNK):
+            with trio.move_on_after(self._write_timeout):
+                await send_all(view[start : start + WRITE_CHUNK])
+                continue
+            return False
+        return True
+
+    async def _timer(self) -> None:
+        core = self._core
+        while True:
+            deadline = core.next_deadline()
+            frame = self._frame_deadline
+            if frame is not None and (deadline is None or frame < deadline):
+                deadline = frame
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._timer_lot.park()
+                continue
+            now = trio.current_time()
+            frame = self._frame_deadline
+            if frame is not None and now >= frame:
+                # spec §11: the frame begun did not arrive whole in time: stop the reader.
+                self._frame_deadline = None
+                if self._lost is None:
+                    self._time_out(
+                        f"a frame from the peer did not arrive whole within "
+                        f"{self._frame_timeout} s of its first byte (spec §11)"
+                    )
+                    self._reader_scope.cancel()
+                continue
+            try:
+                core.handle_timeout(now)
+            except KeepaliveTimeout as exc:
+                self._fail(ConnectionLostError(str(exc), error_code=exc.error_code))
+                self._writer_done = True
+                self._reader_scope.cancel()  # spec §10.2: send GOAWAY(TIMEOUT), then close
+            self._wake_writer()
+
+    async def _idle_watch(self, timeout: float) -> None:
+        # spec §11: a connection with no stream for `timeout` seconds is closed.
+        core = self._core
+        while self._lost is None:
+            if self._streams or core.stream_ids:
+                await self._stream_change.park()
+                continue
+            with trio.move_on_after(timeout) as scope:
+                await self._stream_change.park()  # any stream change restarts the wait
+            if scope.cancelled_caught and not self._streams and not core.stream_ids:
+                if self._lost is None:
+                    message = f"no stream for {timeout} s (idle timeout, spec §11)"
+                    core.close(ErrorCode.TIMEOUT, message)
+                    self._fail(ConnectionLostError(message, error_code=ErrorCode.TIMEOUT))
+                    self._reader_scope.cancel()
+                return
+
+    # public API ---------------------------------------------------------------------------
+
+    async def _wait_handshake(self, timeout: float) -> None:
+        with trio.move_on_after(timeout) as scope:
+            await self._handshake.wait()
+        if self._lost is not None:
+            raise self._lost
+        if scope.cancelled_caught:
+            message = f"no flowproto handshake from the peer within {timeout} s"
+            # spec §11: a connection error TIMEOUT: GOAWAY, then close without a grace period.
+            self._core.close(ErrorCode.TIMEOUT, message)
+            self._fail(ConnectionLostError(message, error_code=ErrorCode.TIMEOUT))
+            self._reader_scope.cancel()
+            raise HandshakeTimeout(message)
+
+    async def open_stream(self, *, codec: CodecName | Codec | None = None) -> FlowStream:
+        """Open a stream; waits while the peer's max_streams are all in use (spec §6.4).
+
+        Args:
+            codec: this stream's codec; defaults to the connection's.
+
+        Raises:
+            ConnectionLostError: the connection ended, or the peer sent GOAWAY.
+        """
+        await trio.lowlevel.checkpoint()
+        core = self._core
+        while not core.can_open_stream:
+            if self._lost is not None:
+                raise self._lost
+            if self._goaway is not None or core.state is not ConnectionState.OPEN:
+                raise ConnectionLostError(
+                    "the connection is shutting down (GOAWAY); open a new connection",
+                    error_code=self._goaway.error_code if self._goaway else ErrorCode.NO_ERROR,
+                    last_stream_id=self._goaway.last_stream_id if self._goaway else None,
+                )
+            await self._stream_change.park()
+        stream_id = core.open_stream()
+        stream = FlowStream(
+            self, stream_id, get_codec(codec if codec is not None else self._codec_spec)
+        )
+        self._streams[stream_id] = stream
+        self._wake_writer()
+        return stream
+
+    async def accept_stream(self) -> FlowStream:
+        """Wait for the next stream the peer opens.
+
+        Raises:
+            ConnectionLostError: the connection ended (or is shutting down) first.
+        """
+        try:
+            return await self._accept_receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise self._lost or ConnectionLostError("the connection is closed") from None
+
+    async def ping(self) -> float:
+        """Send a PING and wait for its PONG (spec §5.5); returns the round-trip time in seconds."""
+        if self._lost is not None:
+            raise self._lost
+        ping_id = self._core.ping(trio.current_time())  # the core's tuner learns the rtt too
+        done = trio.Event()
+        self._pings[ping_id] = (trio.current_time(), done)
+        self._wake_writer()
+        await done.wait()
+        if self._lost is not None:
+            raise self._lost
+        assert self._rtt is not None
+        return self._rtt
+
+    async def aclose(self, grace: float = DEFAULT_CLOSE_GRACE) -> None:
+        """Graceful shutdown (spec §10.4): GOAWAY, let open streams finish, then close.
+
+        New streams from the peer are refused at once. Streams still open after ``grace``
+        seconds are reset with CANCEL. Closing twice does nothing.
+        """
+        core = self._core
+        if self._lost is None and core.state is not ConnectionState.CLOSED:
+            core.close(ErrorCode.NO_ERROR)
+            self._accept_send.close()
+            self._wake_writer()
+            with trio.move_on_after(grace):
+                while not core.finished and self._lost is None:
+                    await self._stream_change.park()
+            for stream in list(self._streams.values()):
+                if core.stream_state(stream.stream_id) is not StreamState.CLOSED:
+                    await stream.reset(ErrorCode.CANCEL, "connection closing")
+            self._fail(ConnectionLostError("the connection was closed by this side", error_code=0))
+        self._writer_done = True
+        self._wake_writer()
+        with trio.move_on_after(grace):
+            await self._flushed()
+        # spec §10.2, §10.4: the GOAWAY is out; wait a little for the peer to close first,
+        # unless it sent GOAWAY too.
+        self._end_if_finished()
+        with trio.move_on_after(min(grace, CLOSE_LINGER)):
+            await self._closed.wait()
+        if not self._closed.is_set():
+            self._nursery.cancel_scope.cancel()
+            await self._closed.wait()
+
+    def statistics(self) -> ConnectionStatistics:
+        """A snapshot of the connection's credit, buffers and traffic."""
+        core = self._core
+        held, _ = core.received_held(0)
+        blocked = self._seconds_blocked + sum(
+            trio.current_time() - s._blocked_since
+            for s in self._streams.values()
+            if s._blocked_since is not None
+        )
+        info = core.window_info(0)
+        budget = core.budget
+        return ConnectionStatistics(
+            state=core.state.value,
+            streams=len(self._streams),
+            send_credit_bytes=core.connection_send_capacity,
+            buffered_bytes=held,
+            receive_window_bytes=core.local_settings.connection_bytes,
+            messages_sent=self._messages_sent,
+            bytes_sent=self._bytes_sent,
+            messages_received=self._messages_received,
+            bytes_received=self._bytes_received,
+            seconds_blocked=blocked,
+            rtt=self._rtt,
+            glitches=core.glitches,
+            blocked_on_peer_seconds=blocked,  # spec §14 from here on
+            starvation_events=self._starvation_events,
+            rtt_min=core.rtt.minimum,
+            window_bytes=info.window_bytes if info is not None else 0,
+            window_reason=info.reason.value if info is not None else "static",
+            budget_bytes=budget.capacity if budget is not None else None,
+            budget_committed_bytes=budget.committed if budget is not None else None,
+            budget_share_bytes=core.budget_share,
+        )

@@ -1,0 +1,83 @@
+"""The Trio layer's exceptions: Trio's own types, carrying what the core knows."""
+
+from __future__ import annotations
+
+import sys
+
+import trio
+
+if sys.version_info < (3, 11):  # trio depends on the backport there
+    pass  # type: ignore[import-not-found, unused-ignore]
+
+from .._codecs import MessageDecodeError
+from .._errors import ErrorCode, FlowProtoError
+
+__all__ = ["ConnectionLostError", "HandshakeTimeout", "MessageDecodeError", "StreamResetError"]
+
+
+class ConnectionLostError(trio.BrokenResourceError):
+    """The connection ended before this operation could complete.
+
+    Attributes:
+        error_code: the GOAWAY code that ended it (ours or the peer's), or ``None`` if the
+            transport just ended.
+        reason: what happened, in words.
+        last_stream_id: the peer's GOAWAY last_stream, if it sent one: our streams above
+            it were never processed and are safe to retry (spec §10.4).
+        delivered: for a stream operation, the messages the peer reported consumed on
+            that stream (spec §10.5); later messages may or may not have been.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        error_code: int | None = None,
+        last_stream_id: int | None = None,
+        delivered: int | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error_code = error_code
+        self.last_stream_id = last_stream_id
+        self.delivered = delivered
+
+    def for_stream(self, delivered: int | None) -> ConnectionLostError:
+        """A copy naming what one stream knows was delivered."""
+        return ConnectionLostError(
+            self.reason,
+            error_code=self.error_code,
+            last_stream_id=self.last_stream_id,
+            delivered=delivered,
+        )
+
+
+class StreamResetError(FlowProtoError):
+    """The stream was reset (spec §10.3); no more messages either way.
+
+    Attributes:
+        error_code: the RESET's code.
+        reason: its reason text.
+        remote: True if the peer reset it.
+        delivered: messages the peer reported consumed on this stream (spec §10.5).
+        retryable: True if the peer never processed the stream (REFUSED_STREAM).
+    """
+
+    def __init__(
+        self, stream_id: int, error_code: int, reason: str, remote: bool, delivered: int | None
+    ) -> None:
+        who = "the peer" if remote else "this side"
+        super().__init__(
+            f"stream {stream_id} was reset by {who}: {ErrorCode.describe(error_code)}"
+            + (f" ({reason})" if reason else "")
+        )
+        self.stream_id = stream_id
+        self.error_code = error_code
+        self.reason = reason
+        self.remote = remote
+        self.delivered = delivered
+        self.retryable = error_code == ErrorCode.REFUSED_STREAM
+
+
+class HandshakeTimeout(FlowProtoError, TimeoutError):
+    """The peer did not complete the preface and HELLO exchange in time (spec §3.4)."""

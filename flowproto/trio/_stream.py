@@ -1,0 +1,422 @@
+"""FlowStream: one stream as a Trio channel of messages (spec §6-§8)."""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+if sys.version_info < (3, 11):  # trio depends on the backport there
+    pass  # type: ignore[import-not-found, unused-ignore]
+
+from .._autotune import RateEstimator
+from .._codecs import Codec, RawCodec
+from .._errors import ErrorCode
+from .._state import StreamState
+from .._statistics import StreamStatistics
+from ._constants import (
+    MAX_SEND_BACKLOG,
+    PACING_HEADROOM,
+    YIELD_AFTER_BYTES,
+)
+from ._errors import ConnectionLostError, StreamResetError
+
+if TYPE_CHECKING:
+    from ._connection import FlowConnection
+
+__all__ = ["FlowStream"]
+
+
+class FlowStream:
+    """One flowproto stream: a channel of messages in each direction.
+
+    Create with :meth:`FlowConnection.open_stream` or receive from
+    :meth:`FlowConnection.accept_stream` (or a :func:`serve` handler).
+    """
+
+    def __init__(self, conn: FlowConnection, stream_id: int, codec: Codec) -> None:
+        self._conn = conn
+        self.stream_id = stream_id
+        self.codec = codec
+        # The core forgets a stream once it is closed, maybe in the same read as the
+        # peer's last CREDIT; its record keeps what the peer reported consumed (spec §10.5).
+        self._record = conn._core.stream_record(stream_id)
+        # The one consumption-rate estimator (spec §8.9 rule 2), fed by release().
+        self._rate = self._record.rate if self._record is not None else RateEstimator(1.0)
+        self._inbox: deque[bytes] = deque()
+        self._inbox_bytes = 0
+        self._ended = False  # the peer sent END_STREAM
+        self._send_closed = False  # we sent END_STREAM
+        self._reset: StreamResetError | None = None
+        self._lost: ConnectionLostError | None = None
+        self._handler_scope: trio.CancelScope | None = None  # set by serve() for its handler
+        self._receive_lot = trio.lowlevel.ParkingLot()
+        self._send_lot = trio.lowlevel.ParkingLot()
+        self._send_lock = trio.Lock()  # messages of concurrent send() calls do not interleave
+        self.messages_sent = 0
+        self.bytes_sent = 0
+        self.messages_received = 0
+        self.bytes_received = 0
+        self.seconds_blocked = 0.0
+        self._blocked_since: float | None = None  # when the send() waiting now began
+        # spec §14: why this stream waits, each way.
+        self._opened_at = trio.current_time()
+        self._send_done_at: float | None = None  # when it stopped being able to send
+        self.blocked_on_peer_events = 0
+        self.starvation_events = 0
+        self.starved_seconds = 0.0
+        self._pace_next = 0.0  # spec §8.10: when pacing lets the next message go
+
+    def __repr__(self) -> str:
+        return (
+            f"<FlowStream {self.stream_id} {self._conn._core.stream_state(self.stream_id).value}>"
+        )
+
+    @property
+    def connection(self) -> FlowConnection:
+        """The connection this stream belongs to."""
+        return self._conn
+
+    # sending -----------------------------------------------------------------------------
+
+    def _check_send(self) -> None:
+        if self._reset is not None:
+            raise self._reset
+        if self._lost is not None:
+            raise self._lost
+        if self._send_closed:
+            raise trio.ClosedResourceError(f"stream {self.stream_id} was closed for sending")
+
+    async def send(self, message: Any) -> None:
+        """Send one message, waiting while there is no credit for all of it (spec §8.3).
+
+        It also waits while more than ``MAX_SEND_BACKLOG`` bytes of output are queued
+        and the transport is not taking them (spec §10.7.2).
+
+        Cancellation: if cancelled, the message was queued whole or not at all, and
+        ``messages_sent`` says which.
+
+        Raises:
+            StreamResetError: the stream was reset.
+            ConnectionLostError: the connection ended.
+            trio.ClosedResourceError: this side already closed the stream for sending.
+            flowproto.LocalProtocolError: the message is over the peer's max_message_bytes.
+        """
+        payload = self.codec.encode(message)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._conn._pacing:
+            await self._pace(1)
+        await self._locked_send([payload])
+
+    async def send_many(self, messages: Iterable[Any]) -> None:
+        """Send several messages in order; the batch path for small messages.
+
+        Cancellation: a prefix of the messages was queued, each whole; ``messages_sent``
+        tells how many in all.
+        """
+        codec = self.codec
+        if type(codec) is RawCodec:
+            # bytes go as they are (what encode() returns for them), checked in one pass
+            payloads = list(messages)
+            if not set(map(type, payloads)) <= {bytes}:
+                payloads = [codec.encode(m) for m in payloads]
+        else:
+            payloads = [codec.encode(m) for m in messages]
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._conn._pacing:
+            await self._pace(len(payloads))
+        await self._locked_send(payloads)
+
+    async def _pace(self, count: int) -> None:
+        # spec §8.10: while the peer reports a standing queue, send at most a little
+        # faster than its consumer; with no queue (or no feedback), do not pace at all.
+        feedback = self._conn._core.peer_feedback(self.stream_id)
+        if feedback is None or not feedback[0] or not feedback[1]:
+            return
+        now = trio.current_time()
+        due = max(now, self._pace_next)
+        self._pace_next = due + count / (PACING_HEADROOM * feedback[0])
+        if due > now:
+            await trio.sleep_until(due)
+
+    async def _locked_send(self, payloads: list[bytes]) -> None:
+        # Taking a free lock without a schedule point: with credit available, send()
+        # queues the message without a scheduler round-trip (the writer runs when
+        # _send_payloads yields, every YIELD_AFTER_BYTES).
+        lock = self._send_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()
+        try:
+            await self._send_payloads(payloads)
+        finally:
+            lock.release()
+
+    async def _send_payloads(self, payloads: list[bytes]) -> None:
+        conn = self._conn
+        core = conn._core
+        sent = 0
+        total = 0  # bytes queued
+        while True:
+            self._check_send()
+            while conn._backlog >= MAX_SEND_BACKLOG:
+                # spec §10.7.2: the transport is not taking what is queued; wait for it
+                # before queuing more, whatever credit the peer grants.
+                await conn._backlog_lot.park()
+                self._check_send()
+            n = core.send_messages(self.stream_id, payloads[sent:] if sent else payloads)
+            if n:
+                self.messages_sent += n
+                done = payloads if n == len(payloads) else payloads[sent : sent + n]
+                nbytes = sum(map(len, done))
+                total += nbytes
+                self.bytes_sent += nbytes
+                conn._messages_sent += n
+                conn._bytes_sent += nbytes
+                conn._backlog += nbytes + 10 * n
+                sent += n
+                conn._wake_writer()
+            if sent == len(payloads):
+                break
+            # Not enough credit for the next message: wait for CREDIT (spec §8.3, §8.7).
+            conn._wake_writer()
+            conn._wake_timer()
+            self.blocked_on_peer_events += 1  # spec §14: credit starvation
+            start = self._blocked_since = trio.current_time()
+            try:
+                await self._send_lot.park()
+            finally:
+                self._blocked_since = None
+                waited = trio.current_time() - start
+                self.seconds_blocked += waited
+                conn._seconds_blocked += waited
+        conn._unyielded_bytes += total + 16 * len(payloads)
+        if conn._unyielded_bytes >= YIELD_AFTER_BYTES:
+            # Let the writer drain what is queued: this keeps the output small and the
+            # latency low. Shielded, because the message is already queued.
+            conn._unyielded_bytes = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def aclose(self) -> None:
+        """Half-close: the peer sees the end of our messages (END_STREAM, spec §7.2).
+
+        Receiving goes on until the peer ends its side. Closing twice does nothing.
+        """
+        await trio.lowlevel.checkpoint()
+        if self._send_closed or self._reset is not None or self._lost is not None:
+            return
+        async with self._send_lock:
+            self._send_closed = True
+            self._send_done_at = trio.current_time()
+            core = self._conn._core
+            if core.stream_state(self.stream_id) in (
+                StreamState.OPEN,
+                StreamState.HALF_CLOSED_REMOTE,
+            ):
+                core.end_stream(self.stream_id)
+                self._conn._wake_writer()
+            self._conn._after_stream_change(self)
+
+    async def reset(self, error_code: ErrorCode = ErrorCode.CANCEL, reason: str = "") -> None:
+        """Abandon the stream both ways with RESET (spec §10.3); buffered messages are dropped."""
+        await trio.lowlevel.checkpoint()
+        if self._reset is not None or self._lost is not None:
+            return
+        core = self._conn._core
+        core.reset_stream(self.stream_id, error_code, reason)
+        self._on_reset(
+            StreamResetError(
+                self.stream_id, error_code, reason, False, core.peer_consumed(self.stream_id)
+            )
+        )
+        self._conn._wake_writer()
+
+    # receiving ---------------------------------------------------------------------------
+
+    async def receive(self) -> Any:
+        """Wait for the next message; consuming it returns its credit (spec §8.5).
+
+        Raises:
+            trio.EndOfChannel: the peer ended the stream and every message was received.
+            StreamResetError: the stream was reset (buffered messages are dropped).
+            ConnectionLostError: the connection ended; messages that arrived before it
+                are received first.
+            MessageDecodeError: the message could not be decoded (it was consumed).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._inbox:
+            await self._starve()
+        # No await from here on: cancelling receive() never loses a message.
+        data = self._inbox.popleft()
+        if self._consumed(len(data), 1):
+            # A CREDIT is queued: let the writer send it now (spec §8.5). Shielded, because
+            # the message is already consumed.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return self.codec.decode(data)
+
+    async def receive_many(self, max_messages: int = 1024) -> list[Any]:
+        """Wait for at least one message and return up to ``max_messages`` of them."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._inbox:
+            await self._starve()
+        inbox = self._inbox
+        count = min(max_messages, len(inbox))
+        if count == len(inbox):
+            batch = list(inbox)
+            inbox.clear()
+        else:
+            batch = [inbox.popleft() for _ in range(count)]
+        if self._consumed(sum(map(len, batch)), count):
+            # A CREDIT is queued: let the writer send it while the caller works on this
+            # batch (spec §8.5). Shielded, because the batch is already consumed.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        if type(self.codec) is RawCodec:
+            return batch
+        decode = self.codec.decode
+        return [decode(d) for d in batch]
+
+    def __aiter__(self) -> FlowStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        # Not an async generator: one left suspended when the loop body raises would be
+        # finalized by the garbage collector, with a ResourceWarning (as trio's channels).
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    async def _starve(self) -> None:
+        """Wait for a message (raising as ``_check_receive`` does); spec §14 counts it."""
+        self._check_receive()
+        start = trio.current_time()
+        self.starvation_events += 1
+        self._conn._starvation_events += 1
+        try:
+            while not self._inbox:
+                self._check_receive()
+                await self._receive_lot.park()
+        finally:
+            self.starved_seconds += trio.current_time() - start
+
+    def _check_receive(self) -> None:
+        if self._reset is not None:
+            raise self._reset
+        if self._ended:
+            raise trio.EndOfChannel
+        if self._lost is not None:
+            raise self._lost
+
+    def _consumed(self, nbytes: int, count: int) -> bool:
+        """Count consumed messages and release their credit; True if a CREDIT was queued."""
+        self._inbox_bytes -= nbytes
+        self.messages_received += count
+        self.bytes_received += nbytes
+        conn = self._conn
+        conn._messages_received += count
+        conn._bytes_received += nbytes
+        now = trio.current_time()
+        credit = conn._core.release(self.stream_id, nbytes, count, now)  # spec §8.5; §8.9 tunes
+        conn._wake_writer()
+        if self._ended and not self._inbox:
+            conn._after_stream_change(self)
+        return credit
+
+    # events from the reader ----------------------------------------------------------------
+
+    def _on_messages(self, messages: list[bytes], nbytes: int) -> None:
+        self._inbox.extend(messages)
+        self._inbox_bytes += nbytes
+        if self._receive_lot:  # unpark_all() costs ~0.6 µs even with nobody parked
+            self._receive_lot.unpark_all()
+
+    def _on_end(self) -> None:
+        self._ended = True
+        self._receive_lot.unpark_all()
+
+    def _on_reset(self, exc: StreamResetError) -> None:
+        if self._reset is None:
+            self._reset = exc
+        if self._send_done_at is None:
+            self._send_done_at = trio.current_time()
+        if exc.remote and self._handler_scope is not None:
+            # spec §10.3: the peer abandoned the stream, so its handler's work is wasted;
+            # cancelling it keeps reset streams from piling up work ("Rapid Reset").
+            self._handler_scope.cancel()
+        self._inbox.clear()
+        self._inbox_bytes = 0
+        self._receive_lot.unpark_all()
+        self._send_lot.unpark_all()
+        self._conn._after_stream_change(self)
+
+    def _on_lost(self, exc: ConnectionLostError) -> None:
+        if self._lost is None:
+            self._lost = exc.for_stream(self._delivered())
+        if self._send_done_at is None:
+            self._send_done_at = trio.current_time()
+        self._receive_lot.unpark_all()
+        self._send_lot.unpark_all()
+
+    def _delivered(self) -> int | None:
+        if self._record is not None:
+            return self._record.peer_consumed
+        return self._conn._core.peer_consumed(self.stream_id)
+
+    def _seconds_blocked_now(self) -> float:
+        since = self._blocked_since
+        return self.seconds_blocked + (0.0 if since is None else trio.current_time() - since)
+
+    def statistics(self) -> StreamStatistics:
+        """A snapshot of this stream's credit, buffers and traffic."""
+        core = self._conn._core
+        send_bytes, send_messages = core.send_capacity(self.stream_id)
+        recv_bytes, recv_messages = core.receive_capacity(self.stream_id)
+        now = trio.current_time()
+        blocked = self._seconds_blocked_now()
+        sending = (self._send_done_at or now) - self._opened_at
+        rate = self._rate.messages_per_second  # both rates from the same samples
+        depth = len(self._inbox)
+        info = core.window_info(self.stream_id)
+        record = self._record
+        feedback = record.feedback if record is not None else core.peer_feedback(self.stream_id)
+        peak = record.recv.held_peak() if record is not None else core.received_peak(self.stream_id)
+        rate_bytes = self._rate.bytes_per_second
+        return StreamStatistics(
+            stream_id=self.stream_id,
+            state=core.stream_state(self.stream_id).value,
+            send_credit_bytes=send_bytes,
+            send_credit_messages=send_messages,
+            receive_credit_bytes=recv_bytes,
+            receive_credit_messages=recv_messages,
+            buffered_messages=len(self._inbox),
+            buffered_bytes=self._inbox_bytes,
+            messages_sent=self.messages_sent,
+            bytes_sent=self.bytes_sent,
+            messages_received=self.messages_received,
+            bytes_received=self.bytes_received,
+            delivered=self._delivered(),
+            messages_in_flight=self.messages_sent - (self._delivered() or 0),
+            seconds_blocked=blocked,
+            consume_rate=rate,
+            blocked_on_peer_seconds=blocked,  # spec §14 from here on
+            blocked_on_peer_events=self.blocked_on_peer_events,
+            blocked_on_app_seconds=max(0.0, sending - blocked),
+            peer_consume_rate=feedback[0] if feedback is not None else None,
+            peer_queue_depth=feedback[1] if feedback is not None else None,
+            queue_depth_messages=depth,
+            queue_depth_bytes=self._inbox_bytes,
+            consume_rate_bytes=rate_bytes,
+            drain_seconds=depth / rate if rate > 0 else (None if depth else 0.0),
+            starvation_events=self.starvation_events,
+            starved_seconds=self.starved_seconds,
+            window_bytes=info.window_bytes if info is not None else 0,
+            window_messages=info.window_messages if info is not None else 0,
+            window_reason=info.reason.value if info is not None else "static",
+            window_changes=info.changes if info is not None else 0,
+            peak_buffered_messages=peak[1],
+            peak_buffered_bytes=peak[0],
+        )
