@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 import trio
 
@@ -19,10 +20,12 @@ from .._errors import ErrorCode, KeepaliveTimeout, RemoteProtocolError
 from .._events import (
     ConnectionClosed,
     CreditGranted,
+    Event,
     GoAwayReceived,
     HandshakeCompleted,
     MessagesReceived,
     PeerBlocked,
+    PingReceived,
     PongReceived,
     StreamEnded,
     StreamOpened,
@@ -261,71 +264,81 @@ class FlowConnection:
         return ConnectionLostError("the connection is closed")
 
     def _dispatch(self, events: list[Any]) -> None:
-        streams = self._streams
+        handlers = _EVENT_HANDLERS
         for event in events:
-            if isinstance(event, MessagesReceived):
-                stream = streams.get(event.stream_id)
-                if stream is not None:
-                    stream._on_messages(event.messages, event.nbytes)
-            elif isinstance(event, CreditGranted):
-                if event.stream_id == 0:
-                    for s in streams.values():
-                        s._send_lot.unpark_all()
-                else:
-                    stream = streams.get(event.stream_id)
-                    if stream is not None:
-                        stream._send_lot.unpark_all()
-            elif isinstance(event, StreamOpened):
-                stream = FlowStream(self, event.stream_id, get_codec(self._codec_spec))
-                streams[event.stream_id] = stream
-                try:
-                    self._accept_send.send_nowait(stream)
-                except trio.ClosedResourceError:
-                    # spec §10.4: opened after the peer's own GOAWAY; nobody will accept it.
-                    del streams[event.stream_id]
-                    self._core.reset_stream(event.stream_id, ErrorCode.REFUSED_STREAM)
-                    self._end_if_finished()
-            elif isinstance(event, StreamEnded):
-                stream = streams.get(event.stream_id)
-                if stream is not None:
-                    stream._on_end()
-                    self._after_stream_change(stream)
-            elif isinstance(event, StreamReset):
-                stream = streams.get(event.stream_id)
-                if stream is not None and self._lost is None:
-                    stream._on_reset(
-                        StreamResetError(
-                            event.stream_id,
-                            event.error_code,
-                            event.reason,
-                            event.remote,
-                            event.consumed
-                            if event.consumed is not None
-                            else self._core.peer_consumed(event.stream_id),
-                        )
-                    )
-            elif isinstance(event, HandshakeCompleted):
-                self._handshake.set()
-            elif isinstance(event, PongReceived):
-                entry = self._pings.pop(event.ping_id, None)
-                if entry is not None:
-                    self._rtt = trio.current_time() - entry[0]
-                    entry[1].set()
-            elif isinstance(event, GoAwayReceived):
-                self._goaway = event
-                if event.error_code != ErrorCode.NO_ERROR:
-                    self._fail(self._closed_error())  # spec §10.2: every stream ends
-                self._accept_send.close()  # spec §10.4: the peer opens no more streams
-                self._stream_change.unpark_all()
-                self._end_if_finished()
-            elif isinstance(event, ConnectionClosed):
-                if event.clean and self._goaway is not None:
-                    self._fail(self._closed_error())
-                else:
-                    what = "in the middle of a frame" if event.truncated else "without GOAWAY"
-                    self._fail(ConnectionLostError(f"the peer closed the connection {what}"))
-            elif isinstance(event, PeerBlocked):
-                pass  # visible to issue #6's tuning; nothing to do yet
+            handlers[type(event)](self, event)
+
+    # --- what the core reports, one handler per event type (see _EVENT_HANDLERS) ------------
+
+    def _on_messages(self, event: MessagesReceived) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None:
+            stream._on_messages(event.messages, event.nbytes)
+
+    def _on_credit(self, event: CreditGranted) -> None:
+        if event.stream_id == 0:
+            for s in self._streams.values():
+                s._send_lot.unpark_all()
+        else:
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream._send_lot.unpark_all()
+
+    def _on_stream_opened(self, event: StreamOpened) -> None:
+        stream = FlowStream(self, event.stream_id, get_codec(self._codec_spec))
+        self._streams[event.stream_id] = stream
+        try:
+            self._accept_send.send_nowait(stream)
+        except trio.ClosedResourceError:
+            # spec §10.4: opened after the peer's own GOAWAY; nobody will accept it.
+            del self._streams[event.stream_id]
+            self._core.reset_stream(event.stream_id, ErrorCode.REFUSED_STREAM)
+            self._end_if_finished()
+
+    def _on_stream_ended(self, event: StreamEnded) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None:
+            stream._on_end()
+            self._after_stream_change(stream)
+
+    def _on_stream_reset(self, event: StreamReset) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None and self._lost is None:
+            consumed = event.consumed
+            if consumed is None:
+                consumed = self._core.peer_consumed(event.stream_id)
+            stream._on_reset(
+                StreamResetError(
+                    event.stream_id, event.error_code, event.reason, event.remote, consumed
+                )
+            )
+
+    def _on_handshake(self, event: HandshakeCompleted) -> None:
+        self._handshake.set()
+
+    def _on_pong(self, event: PongReceived) -> None:
+        entry = self._pings.pop(event.ping_id, None)
+        if entry is not None:
+            self._rtt = trio.current_time() - entry[0]
+            entry[1].set()
+
+    def _on_goaway(self, event: GoAwayReceived) -> None:
+        self._goaway = event
+        if event.error_code != ErrorCode.NO_ERROR:
+            self._fail(self._closed_error())  # spec §10.2: every stream ends
+        self._accept_send.close()  # spec §10.4: the peer opens no more streams
+        self._stream_change.unpark_all()
+        self._end_if_finished()
+
+    def _on_closed(self, event: ConnectionClosed) -> None:
+        if event.clean and self._goaway is not None:
+            self._fail(self._closed_error())
+        else:
+            what = "in the middle of a frame" if event.truncated else "without GOAWAY"
+            self._fail(ConnectionLostError(f"the peer closed the connection {what}"))
+
+    def _ignore(self, event: Event) -> None:
+        """PeerBlocked and PingReceived: the core already acted (spec §8.7, §5.5)."""
 
     def _fail(self, exc: ConnectionLostError) -> None:
         if self._lost is not None:
@@ -573,3 +586,19 @@ class FlowConnection:
             budget_committed_bytes=budget.committed if budget is not None else None,
             budget_share_bytes=core.budget_share,
         )
+
+
+#: What the layer does with each event the core reports (``flowproto._events``).
+_EVENT_HANDLERS: Final[dict[type[Event], Callable[[FlowConnection, Any], None]]] = {
+    MessagesReceived: FlowConnection._on_messages,
+    CreditGranted: FlowConnection._on_credit,
+    StreamOpened: FlowConnection._on_stream_opened,
+    StreamEnded: FlowConnection._on_stream_ended,
+    StreamReset: FlowConnection._on_stream_reset,
+    HandshakeCompleted: FlowConnection._on_handshake,
+    PongReceived: FlowConnection._on_pong,
+    GoAwayReceived: FlowConnection._on_goaway,
+    ConnectionClosed: FlowConnection._on_closed,
+    PeerBlocked: FlowConnection._ignore,
+    PingReceived: FlowConnection._ignore,
+}
