@@ -14,6 +14,7 @@ from ._autotune import (
     WindowReason,
     WindowTuner,
 )
+from ._codecs import Codec, CodecName, MessageDecodeError, MsgpackCodec, RawCodec, get_codec
 from ._connection import Connection, Role
 from ._credit import ReceiveWindow, SendCredit
 from ._errors import (
@@ -60,6 +61,8 @@ from ._frames import (
 from ._limits import Limits
 from ._pacing import Pacer
 from ._state import ConnectionState, StreamState
+from ._statistics import ConnectionStatistics, StreamStatistics
+from ._streams import StreamRecord
 
 __version__ = "0.1.0"
 
@@ -68,10 +71,13 @@ __all__ = [
     "VERSION",
     "AutoTune",
     "BlockedFrame",
+    "Codec",
+    "CodecName",
     "Connection",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionState",
+    "ConnectionStatistics",
     "CreditFrame",
     "CreditGranted",
     "DataFrame",
@@ -90,7 +96,9 @@ __all__ = [
     "Limits",
     "LocalProtocolError",
     "MemoryBudget",
+    "MessageDecodeError",
     "MessagesReceived",
+    "MsgpackCodec",
     "Pacer",
     "PeerBlocked",
     "PingFrame",
@@ -98,6 +106,7 @@ __all__ = [
     "PongFrame",
     "PongReceived",
     "RateEstimator",
+    "RawCodec",
     "ReceiveWindow",
     "RemoteProtocolError",
     "ResetFrame",
@@ -108,10 +117,13 @@ __all__ = [
     "StreamClosedError",
     "StreamEnded",
     "StreamOpened",
+    "StreamRecord",
     "StreamReset",
     "StreamState",
+    "StreamStatistics",
     "UnknownFrame",
     "WindowInfo",
     "WindowReason",
     "WindowTuner",
+    "get_codec",
 ]

@@ -30,8 +30,7 @@ I/O layer to share.
 
 from __future__ import annotations
 
-from .._codecs import Codec, CodecName
-from .._statistics import ConnectionStatistics, StreamStatistics
+from .. import Codec, CodecName, ConnectionStatistics, StreamStatistics
 from ._connection import FlowConnection
 from ._constants import (
     CLOSE_LINGER,

@@ -13,28 +13,35 @@ import trio
 if sys.version_info < (3, 11):  # trio depends on the backport there
     pass  # type: ignore[import-not-found, unused-ignore]
 
-from .._autotune import AutoTune, MemoryBudget
-from .._codecs import Codec, CodecName, get_codec
-from .._connection import Connection, Role
-from .._errors import ErrorCode, KeepaliveTimeout, RemoteProtocolError
-from .._events import (
+from .. import (
+    AutoTune,
+    Codec,
+    CodecName,
+    Connection,
     ConnectionClosed,
+    ConnectionState,
+    ConnectionStatistics,
     CreditGranted,
+    ErrorCode,
     Event,
     GoAwayReceived,
     HandshakeCompleted,
+    KeepaliveTimeout,
+    Limits,
+    MemoryBudget,
     MessagesReceived,
     PeerBlocked,
     PingReceived,
     PongReceived,
+    RemoteProtocolError,
+    Role,
+    Settings,
     StreamEnded,
     StreamOpened,
     StreamReset,
+    StreamState,
+    get_codec,
 )
-from .._frames import Settings
-from .._limits import Limits
-from .._state import ConnectionState, StreamState
-from .._statistics import ConnectionStatistics
 from ._constants import (
     CLOSE_LINGER,
     DEFAULT_CLOSE_GRACE,

@@ -9,8 +9,7 @@ import trio
 if sys.version_info < (3, 11):  # trio depends on the backport there
     pass  # type: ignore[import-not-found, unused-ignore]
 
-from .._codecs import MessageDecodeError
-from .._errors import ErrorCode, FlowProtoError
+from .. import ErrorCode, FlowProtoError, MessageDecodeError
 
 __all__ = ["ConnectionLostError", "HandshakeTimeout", "MessageDecodeError", "StreamResetError"]
 

@@ -16,12 +16,7 @@ import trio
 if sys.version_info < (3, 11):  # trio depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
-from .._autotune import AutoTune, MemoryBudget
-from .._codecs import Codec, CodecName
-from .._connection import Role
-from .._errors import ErrorCode
-from .._frames import Settings
-from .._limits import Limits
+from .. import AutoTune, Codec, CodecName, ErrorCode, Limits, MemoryBudget, Role, Settings
 from ._connection import FlowConnection
 from ._constants import (
     DEFAULT_CLOSE_GRACE,

@@ -12,11 +12,7 @@ import trio
 if sys.version_info < (3, 11):  # trio depends on the backport there
     pass  # type: ignore[import-not-found, unused-ignore]
 
-from .._autotune import RateEstimator
-from .._codecs import Codec, RawCodec
-from .._errors import ErrorCode
-from .._state import StreamState
-from .._statistics import StreamStatistics
+from .. import Codec, ErrorCode, RateEstimator, RawCodec, StreamState, StreamStatistics
 from ._constants import (
     MAX_SEND_BACKLOG,
     PACING_HEADROOM,
