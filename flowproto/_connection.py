@@ -561,7 +561,10 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
         inbound = self._inbound
         rx = Received()
         try:
-            for chunk, pos in inbound.chunks(data):
+            # A chunk that starts with a frame is walked in place; otherwise chunks() joins
+            # it to the bytes held from the last one.
+            chunks = ((data, 0),) if not inbound.buf else inbound.chunks(data)
+            for chunk, pos in chunks:
                 if not inbound.preface_done:
                     pos = inbound.preface(chunk, pos)
                     if pos < 0:

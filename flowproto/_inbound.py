@@ -106,8 +106,9 @@ class Received:
             self.events[batch.index] = MessagesReceived(sid, batch.messages, batch.nbytes)
 
     def flush_all(self) -> list[Event]:
-        for sid in list(self.pending):
-            self.flush(sid)
+        if self.pending:
+            for sid in list(self.pending):
+                self.flush(sid)
         return self.events
 
 
@@ -214,81 +215,38 @@ class Inbound:
         """
         n = len(data)
         max_frame = self.max_frame
-        max_message = self.max_message
-        max_whole = min(max_frame, max_message)
         streams = self.streams
-        conn = self.conn
         while n - pos >= HEADER_SIZE:
             length, ftype, flags, sid = _unpack_header(data, pos)
             end = pos + HEADER_SIZE + length
             if ftype == _DATA and not self.awaiting_hello:
-                # The hot path: spec §4.2, §4.5 and §8.4 checked from the header.
+                # spec §4.2, §4.5 and §8.4 checked from the header.
                 sid &= STREAM_ID_MASK
                 if length > max_frame or not sid:
                     check_header(length, ftype, sid, max_frame)
                 st = streams.get(sid)
                 if (
-                    st is None
-                    or st.partial is not None
-                    or st.state not in RECEIVING_STATES
-                    or flags & _END_STREAM
-                    or not flags & _END_MESSAGE
+                    st is not None
+                    and st.partial is None
+                    and st.state in RECEIVING_STATES
+                    and flags & (_END_MESSAGE | _END_STREAM) == _END_MESSAGE
                 ):
-                    # Opening, fragmenting, ending or closed: the connection decides.
-                    if end > n:
-                        yield DataHeader(sid, length, flags)
-                        break
-                    yield DataBody(sid, flags, data[pos + HEADER_SIZE : end])
-                    pos = end
-                    continue
-                rw = st.recv
-                room_bytes, room_messages = receive_room(rw, conn)  # spec §8.4
-                if length > room_bytes or not room_messages or length > max_message:
-                    if (
-                        rw.received_bytes + length <= rw.advertised_bytes
-                        and room_messages
-                        and length <= max_message
-                    ):
-                        conn.receive(length, 0, "the connection")  # short there only: raises
+                    taken = self._whole_messages(data, pos, length, st, rx)  # the hot path
+                    if taken > pos:
+                        pos = taken
+                        continue
+                    if taken == pos:
+                        break  # its body has not all arrived
                     yield DataHeader(sid, length, flags)  # raises, or resets the stream
-                    if end > n:
-                        break
-                    yield DataBody(sid, flags, data[pos + HEADER_SIZE : end])
-                    pos = end
-                    continue
+                elif end > n:
+                    # Opening, fragmenting, ending or closed: the connection decides,
+                    # from the header now and from the body once it is here.
+                    yield DataHeader(sid, length, flags)
+                    break
                 if end > n:
                     break
-                rw.take(length, 1)
-                conn.take(length, 0)
-                rx.message(sid, data[pos + HEADER_SIZE : end])
+                yield DataBody(sid, flags, data[pos + HEADER_SIZE : end])
                 pos = end
-                # The frames that follow, while each is a whole message on the same
-                # stream: the same checks, against the room counted down here (spec §8.4).
-                room_bytes -= length
-                room_messages -= 1
-                batch = rx.pending[sid]
-                messages = batch.messages
-                nbytes = count = 0
-                while n - pos >= HEADER_SIZE and count < room_messages:
-                    length, ftype, flags, next_sid = _unpack_header(data, pos)
-                    end = pos + HEADER_SIZE + length
-                    if (
-                        next_sid != sid
-                        or ftype != _DATA
-                        or flags != _END_MESSAGE
-                        or end > n
-                        or length > max_whole
-                        or nbytes + length > room_bytes
-                    ):
-                        break  # the loop above takes it from here
-                    messages.append(data[pos + HEADER_SIZE : end])
-                    nbytes += length
-                    count += 1
-                    pos = end
-                if count:
-                    rw.take(nbytes, count)
-                    conn.take(nbytes, 0)
-                    batch.nbytes += nbytes
                 continue
             sid &= STREAM_ID_MASK
             if (ftype == _HELLO) != self.awaiting_hello:
@@ -307,8 +265,66 @@ class Inbound:
             yield frame
             if self.stopped:
                 break
-        if self.stopped:
-            pos = n
+        self._keep(data, n if self.stopped else pos)
+
+    def _whole_messages(
+        self, data: bytes, pos: int, length: int, st: StreamRecord, rx: Received
+    ) -> int:
+        """Take the whole message at ``pos`` and the run of them that follows on its stream.
+
+        Returns where the walk goes on; ``pos`` itself if the frame is not complete yet;
+        ``-1`` if the frame is over the stream's room or max_message_bytes, for the
+        connection to decide (spec §7.3, §8.4). Past the connection's room it raises.
+        """
+        n = len(data)
+        end = pos + HEADER_SIZE + length
+        rw = st.recv
+        conn = self.conn
+        room_bytes, room_messages = receive_room(rw, conn)  # spec §8.4
+        if length > room_bytes or not room_messages or length > self.max_message:
+            if (
+                rw.received_bytes + length <= rw.advertised_bytes
+                and room_messages
+                and length <= self.max_message
+            ):
+                conn.receive(length, 0, "the connection")  # short there only: raises
+            return -1
+        if end > n:
+            return pos
+        sid = st.id
+        rx.message(sid, data[pos + HEADER_SIZE : end])
+        pos = end
+        # The frames that follow, while each is a whole message on the same stream: the
+        # same checks, against the room counted down here (spec §8.4).
+        max_whole = min(self.max_frame, self.max_message)
+        batch = rx.pending[sid]
+        messages = batch.messages
+        first = nbytes = length
+        count = 1
+        while n - pos >= HEADER_SIZE and count < room_messages:
+            length, ftype, flags, next_sid = _unpack_header(data, pos)
+            end = pos + HEADER_SIZE + length
+            if (
+                next_sid != sid
+                or ftype != _DATA
+                or flags != _END_MESSAGE
+                or end > n
+                or length > max_whole
+                or nbytes + length > room_bytes
+            ):
+                break  # walk() takes it from here
+            messages.append(data[pos + HEADER_SIZE : end])
+            nbytes += length
+            count += 1
+            pos = end
+        rw.take(nbytes, count)
+        conn.take(nbytes, 0)
+        batch.nbytes += nbytes - first  # rx.message() counted the first
+        return pos
+
+    def _keep(self, data: bytes, pos: int) -> None:
+        """Hold the bytes of ``data`` from ``pos`` until the rest of their frame comes."""
+        n = len(data)
         if pos < n:
             self.buf += memoryview(data)[pos:]
             if n - pos >= HEADER_SIZE:
