@@ -51,12 +51,17 @@ class Pacer:
         return self._rate is not None
 
     def set_rate(self, rate: float | None, now: float) -> None:
-        """Change the rate; a new schedule starts at ``now`` (no debt, no credit carried)."""
+        """Change the rate. The new schedule starts when the old one would have let the
+        next item go (or ``now``, if that has passed): a debt is kept, no credit carried.
+        """
         if rate is not None and rate < 0:
             raise ValueError(f"a pacing rate must be at least 0, not {rate}")
         if rate != self._rate:
+            start = now
+            if self._rate and self._start is not None:
+                start = max(now, self._start + self._taken / self._rate)
             self._rate = rate
-            self._start = now
+            self._start = start
             self._taken = 0
 
     def _catch_up(self, now: float) -> float:

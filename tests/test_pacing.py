@@ -69,14 +69,19 @@ def test_within_the_lag_the_schedule_catches_up() -> None:
     assert pacer.allowed(0.5) == 3  # items 3, 4, 5 are due by 0.5
 
 
-def test_set_rate_starts_a_new_schedule() -> None:
+def test_set_rate_starts_a_new_schedule_and_keeps_the_debt() -> None:
     pacer = Pacer(1)
-    pacer.reserve(3, 0.0)
-    pacer.set_rate(100, 1.0)
-    assert pacer.reserve(1, 1.0) == 1.0
-    assert pacer.reserve(1, 1.0) == pytest.approx(1.01)
-    pacer.set_rate(None, 2.0)
-    assert pacer.reserve(10, 2.0) == 2.0
+    pacer.reserve(3, 0.0)  # items at 0, 1 and 2 s: the next one is due at 3 s
+    pacer.set_rate(100, 1.0)  # a new rate does not forgive what was booked
+    assert pacer.reserve(1, 1.0) == 3.0
+    assert pacer.reserve(1, 1.0) == pytest.approx(3.01)
+    pacer.set_rate(None, 4.0)
+    assert pacer.reserve(10, 4.0) == 4.0
+    pacer.set_rate(10, 5.0)  # from no limit: it starts now
+    assert pacer.reserve(1, 5.0) == 5.0
+    pacer.set_rate(20, 9.0)  # behind by far: it starts now, with no burst to catch up
+    assert pacer.reserve(2, 9.0) == 9.0
+    assert pacer.reserve(1, 9.0) == pytest.approx(9.1)
 
 
 @settings(max_examples=200, deadline=None)

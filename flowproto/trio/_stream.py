@@ -12,7 +12,7 @@ import trio
 if sys.version_info < (3, 11):  # trio depends on the backport there
     pass  # type: ignore[import-not-found, unused-ignore]
 
-from .. import Codec, ErrorCode, RateEstimator, RawCodec, StreamState, StreamStatistics
+from .. import Codec, ErrorCode, Pacer, RateEstimator, RawCodec, StreamState, StreamStatistics
 from ._constants import (
     MAX_SEND_BACKLOG,
     PACING_HEADROOM,
@@ -64,7 +64,8 @@ class FlowStream:
         self.blocked_on_peer_events = 0
         self.starvation_events = 0
         self.starved_seconds = 0.0
-        self._pace_next = 0.0  # spec §8.10: when pacing lets the next message go
+        # spec §8.10: the one pacer; max_lag=0: a sender that fell behind never bursts
+        self._pacer = Pacer(max_lag=0.0)
 
     def __repr__(self) -> str:
         return (
@@ -130,11 +131,12 @@ class FlowStream:
         # spec §8.10: while the peer reports a standing queue, send at most a little
         # faster than its consumer; with no queue (or no feedback), do not pace at all.
         feedback = self._conn._core.peer_feedback(self.stream_id)
-        if feedback is None or not feedback[0] or not feedback[1]:
-            return
         now = trio.current_time()
-        due = max(now, self._pace_next)
-        self._pace_next = due + count / (PACING_HEADROOM * feedback[0])
+        if feedback is None or not feedback[0] or not feedback[1]:
+            self._pacer.set_rate(None, now)
+            return
+        self._pacer.set_rate(PACING_HEADROOM * feedback[0], now)
+        due = self._pacer.reserve(count, now)
         if due > now:
             await trio.sleep_until(due)
 
