@@ -273,6 +273,7 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
             return False
         self._blocked.pop(stream_id, None)
         if end_stream:
+            self._report_before_close(st)
             self._advance(st, StreamInput.SEND_END, local=True)
         if n <= peer.max_frame_bytes and not end_stream:
             self._out += (_pack_header(n, _DATA, _END_MESSAGE, stream_id), payload)
@@ -356,9 +357,26 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
     def end_stream(self, stream_id: int) -> None:
         """Half-close: send END_STREAM on an empty DATA frame; needs no credit (spec §7.2)."""
         st = self._sendable(stream_id)
+        self._report_before_close(st)
         self._advance(st, StreamInput.SEND_END, local=True)
         self._output.end_stream(stream_id)
         self._maybe_forget(st)
+
+    def _report_before_close(self, st: StreamRecord) -> None:
+        # spec §10.5 (1.1): our END_STREAM closes a stream the peer ended while messages
+        # are still unconsumed; no CREDIT can go after it, so report the count so far now.
+        rw = st.recv
+        if (
+            st.state is StreamState.HALF_CLOSED_REMOTE
+            and rw.held_messages
+            and rw.consumed_messages > st.reported_consumed
+        ):
+            self._output.queue(
+                CreditFrame(
+                    st.id, rw.advertised_bytes, rw.advertised_messages, rw.consumed_messages
+                )
+            )
+            st.reported_consumed = rw.consumed_messages
 
     def release(
         self, stream_id: int, nbytes: int, nmessages: int, now: float | None = None

@@ -72,7 +72,10 @@ class ControlReceiving(ConnectionParts):
         raise RemoteProtocolError("a second HELLO (spec §3.4)")
 
     def _on_ping(self, frame: PingFrame, rx: Received) -> None:
-        self._glitch("PING")  # spec §10.7.1: PINGs beyond the budget's rate
+        if self._output.urgent:
+            # spec §10.7.1: charged only while an earlier PONG is still unsent; a probe
+            # that awaits each PONG before its next PING costs nothing.
+            self._glitch("PING while a PONG is unsent")
         self._output.queue_urgent(PongFrame(frame.id))  # spec §5.5: ahead of queued DATA
         self._output.count_reply()
         rx.events.append(PingReceived(frame.id))
@@ -126,11 +129,13 @@ class ControlReceiving(ConnectionParts):
         peer = self.peer_settings
         assert peer is not None
         if frame.stream_id == 0:
-            before = self._conn_send.limit_bytes
-            if self._conn_send.grant(frame.bytes_limit):
+            conn = self._conn_send
+            before = conn.limit_bytes
+            if conn.grant(frame.bytes_limit):
                 self._output.unblock(0)  # spec §8.7: BLOCKED stops when the credit arrives
-                rx.events.append(CreditGranted(0, self._conn_send.limit_bytes, None))
-            if self._conn_send.limit_bytes - before < self._credit_step(peer.connection_bytes):
+                rx.events.append(CreditGranted(0, conn.limit_bytes, None))
+            raised = conn.limit_bytes - before
+            if raised < self._credit_step(peer.connection_bytes) and not conn.funded(raised, 0):
                 self._glitch("CREDIT raising the connection limit by too little")
             return
         sid = frame.stream_id
@@ -150,11 +155,14 @@ class ControlReceiving(ConnectionParts):
         if send.grant(frame.bytes_limit, frame.messages_limit) and st.state in SENDING_STATES:
             self._output.unblock(st.id)
             rx.events.append(CreditGranted(st.id, send.limit_bytes, send.limit_messages))
+        raised_bytes = send.limit_bytes - old_bytes
+        raised_messages = (send.limit_messages or 0) - (old_messages or 0)
         if (
             not was_idle  # opening a stream is progress (spec §6.2)
             and send.limit_messages == old_messages
             and st.peer_consumed == old_consumed
-            and send.limit_bytes - old_bytes < self._credit_step(peer.stream_bytes)
+            and raised_bytes < self._credit_step(peer.stream_bytes)
+            and not send.funded(raised_bytes, raised_messages)  # spec §10.7.1: never charged
         ):
             self._glitch(f"CREDIT raising nothing but a little of stream {sid}'s byte limit")
 

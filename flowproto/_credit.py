@@ -54,13 +54,25 @@ class SendCredit:
     For the connection only bytes are counted; ``limit_messages`` stays ``None``.
     """
 
-    __slots__ = ("limit_bytes", "limit_messages", "sent_bytes", "sent_messages")
+    __slots__ = (
+        "funded_bytes",
+        "funded_count",
+        "funded_messages",
+        "limit_bytes",
+        "limit_messages",
+        "sent_bytes",
+        "sent_messages",
+    )
 
     def __init__(self, limit_bytes: int, limit_messages: int | None = None) -> None:
         self.limit_bytes = limit_bytes
         self.limit_messages = limit_messages
         self.sent_bytes = 0
-        self.sent_messages = 0
+        self.sent_messages = 0  # messages begun (for the connection: on all its streams)
+        # spec §10.7.1: the raises of the CREDITs accepted as funded, and their number
+        self.funded_bytes = 0
+        self.funded_messages = 0
+        self.funded_count = 0
 
     @property
     def bytes_left(self) -> int:
@@ -90,6 +102,27 @@ class SendCredit:
             self.limit_messages = limit_messages
             raised = True
         return raised
+
+    def funded(self, raised_bytes: int, raised_messages: int) -> bool:
+        """Whether a CREDIT that raised the limits by this much is *funded* (spec §10.7.1).
+
+        Funded: with its raises added, the raises of every CREDIT accepted as funded stay
+        within what was sent (bytes, and messages for a stream) and their number within
+        the messages begun. Every CREDIT that follows real consumption passes, so it is
+        never charged to the glitch budget; an accepted one is counted here.
+        """
+        if raised_bytes <= 0 and raised_messages <= 0:
+            return False
+        if (
+            self.funded_bytes + raised_bytes > self.sent_bytes
+            or self.funded_messages + raised_messages > self.sent_messages
+            or self.funded_count + 1 > self.sent_messages
+        ):
+            return False
+        self.funded_bytes += raised_bytes
+        self.funded_messages += raised_messages
+        self.funded_count += 1
+        return True
 
     def spend(self, nbytes: int, nmessages: int) -> None:
         """Count data we are about to send; refuse to go past a limit (spec §8.3)."""
@@ -137,6 +170,7 @@ def spend(stream: SendCredit, conn: SendCredit, nbytes: int, nmessages: int) -> 
         )
     stream.spend(nbytes, nmessages)
     conn.sent_bytes += nbytes
+    conn.sent_messages += nmessages
 
 
 def take_send(stream: SendCredit, conn: SendCredit, nbytes: int) -> bool:
@@ -155,6 +189,7 @@ def take_send(stream: SendCredit, conn: SendCredit, nbytes: int) -> bool:
     stream.sent_bytes = sent
     stream.sent_messages += 1
     conn.sent_bytes = conn_sent
+    conn.sent_messages += 1
     return True
 
 

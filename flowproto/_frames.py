@@ -158,14 +158,38 @@ def _check_structure(obj: Any, depth: int, frame_name: str) -> Any:
     return obj
 
 
+def _declared_map_entries(body: bytes) -> int | None:
+    """The entry count a body's top-level map header declares, if it starts with one."""
+    if not body:
+        return None
+    first = body[0]
+    if 0x80 <= first <= 0x8F:  # fixmap
+        return first & 0x0F
+    if first == 0xDE and len(body) >= 3:  # map 16
+        return int.from_bytes(body[1:3], "big")
+    if first == 0xDF and len(body) >= 5:  # map 32
+        return int.from_bytes(body[1:5], "big")
+    return None
+
+
 def unpack_body(body: bytes, frame_name: str) -> dict[str, Any]:
     """Decode a control body into a dict, or raise ``RemoteProtocolError`` (spec §4.3.2).
 
     The body has already passed the header-time size check (at most MAX_CONTROL_BODY
     bytes), so msgpack's own length limits (which default to the body's size) bound every
-    allocation. Rules B1-B4 are checked in order; any msgpack failure becomes
-    PROTOCOL_ERROR, so that only flowproto errors escape.
+    allocation. Rules B1-B4 are checked in order, B1 from the map header before anything
+    is decoded; any msgpack failure becomes PROTOCOL_ERROR, so only flowproto errors escape.
     """
+    declared = _declared_map_entries(body)
+    if declared is not None and declared > MAX_MAP_ENTRIES:
+        # B1 first (spec 1.1 §4.3.2): the entry count from the map header, before the
+        # entries are decoded or the body is checked for well-formedness (B3).
+        code = ErrorCode.ENHANCE_YOUR_CALM if frame_name == "HELLO" else ErrorCode.PROTOCOL_ERROR
+        raise RemoteProtocolError(
+            f"{frame_name} body declares {declared} entries, more than {MAX_MAP_ENTRIES} "
+            "(spec §4.3.2)",
+            code,
+        )
     try:
         obj = msgpack.unpackb(
             body,

@@ -168,13 +168,8 @@ class DataReceiving(ConnectionParts):
             return
         end_message = flags & _END_MESSAGE
         end_stream = flags & _END_STREAM
-        if (
-            not end_message
-            and not end_stream
-            and length < self.limits.min_fragment_bytes
-            and (not length or st.partial is not None)
-        ):
-            # spec §10.7.1: an empty frame, or a short one in the middle of a message.
+        if not end_message and not end_stream and length < self.limits.min_fragment_bytes:
+            # spec §7.1, §10.7.1: a non-final fragment shorter than MIN_FRAGMENT_BYTES.
             self._glitch(f"{length}-byte DATA fragment on stream {sid}")
         begins = st.partial is None and (length or end_message or not end_stream)
         self._conn_recv.receive(length, 0, "the connection")

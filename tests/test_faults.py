@@ -480,7 +480,8 @@ async def test_a22_goaway_lets_open_streams_finish_and_a_stream_it_missed_is_ret
 
 
 async def test_serve_passes_limits_and_timeouts_to_every_connection() -> None:
-    """serve() takes open_flow_connection's keywords: here a glitch budget of 5 PINGs."""
+    """serve() takes open_flow_connection's keywords: here a glitch budget of 5 glitches,
+    spent by streams the client opens and at once resets ("Rapid Reset", spec §10.7.1)."""
     from flowproto import Limits
     from flowproto.trio import open_connection, serve
 
@@ -507,6 +508,9 @@ async def test_serve_passes_limits_and_timeouts_to_every_connection() -> None:
                 assert await stream.receive() == "x"
                 with pytest.raises(ConnectionLostError) as info:
                     for _ in range(20):  # the budget refills 100/s: a few ms of slack
-                        await conn.ping()
+                        doomed = await conn.open_stream()
+                        await doomed.send("y")
+                        await doomed.reset()
+                        await conn.ping()  # a round trip: the server has seen the RESET
                 assert info.value.error_code == ErrorCode.ENHANCE_YOUR_CALM
             nursery.cancel_scope.cancel()

@@ -58,12 +58,7 @@ NEXT_FRAME = bytes.fromhex("0000000504000000000081a2696409")
 
 #: Invalid vectors flowproto does not pass yet, with the reason. They are strict xfails, so
 #: fixing one turns its test red until its entry here is removed.
-KNOWN_DEVIATIONS: dict[str, str] = {
-    "hello_65_entries_malformed_is_enhance_your_calm": (
-        "needs code: spec 1.1 §4.3.2 checks B1 (the entry count, from the map header) "
-        "before B3 (well-formedness); flowproto/_frames.py unpack_body decodes first"
-    ),
-}
+KNOWN_DEVIATIONS: dict[str, str] = {}
 
 
 def _wire(vector: dict[str, Any], key: str = "hex") -> bytes:

@@ -45,11 +45,6 @@ REPEATS = 10_000
 # --- §10.7.1: the budget never charges funded CREDIT or an awaited PING ------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs code: spec 1.1 §10.7.1 never charges an awaited PING; "
-    "flowproto/_connection.py _receive_control charges every PING (_glitch('PING'))",
-)
 def test_an_rtt_probe_that_awaits_each_pong_is_never_cut_off() -> None:
     """spec §10.7.1 (1.1): a PING that arrives after the PONG of every earlier PING was
     handed to the transport is never charged: 10 000 probes, no clock, no data."""
@@ -62,11 +57,6 @@ def test_an_rtt_probe_that_awaits_each_pong_is_never_cut_off() -> None:
     assert conn.glitches == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs code: spec 1.1 §10.7.1 never charges funded CREDIT; "
-    "flowproto/_connection.py _on_credit charges a connection CREDIT raising < 1024 bytes",
-)
 def test_a_receiver_granting_credit_per_message_is_never_cut_off() -> None:
     """spec §10.7.1 (1.1): a receiver whose policy grants exactly what each 100-byte message
     freed (stream +100 bytes +1 message, connection +100 bytes) sends funded CREDIT only:
@@ -87,11 +77,6 @@ def test_a_receiver_granting_credit_per_message_is_never_cut_off() -> None:
     assert conn.glitches == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs code: spec 1.1 §10.7.1 always charges a short non-final fragment; "
-    "flowproto/_connection.py _receive_data_frame exempts the first frame of a message",
-)
 def test_a_short_first_fragment_is_charged() -> None:
     """spec §7.1, §10.7.1 (1.1): a 512-byte first fragment without END_MESSAGE is
     non-conforming and always charged, like a short continuing fragment."""
@@ -220,12 +205,6 @@ async def test_a_peer_reading_at_the_minimum_rate_does_not_time_out_a_large_writ
 # --- §10.5: a sender without the final report says "unconfirmed", not "failed" --------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs code: spec 1.1 §10.5 SHOULD report the count consumed so far before an "
-    "END_STREAM that closes a stream with unconsumed messages; flowproto/_connection.py "
-    "end_stream sends the END_STREAM alone",
-)
 def test_ending_a_stream_with_unconsumed_messages_reports_the_count_first() -> None:
     """spec §10.5 (1.1): the stream closes at both ends with its END_STREAM, so the count
     consumed so far (1 of 3) goes out just before it; no report is possible after."""
