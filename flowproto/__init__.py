@@ -21,8 +21,10 @@ from ._errors import (
     ConnectionClosedError,
     ErrorCode,
     FlowProtoError,
+    FrameTimeout,
     KeepaliveTimeout,
     LocalProtocolError,
+    PeerTimeout,
     RemoteProtocolError,
     StreamClosedError,
 )
@@ -58,7 +60,7 @@ from ._frames import (
     Settings,
     UnknownFrame,
 )
-from ._limits import Limits
+from ._limits import FRAME_TIMEOUT, MIN_FRAME_RATE, Limits
 from ._pacing import Pacer
 from ._state import ConnectionState, StreamState
 from ._statistics import ConnectionStatistics, StreamStatistics
@@ -67,6 +69,8 @@ from ._streams import StreamRecord
 __version__ = "0.1.0"
 
 __all__ = [
+    "FRAME_TIMEOUT",
+    "MIN_FRAME_RATE",
     "PREFACE",
     "VERSION",
     "AutoTune",
@@ -87,6 +91,7 @@ __all__ = [
     "FlowProtoError",
     "Frame",
     "FrameDecoder",
+    "FrameTimeout",
     "FrameType",
     "GoAwayFrame",
     "GoAwayReceived",
@@ -101,6 +106,7 @@ __all__ = [
     "MsgpackCodec",
     "Pacer",
     "PeerBlocked",
+    "PeerTimeout",
     "PingFrame",
     "PingReceived",
     "PongFrame",

@@ -56,7 +56,7 @@ from ._frames import (
     Settings,
 )
 from ._inbound import DataBody, DataHeader, Inbound, Item, Received
-from ._limits import GlitchBudget, Limits
+from ._limits import FRAME_TIMEOUT, GlitchBudget, Limits
 from ._outbound import Outbound
 from ._queries import ConnectionQueries
 from ._receiving import DataReceiving
@@ -95,6 +95,9 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
         settings: what this side accepts; sent in HELLO. Defaults to ``Settings()``.
         ping_timeout: seconds a keepalive PING may go unanswered before the connection
             fails with TIMEOUT (spec §11).
+        frame_timeout: seconds a frame (or the preface) may take to arrive whole once
+            its first byte has, plus its length / MIN_FRAME_RATE once its header is in
+            (spec §11); measured at the ``handle_timeout`` after each ``receive_data``.
         blocked_interval: least seconds between repeats of BLOCKED for one stream (spec §8.7).
         limits: what the peer may cost this side (spec §10.7); defaults to ``Limits()``.
             The glitch budget refills with the ``now`` given to :meth:`handle_timeout`
@@ -121,6 +124,7 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
         settings: Settings | None = None,
         *,
         ping_timeout: float = 15.0,
+        frame_timeout: float = FRAME_TIMEOUT,
         blocked_interval: float = 1.0,
         limits: Limits | None = None,
         autotune: AutoTune | None = None,
@@ -145,6 +149,8 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
         self.peer_settings: Settings | None = None
         self.state = ConnectionState.PREFACE
         self.ping_timeout = ping_timeout
+        self.frame_timeout = frame_timeout
+        self._frame_started: float | None = None  # when the frame held in part began
         self.blocked_interval = blocked_interval
         ls = self.local_settings
         self._table = StreamTable(role)  # spec §6: ids, parity, open counts, GOAWAY bounds

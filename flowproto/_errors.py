@@ -14,8 +14,10 @@ __all__ = [
     "ConnectionClosedError",
     "ErrorCode",
     "FlowProtoError",
+    "FrameTimeout",
     "KeepaliveTimeout",
     "LocalProtocolError",
+    "PeerTimeout",
     "RemoteProtocolError",
     "StreamClosedError",
 ]
@@ -103,8 +105,17 @@ class ConnectionClosedError(LocalProtocolError):
         super().__init__(message, ErrorCode.PROTOCOL_ERROR)
 
 
-class KeepaliveTimeout(RemoteProtocolError):
-    """The peer answered no keepalive PING in time (spec §11); the connection is closed."""
+class PeerTimeout(RemoteProtocolError):
+    """The peer let a timer of spec §11 run out; GOAWAY(TIMEOUT) is queued, the connection
+    closed. Raised by ``Connection.handle_timeout``."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, ErrorCode.TIMEOUT)
+
+
+class KeepaliveTimeout(PeerTimeout):
+    """The peer answered no keepalive PING in time (spec §11); the connection is closed."""
+
+
+class FrameTimeout(PeerTimeout):
+    """A frame begun by the peer did not arrive whole within its frame timeout (spec §11)."""

@@ -152,6 +152,13 @@ class Inbound:
         self.stopped = True
 
     @property
+    def partial_frame_length(self) -> int | None:
+        """The declared length of the frame partly held, once its header is in (§11)."""
+        if self.preface_done and len(self.buf) >= HEADER_SIZE:
+            return self.need - HEADER_SIZE
+        return None
+
+    @property
     def truncated(self) -> bool:
         """Bytes held of a preface or frame whose rest never came."""
         return bool(self.buf)

@@ -15,12 +15,14 @@ from typing import Final
 from ._errors import ErrorCode, RemoteProtocolError
 
 __all__ = [
+    "FRAME_TIMEOUT",
     "GLITCH_BURST",
     "GLITCH_REFILL_BYTES",
     "GLITCH_REFILL_PER_SECOND",
     "MAX_QUEUED_REPLIES",
     "MIN_CREDIT_STEP",
     "MIN_FRAGMENT_BYTES",
+    "MIN_FRAME_RATE",
     "GlitchBudget",
     "Limits",
 ]
@@ -37,6 +39,10 @@ GLITCH_REFILL_BYTES: Final = 1024
 MIN_CREDIT_STEP: Final = 1024
 #: A DATA frame that continues a message without ending it, shorter than this, is a glitch.
 MIN_FRAGMENT_BYTES: Final = 1024
+#: spec §11: a frame of L bytes may take FRAME_TIMEOUT + L / MIN_FRAME_RATE seconds to arrive.
+MIN_FRAME_RATE: Final = 16384
+#: spec §11: the frame timeout of a frame whose length is not known yet (and the preface).
+FRAME_TIMEOUT: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,8 @@ class ConnectionParts:
     budget: MemoryBudget | None
     limits: Limits
     ping_timeout: float
+    frame_timeout: float
+    _frame_started: float | None
     blocked_interval: float
     # what the peer said, and where the connection is
     peer_settings: Settings | None

@@ -8,12 +8,11 @@ from ._autotune import (
     WindowReason,
     tuned_floor,
 )
-from ._errors import (
-    KeepaliveTimeout,
-)
+from ._errors import FrameTimeout, KeepaliveTimeout, PeerTimeout
 from ._frames import (
     MAX_FEEDBACK_RATE,
 )
+from ._limits import MIN_FRAME_RATE
 from ._parts import ConnectionParts
 from ._state import (
     RECEIVING_STATES,
@@ -34,8 +33,11 @@ class ConnectionTimers(ConnectionParts):
             return None  # handle_timeout does nothing then: a deadline would spin the caller
         deadlines: list[float] = []
         keepalive = self.local_settings.keepalive_ms / 1000
+        frame = self._frame_deadline()
+        if frame is not None:
+            deadlines.append(frame)
         if self._keepalive_ping is not None:
-            deadlines.append(self._keepalive_sent_at + self.ping_timeout)
+            deadlines.append(self._ping_deadline(frame))
         elif keepalive:
             deadlines.append(self._last_rx + keepalive)
         blocked = self._output.blocked_deadline(self.blocked_interval)
@@ -61,15 +63,30 @@ class ConnectionTimers(ConnectionParts):
             self.leave_budget()  # spec §8.9 B1
             return
         self._glitch_budget.tick(now)  # spec §10.7.1: the glitch budget refills with time
-        if self._inbound.activity:
-            self._inbound.activity = False
+        inbound = self._inbound
+        if not inbound.buf:
+            self._frame_started = None
+        elif self._frame_started is None or inbound.activity:
+            self._frame_started = now  # spec §11: a frame (or the preface) has begun
+        if inbound.activity:
+            inbound.activity = False
             self._last_rx = now
             self._keepalive_ping = None  # spec §11: any frame shows the peer is alive
+        frame = self._frame_deadline()
+        if frame is not None and now >= frame:
+            length = inbound.partial_frame_length
+            exc: PeerTimeout = FrameTimeout(
+                f"a {'frame' if length is None else f'{length}-byte frame'} from the peer did "
+                f"not arrive whole by {frame - (self._frame_started or 0.0):.1f} s after its "
+                "first byte (spec §11)"
+            )
+            self._fail(exc)
+            raise exc
         keepalive = self.local_settings.keepalive_ms / 1000
         # Each test is the same sum as in next_deadline(): ``now - t >= d`` can be false at
         # ``now == t + d`` in floating point, and a timer waking at the deadline would spin.
         if self._keepalive_ping is not None:
-            if now >= self._keepalive_sent_at + self.ping_timeout:
+            if now >= self._ping_deadline(frame):
                 exc = KeepaliveTimeout(
                     f"no frame from the peer for {now - self._last_rx:.1f} s, and no answer to "
                     f"a PING for {self.ping_timeout:.1f} s (spec §11)"
@@ -91,6 +108,19 @@ class ConnectionTimers(ConnectionParts):
         """
         if self.budget is not None:
             self.budget.leave(self._conn_recv)
+
+    def _frame_deadline(self) -> float | None:
+        """spec §11 (1.1): first byte + frame_timeout + length / MIN_FRAME_RATE."""
+        started = self._frame_started
+        if started is None or not self._inbound.buf:
+            return None
+        length = self._inbound.partial_frame_length or 0
+        return started + self.frame_timeout + length / MIN_FRAME_RATE
+
+    def _ping_deadline(self, frame: float | None) -> float:
+        """The keepalive PING's deadline; never before a frame in progress's (spec §11)."""
+        deadline = self._keepalive_sent_at + self.ping_timeout
+        return deadline if frame is None else max(deadline, frame)
 
     def _feedback(self, st: StreamRecord) -> tuple[int | None, int | None]:
         # spec §8.10: the consumer's smoothed rate and its queue, once a rate is measured.

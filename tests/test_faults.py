@@ -25,6 +25,7 @@ import trio.testing
 from test_trio import HANG, BarePeer, bare_peer, flow_pair, tasks_living
 
 from flowproto import (
+    MIN_FRAME_RATE,
     ErrorCode,
     PingFrame,
     Role,
@@ -37,6 +38,7 @@ from flowproto.trio import (
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT,
     MAX_SEND_BACKLOG,
+    WRITE_CHUNK,
     ConnectionLostError,
     FlowStream,
     HandshakeTimeout,
@@ -82,7 +84,8 @@ async def test_a15c_a_frame_dribbled_a_byte_a_second_is_cut_off_from_its_first_b
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A15c: a max-size DATA frame at 1 byte/s: each byte is progress of a sort, but the
-    deadline runs from the frame's first byte (spec §11): TIMEOUT at 10 s, not 65 536 s."""
+    deadline runs from the frame's first byte (spec §11): TIMEOUT at 10 s + 65 536 / 16 384 s
+    (1.1: the timeout scales with the frame's length at 16 KiB/s), not 65 536 s."""
     with trio.fail_after(HANG):
         async with bare_peer(settings=QUIET) as (conn, peer), trio.open_nursery() as nursery:
             start = trio.current_time()
@@ -97,7 +100,9 @@ async def test_a15c_a_frame_dribbled_a_byte_a_second_is_cut_off_from_its_first_b
             with pytest.raises(ConnectionLostError) as info:
                 await conn.accept_stream()
             assert info.value.error_code == ErrorCode.TIMEOUT
-            assert trio.current_time() - start == pytest.approx(DEFAULT_FRAME_TIMEOUT)
+            assert trio.current_time() - start == pytest.approx(
+                DEFAULT_FRAME_TIMEOUT + 65536 / MIN_FRAME_RATE
+            )
             nursery.cancel_scope.cancel()
 
 
@@ -170,7 +175,13 @@ async def test_a7_credit_without_reading_is_bounded_and_ends_at_the_write_timeou
                     nursery.start_soon(produce, stream)
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
-            assert trio.current_time() - start == pytest.approx(DEFAULT_WRITE_TIMEOUT)
+            # spec §11 (1.1): the stalled write of n <= WRITE_CHUNK bytes had 10 s + n / 16 KiB
+            elapsed = trio.current_time() - start
+            assert (
+                DEFAULT_WRITE_TIMEOUT
+                < elapsed
+                <= DEFAULT_WRITE_TIMEOUT + WRITE_CHUNK / MIN_FRAME_RATE
+            )
             assert len(errors) == 10
             assert {e.error_code for e in errors} == {ErrorCode.TIMEOUT}
             sent = sum(s.statistics().bytes_sent for s in streams)

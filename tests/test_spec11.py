@@ -354,3 +354,38 @@ def test_the_spec_sections_cited_here_exist() -> None:
     cited += ["10.7.1", "12."]
     for number in cited:
         assert _section(number)
+
+
+# --- §11 (1.1): the core times a frame in progress by its length ------------------------------
+
+
+def test_the_core_times_a_frame_from_its_first_byte_scaled_by_its_length() -> None:
+    """spec §11 (1.1): first byte + 10 s + L / 16384; unknown L (half a header): 10 s."""
+    from flowproto import MIN_FRAME_RATE, FrameTimeout
+
+    conn = receiver()
+    conn.handle_timeout(100.0)
+    assert conn.next_deadline() is None  # keepalive off, nothing held
+    frame = data(1, b"x" * 65536)
+    conn.receive_data(frame[:5])  # half a header: its length is not known yet
+    conn.handle_timeout(101.0)
+    assert conn.next_deadline() == 111.0
+    conn.receive_data(frame[5:1000])  # the header is in: 10 s + 65536 / 16384 from 101 s
+    conn.handle_timeout(102.0)
+    assert conn.next_deadline() == 101.0 + 10.0 + 65536 / MIN_FRAME_RATE
+    conn.handle_timeout(114.9)  # bytes arriving do not restart it; not due yet
+    with pytest.raises(FrameTimeout):
+        conn.handle_timeout(115.0)
+    assert conn.state is ConnectionState.CLOSED
+    assert of_type(frames_of(conn.data_to_send()), GoAwayFrame)[0].code == ErrorCode.TIMEOUT
+
+
+def test_a_completed_frame_ends_its_timer_and_the_next_starts_its_own() -> None:
+    conn = receiver()
+    first, second = data(1, b"a" * 100), data(1, b"b" * 100)
+    conn.receive_data(first + second[:20])
+    conn.handle_timeout(5.0)  # the second frame began with this receipt
+    assert conn.next_deadline() == 5.0 + 10.0 + 100 / 16384
+    conn.receive_data(second[20:])
+    conn.handle_timeout(6.0)
+    assert conn.next_deadline() is None

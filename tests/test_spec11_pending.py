@@ -102,11 +102,6 @@ async def _dribble(peer_send: trio.abc.SendStream, length: int, per_second: int)
 BIG = Settings(max_frame_bytes=MIB, max_message_bytes=MIB, keepalive_ms=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs code: spec 1.1 §11 frame timeout 10 s + length / 16384 B/s; "
-    "flowproto/trio.py sets frame_deadline = now + frame_timeout (a flat 10 s)",
-)
 async def test_a_large_frame_at_twice_the_minimum_rate_is_not_cut_off(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -123,11 +118,6 @@ async def test_a_large_frame_at_twice_the_minimum_rate_is_not_cut_off(
             assert trio.current_time() - start == pytest.approx(MIB / (2 * MIN_FRAME_RATE))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs code: spec 1.1 §11 frame timeout 10 s + length / 16384 B/s; "
-    "flowproto/trio.py sets frame_deadline = now + frame_timeout (a flat 10 s)",
-)
 async def test_a_large_frame_below_the_minimum_rate_is_cut_off_at_its_scaled_deadline(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -149,11 +139,6 @@ async def test_a_large_frame_below_the_minimum_rate_is_cut_off_at_its_scaled_dea
             nursery.cancel_scope.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs code: spec 1.1 §11 the ping timeout does not expire before a partly "
-    "received frame's deadline; flowproto/trio.py times the keepalive PING alone",
-)
 async def test_a_keepalive_ping_waits_for_a_large_frame_in_progress(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -174,11 +159,6 @@ async def test_a_keepalive_ping_waits_for_a_large_frame_in_progress(
             nursery.cancel_scope.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs code: spec 1.1 §11 write timeout 10 s + n / 16384 B/s per write; "
-    "flowproto/trio.py _write allows each chunk a flat write_timeout",
-)
 async def test_a_peer_reading_at_the_minimum_rate_does_not_time_out_a_large_write(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -14,6 +14,7 @@ if sys.version_info < (3, 11):  # trio depends on the backport there
     pass  # type: ignore[import-not-found, unused-ignore]
 
 from .. import (
+    MIN_FRAME_RATE,
     AutoTune,
     Codec,
     CodecName,
@@ -26,11 +27,11 @@ from .. import (
     Event,
     GoAwayReceived,
     HandshakeCompleted,
-    KeepaliveTimeout,
     Limits,
     MemoryBudget,
     MessagesReceived,
     PeerBlocked,
+    PeerTimeout,
     PingReceived,
     PongReceived,
     RemoteProtocolError,
@@ -81,13 +82,13 @@ class FlowConnection:
             role,
             settings,
             ping_timeout=ping_timeout,
+            frame_timeout=frame_timeout,  # spec §11: the core times frames in progress
             limits=limits,
             autotune=autotune,
             budget=memory_budget,
         )
         self._pacing = pacing  # spec §8.10
         self._starvation_events = 0
-        self._frame_timeout = frame_timeout
         self._write_timeout = write_timeout
         self._backlog = 0  # bytes send() queued since the writer last took the output
         self._backlog_lot = trio.lowlevel.ParkingLot()  # send() waiting for the writer
@@ -201,12 +202,11 @@ class FlowConnection:
 
     async def _reader(self) -> None:
         core = self._core
-        frame_deadline: float | None = None  # spec §11: when the frame begun must be whole
         try:
             while True:
                 try:
-                    # The timer enforces frame_deadline: a cancel scope around each read
-                    # would cost about as much as parsing a read of 64 KiB frames.
+                    # The timer enforces the frame timeout (the core's next_deadline): a
+                    # cancel scope around each read would cost about as much as parsing it.
                     data = await self.transport.receive_some(READ_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     self._fail(
@@ -216,7 +216,6 @@ class FlowConnection:
                     # handshake): stop now rather than wait to flush.
                     self._nursery.cancel_scope.cancel()
                     return
-                partial = core.partial_input
                 try:
                     events = core.receive_data(bytes(data))
                 except RemoteProtocolError as exc:
@@ -229,16 +228,16 @@ class FlowConnection:
                     return
                 self._dispatch(events)
                 if data:
-                    # spec §11: keepalive counts from the last receipt, not the last timer tick.
-                    now = trio.current_time()
-                    core.handle_timeout(now)
-                    if core.partial_input < partial + len(data):  # a frame was completed
-                        frame_deadline = now + self._frame_timeout if core.partial_input else None
-                    elif frame_deadline is None:  # the first bytes of a frame
-                        frame_deadline = now + self._frame_timeout
-                    if frame_deadline is not None and self._frame_deadline is None:
-                        self._wake_timer()  # it may sleep past the new deadline; later ones
-                    self._frame_deadline = frame_deadline  # only make it wake early, once
+                    # spec §11: keepalive and frame timeouts count from this receipt.
+                    held = core.partial_input
+                    try:
+                        core.handle_timeout(trio.current_time())
+                    except PeerTimeout as exc:
+                        self._on_timeout(exc)
+                        return
+                    if held and not self._timing_frame:
+                        self._wake_timer()  # it may sleep past the new frame's deadline
+                    self._timing_frame = bool(held)
                 if core.has_data_to_send:
                     self._wake_writer()
                 if core.state is ConnectionState.CLOSED:
@@ -248,10 +247,16 @@ class FlowConnection:
                 if not data:
                     return
         finally:
-            self._frame_deadline = None
             self._wake_writer()
 
-    _frame_deadline: float | None = None  # spec §11: the reader's, enforced by the timer
+    _timing_frame = False  # the reader saw a frame in progress (the timer knows its deadline)
+
+    def _on_timeout(self, exc: PeerTimeout) -> None:
+        # spec §11, §10.2: the core queued GOAWAY(TIMEOUT); flush it, then close.
+        self._fail(ConnectionLostError(str(exc), error_code=exc.error_code))
+        self._writer_done = True
+        self._reader_scope.cancel()
+        self._wake_writer()
 
     def _time_out(self, message: str) -> None:
         # spec §11: a connection error TIMEOUT: GOAWAY, then close (the reader stops).
@@ -399,16 +404,18 @@ class FlowConnection:
 
     async def _write(self, data: bytes) -> bool:
         """Send ``data``; False if a chunk of it stalled for the write timeout (spec §11)."""
+        # spec §11 (1.1): a write of n bytes is allowed write_timeout + n / MIN_FRAME_RATE.
         send_all = self.transport.send_all
         if len(data) <= WRITE_CHUNK:
-            with trio.move_on_after(self._write_timeout):
+            with trio.move_on_after(self._write_timeout + len(data) / MIN_FRAME_RATE):
                 await send_all(data)
                 return True
             return False
         view = memoryview(data)
         for start in range(0, len(data), WRITE_CHUNK):
-            with trio.move_on_after(self._write_timeout):
-                await send_all(view[start : start + WRITE_CHUNK])
+            chunk = view[start : start + WRITE_CHUNK]
+            with trio.move_on_after(self._write_timeout + len(chunk) / MIN_FRAME_RATE):
+                await send_all(chunk)
                 continue
             return False
         return True
@@ -417,30 +424,13 @@ class FlowConnection:
         core = self._core
         while True:
             deadline = core.next_deadline()
-            frame = self._frame_deadline
-            if frame is not None and (deadline is None or frame < deadline):
-                deadline = frame
             with trio.move_on_at(math.inf if deadline is None else deadline):
                 await self._timer_lot.park()
                 continue
-            now = trio.current_time()
-            frame = self._frame_deadline
-            if frame is not None and now >= frame:
-                # spec §11: the frame begun did not arrive whole in time: stop the reader.
-                self._frame_deadline = None
-                if self._lost is None:
-                    self._time_out(
-                        f"a frame from the peer did not arrive whole within "
-                        f"{self._frame_timeout} s of its first byte (spec §11)"
-                    )
-                    self._reader_scope.cancel()
-                continue
             try:
-                core.handle_timeout(now)
-            except KeepaliveTimeout as exc:
-                self._fail(ConnectionLostError(str(exc), error_code=exc.error_code))
-                self._writer_done = True
-                self._reader_scope.cancel()  # spec §10.2: send GOAWAY(TIMEOUT), then close
+                core.handle_timeout(trio.current_time())
+            except PeerTimeout as exc:
+                self._on_timeout(exc)  # keepalive or frame timeout (spec §11)
             self._wake_writer()
 
     async def _idle_watch(self, timeout: float) -> None:
