@@ -83,9 +83,14 @@ class ControlReceiving(ConnectionParts):
     def _on_pong(self, frame: PongFrame, rx: Received) -> None:
         if frame.id in self._pings:  # spec §5.6: an unmatched PONG is ignored
             self._pings.discard(frame.id)
-            rx.events.append(PongReceived(frame.id))
-            if frame.id in self._ping_times:
-                self._answered.append(frame.id)  # timed by handle_timeout (spec §8.9)
+            sent = self._ping_times.pop(frame.id, None)
+            rtt = None if sent is None else max(0.0, self._clock - sent)
+            if rtt is not None:
+                self.rtt.add(rtt)  # the one round-trip estimator (spec §8.9)
+                self._rtt_floor = self.rtt.minimum or 0.0
+            if frame.id == self._probe:
+                self._probe = None
+            rx.events.append(PongReceived(frame.id, rtt))
         else:
             self._glitch("unmatched PONG")
 

@@ -864,7 +864,7 @@ class Receiver:
         self.eof = not data
         self._tee(data)
         try:
-            events = self.conn.receive_data(bytes(data))
+            events = self.conn.receive_data(bytes(data), trio.current_time())
         except RemoteProtocolError as exc:
             await self.flush()
             raise CaseFailed(f"the sender broke the spec: {exc}") from None
@@ -929,7 +929,9 @@ async def _(r: Receiver, wait: float) -> str:
             for event in await r.step():
                 if isinstance(event, MessagesReceived):
                     received += len(event.messages)
-                    r.conn.release(event.stream_id, event.nbytes, len(event.messages))
+                    r.conn.release(
+                        event.stream_id, event.nbytes, len(event.messages), trio.current_time()
+                    )
                 elif isinstance(event, StreamEnded):
                     with contextlib.suppress(LocalProtocolError):
                         r.conn.end_stream(event.stream_id)  # all consumed: the clean end
@@ -957,7 +959,7 @@ async def _(r: Receiver, wait: float) -> str:
 async def _(r: Receiver, wait: float) -> str:
     await r.flush()
     await r.until(lambda: r.conn.handshake_complete, "HELLO")
-    ping_id = r.conn.ping()
+    ping_id = r.conn.ping(trio.current_time())
     await r.flush()
     await r.until(lambda: any(e.ping_id == ping_id for e in r.of(PongReceived)), "PONG")
     return f"PONG {ping_id}"
@@ -990,7 +992,7 @@ async def _(r: Receiver, wait: float) -> str:
     sid = r.of(MessagesReceived)[0].stream_id
     r.conn.reset_stream(sid, ErrorCode.CANCEL, "conformance: reset by the receiver")
     await r.flush()
-    ping_id = r.conn.ping()
+    ping_id = r.conn.ping(trio.current_time())
     await r.flush()
     with trio.move_on_after(r.timeout):
         while not r.eof and not any(e.ping_id == ping_id for e in r.of(PongReceived)):
