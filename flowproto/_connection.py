@@ -83,6 +83,9 @@ _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
 
 
+#: spec §8.9, §10.1: how long a connection the memory budget refused is told to wait.
+BUDGET_RETRY_AFTER_MS: Final = 1000
+
 #: Keepalive PINGs we keep track of at once; answers to others are ignored (spec §11).
 MAX_OUTSTANDING_PINGS: Final = 16
 
@@ -188,7 +191,12 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
         if budget is not None:
             if refused:
                 self.budget = None
-                self.close(ErrorCode.ENHANCE_YOUR_CALM, "memory budget exhausted (spec §8.9)")
+                # spec §8.9 B2, §10.1: not even the floor fits now; retryable, not misbehaviour
+                self.close(
+                    ErrorCode.OVERLOADED,
+                    "memory budget exhausted (spec §8.9)",
+                    retry_after_ms=BUDGET_RETRY_AFTER_MS,
+                )
             else:
                 budget.join(self._conn_recv, tuned_floor(ls.max_message_bytes), ls.connection_bytes)
 
@@ -464,17 +472,36 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
             self._output.replies += 1  # spec §10.7
 
     def reset_stream(
-        self, stream_id: int, error_code: ErrorCode = ErrorCode.CANCEL, reason: str = ""
+        self,
+        stream_id: int,
+        error_code: ErrorCode = ErrorCode.CANCEL,
+        reason: str = "",
+        *,
+        accepted: int | None = None,
     ) -> None:
         """End a stream at once with RESET (spec §10.3); its held data is released.
 
+        The RESET carries the messages consumed so far (spec §10.5). With ``accepted``
+        (and ``error_code`` REJECTED, spec §5.7), it carries that count instead: the
+        messages the application accepted, the only ones the peer reports delivered.
         Resetting a stream that is already closed on the wire only discards what is held.
+
+        Raises:
+            ValueError: ``accepted`` is more than was consumed.
         """
         st = self._streams.get(stream_id)
         if st is None:
             return
+        consumed = st.recv.consumed_messages
+        if accepted is not None:
+            if not 0 <= accepted <= consumed:
+                raise ValueError(
+                    f"{accepted} messages accepted on stream {stream_id}, but {consumed} "
+                    "were consumed (spec §5.7)"
+                )
+            consumed = accepted
         if st.state is not StreamState.CLOSED:
-            self._output.queue(ResetFrame(stream_id, error_code, reason, st.recv.consumed_messages))
+            self._output.queue(ResetFrame(stream_id, error_code, reason, consumed))
             self._advance(st, StreamInput.SEND_RESET, local=True)
         self._discard(st)
 
@@ -532,16 +559,23 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
         self._output.queue(PingFrame(ping_id))
         return ping_id
 
-    def close(self, error_code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> None:
+    def close(
+        self,
+        error_code: ErrorCode = ErrorCode.NO_ERROR,
+        reason: str = "",
+        *,
+        retry_after_ms: int | None = None,
+    ) -> None:
         """Send GOAWAY (spec §10.4): no new streams; with NO_ERROR open streams may finish.
 
         With any other code the connection is closed at once: send ``data_to_send()``,
-        then close the transport.
+        then close the transport. ``retry_after_ms`` goes with OVERLOADED (spec §5.8): when
+        the peer may try a new connection.
         """
         if self.state is ConnectionState.CLOSED:
             return
         last = self._table.goaway_last_stream()  # spec §10.4: never raises last_stream
-        self._output.queue(GoAwayFrame(last, error_code, reason))
+        self._output.queue(GoAwayFrame(last, error_code, reason, None, 0, retry_after_ms))
         graceful = error_code is ErrorCode.NO_ERROR
         self._move(ConnectionInput.GRACEFUL_GOAWAY if graceful else ConnectionInput.ERROR)
 

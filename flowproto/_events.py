@@ -129,6 +129,7 @@ class GoAwayReceived:
     last_stream_id: int
     error_code: int
     reason: str
+    retry_after_ms: int | None = None  # with OVERLOADED: when a new connection may work
 
 
 @dataclass(frozen=True, slots=True)

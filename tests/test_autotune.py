@@ -37,6 +37,7 @@ from flowproto import (
     WindowTuner,
 )
 from flowproto._autotune import FLOOR_MESSAGES, tuned_floor
+from flowproto._connection import BUDGET_RETRY_AFTER_MS
 
 PROPERTY = settings(max_examples=200, deadline=None)
 KIB = 1024
@@ -468,8 +469,9 @@ def test_a_static_receiver_sends_no_feedback_and_keeps_its_windows() -> None:
     )
 
 
-def test_a_connection_the_budget_cannot_admit_says_goaway_enhance_your_calm() -> None:
-    """spec §8.9 B2: preface, HELLO, then GOAWAY(ENHANCE_YOUR_CALM, last_stream 0)."""
+def test_a_connection_the_budget_cannot_admit_says_goaway_overloaded() -> None:
+    """spec §8.9 B2, §10.1 (1.1): preface, HELLO, then GOAWAY(OVERLOADED, last_stream 0,
+    retry_after_ms): nothing was processed and a later try may fit."""
     budget = MemoryBudget(3 * M)
     first = Connection(Role.ACCEPTOR, Settings(max_message_bytes=M), budget=budget)
     assert first.local_settings.connection_bytes == tuned_floor(M)  # free / 2, at least F
@@ -477,7 +479,8 @@ def test_a_connection_the_budget_cannot_admit_says_goaway_enhance_your_calm() ->
     wire = refused.data_to_send()
     goaway = [f for f in frames(wire[10:]) if isinstance(f, GoAwayFrame)]
     assert len(goaway) == 1
-    assert goaway[0].code == ErrorCode.ENHANCE_YOUR_CALM and goaway[0].last_stream == 0
+    assert goaway[0].code == ErrorCode.OVERLOADED and goaway[0].last_stream == 0
+    assert goaway[0].retry_after_ms == BUDGET_RETRY_AFTER_MS
     assert budget.members == 1 and budget.refused == 1
     first.close(ErrorCode.INTERNAL_ERROR)
     assert first.next_deadline() is None

@@ -115,6 +115,8 @@ def expected_frame(meaning: dict[str, Any]) -> Frame:
             body["code"],
             body.get("reason", ""),
             None if versions is None else tuple(versions),
+            0,
+            body.get("retry_after_ms"),
         )
     raise AssertionError(f"unknown frame type {kind!r} in a vector")
 

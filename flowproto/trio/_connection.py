@@ -268,6 +268,7 @@ class FlowConnection:
                 + (f" ({g.reason})" if g.reason else ""),
                 error_code=g.error_code,
                 last_stream_id=g.last_stream_id,
+                retry_after=None if g.retry_after_ms is None else g.retry_after_ms / 1000,
             )
         return ConnectionLostError("the connection is closed")
 
