@@ -6,6 +6,7 @@ turns received bytes into events and queues bytes to send. Trio users import
 """
 
 from ._autotune import (
+    FLOOR_MESSAGES,
     AutoTune,
     MemoryBudget,
     RateEstimator,
@@ -13,6 +14,7 @@ from ._autotune import (
     WindowInfo,
     WindowReason,
     WindowTuner,
+    tuned_floor,
 )
 from ._codecs import Codec, CodecName, MessageDecodeError, MsgpackCodec, RawCodec, get_codec
 from ._connection import Connection, Role
@@ -69,6 +71,7 @@ from ._streams import StreamRecord
 __version__ = "0.1.0"
 
 __all__ = [
+    "FLOOR_MESSAGES",
     "FRAME_TIMEOUT",
     "MIN_FRAME_RATE",
     "PREFACE",
@@ -132,4 +135,5 @@ __all__ = [
     "WindowReason",
     "WindowTuner",
     "get_codec",
+    "tuned_floor",
 ]
