@@ -63,6 +63,7 @@ from ._frames import (
     UnknownFrame,
 )
 from ._limits import FRAME_TIMEOUT, MIN_FRAME_RATE, Limits
+from ._logs import RateLimitedLog
 from ._pacing import Pacer
 from ._state import ConnectionState, StreamState
 from ._statistics import ConnectionStatistics, StreamStatistics
@@ -115,6 +116,7 @@ __all__ = [
     "PongFrame",
     "PongReceived",
     "RateEstimator",
+    "RateLimitedLog",
     "RawCodec",
     "ReceiveWindow",
     "RemoteProtocolError",

@@ -134,3 +134,4 @@ class ConnectionStatistics:
     budget_bytes: int | None = None
     budget_committed_bytes: int | None = None
     budget_share_bytes: int | None = None
+    blocked_on_stream_limit_seconds: float = 0.0

@@ -44,7 +44,13 @@ from ._constants import (
     WRITE_CHUNK,
     YIELD_AFTER_BYTES,
 )
-from ._errors import ConnectionLostError, HandshakeTimeout, MessageDecodeError, StreamResetError
+from ._errors import (
+    ConnectionLostError,
+    HandshakeTimeout,
+    MessageDecodeError,
+    StreamLimitError,
+    StreamResetError,
+)
 from ._serve import (
     open_connection,
     open_flow_connection,
@@ -77,6 +83,7 @@ __all__ = [
     "FlowStream",
     "HandshakeTimeout",
     "MessageDecodeError",
+    "StreamLimitError",
     "StreamResetError",
     "StreamStatistics",
     "open_connection",

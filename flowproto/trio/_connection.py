@@ -51,7 +51,7 @@ from ._constants import (
     READ_SIZE,
     WRITE_CHUNK,
 )
-from ._errors import ConnectionLostError, HandshakeTimeout, StreamResetError
+from ._errors import ConnectionLostError, HandshakeTimeout, StreamLimitError, StreamResetError
 from ._stream import FlowStream
 
 __all__ = ["FlowConnection"]
@@ -111,6 +111,7 @@ class FlowConnection:
         self._messages_received = 0
         self._bytes_received = 0
         self._seconds_blocked = 0.0
+        self._stream_limit_seconds = 0.0  # spec §14: time open_stream() waited on max_streams
         self._writer_done = False
         self._reader_scope = trio.CancelScope()  # cancelled to stop reading and close
         self._unyielded_bytes = 0  # queued by send() since it last let the writer run
@@ -464,16 +465,38 @@ class FlowConnection:
             self._reader_scope.cancel()
             raise HandshakeTimeout(message)
 
-    async def open_stream(self, *, codec: CodecName | Codec | None = None) -> FlowStream:
+    async def open_stream(
+        self, *, codec: CodecName | Codec | None = None, wait: bool = True
+    ) -> FlowStream:
         """Open a stream; waits while the peer's max_streams are all in use (spec §6.4).
+
+        The time waited is the statistic ``blocked_on_stream_limit_seconds``.
 
         Args:
             codec: this stream's codec; defaults to the connection's.
+            wait: ``False`` to fail at once rather than wait for a stream to close.
 
         Raises:
             ConnectionLostError: the connection ended, or the peer sent GOAWAY.
+            StreamLimitError: ``wait=False`` and no stream may be opened now.
         """
         await trio.lowlevel.checkpoint()
+        core = self._core
+        if not core.can_open_stream:
+            started = trio.current_time()
+            try:
+                await self._wait_for_stream_slot(wait)
+            finally:
+                self._stream_limit_seconds += trio.current_time() - started
+        stream_id = core.open_stream()
+        stream = FlowStream(
+            self, stream_id, get_codec(codec if codec is not None else self._codec_spec)
+        )
+        self._streams[stream_id] = stream
+        self._wake_writer()
+        return stream
+
+    async def _wait_for_stream_slot(self, wait: bool) -> None:
         core = self._core
         while not core.can_open_stream:
             if self._lost is not None:
@@ -484,14 +507,13 @@ class FlowConnection:
                     error_code=self._goaway.error_code if self._goaway else ErrorCode.NO_ERROR,
                     last_stream_id=self._goaway.last_stream_id if self._goaway else None,
                 )
+            if not wait:
+                peer = core.peer_settings
+                limit = peer.max_streams if peer is not None else 0
+                raise StreamLimitError(
+                    f"the peer allows {limit} concurrent streams, all in use (spec §6.4)"
+                )
             await self._stream_change.park()
-        stream_id = core.open_stream()
-        stream = FlowStream(
-            self, stream_id, get_codec(codec if codec is not None else self._codec_spec)
-        )
-        self._streams[stream_id] = stream
-        self._wake_writer()
-        return stream
 
     async def accept_stream(self) -> FlowStream:
         """Wait for the next stream the peer opens.
@@ -585,6 +607,7 @@ class FlowConnection:
             budget_bytes=budget.capacity if budget is not None else None,
             budget_committed_bytes=budget.committed if budget is not None else None,
             budget_share_bytes=core.budget_share,
+            blocked_on_stream_limit_seconds=self._stream_limit_seconds,
         )
 
 

@@ -11,7 +11,17 @@ if sys.version_info < (3, 11):  # trio depends on the backport there
 
 from .. import ErrorCode, FlowProtoError, MessageDecodeError
 
-__all__ = ["ConnectionLostError", "HandshakeTimeout", "MessageDecodeError", "StreamResetError"]
+__all__ = [
+    "ConnectionLostError",
+    "HandshakeTimeout",
+    "MessageDecodeError",
+    "StreamLimitError",
+    "StreamResetError",
+]
+
+
+class StreamLimitError(FlowProtoError):
+    """``open_stream(wait=False)``: the peer's max_streams are all in use (spec §6.4)."""
 
 
 class ConnectionLostError(trio.BrokenResourceError):

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket as _stdlib_socket
 import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import asynccontextmanager, suppress
+from typing import Any, Final
 
 import trio
 
 if sys.version_info < (3, 11):  # trio depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
-from .. import AutoTune, Codec, CodecName, ErrorCode, Limits, MemoryBudget, Role, Settings
+from .. import (
+    AutoTune,
+    Codec,
+    CodecName,
+    Connection,
+    ErrorCode,
+    Limits,
+    MemoryBudget,
+    RateLimitedLog,
+    Role,
+    Settings,
+)
 from ._connection import FlowConnection
 from ._constants import (
     DEFAULT_CLOSE_GRACE,
@@ -38,6 +50,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("flowproto")
+_limited_log = RateLimitedLog(_log)  # for serve_connection called on its own
 
 
 @asynccontextmanager
@@ -165,8 +178,18 @@ StreamHandler = Callable[[FlowStream], Awaitable[None]]
 
 
 async def serve_connection(
-    transport: trio.abc.Stream, handler: StreamHandler, kwargs: dict[str, Any]
+    transport: trio.abc.Stream,
+    handler: StreamHandler,
+    kwargs: dict[str, Any],
+    *,
+    log: RateLimitedLog | None = None,
 ) -> None:
+    """Serve one accepted transport: ``handler(stream)`` for every stream its peer opens.
+
+    ``kwargs`` are :func:`open_flow_connection`'s; ``log`` limits the warnings about
+    failing handlers (one line per 10 s per kind, by default shared by the process).
+    """
+    log = log if log is not None else _limited_log
     try:
         async with (
             open_flow_connection(transport, initiator=False, **kwargs) as conn,
@@ -184,13 +207,24 @@ async def serve_connection(
                     await stream.reset(ErrorCode.REFUSED_STREAM, "too many handlers running")
                     continue
                 running.add(stream)
-                nursery.start_soon(_run_stream_handler, handler, stream, running)
-    except (ConnectionLostError, HandshakeTimeout, trio.BrokenResourceError):
-        pass  # one bad connection never stops the server
+                nursery.start_soon(_run_stream_handler, handler, stream, running, log)
+    except BaseException as exc:
+        # One bad connection never stops the server: its own failures end here, anything
+        # else (a cancellation above all) goes on up, out of any group it came in.
+        if isinstance(exc, BaseExceptionGroup):
+            rest = exc.split(_CONNECTION_FAILURES)[1]
+            if rest is not None:
+                raise rest  # noqa: B904 - the rest of the same group, not a new error
+        elif not isinstance(exc, _CONNECTION_FAILURES):
+            raise
+
+
+#: What ends one connection without being the server's problem.
+_CONNECTION_FAILURES: Final = (ConnectionLostError, HandshakeTimeout, trio.BrokenResourceError)
 
 
 async def _run_stream_handler(
-    handler: StreamHandler, stream: FlowStream, running: set[FlowStream]
+    handler: StreamHandler, stream: FlowStream, running: set[FlowStream], log: RateLimitedLog
 ) -> None:
     try:
         with trio.CancelScope() as scope:
@@ -203,7 +237,14 @@ async def _run_stream_handler(
                 pass
             except Exception as exc:
                 # One failing handler resets its own stream; the connection and server go on.
-                _log.warning("flowproto: stream %d handler failed", stream.stream_id, exc_info=True)
+                if log.warning(
+                    ("handler", type(exc).__name__),
+                    trio.current_time(),
+                    "flowproto: stream %d handler failed: %r",
+                    stream.stream_id,
+                    exc,
+                ):
+                    _log.debug("flowproto: the handler's traceback", exc_info=True)
                 await stream.reset(
                     ErrorCode.INTERNAL_ERROR, f"handler failed: {type(exc).__name__}"
                 )
@@ -213,11 +254,21 @@ async def _run_stream_handler(
         running.discard(stream)
 
 
+#: accept() errors that mean "out of descriptors or memory now": back off, log, go on.
+_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+#: Longest pause between accept() attempts while descriptors are exhausted.
+MAX_ACCEPT_BACKOFF: Final = 1.0
+#: How long a connection refused for max_connections is told to wait (GOAWAY OVERLOADED).
+OVERLOADED_RETRY_AFTER_MS: Final = 1000
+#: Seconds given to writing the refusal of a connection over max_connections.
+REFUSAL_TIMEOUT: Final = 5.0
+
 async def serve_listeners(
     handler: StreamHandler,
     listeners: list[Any],
     *,
     ssl_context: ssl.SSLContext | None = None,
+    max_connections: int | None = None,
     task_status: trio.TaskStatus[list[Any]] = trio.TASK_STATUS_IGNORED,
     **kwargs: Any,
 ) -> None:
@@ -225,14 +276,78 @@ async def serve_listeners(
 
     A handler that returns half-closes its stream; one that raises resets it with
     INTERNAL_ERROR. Keyword arguments are those of :func:`open_flow_connection`.
+
+    Args:
+        max_connections: connections served at once; one more is answered with its
+            preface, HELLO and GOAWAY(OVERLOADED, retry_after_ms) and closed, before any
+            of its streams is processed (spec §10.1). ``None``: no cap.
+
+    Out of descriptors (EMFILE and its kin), accepting backs off (up to 1 s) and logs one
+    line per 10 s, with a count of the failures held back; the listeners close on exit.
     """
+    if max_connections is not None and max_connections < 1:
+        raise ValueError(f"max_connections must be at least 1, not {max_connections}")
     if ssl_context is not None:
         listeners = [trio.SSLListener(lst, ssl_context, https_compatible=True) for lst in listeners]
+    active = [0]
+    log = RateLimitedLog(_log)  # this server's warnings, one line per kind per 10 s
 
     async def on_connection(transport: trio.abc.Stream) -> None:
-        await serve_connection(transport, handler, kwargs)
+        if max_connections is not None and active[0] >= max_connections:
+            await _refuse(transport, f"too many connections (max_connections={max_connections})")
+            return
+        active[0] += 1
+        try:
+            await serve_connection(transport, handler, kwargs, log=log)
+        finally:
+            active[0] -= 1
 
-    await trio.serve_listeners(on_connection, listeners, task_status=task_status)
+    try:
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(_accept_loop, listener, on_connection, nursery, log)
+            task_status.started(listeners)
+    finally:
+        with trio.CancelScope(shield=True):
+            for listener in listeners:
+                await listener.aclose()
+
+
+async def _accept_loop(
+    listener: trio.abc.Listener[Any],
+    on_connection: Callable[[trio.abc.Stream], Awaitable[None]],
+    nursery: trio.Nursery,
+    log: RateLimitedLog,
+) -> None:
+    backoff = 0.01
+    while True:
+        try:
+            transport = await listener.accept()
+        except OSError as exc:
+            if exc.errno not in _CAPACITY_ERRNOS:
+                raise
+            log.warning(
+                ("accept", exc.errno),
+                trio.current_time(),
+                "flowproto: accept failed: %s; backing off (spec §10.7: descriptors bound)",
+                errno.errorcode.get(exc.errno or 0, str(exc.errno)),
+            )
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_ACCEPT_BACKOFF)
+            continue
+        backoff = 0.01
+        nursery.start_soon(on_connection, transport)
+
+
+async def _refuse(transport: trio.abc.Stream, reason: str) -> None:
+    """Preface, HELLO and GOAWAY(OVERLOADED, retry_after_ms), then close (spec §10.1)."""
+    core = Connection(Role.ACCEPTOR)
+    core.close(ErrorCode.OVERLOADED, reason, retry_after_ms=OVERLOADED_RETRY_AFTER_MS)
+    with trio.move_on_after(REFUSAL_TIMEOUT):
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await transport.send_all(core.data_to_send())
+    with trio.CancelScope(shield=True):
+        await trio.aclose_forcefully(transport)
 
 
 async def serve(
