@@ -43,6 +43,9 @@ from ._events import (
     StreamReset,
 )
 from ._frames import (
+    HEADER,
+    MAGIC,
+    MAX_CONTROL_BODY,
     PREFACE,
     VERSION,
     BlockedFrame,
@@ -59,9 +62,11 @@ from ._frames import (
     ResetFrame,
     Settings,
     UnknownFrame,
+    pack_body,
 )
 from ._limits import FRAME_TIMEOUT, MIN_FRAME_RATE, Limits
 from ._pacing import Pacer
+from ._settings import MAX_COUNTER
 from ._state import ConnectionState, StreamState
 from ._statistics import ConnectionStatistics, StreamStatistics
 from ._streams import StreamRecord
@@ -70,6 +75,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FRAME_TIMEOUT",
+    "HEADER",
+    "MAGIC",
+    "MAX_CONTROL_BODY",
+    "MAX_COUNTER",
     "MIN_FRAME_RATE",
     "PREFACE",
     "VERSION",
@@ -132,4 +141,5 @@ __all__ = [
     "WindowReason",
     "WindowTuner",
     "get_codec",
+    "pack_body",
 ]
