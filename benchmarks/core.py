@@ -64,8 +64,8 @@ def run(messages: int, size: int, batch: int, settings: Settings) -> dict[str, f
     """Move ``messages`` messages of ``size`` bytes from an initiator to an acceptor."""
     sender = Connection(Role.INITIATOR)
     receiver = Connection(Role.ACCEPTOR, settings)
-    receiver.receive_data(sender.data_to_send())
-    sender.receive_data(receiver.data_to_send())
+    receiver.receive_data(sender.data_to_send(), 0.0)
+    sender.receive_data(receiver.data_to_send(), 0.0)
     stream = sender.open_stream()
     pack = SEQ.pack
     filler = bytes(size - SEQ.size)
@@ -87,14 +87,14 @@ def run(messages: int, size: int, batch: int, settings: Settings) -> dict[str, f
             sent += n
         wire = sender.data_to_send()
         if wire:
-            for event in receiver.receive_data(wire):
+            for event in receiver.receive_data(wire, 0.0):
                 if isinstance(event, MessagesReceived):
                     verifier.take(event.messages)
                     received_bytes += event.nbytes
-                    receiver.release(event.stream_id, event.nbytes, len(event.messages))
+                    receiver.release(event.stream_id, event.nbytes, len(event.messages), 0.0)
         back = receiver.data_to_send()
         if back:
-            for event in sender.receive_data(back):
+            for event in sender.receive_data(back, 0.0):
                 # Only credit comes back: the receiver sends no messages.
                 assert isinstance(event, CreditGranted), event
         frames_rounds += 1

@@ -6,6 +6,7 @@ turns received bytes into events and queues bytes to send. Trio users import
 """
 
 from ._autotune import (
+    FLOOR_MESSAGES,
     AutoTune,
     MemoryBudget,
     RateEstimator,
@@ -13,6 +14,7 @@ from ._autotune import (
     WindowInfo,
     WindowReason,
     WindowTuner,
+    tuned_floor,
 )
 from ._codecs import Codec, CodecName, MessageDecodeError, MsgpackCodec, RawCodec, get_codec
 from ._connection import Connection, Role
@@ -74,6 +76,7 @@ from ._streams import StreamRecord
 __version__ = "0.1.0"
 
 __all__ = [
+    "FLOOR_MESSAGES",
     "FRAME_TIMEOUT",
     "HEADER",
     "MAGIC",
@@ -142,4 +145,5 @@ __all__ = [
     "WindowTuner",
     "get_codec",
     "pack_body",
+    "tuned_floor",
 ]

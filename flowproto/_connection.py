@@ -3,10 +3,10 @@
 Bytes in, events out, bytes out::
 
     conn = Connection(Role.ACCEPTOR)
-    for event in conn.receive_data(chunk):      # b"" means the peer closed its side
+    for event in conn.receive_data(chunk, now):  # b"" means the peer closed its side
         if isinstance(event, MessagesReceived):
             deliver(event.messages)
-            conn.release(event.stream_id, event.nbytes, len(event.messages))  # spec §8.5
+            conn.release(event.stream_id, event.nbytes, len(event.messages), now)  # §8.5
     wire = conn.data_to_send()                  # everything queued so far, possibly b""
 
 Every method only queues output; after touching a connection, send ``data_to_send()``.
@@ -83,12 +83,21 @@ _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
 
 
+#: spec §8.9, §10.1: how long a connection the memory budget refused is told to wait.
+BUDGET_RETRY_AFTER_MS: Final = 1000
+
 #: Keepalive PINGs we keep track of at once; answers to others are ignored (spec §11).
 MAX_OUTSTANDING_PINGS: Final = 16
 
 
 class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionTimers):
     """One flowproto connection, as a state machine that does no I/O (spec §3-§11).
+
+    The one clock rule: the core reads no clock. Every call where time matters takes the
+    caller's ``now`` in seconds, required: :meth:`receive_data` (when bytes arrived),
+    :meth:`release` (when the application consumed), :meth:`ping`, and
+    :meth:`handle_timeout`, which the caller runs at :meth:`next_deadline`. Any monotonic
+    clock works, as long as it is the same one for every call.
 
     Args:
         role: which end this is.
@@ -97,15 +106,14 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
             fails with TIMEOUT (spec §11).
         frame_timeout: seconds a frame (or the preface) may take to arrive whole once
             its first byte has, plus its length / MIN_FRAME_RATE once its header is in
-            (spec §11); measured at the ``handle_timeout`` after each ``receive_data``.
+            (spec §11), from the ``now`` of the ``receive_data`` that brought its first byte.
         blocked_interval: least seconds between repeats of BLOCKED for one stream (spec §8.7).
         limits: what the peer may cost this side (spec §10.7); defaults to ``Limits()``.
-            The glitch budget refills with the ``now`` given to :meth:`handle_timeout`
-            and with DATA consumed, so call ``handle_timeout`` after ``receive_data``.
-        autotune: size the receive windows from what the consumer does (spec §8.9). The
-            tuner needs time: pass ``now`` to :meth:`release` and call
-            :meth:`handle_timeout` after each ``receive_data`` (it measures the round trip
-            with PINGs). ``None`` (the default) keeps the HELLO windows (spec §8.6).
+            The glitch budget refills with time (the ``now`` of each call) and with DATA
+            consumed.
+        autotune: size the receive windows from what the consumer does (spec §8.9),
+            measuring the round trip with PINGs. ``None`` (the default) keeps the HELLO
+            windows (spec §8.6).
         budget: a :class:`MemoryBudget` shared with other connections: it caps the
             connection credit they grant together (spec §8.9). If it cannot admit this
             connection, GOAWAY(ENHANCE_YOUR_CALM) is queued after the HELLO at once.
@@ -172,7 +180,7 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
         # spec §8.9: round trips for the tuner, and the connection window's state.
         self.rtt = RttEstimator()
         self._ping_times: dict[int, float] = {}  # PINGs sent with a time -> when
-        self._answered: list[int] = []  # their PONGs, timed at the next handle_timeout
+        self._clock = 0.0  # the ``now`` of the receive_data call in progress
         self._probe: int | None = None  # the tuner's PING in flight
         self._next_probe = 0.0
         self._conn_next_tune = -float("inf")
@@ -183,7 +191,12 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
         if budget is not None:
             if refused:
                 self.budget = None
-                self.close(ErrorCode.ENHANCE_YOUR_CALM, "memory budget exhausted (spec §8.9)")
+                # spec §8.9 B2, §10.1: not even the floor fits now; retryable, not misbehaviour
+                self.close(
+                    ErrorCode.OVERLOADED,
+                    "memory budget exhausted (spec §8.9)",
+                    retry_after_ms=BUDGET_RETRY_AFTER_MS,
+                )
             else:
                 budget.join(self._conn_recv, tuned_floor(ls.max_message_bytes), ls.connection_bytes)
 
@@ -384,15 +397,13 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
             )
             st.reported_consumed = rw.consumed_messages
 
-    def release(
-        self, stream_id: int, nbytes: int, nmessages: int, now: float | None = None
-    ) -> bool:
+    def release(self, stream_id: int, nbytes: int, nmessages: int, now: float) -> bool:
         """The application consumed this much of the stream: credit may go back (spec §8.5).
 
         Queues CREDIT frames when the replenish policy says so (spec §8.6). Releasing on
         a stream that was reset does nothing: its data was released when it was reset.
-        With auto-tuning (or a memory budget), ``now`` (the caller's clock, in seconds)
-        lets the windows follow the consumer (spec §8.9); without it they stay as they are.
+        ``now`` is the caller's clock, in seconds: the stream's consumption rate is kept
+        from it, and with auto-tuning (or a memory budget) the windows follow it (§8.9).
 
         Returns:
             True if a CREDIT for the stream was queued: the peer may be waiting for it, so
@@ -407,17 +418,16 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
         credit = False
         st.recv.consume(nbytes, nmessages)
         self._conn_recv.consume(nbytes, 0)
-        if now is not None:
-            tuner = st.tuner  # spec §8.9: rules 1-7 count each release batch...
-            if tuner is not None:
-                tuner.on_release(st.recv, nbytes, nmessages, now, self._rtt_floor)
-            else:
-                estimator = st.rate  # the consumption rate, for statistics (spec §14)
-                estimator.count(nbytes, nmessages)
-                if estimator.due(now):
-                    estimator.fold(now)
-            if now >= self._conn_next_tune and (tuner is not None or self.budget is not None):
-                self._tune(now)  # ...and rule 8 runs at most once per min_epoch
+        tuner = st.tuner  # spec §8.9: rules 1-7 count each release batch...
+        if tuner is not None:
+            tuner.on_release(st.recv, nbytes, nmessages, now, self._rtt_floor)
+        else:
+            estimator = st.rate  # the consumption rate, for statistics (spec §14)
+            estimator.count(nbytes, nmessages)
+            if estimator.due(now):
+                estimator.fold(now)
+        if now >= self._conn_next_tune and (tuner is not None or self.budget is not None):
+            self._tune(now)  # ...and rule 8 runs at most once per min_epoch
         if st.state in RECEIVING_STATES:
             update = st.recv.update()
             if update is not None:
@@ -462,17 +472,36 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
             self._output.replies += 1  # spec §10.7
 
     def reset_stream(
-        self, stream_id: int, error_code: ErrorCode = ErrorCode.CANCEL, reason: str = ""
+        self,
+        stream_id: int,
+        error_code: ErrorCode = ErrorCode.CANCEL,
+        reason: str = "",
+        *,
+        accepted: int | None = None,
     ) -> None:
         """End a stream at once with RESET (spec §10.3); its held data is released.
 
+        The RESET carries the messages consumed so far (spec §10.5). With ``accepted``
+        (and ``error_code`` REJECTED, spec §5.7), it carries that count instead: the
+        messages the application accepted, the only ones the peer reports delivered.
         Resetting a stream that is already closed on the wire only discards what is held.
+
+        Raises:
+            ValueError: ``accepted`` is more than was consumed.
         """
         st = self._streams.get(stream_id)
         if st is None:
             return
+        consumed = st.recv.consumed_messages
+        if accepted is not None:
+            if not 0 <= accepted <= consumed:
+                raise ValueError(
+                    f"{accepted} messages accepted on stream {stream_id}, but {consumed} "
+                    "were consumed (spec §5.7)"
+                )
+            consumed = accepted
         if st.state is not StreamState.CLOSED:
-            self._output.queue(ResetFrame(stream_id, error_code, reason, st.recv.consumed_messages))
+            self._output.queue(ResetFrame(stream_id, error_code, reason, consumed))
             self._advance(st, StreamInput.SEND_RESET, local=True)
         self._discard(st)
 
@@ -511,12 +540,12 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
 
     # --- connection-level verbs ----------------------------------------------------------
 
-    def ping(self, now: float | None = None) -> int:
+    def ping(self, now: float) -> int:
         """Queue a PING and return its id; the answer is a :class:`PongReceived` (spec §5.5).
 
-        At most ``MAX_OUTSTANDING_PINGS`` are tracked; the oldest is forgotten past that.
-        With ``now``, the round trip is measured: the PONG is timed by the next
-        :meth:`handle_timeout` (``rtt``, used by auto-tuning, spec §8.9).
+        ``now`` is the caller's clock: the PONG's ``rtt`` is measured from it, and added to
+        ``rtt``, the round-trip estimator auto-tuning uses (spec §8.9). At most
+        ``MAX_OUTSTANDING_PINGS`` are tracked; the oldest is forgotten past that.
         """
         self._check_open()
         ping_id = self._next_ping_id
@@ -526,21 +555,27 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
             self._pings.discard(oldest)
             self._ping_times.pop(oldest, None)
         self._pings.add(ping_id)
-        if now is not None:
-            self._ping_times[ping_id] = now
+        self._ping_times[ping_id] = now
         self._output.queue(PingFrame(ping_id))
         return ping_id
 
-    def close(self, error_code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> None:
+    def close(
+        self,
+        error_code: ErrorCode = ErrorCode.NO_ERROR,
+        reason: str = "",
+        *,
+        retry_after_ms: int | None = None,
+    ) -> None:
         """Send GOAWAY (spec §10.4): no new streams; with NO_ERROR open streams may finish.
 
         With any other code the connection is closed at once: send ``data_to_send()``,
-        then close the transport.
+        then close the transport. ``retry_after_ms`` goes with OVERLOADED (spec §5.8): when
+        the peer may try a new connection.
         """
         if self.state is ConnectionState.CLOSED:
             return
         last = self._table.goaway_last_stream()  # spec §10.4: never raises last_stream
-        self._output.queue(GoAwayFrame(last, error_code, reason))
+        self._output.queue(GoAwayFrame(last, error_code, reason, None, 0, retry_after_ms))
         graceful = error_code is ErrorCode.NO_ERROR
         self._move(ConnectionInput.GRACEFUL_GOAWAY if graceful else ConnectionInput.ERROR)
 
@@ -562,11 +597,13 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
 
     # --- input ---------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
         """Feed bytes from the transport; ``b""`` means it ended. Returns the events.
 
-        Every whole frame in the data is processed before this returns. Replies (PONG,
-        CREDIT, RESET, GOAWAY) are queued for ``data_to_send()``.
+        ``now`` is when they arrived, on the caller's clock (the one clock of every timed
+        rule: keepalive and frame timeouts, the glitch budget's refill, round trips; spec
+        §8.9, §10.7.1, §11). Every whole frame in the data is processed before this
+        returns. Replies (PONG, CREDIT, RESET, GOAWAY) are queued for ``data_to_send()``.
 
         Raises:
             RemoteProtocolError: the peer broke the spec. A GOAWAY with the error's code
@@ -582,6 +619,8 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
             exc = self._output.reply_error()
             self._fail(exc)
             raise exc
+        self._glitch_budget.tick(now)  # spec §10.7.1: refilled up to now
+        self._clock = now
         inbound = self._inbound
         rx = Received()
         try:
@@ -601,6 +640,7 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
         except RemoteProtocolError as exc:
             self._fail(exc)
             raise
+        self._note_receipt(now)
         return rx.flush_all()
 
     def _receive_item(self, item: Item, rx: Received) -> None:

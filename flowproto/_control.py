@@ -83,9 +83,14 @@ class ControlReceiving(ConnectionParts):
     def _on_pong(self, frame: PongFrame, rx: Received) -> None:
         if frame.id in self._pings:  # spec §5.6: an unmatched PONG is ignored
             self._pings.discard(frame.id)
-            rx.events.append(PongReceived(frame.id))
-            if frame.id in self._ping_times:
-                self._answered.append(frame.id)  # timed by handle_timeout (spec §8.9)
+            sent = self._ping_times.pop(frame.id, None)
+            rtt = None if sent is None else max(0.0, self._clock - sent)
+            if rtt is not None:
+                self.rtt.add(rtt)  # the one round-trip estimator (spec §8.9)
+                self._rtt_floor = self.rtt.minimum or 0.0
+            if frame.id == self._probe:
+                self._probe = None
+            rx.events.append(PongReceived(frame.id, rtt))
         else:
             self._glitch("unmatched PONG")
 
@@ -187,7 +192,10 @@ class ControlReceiving(ConnectionParts):
             # spec §10.7.1: a stream the peer opened and reset made us work for nothing
             # ("Rapid Reset"); a RESET on a closed stream changes nothing.
             self._glitch(f"RESET of stream {sid}")
-        st.record_consumed(frame.consumed)
+        if frame.code == ErrorCode.REJECTED and frame.consumed is not None:
+            st.record_accepted(frame.consumed)  # spec §5.7 (1.1): final, may go down
+        else:
+            st.record_consumed(frame.consumed)
         if st.state is not StreamState.CLOSED:
             self._advance(st, StreamInput.RECV_RESET, local=False)
             rx.events.append(StreamReset(sid, frame.code, frame.reason, True, frame.consumed))
@@ -198,7 +206,7 @@ class ControlReceiving(ConnectionParts):
         if self._goaways_received > 1:
             self._glitch("a repeated GOAWAY")  # spec §10.7.1
         last = self._table.goaway_received(frame.last_stream)  # spec §10.4: the lowest
-        rx.events.append(GoAwayReceived(last, frame.code, frame.reason))
+        rx.events.append(GoAwayReceived(last, frame.code, frame.reason, frame.retry_after_ms))
         # spec §10.4: our streams above last_stream were not processed: safe to retry.
         for st in list(self._streams.values()):
             if self._table.is_ours(st.id) and st.id > last and st.state is not StreamState.CLOSED:

@@ -39,6 +39,8 @@ class ErrorCode(enum.IntEnum):
     ENHANCE_YOUR_CALM = 0xA
     TIMEOUT = 0xB
     VERSION_MISMATCH = 0xC
+    OVERLOADED = 0xD  # spec 1.1: refused for now, nothing processed, retry later (GOAWAY)
+    REJECTED = 0xE  # spec 1.1: the application refused a message (RESET, §5.7)
 
     @classmethod
     def describe(cls, code: int) -> str:
@@ -56,6 +58,7 @@ STREAM_SCOPED_CODES = frozenset(
         ErrorCode.REFUSED_STREAM,
         ErrorCode.CANCEL,
         ErrorCode.MESSAGE_TOO_LARGE,
+        ErrorCode.REJECTED,
     }
 )
 

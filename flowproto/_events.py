@@ -108,9 +108,14 @@ class PingReceived:
 
 @dataclass(frozen=True, slots=True)
 class PongReceived:
-    """The answer to one of our PINGs (spec §5.6)."""
+    """The answer to one of our PINGs (spec §5.6), and the round trip it measured.
+
+    ``rtt`` is seconds from :meth:`Connection.ping` to the ``receive_data`` that brought
+    the PONG, on the caller's clock; it is also added to ``Connection.rtt`` (spec §8.9).
+    """
 
     ping_id: int
+    rtt: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +129,7 @@ class GoAwayReceived:
     last_stream_id: int
     error_code: int
     reason: str
+    retry_after_ms: int | None = None  # with OVERLOADED: when a new connection may work
 
 
 @dataclass(frozen=True, slots=True)

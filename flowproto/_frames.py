@@ -442,6 +442,7 @@ class GoAwayFrame:
     reason: str = ""
     versions: tuple[int, ...] | None = None
     stream_id: int = 0
+    retry_after_ms: int | None = None  # spec 1.1 §5.8: with OVERLOADED
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {"last_stream": self.last_stream, "code": self.code}
@@ -449,6 +450,8 @@ class GoAwayFrame:
             body["reason"] = _truncate_reason(self.reason)
         if self.versions is not None:
             body["versions"] = list(self.versions)
+        if self.retry_after_ms is not None:
+            body["retry_after_ms"] = self.retry_after_ms
         return _control(FrameType.GOAWAY, 0, body)
 
     @classmethod
@@ -464,7 +467,8 @@ class GoAwayFrame:
             ):
                 raise RemoteProtocolError("GOAWAY 'versions' must be a list of u16 (spec §5.8)")
             versions = tuple(versions)
-        return cls(last, code, _get_str(m, "reason", "GOAWAY"), versions)
+        retry = _get_int(m, "retry_after_ms", "GOAWAY", MAX_ERROR_CODE, required=False)
+        return cls(last, code, _get_str(m, "reason", "GOAWAY"), versions, 0, retry)
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,10 +104,12 @@ class GlitchBudget:
 
     def tick(self, now: float) -> None:
         """Refill by the time since the last tick."""
-        if self.time is not None and now > self.time:
+        if self.time is None:
+            self.time = now
+        elif now > self.time:  # a clock that goes back refills nothing
             refill = (now - self.time) * self.limits.glitch_refill_per_second
             self.tokens = min(self.tokens + refill, self.limits.glitch_burst)
-        self.time = now
+            self.time = now
 
     def spend(self, what: str, consumed: int) -> None:
         """Spend a token for ``what``; ``consumed`` is the connection's bytes consumed so far.

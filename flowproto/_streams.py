@@ -70,6 +70,16 @@ class StreamRecord:
         if self.peer_consumed is None or consumed > self.peer_consumed:
             self.peer_consumed = consumed
 
+    def record_accepted(self, accepted: int) -> None:
+        """A RESET(REJECTED)'s count (spec §5.7, 1.1): the messages the peer's application
+        accepted, final, and possibly below an earlier ``consumed``."""
+        if accepted > self.send.sent_messages:
+            raise RemoteProtocolError(
+                f"peer reports {accepted} messages accepted on stream {self.id}, but only "
+                f"{self.send.sent_messages} were sent (spec §5.7)"
+            )
+        self.peer_consumed = accepted
+
 
 class StreamTable:
     """Every stream in the table, and the id bookkeeping of spec §6.1, §6.4 and §10.4.

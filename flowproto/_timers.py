@@ -43,8 +43,6 @@ class ConnectionTimers(ConnectionParts):
         blocked = self._output.blocked_deadline(self.blocked_interval)
         if blocked is not None:
             deadlines.append(blocked)
-        if self._answered:
-            deadlines.append(0.0)
         if self._probe_due():
             deadlines.append(self._next_probe)
         return min(deadlines) if deadlines else None
@@ -63,15 +61,8 @@ class ConnectionTimers(ConnectionParts):
             self.leave_budget()  # spec §8.9 B1
             return
         self._glitch_budget.tick(now)  # spec §10.7.1: the glitch budget refills with time
+        self._note_receipt(now)
         inbound = self._inbound
-        if not inbound.buf:
-            self._frame_started = None
-        elif self._frame_started is None or inbound.activity:
-            self._frame_started = now  # spec §11: a frame (or the preface) has begun
-        if inbound.activity:
-            inbound.activity = False
-            self._last_rx = now
-            self._keepalive_ping = None  # spec §11: any frame shows the peer is alive
         frame = self._frame_deadline()
         if frame is not None and now >= frame:
             length = inbound.partial_frame_length
@@ -94,10 +85,10 @@ class ConnectionTimers(ConnectionParts):
                 self._fail(exc)
                 raise exc
         elif keepalive and now >= self._last_rx + keepalive:
-            self._keepalive_ping = self.ping()
+            self._keepalive_ping = self.ping(now)
             self._keepalive_sent_at = now
         self._output.repeat_blocked(now, self.blocked_interval)  # spec §8.7
-        if self._answered or self.autotune is not None:
+        if self.autotune is not None:
             self._tune_timers(now)
 
     def leave_budget(self) -> None:
@@ -182,15 +173,19 @@ class ConnectionTimers(ConnectionParts):
             and self.state is ConnectionState.OPEN
         )
 
+    def _note_receipt(self, now: float) -> None:
+        """What arrived at ``now``: whole frames (spec §11 keepalive), a frame begun."""
+        inbound = self._inbound
+        if not inbound.buf:
+            self._frame_started = None
+        elif self._frame_started is None or inbound.activity:
+            self._frame_started = now  # spec §11: a frame (or the preface) has begun
+        if inbound.activity:
+            inbound.activity = False
+            self._last_rx = now
+            self._keepalive_ping = None  # spec §11: any frame shows the peer is alive
+
     def _tune_timers(self, now: float) -> None:
-        for ping_id in self._answered:
-            sent = self._ping_times.pop(ping_id, None)
-            if sent is not None:
-                self.rtt.add(now - sent)
-                self._rtt_floor = self.rtt.minimum or 0.0
-            if ping_id == self._probe:
-                self._probe = None
-        self._answered.clear()
         cfg = self.autotune
         if cfg is None:
             return

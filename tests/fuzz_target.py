@@ -104,7 +104,7 @@ class _Run:
         if self.error is not None:
             return False
         try:
-            events = self.conn.receive_data(chunk)
+            events = self.conn.receive_data(chunk, 0.0)
         except RemoteProtocolError as exc:
             self.error = int(exc.error_code)
             out = self.conn.data_to_send()
@@ -180,7 +180,7 @@ def check_one_input(data: bytes) -> None:
     def consume(events: list[Event]) -> None:
         for event in events:
             if isinstance(event, MessagesReceived):
-                busy.conn.release(event.stream_id, event.nbytes, len(event.messages))
+                busy.conn.release(event.stream_id, event.nbytes, len(event.messages), 0.0)
 
     now = 0.0
     for chunk in _chunks(wire, size):

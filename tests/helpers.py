@@ -6,9 +6,9 @@ from flowproto import Connection, Event, MessagesReceived, Role, Settings
 
 
 def pump(
-    a: Connection, b: Connection, *, max_rounds: int = 1000
+    a: Connection, b: Connection, *, max_rounds: int = 1000, now: float = 0.0
 ) -> tuple[list[Event], list[Event]]:
-    """Move ``data_to_send()`` between ``a`` and ``b`` until both are quiet.
+    """Move ``data_to_send()`` between ``a`` and ``b`` until both are quiet, at ``now``.
 
     Returns the events each side saw, in order: (a's events, b's events).
     """
@@ -20,9 +20,9 @@ def pump(
         if not to_a and not to_b:
             return events_a, events_b
         if to_b:
-            events_b.extend(b.receive_data(to_b))
+            events_b.extend(b.receive_data(to_b, now))
         if to_a:
-            events_a.extend(a.receive_data(to_a))
+            events_a.extend(a.receive_data(to_a, now))
     raise AssertionError("connections did not go quiet")
 
 

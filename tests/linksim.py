@@ -104,7 +104,7 @@ class LinkSim:
             self.forward.put(now, a.data_to_send())
             data = self.forward.take(now)
             if data:
-                for event in b.receive_data(data):
+                for event in b.receive_data(data, now):
                     if isinstance(event, MessagesReceived):
                         self.inbox.extend((now, len(m)) for m in event.messages)
                 b.handle_timeout(now)
@@ -115,7 +115,7 @@ class LinkSim:
             self.backward.put(now, b.data_to_send())
             data = self.backward.take(now)
             if data:
-                a.receive_data(data)
+                a.receive_data(data, now)
                 a.handle_timeout(now)
             if now >= self._next_sample and sid is not None:
                 self._sample(now, sid)

@@ -28,6 +28,7 @@ from flowproto import (
     GoAwayFrame,
     MemoryBudget,
     MessagesReceived,
+    PongReceived,
     ReceiveWindow,
     Role,
     RttEstimator,
@@ -36,6 +37,7 @@ from flowproto import (
     WindowTuner,
 )
 from flowproto._autotune import FLOOR_MESSAGES, tuned_floor
+from flowproto._connection import BUDGET_RETRY_AFTER_MS
 
 PROPERTY = settings(max_examples=200, deadline=None)
 KIB = 1024
@@ -363,15 +365,19 @@ def test_tuned_connections_revoke_nothing_and_always_leave_room_for_a_message(
 # --- the core's RTT, probes and feedback ----------------------------------------------------
 
 
-def test_ping_with_now_measures_the_round_trip_at_the_next_handle_timeout() -> None:
+def test_ping_measures_the_round_trip_at_the_receive_data_that_brings_the_pong() -> None:
+    """One round-trip estimator (issue 10): the core times each PONG on arrival, puts the
+    sample in PongReceived and in ``rtt`` (spec §8.9)."""
     a = Connection(Role.INITIATOR, Settings(keepalive_ms=0))
     b = Connection(Role.ACCEPTOR, Settings(keepalive_ms=0))
     pump(a, b)
-    a.ping(now=5.0)
-    a.ping()  # without now: not timed
-    pump(a, b)
+    ping_id = a.ping(5.0)
+    b.receive_data(a.data_to_send(), 5.1)
     assert a.rtt.samples == 0
-    a.handle_timeout(5.25)
+    events = a.receive_data(b.data_to_send(), 5.25)
+    pongs = [e for e in events if isinstance(e, PongReceived)]
+    assert [p.ping_id for p in pongs] == [ping_id]
+    assert pongs[0].rtt == pytest.approx(0.25)
     assert a.rtt.samples == 1
     assert a.rtt.latest == pytest.approx(0.25) and a.rtt.minimum == pytest.approx(0.25)
 
@@ -398,9 +404,9 @@ def test_an_autotuned_connection_probes_the_round_trip_while_streams_are_open() 
     wire = b.data_to_send()
     assert [type(f).__name__ for f in frames(wire)] == ["PingFrame"]
     assert b.next_deadline() is None  # one probe at a time
-    a.receive_data(wire)
-    pump(a, b)
-    b.handle_timeout(100.5)  # the PONG arrived: timed, and the next probe is scheduled
+    a.receive_data(wire, 100.2)
+    pump(a, b, now=100.5)  # the PONG arrives at 100.5: timed on arrival
+    b.handle_timeout(100.5)  # and the next probe is scheduled
     assert b.rtt.latest == pytest.approx(0.5)
     assert b.next_deadline() == pytest.approx(101.0)
 
@@ -409,7 +415,7 @@ def test_probes_repeat_and_feed_the_least_rtt() -> None:
     a, b = consuming_pair()
     for start, rtt in ((10.0, 0.2), (11.0, 0.05), (12.0, 0.1)):
         b.handle_timeout(start)
-        pump(a, b)
+        pump(a, b, now=start + rtt)
         b.handle_timeout(start + rtt)
         assert b.next_deadline() == pytest.approx(start + 1.0)
     assert b.rtt.samples == 3
@@ -435,7 +441,7 @@ def test_feedback_rides_on_the_credit_of_a_tuned_receiver_and_is_recorded() -> N
     last = stream_credits[-1]
     assert last.consumed is not None
     assert last.rate == 1 and last.depth == 8 - last.consumed
-    a.receive_data(last.encode())
+    a.receive_data(last.encode(), 0.0)
     assert a.peer_feedback(sid) == (1, last.depth)
     assert all(c.rate is None and c.depth is None for c in credits if c.stream_id == 0)
 
@@ -463,8 +469,9 @@ def test_a_static_receiver_sends_no_feedback_and_keeps_its_windows() -> None:
     )
 
 
-def test_a_connection_the_budget_cannot_admit_says_goaway_enhance_your_calm() -> None:
-    """spec §8.9 B2: preface, HELLO, then GOAWAY(ENHANCE_YOUR_CALM, last_stream 0)."""
+def test_a_connection_the_budget_cannot_admit_says_goaway_overloaded() -> None:
+    """spec §8.9 B2, §10.1 (1.1): preface, HELLO, then GOAWAY(OVERLOADED, last_stream 0,
+    retry_after_ms): nothing was processed and a later try may fit."""
     budget = MemoryBudget(3 * M)
     first = Connection(Role.ACCEPTOR, Settings(max_message_bytes=M), budget=budget)
     assert first.local_settings.connection_bytes == tuned_floor(M)  # free / 2, at least F
@@ -472,7 +479,8 @@ def test_a_connection_the_budget_cannot_admit_says_goaway_enhance_your_calm() ->
     wire = refused.data_to_send()
     goaway = [f for f in frames(wire[10:]) if isinstance(f, GoAwayFrame)]
     assert len(goaway) == 1
-    assert goaway[0].code == ErrorCode.ENHANCE_YOUR_CALM and goaway[0].last_stream == 0
+    assert goaway[0].code == ErrorCode.OVERLOADED and goaway[0].last_stream == 0
+    assert goaway[0].retry_after_ms == BUDGET_RETRY_AFTER_MS
     assert budget.members == 1 and budget.refused == 1
     first.close(ErrorCode.INTERNAL_ERROR)
     assert first.next_deadline() is None

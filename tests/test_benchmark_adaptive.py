@@ -1,6 +1,6 @@
 """The adaptive-credit benchmark's quick mode runs and its invariants hold (it times nothing).
 
-``python -m benchmarks.adaptive --quick`` runs six connections with fast and slow
+``python -m flowproto.bench.adaptive --quick`` runs six connections with fast and slow
 consumers under one memory budget, as separate processes on 127.0.0.1. Checked: every
 message sent was received once, in order, and reported delivered; no tuned window fell
 below its floor (spec §8.9 rule 5); the budget was never exceeded (spec §8.9 B1).
@@ -13,9 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.adaptive import problems
-
-ROOT = Path(__file__).resolve().parent.parent
+from flowproto.bench.adaptive import problems
 
 
 def test_quick_adaptive_run_keeps_every_invariant(tmp_path: Path) -> None:
@@ -23,7 +21,7 @@ def test_quick_adaptive_run_keeps_every_invariant(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "benchmarks.adaptive",
+            "flowproto.bench.adaptive",
             "--quick",
             "--no-plots",
             "--out",
@@ -31,7 +29,7 @@ def test_quick_adaptive_run_keeps_every_invariant(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=tmp_path,  # any directory: the peers are found by module name
         timeout=120,
         check=False,
     )

@@ -1,7 +1,7 @@
 """The socket benchmarks run and account for every message (they time nothing here).
 
 Each socket test runs a real sender and receiver process pair through the harness, as
-``python -m benchmarks --quick`` does, and checks only invariants: every message sent
+``flowproto bench --quick`` does, and checks only invariants: every message sent
 was consumed, drained or (for the drop strategy) dropped, each stream's sequence ran
 exactly 0..n-1 with intact payloads; flowproto's receiver never held more than the
 largest window it granted. The other tests feed the checks bad input and see them
@@ -19,12 +19,13 @@ from typing import Any
 import msgpack
 import pytest
 
-from benchmarks import __main__ as cli
-from benchmarks import harness
-from benchmarks.harness import Run, invariant_problems, paired, run_pair, stream_problems
-from benchmarks.peers import GrantedWindows
-from benchmarks.workload import Checker, MessageMaker, Phase, Schedule, SequenceCheck
 from flowproto import CreditFrame
+from flowproto.bench import command, report
+from flowproto.bench.harness import invariant_problems, run_pair, stream_problems
+from flowproto.bench.peers_flowproto import GrantedWindows
+from flowproto.bench.plan import Run
+from flowproto.bench.report import paired
+from flowproto.bench.workload import Checker, MessageMaker, Phase, Schedule, SequenceCheck
 
 
 def check(record: dict[str, Any]) -> dict[str, Any]:
@@ -224,10 +225,10 @@ def test_quick_mode_prints_and_writes_no_timing_verdict(
         run_pair(Run("throughput", name, 64 * 1024, count=200, duration=10))
         for name in ("flowproto", "plain")
     ]
-    assert harness.targets(records)[0]["ratio"] is not None  # there is a ratio to judge
-    monkeypatch.setattr(harness, "run_plan", lambda *a, **k: records)
-    monkeypatch.setattr("benchmarks.adaptive.main", lambda argv: 0)
-    assert cli.main(["--quick", "--no-plots", "--out", str(tmp_path)]) == 0
+    assert report.targets(records)[0]["ratio"] is not None  # there is a ratio to judge
+    monkeypatch.setattr(command, "run_plan", lambda *a, **k: records)
+    monkeypatch.setattr(command, "adaptive_main", lambda argv: 0)
+    assert command.main(["--quick", "--no-plots", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "invariants hold" in err
     verdicts = [ln for ln in err.splitlines() if re.match(r"\s+(met|MISSED)\s", ln)]

@@ -106,12 +106,14 @@ events_of = of_type
 def pair(
     initiator: Settings | None = None,
     acceptor: Settings | None = None,
+    now: float = 0.0,
     **initiator_options: float,
 ) -> tuple[Connection, Connection]:
-    """Like ``connected_pair``, with Connection keyword options for the initiator."""
+    """Like ``connected_pair``, with Connection keyword options for the initiator; the
+    handshake arrives at ``now``."""
     a = Connection(Role.INITIATOR, initiator, **initiator_options)
     b = Connection(Role.ACCEPTOR, acceptor)
-    pump(a, b)
+    pump(a, b, now=now)
     assert a.handshake_complete and b.handshake_complete
     return a, b
 
@@ -127,14 +129,14 @@ def opened(a: Connection, b: Connection) -> int:
 def expect_connection_error(conn: Connection, wire: bytes, code: ErrorCode) -> GoAwayFrame:
     """Feed ``wire``; it must fail the connection with ``code`` and queue a GOAWAY last."""
     with pytest.raises(RemoteProtocolError) as info:
-        conn.receive_data(wire)
+        conn.receive_data(wire, 0.0)
     assert info.value.error_code == code, info.value
     frames = sent(conn)
     goaway = frames[-1]
     assert isinstance(goaway, GoAwayFrame), frames
     assert goaway.code == code
     assert conn.state is ConnectionState.CLOSED
-    assert conn.receive_data(data(1, b"more")) == []  # spec §10.2: no further input
+    assert conn.receive_data(data(1, b"more"), 0.0) == []  # spec §10.2: no further input
     assert conn.data_to_send() == b""  # ... and nothing sent after the GOAWAY
     return goaway
 
@@ -142,7 +144,7 @@ def expect_connection_error(conn: Connection, wire: bytes, code: ErrorCode) -> G
 def release_all(conn: Connection, events: list[Event]) -> None:
     for e in events:
         if isinstance(e, MessagesReceived):
-            conn.release(e.stream_id, e.nbytes, len(e.messages))
+            conn.release(e.stream_id, e.nbytes, len(e.messages), 0.0)
 
 
 # --- handshake (spec §3) ---------------------------------------------------------------------
@@ -206,7 +208,7 @@ def test_a_wrong_magic_byte_fails_at_once() -> None:
     """spec §3.1: the magic is checked byte by byte; no waiting for the rest of the preface."""
     b = Connection(Role.ACCEPTOR)
     b.data_to_send()
-    assert b.receive_data(MAGIC[:3]) == []
+    assert b.receive_data(MAGIC[:3], 0.0) == []
     goaway = expect_connection_error(b, b"X", ErrorCode.PROTOCOL_ERROR)
     assert goaway.last_stream == 0
 
@@ -217,7 +219,7 @@ def test_the_preface_may_arrive_one_byte_at_a_time() -> None:
     b = Connection(Role.ACCEPTOR)
     events: list[Event] = []
     for i, byte in enumerate(a.data_to_send()):
-        events += b.receive_data(bytes([byte]))
+        events += b.receive_data(bytes([byte]), 0.0)
         assert b.state is not ConnectionState.CLOSED, i
     assert events == [HandshakeCompleted(Settings())]
 
@@ -226,7 +228,7 @@ def test_version_mismatch_sends_goaway_naming_the_supported_versions() -> None:
     """spec §3.3: GOAWAY(VERSION_MISMATCH, last_stream 0, versions [1]) after our HELLO."""
     b = Connection(Role.ACCEPTOR)
     with pytest.raises(RemoteProtocolError) as info:
-        b.receive_data(MAGIC + (2).to_bytes(2, "big") + HelloFrame().encode())
+        b.receive_data(MAGIC + (2).to_bytes(2, "big") + HelloFrame().encode(), 0.0)
     assert info.value.error_code == ErrorCode.VERSION_MISMATCH
     frames = sent(b)
     assert isinstance(frames[0], HelloFrame)  # spec §3.3: our preface and HELLO went first
@@ -237,7 +239,7 @@ def test_version_mismatch_sends_goaway_naming_the_supported_versions() -> None:
     assert goaway.versions == (1,)
     assert "2" in goaway.reason and "1" in goaway.reason
     assert b.state is ConnectionState.CLOSED
-    assert b.receive_data(HelloFrame().encode()) == []  # no further byte is interpreted
+    assert b.receive_data(HelloFrame().encode(), 0.0) == []  # no further byte is interpreted
 
 
 # --- stream ids and opening (spec §6.1, §6.2) --------------------------------------------------
@@ -277,7 +279,7 @@ def test_a_reset_on_a_new_peer_stream_id_is_a_protocol_error() -> None:
 def test_skipped_peer_ids_are_closed_and_nothing_is_allocated_for_them() -> None:
     """spec §6.1: ids passed over are closed for both endpoints; nothing is allocated."""
     _, b = connected_pair()
-    assert b.receive_data(data(7, b"first")) == [
+    assert b.receive_data(data(7, b"first"), 0.0) == [
         StreamOpened(7),
         MessagesReceived(7, [b"first"], 5),
     ]
@@ -295,15 +297,16 @@ def test_a_peer_id_not_above_the_highest_it_opened_opens_no_stream() -> None:
     a lower id is not itself a protocol error.)
     """
     _, b = connected_pair()
-    b.receive_data(data(7, b"seven"))
-    b.release(7, 5, 1)
+    b.receive_data(data(7, b"seven"), 0.0)
+    b.release(7, 5, 1, 0.0)
     b.data_to_send()
     events = b.receive_data(
         data(3, b"late")
         + CreditFrame(5, 10**9, 10**6, 0).encode()
         + BlockedFrame(5, 1, 1).encode()
         + ResetFrame(3, ErrorCode.CANCEL).encode()
-        + data(7, b"again")
+        + data(7, b"again"),
+        0.0,
     )
     assert events == [MessagesReceived(7, [b"again"], 5)]
     assert b.stream_ids == [7]
@@ -317,7 +320,7 @@ def test_open_stream_lets_the_peer_see_the_stream_before_any_message() -> None:
     stream_id = a.open_stream()
     frames = frames_of(a.data_to_send())
     assert frames == [CreditFrame(stream_id, 4 * 1024 * 1024, 4096, 0)]
-    events = b.receive_data(frames[0].encode())
+    events = b.receive_data(frames[0].encode(), 0.0)
     assert events == [StreamOpened(stream_id)]  # no CreditGranted: it raises no limit
     assert b.stream_state(stream_id) is StreamState.OPEN
     assert b.send_capacity(stream_id) == (4 * 1024 * 1024, 4096)
@@ -356,7 +359,7 @@ def test_a_stream_over_max_streams_is_refused_and_the_connection_lives() -> None
     a, b = connected_pair(None, settings)
     first = opened(a, b)
     events = b.receive_data(
-        data(3, b"x" * 9_000, 0) + data(3, b"y" * 9_000, 0) + data(3, b"z" * 9_000)
+        data(3, b"x" * 9_000, 0) + data(3, b"y" * 9_000, 0) + data(3, b"z" * 9_000), 0.0
     )
     assert events == []  # no StreamOpened, no message
     frames = sent(b)
@@ -379,11 +382,11 @@ def test_a_refused_stream_is_reported_to_its_opener_as_not_processed() -> None:
     """spec §6.4: REFUSED_STREAM means not processed; the opener sees consumed 0."""
     a = Connection(Role.INITIATOR, QUIET)
     b = Connection(Role.ACCEPTOR, Settings(max_streams=1))
-    b.receive_data(a.data_to_send())
+    b.receive_data(a.data_to_send(), 0.0)
     # a conforming opener never exceeds max_streams, so b's HELLO reaches a with a
     # higher limit than b applies.
     b.data_to_send()
-    a.receive_data(PREFACE + HelloFrame(Settings(max_streams=5)).encode())
+    a.receive_data(PREFACE + HelloFrame(Settings(max_streams=5)).encode(), 0.0)
     opened(a, b)
     second = a.open_stream()
     a.send_message(second, b"lost")
@@ -417,7 +420,7 @@ def test_a_stream_closed_both_ways_frees_its_slot_even_with_messages_unread() ->
     events_a, events_b = pump(a, b)
     assert events_of(events_a, StreamReset) == []
     assert messages_of(events_b, second) == [b"next"]
-    b.release(first, 4, 1)  # the old message is still deliverable and releasable
+    b.release(first, 4, 1, 0.0)  # the old message is still deliverable and releasable
     assert b.received_held(first) == (0, 0)
 
 
@@ -437,7 +440,7 @@ def test_a_message_larger_than_max_frame_bytes_arrives_whole() -> None:
     assert b"".join(f.data for f in frames) == payload
     events: list[Event] = []
     for i in range(0, len(wire), 1000):  # any chunking of the transport
-        events += b.receive_data(wire[i : i + 1000])
+        events += b.receive_data(wire[i : i + 1000], 0.0)
     assert events == [MessagesReceived(stream_id, [payload], len(payload))]
 
 
@@ -449,7 +452,8 @@ def test_fragments_of_two_streams_may_interleave() -> None:
         + data(3, b"three-a", 0)
         + data(1, b"one-b", 0)
         + data(3, b"three-b", END_MESSAGE)
-        + data(1, b"", END_MESSAGE)
+        + data(1, b"", END_MESSAGE),
+        0.0,
     )
     assert messages_of(events, 1) == [b"one-aone-b"]
     assert messages_of(events, 3) == [b"three-athree-b"]
@@ -471,7 +475,7 @@ def test_many_messages_of_one_receive_come_in_one_batch_per_stream() -> None:
     stream_id = opened(a, b)
     payloads = [str(i).encode() for i in range(50)]
     assert a.send_messages(stream_id, payloads) == 50
-    events = b.receive_data(a.data_to_send())
+    events = b.receive_data(a.data_to_send(), 0.0)
     assert events == [MessagesReceived(stream_id, payloads, sum(map(len, payloads)))]
 
 
@@ -499,8 +503,8 @@ def test_end_stream_half_closes_each_direction_and_then_the_stream_leaves_the_ta
     assert b.stream_state(stream_id) is StreamState.CLOSED
     # Both leave the table once their received messages are released.
     assert a.stream_ids == [stream_id]
-    a.release(stream_id, 8, 1)
-    b.release(stream_id, 7, 1)
+    a.release(stream_id, 8, 1, 0.0)
+    b.release(stream_id, 7, 1, 0.0)
     assert a.stream_ids == [] and b.stream_ids == []
     assert a.stream_state(stream_id) is StreamState.CLOSED
 
@@ -519,7 +523,7 @@ def test_a_bare_half_close_needs_no_credit() -> None:
 def test_end_stream_inside_a_message_is_a_protocol_error() -> None:
     """spec §7.2: END_STREAM that leaves a message in progress truncates it: PROTOCOL_ERROR."""
     _, b = connected_pair()
-    b.receive_data(data(1, b"part", 0))
+    b.receive_data(data(1, b"part", 0), 0.0)
     expect_connection_error(b, data(1, b"", END_STREAM), ErrorCode.PROTOCOL_ERROR)
 
 
@@ -533,9 +537,9 @@ def test_data_after_the_peers_end_stream_is_a_stream_error() -> None:
     """spec §7.2, §6.3: DATA on a half-closed (remote) stream: RESET(STREAM_CLOSED)."""
     a, b = connected_pair()
     stream_id = opened(a, b)
-    b.receive_data(data(stream_id, b"", END_STREAM))
+    b.receive_data(data(stream_id, b"", END_STREAM), 0.0)
     b.data_to_send()
-    events = b.receive_data(data(stream_id, b"extra"))
+    events = b.receive_data(data(stream_id, b"extra"), 0.0)
     assert events == [
         StreamReset(stream_id, ErrorCode.STREAM_CLOSED, "DATA after END_STREAM", False, None)
     ]
@@ -563,7 +567,7 @@ def test_a_message_over_max_message_bytes_resets_the_stream(fragments: list[int]
         data(stream_id, b"z" * n, END_MESSAGE if i == len(fragments) - 1 else 0)
         for i, n in enumerate(fragments)
     )
-    events = b.receive_data(wire)
+    events = b.receive_data(wire, 0.0)
     resets = events_of(events, StreamReset)
     assert len(resets) == 1
     assert resets[0].error_code == ErrorCode.MESSAGE_TOO_LARGE and not resets[0].remote
@@ -573,10 +577,10 @@ def test_a_message_over_max_message_bytes_resets_the_stream(fragments: list[int]
     assert [(f.stream_id, f.code) for f in reset] == [(stream_id, ErrorCode.MESSAGE_TOO_LARGE)]
     assert b.received_held(0) == (0, 0)  # spec §8.8: the partial message was discarded
     # The sender sees the reset; the connection lives.
-    events_a = a.receive_data(b"".join(f.encode() for f in frames))
+    events_a = a.receive_data(b"".join(f.encode() for f in frames), 0.0)
     assert events_of(events_a, StreamReset)[0].error_code == ErrorCode.MESSAGE_TOO_LARGE
     assert a.state is ConnectionState.OPEN and b.state is ConnectionState.OPEN
-    assert a.ping() is not None
+    assert a.ping(0.0) is not None
     pump(a, b)
 
 
@@ -622,7 +626,7 @@ def test_the_sender_stops_at_the_message_limit_and_reports_blocked_once() -> Non
     assert len(of_type(frames, DataFrame)) == 8
     assert of_type(frames, BlockedFrame) == [BlockedFrame(stream_id, 20_000, 8)]
     # The receiver never sees more than it allowed.
-    events = b.receive_data(b"".join(f.encode() for f in frames))
+    events = b.receive_data(b"".join(f.encode() for f in frames), 0.0)
     assert len(messages_of(events)) == 8
 
 
@@ -689,7 +693,7 @@ def test_data_one_byte_past_the_stream_byte_limit_is_a_flow_control_error() -> N
     """spec §8.4: stream_received + Length > stream_limit: FLOW_CONTROL_ERROR."""
     a, b = connected_pair(None, SMALL)
     stream_id = opened(a, b)
-    b.receive_data(data(stream_id, b"x" * 10_000) + data(stream_id, b"x" * 10_000))  # exactly
+    b.receive_data(data(stream_id, b"x" * 10_000) + data(stream_id, b"x" * 10_000), 0.0)  # exactly
     goaway = expect_connection_error(b, data(stream_id, b"x"), ErrorCode.FLOW_CONTROL_ERROR)
     assert goaway.last_stream == stream_id
 
@@ -698,7 +702,7 @@ def test_data_one_message_past_the_message_limit_is_a_flow_control_error() -> No
     """spec §8.4: a message begun past message_limit: FLOW_CONTROL_ERROR."""
     a, b = connected_pair(None, SMALL)
     stream_id = opened(a, b)
-    events = b.receive_data(data(stream_id) * 8)  # eight empty messages: exactly the limit
+    events = b.receive_data(data(stream_id) * 8, 0.0)  # eight empty messages: exactly the limit
     assert messages_of(events) == [b""] * 8
     expect_connection_error(b, data(stream_id), ErrorCode.FLOW_CONTROL_ERROR)
 
@@ -706,21 +710,21 @@ def test_data_one_message_past_the_message_limit_is_a_flow_control_error() -> No
 def test_a_bare_half_close_at_the_message_limit_is_allowed() -> None:
     """spec §7.1, §8.4: a bare half-close begins no message and uses no message credit."""
     _, b = connected_pair(None, SMALL)
-    b.receive_data(data(1) * 8)
-    assert b.receive_data(data(1, b"", END_STREAM)) == [StreamEnded(1)]
+    b.receive_data(data(1) * 8, 0.0)
+    assert b.receive_data(data(1, b"", END_STREAM), 0.0) == [StreamEnded(1)]
 
 
 def test_a_fragment_beginning_a_message_past_the_message_limit_is_a_flow_control_error() -> None:
     """spec §8.4, §7.1: a first fragment (END_MESSAGE clear) also uses message credit."""
     _, b = connected_pair(None, SMALL)
-    b.receive_data(data(1) * 8)
+    b.receive_data(data(1) * 8, 0.0)
     expect_connection_error(b, data(1, b"frag", 0), ErrorCode.FLOW_CONTROL_ERROR)
 
 
 def test_data_one_byte_past_the_connection_limit_is_a_flow_control_error() -> None:
     """spec §8.4: conn_received + Length > conn_limit: FLOW_CONTROL_ERROR."""
     _, b = connected_pair(None, SMALL)  # streams hold 20000, the connection 30000
-    b.receive_data(data(1, b"x" * 10_000) + data(1, b"x" * 10_000) + data(3, b"y" * 10_000))
+    b.receive_data(data(1, b"x" * 10_000) + data(1, b"x" * 10_000) + data(3, b"y" * 10_000), 0.0)
     assert b.received_held(3) == (10_000, 1)
     goaway = expect_connection_error(b, data(3, b"y"), ErrorCode.FLOW_CONTROL_ERROR)
     assert goaway.last_stream == 3
@@ -729,17 +733,17 @@ def test_data_one_byte_past_the_connection_limit_is_a_flow_control_error() -> No
 def test_data_on_a_closed_stream_still_counts_against_the_connection_limit() -> None:
     """spec §8.4 check 1 applies to every DATA frame, including discarded ones."""
     _, b = connected_pair(None, SMALL)
-    b.receive_data(data(1, b"x" * 10_000) + data(1, b"x" * 10_000) + data(3, b"y" * 5_000))
+    b.receive_data(data(1, b"x" * 10_000) + data(1, b"x" * 10_000) + data(3, b"y" * 5_000), 0.0)
     b.reset_stream(3)  # 5000 bytes come back at once, not yet advertised
     b.data_to_send()
-    b.receive_data(data(3, b"z" * 5_000))  # in flight: discarded, but counted
+    b.receive_data(data(3, b"z" * 5_000), 0.0)  # in flight: discarded, but counted
     expect_connection_error(b, data(3, b"z"), ErrorCode.FLOW_CONTROL_ERROR)
 
 
 def test_the_credit_check_needs_only_the_frame_header() -> None:
     """spec §4.2 H4, §8.4: the violation is found before any body byte arrives."""
     _, b = connected_pair(None, SMALL)
-    b.receive_data(data(1, b"x" * 10_000) + data(1, b"x" * 10_000))
+    b.receive_data(data(1, b"x" * 10_000) + data(1, b"x" * 10_000), 0.0)
     header = struct.pack(">IBBI", 1, 0, END_MESSAGE, 1)
     expect_connection_error(b, header, ErrorCode.FLOW_CONTROL_ERROR)
 
@@ -759,9 +763,9 @@ def test_a_duplicate_or_smaller_credit_changes_nothing() -> None:
         CreditFrame(0, 30_000),
         CreditFrame(0, 1),
     ):
-        assert a.receive_data(frame.encode()) == []
+        assert a.receive_data(frame.encode(), 0.0) == []
         assert a.send_capacity(stream_id) == before
-    events = a.receive_data(CreditFrame(stream_id, 20_000, 9, 0).encode())
+    events = a.receive_data(CreditFrame(stream_id, 20_000, 9, 0).encode(), 0.0)
     assert events == [CreditGranted(stream_id, 20_000, 9)]  # one limit raised, one restated
     assert a.send_capacity(stream_id) == (before[0], before[1] + 1)
 
@@ -788,7 +792,8 @@ def test_a_credit_of_exactly_max_counter_is_accepted() -> None:
     stream_id = opened(a, b)
     events = a.receive_data(
         CreditFrame(stream_id, MAX_COUNTER, MAX_COUNTER, 0).encode()
-        + CreditFrame(0, MAX_COUNTER).encode()
+        + CreditFrame(0, MAX_COUNTER).encode(),
+        0.0,
     )
     assert events == [
         CreditGranted(stream_id, MAX_COUNTER, MAX_COUNTER),
@@ -877,11 +882,11 @@ def test_credit_is_sent_in_batches_not_for_every_small_release() -> None:
     a, b = connected_pair(QUIET, Settings(stream_messages=16, keepalive_ms=0))
     stream_id = opened(a, b)
     assert a.send_messages(stream_id, [b"m"] * 16) == 16
-    events = b.receive_data(a.data_to_send())
+    events = b.receive_data(a.data_to_send(), 0.0)
     assert messages_of(events) == [b"m"] * 16
     credits: list[Frame] = []
     for i in range(16):
-        b.release(stream_id, 1, 1)
+        b.release(stream_id, 1, 1, 0.0)
         new = of_type(sent(b), CreditFrame)
         credits += new
         if i < 7:
@@ -910,12 +915,14 @@ def test_data_on_a_dead_stream_returns_connection_credit_at_once(who: str) -> No
     if who == "we reset":
         b.reset_stream(stream_id)
     elif who == "peer reset":
-        b.receive_data(ResetFrame(stream_id, ErrorCode.CANCEL).encode())
+        b.receive_data(ResetFrame(stream_id, ErrorCode.CANCEL).encode(), 0.0)
     else:
         stream_id = 3  # over max_streams 1
     b.data_to_send()
     for i in range(1, 4):  # 3 x 20000 bytes, more than the connection window of 40000
-        events = b.receive_data(data(stream_id, b"d" * 10_000) + data(stream_id, b"d" * 10_000))
+        events = b.receive_data(
+            data(stream_id, b"d" * 10_000) + data(stream_id, b"d" * 10_000), 0.0
+        )
         assert events_of(events, MessagesReceived) == []
         assert b.received_held(0) == (0, 0)
         # 20000 bytes is the connection threshold of this window (spec §8.6).
@@ -983,13 +990,15 @@ def test_a_reset_carries_consumed_and_the_sender_sees_it() -> None:
     a.send_messages(stream_id, [b"one", b"two", b"three"])
     _, events_b = pump(a, b)
     assert messages_of(events_b) == [b"one", b"two", b"three"]
-    b.release(stream_id, 6, 2)
+    b.release(stream_id, 6, 2, 0.0)
     b.reset_stream(stream_id, ErrorCode.CANCEL, "enough")
     wire = b.data_to_send()
     assert of_type(frames_of(wire), ResetFrame) == [
         ResetFrame(stream_id, ErrorCode.CANCEL, "enough", 2)
     ]
-    assert a.receive_data(wire) == [StreamReset(stream_id, ErrorCode.CANCEL, "enough", True, 2)]
+    assert a.receive_data(wire, 0.0) == [
+        StreamReset(stream_id, ErrorCode.CANCEL, "enough", True, 2)
+    ]
     assert a.stream_state(stream_id) is StreamState.CLOSED
     with pytest.raises(StreamClosedError):
         a.send_message(stream_id, b"four")
@@ -1003,14 +1012,14 @@ def test_peer_consumed_follows_the_consumed_of_credit_frames() -> None:
     a.send_messages(stream_id, [b"one", b"two"])
     pump(a, b)
     assert a.peer_consumed(stream_id) is None  # received is not consumed
-    b.release(stream_id, 3, 1)
+    b.release(stream_id, 3, 1, 0.0)
     pump(a, b)
     assert a.peer_consumed(stream_id) == 1
-    b.release(stream_id, 3, 1)
+    b.release(stream_id, 3, 1, 0.0)
     pump(a, b)
     assert a.peer_consumed(stream_id) == 2
     # A stale, lower count never lowers it.
-    a.receive_data(CreditFrame(stream_id, 1, 1, 1).encode())
+    a.receive_data(CreditFrame(stream_id, 1, 1, 1).encode(), 0.0)
     assert a.peer_consumed(stream_id) == 2
 
 
@@ -1022,14 +1031,14 @@ def test_the_final_consumed_count_is_reported_after_the_peer_ends_its_direction(
     a.send_messages(stream_id, [b"one", b"two"], end_stream=True)
     pump(a, b)
     assert b.stream_state(stream_id) is StreamState.HALF_CLOSED_REMOTE
-    b.release(stream_id, 3, 1)
+    b.release(stream_id, 3, 1, 0.0)
     assert of_type(sent(b), CreditFrame) == []  # far below the replenish threshold
-    b.release(stream_id, 3, 1)
+    b.release(stream_id, 3, 1, 0.0)
     wire = b.data_to_send()
     assert of_type(frames_of(wire), CreditFrame) == [
         CreditFrame(stream_id, 4 * 1024 * 1024, 4096, 2)
     ]
-    assert a.receive_data(wire) == []  # it raises no limit
+    assert a.receive_data(wire, 0.0) == []  # it raises no limit
     assert a.peer_consumed(stream_id) == 2
 
 
@@ -1045,7 +1054,7 @@ def test_release_on_a_reset_stream_does_nothing() -> None:
         StreamReset(stream_id, ErrorCode.CANCEL, "", True, 0),
     ]
     assert b.received_held(0) == (0, 0)
-    b.release(stream_id, 6, 2)
+    b.release(stream_id, 6, 2, 0.0)
     assert b.received_held(0) == (0, 0)
     assert b.data_to_send() == b""
 
@@ -1057,11 +1066,11 @@ def test_releasing_more_than_is_held_is_a_local_error() -> None:
     a.send_message(stream_id, b"abc")
     pump(a, b)
     with pytest.raises(LocalProtocolError):
-        b.release(stream_id, 4, 1)
+        b.release(stream_id, 4, 1, 0.0)
     with pytest.raises(LocalProtocolError):
-        b.release(stream_id, 3, 2)
+        b.release(stream_id, 3, 2, 0.0)
     assert b.received_held(stream_id) == (3, 1)
-    b.release(stream_id, 3, 1)
+    b.release(stream_id, 3, 1, 0.0)
     assert b.received_held(stream_id) == (0, 0)
 
 
@@ -1071,12 +1080,12 @@ def test_releasing_more_than_is_held_is_a_local_error() -> None:
 def test_a_ping_is_answered_with_a_pong_of_the_same_id() -> None:
     """spec §5.5: every PING is answered by a PONG carrying the same id."""
     a, b = connected_pair()
-    ping_id = a.ping()
+    ping_id = a.ping(0.0)
     events_a, events_b = pump(a, b)
     assert events_b == [PingReceived(ping_id)]
-    assert events_a == [PongReceived(ping_id)]
+    assert [(e.ping_id, e.rtt) for e in events_a] == [(ping_id, 0.0)]
     big = 2**64 - 1
-    assert a.receive_data(PingFrame(big).encode()) == [PingReceived(big)]
+    assert a.receive_data(PingFrame(big).encode(), 0.0) == [PingReceived(big)]
     assert sent(a) == [PongFrame(big)]
 
 
@@ -1085,7 +1094,7 @@ def test_a_pong_goes_ahead_of_data_already_queued() -> None:
     a, b = connected_pair()
     stream_id = opened(a, b)
     a.send_message(stream_id, b"queued before the PING arrived")
-    a.receive_data(PingFrame(5).encode())
+    a.receive_data(PingFrame(5).encode(), 0.0)
     frames = sent(a)
     assert frames[0] == PongFrame(5)
     assert isinstance(frames[1], DataFrame)
@@ -1094,11 +1103,11 @@ def test_a_pong_goes_ahead_of_data_already_queued() -> None:
 def test_a_pong_matching_no_ping_is_ignored() -> None:
     """spec §5.6: an unmatched PONG is ignored, and no endpoint replies to a PONG."""
     a, b = connected_pair()
-    assert a.receive_data(PongFrame(12345).encode()) == []
+    assert a.receive_data(PongFrame(12345).encode(), 0.0) == []
     assert a.data_to_send() == b""
-    ping_id = a.ping()
+    ping_id = a.ping(0.0)
     pump(a, b)
-    assert a.receive_data(PongFrame(ping_id).encode()) == []  # already answered once
+    assert a.receive_data(PongFrame(ping_id).encode(), 0.0) == []  # already answered once
 
 
 def test_only_a_bounded_number_of_pings_are_tracked() -> None:
@@ -1106,10 +1115,11 @@ def test_only_a_bounded_number_of_pings_are_tracked() -> None:
     from flowproto._connection import MAX_OUTSTANDING_PINGS
 
     a, b = connected_pair()
-    ids = [a.ping() for _ in range(MAX_OUTSTANDING_PINGS + 1)]
+    ids = [a.ping(0.0) for _ in range(MAX_OUTSTANDING_PINGS + 1)]
     events_a, events_b = pump(a, b)
     assert len(events_of(events_b, PingReceived)) == len(ids)  # every PING answered
-    assert events_a == [PongReceived(i) for i in ids[1:]]  # the oldest was forgotten
+    assert [e.ping_id for e in events_a] == ids[1:]  # the oldest was forgotten
+    assert all(isinstance(e, PongReceived) for e in events_a)
 
 
 # --- GOAWAY (spec §10.4) --------------------------------------------------------------------------
@@ -1123,7 +1133,7 @@ def test_after_receiving_goaway_no_stream_opens_and_streams_above_last_are_refus
     lost = a.open_stream()
     a.send_message(lost, b"never processed")
     b.close()
-    events = a.receive_data(b.data_to_send())
+    events = a.receive_data(b.data_to_send(), 0.0)
     assert events == [
         GoAwayReceived(kept, ErrorCode.NO_ERROR, ""),
         StreamReset(lost, ErrorCode.REFUSED_STREAM, "not processed (GOAWAY)", True, 0),
@@ -1145,7 +1155,7 @@ def test_after_sending_goaway_new_peer_streams_above_last_are_ignored() -> None:
     b.close()
     assert not b.can_open_stream
     b.data_to_send()  # the GOAWAY is in flight to a
-    events = b.receive_data(a.data_to_send() + BlockedFrame(late, 1, 1).encode())
+    events = b.receive_data(a.data_to_send() + BlockedFrame(late, 1, 1).encode(), 0.0)
     assert events == [MessagesReceived(kept, [b"ok"], 2)]  # no StreamOpened(late)
     assert b.received_held(0) == (2, 0)  # the 5000 bytes were discarded
     assert of_type(sent(b), ResetFrame) == []  # no RESET for an ignored stream
@@ -1157,7 +1167,7 @@ def test_a_reset_on_a_new_peer_stream_above_our_goaway_is_ignored() -> None:
     a, b = connected_pair()
     b.close()
     pump(a, b)
-    assert b.receive_data(ResetFrame(5, ErrorCode.CANCEL).encode()) == []
+    assert b.receive_data(ResetFrame(5, ErrorCode.CANCEL).encode(), 0.0) == []
     assert b.state is ConnectionState.CLOSING
 
 
@@ -1185,14 +1195,14 @@ def test_a_goaway_with_an_error_code_closes_the_connection() -> None:
     opened(a, b)
     b.close(ErrorCode.INTERNAL_ERROR, "shutting down hard")
     assert b.state is ConnectionState.CLOSED
-    events = a.receive_data(b.data_to_send())
+    events = a.receive_data(b.data_to_send(), 0.0)
     assert events[0] == GoAwayReceived(1, ErrorCode.INTERNAL_ERROR, "shutting down hard")
     assert a.state is ConnectionState.CLOSED
-    assert a.receive_data(PingFrame(1).encode()) == []
+    assert a.receive_data(PingFrame(1).encode(), 0.0) == []
     with pytest.raises(ConnectionClosedError):
         a.open_stream()
     with pytest.raises(ConnectionClosedError):
-        a.ping()
+        a.ping(0.0)
 
 
 def test_the_code_of_the_latest_goaway_applies() -> None:
@@ -1201,7 +1211,7 @@ def test_the_code_of_the_latest_goaway_applies() -> None:
     b.close()
     pump(a, b)
     assert a.state is ConnectionState.CLOSING
-    events = a.receive_data(GoAwayFrame(0, ErrorCode.INTERNAL_ERROR).encode())
+    events = a.receive_data(GoAwayFrame(0, ErrorCode.INTERNAL_ERROR).encode(), 0.0)
     assert events == [GoAwayReceived(0, ErrorCode.INTERNAL_ERROR, "")]
     assert a.state is ConnectionState.CLOSED
 
@@ -1211,7 +1221,7 @@ def test_a_goaway_sender_never_raises_last_stream() -> None:
     a, b = connected_pair()
     opened(a, b)
     b.close()
-    b.receive_data(data(3, b"late") + data(5, b"later"))  # above last_stream: ignored
+    b.receive_data(data(3, b"late") + data(5, b"later"), 0.0)  # above last_stream: ignored
     b.close()
     goaways = of_type(sent(b), GoAwayFrame)
     assert [g.last_stream for g in goaways] == [1, 1]
@@ -1222,13 +1232,13 @@ def test_a_goaway_receiver_keeps_the_lowest_last_stream() -> None:
     a, b = connected_pair()
     ids = [a.open_stream() for _ in range(4)]  # 1, 3, 5, 7
     pump(a, b)
-    events = a.receive_data(GoAwayFrame(5, ErrorCode.NO_ERROR).encode())
+    events = a.receive_data(GoAwayFrame(5, ErrorCode.NO_ERROR).encode(), 0.0)
     assert events_of(events, StreamReset) == [
         StreamReset(7, ErrorCode.REFUSED_STREAM, "not processed (GOAWAY)", True, 0)
     ]
-    events = a.receive_data(GoAwayFrame(7, ErrorCode.NO_ERROR).encode())
+    events = a.receive_data(GoAwayFrame(7, ErrorCode.NO_ERROR).encode(), 0.0)
     assert events == [GoAwayReceived(5, ErrorCode.NO_ERROR, "")]
-    events = a.receive_data(GoAwayFrame(1, ErrorCode.NO_ERROR).encode())
+    events = a.receive_data(GoAwayFrame(1, ErrorCode.NO_ERROR).encode(), 0.0)
     assert events_of(events, GoAwayReceived) == [GoAwayReceived(1, ErrorCode.NO_ERROR, "")]
     assert [e.stream_id for e in events_of(events, StreamReset)] == [3, 5]
     assert a.stream_ids == [ids[0]]
@@ -1242,7 +1252,7 @@ def test_eof_after_a_goaway_is_a_clean_end() -> None:
     a, b = connected_pair()
     b.close()
     pump(a, b)
-    assert a.receive_data(b"") == [ConnectionClosed(clean=True, truncated=False)]
+    assert a.receive_data(b"", 0.0) == [ConnectionClosed(clean=True, truncated=False)]
     assert a.state is ConnectionState.CLOSED
 
 
@@ -1250,7 +1260,7 @@ def test_eof_without_a_goaway_is_a_lost_connection() -> None:
     """spec §10.6: EOF at a frame boundary without GOAWAY: the connection was lost."""
     a, b = connected_pair()
     opened(a, b)
-    assert b.receive_data(b"") == [ConnectionClosed(clean=False, truncated=False)]
+    assert b.receive_data(b"", 0.0) == [ConnectionClosed(clean=False, truncated=False)]
 
 
 def test_eof_inside_a_frame_is_truncation() -> None:
@@ -1259,33 +1269,34 @@ def test_eof_inside_a_frame_is_truncation() -> None:
     stream_id = opened(a, b)
     a.send_message(stream_id, b"cut short")
     wire = a.data_to_send()
-    assert b.receive_data(wire[:-3]) == []
-    assert b.receive_data(b"") == [ConnectionClosed(clean=False, truncated=True)]
+    assert b.receive_data(wire[:-3], 0.0) == []
+    assert b.receive_data(b"", 0.0) == [ConnectionClosed(clean=False, truncated=True)]
 
 
 def test_eof_inside_a_message_is_truncation_and_the_part_is_not_delivered() -> None:
     """spec §10.6, §7.1: a partial message is never delivered."""
     a, b = connected_pair()
     stream_id = opened(b, a)
-    a.receive_data(data(stream_id, b"first half", 0))
+    a.receive_data(data(stream_id, b"first half", 0), 0.0)
     b.close()
     events_a, _ = pump(a, b)
     assert events_a == [GoAwayReceived(0, ErrorCode.NO_ERROR, "")]
-    assert a.receive_data(b"") == [ConnectionClosed(clean=False, truncated=True)]
+    assert a.receive_data(b"", 0.0) == [ConnectionClosed(clean=False, truncated=True)]
 
 
 def test_eof_inside_the_preface_is_truncation() -> None:
     """spec §10.6: EOF inside the preface is truncation."""
     b = Connection(Role.ACCEPTOR)
-    assert b.receive_data(PREFACE[:4]) == []
-    assert b.receive_data(b"") == [ConnectionClosed(clean=False, truncated=True)]
+    assert b.receive_data(PREFACE[:4], 0.0) == []
+    assert b.receive_data(b"", 0.0) == [ConnectionClosed(clean=False, truncated=True)]
 
 
 # --- keepalive (spec §11) ------------------------------------------------------------------------
 
 
-def keepalive_pair() -> tuple[Connection, Connection]:
-    return pair(Settings(keepalive_ms=1000), QUIET, ping_timeout=5.0)
+def keepalive_pair(now: float = 100.0) -> tuple[Connection, Connection]:
+    """Keepalive 1 s and ping timeout 5 s on the initiator; the handshake arrives at ``now``."""
+    return pair(Settings(keepalive_ms=1000), QUIET, now, ping_timeout=5.0)
 
 
 def test_keepalive_pings_after_the_interval_of_silence() -> None:
@@ -1325,24 +1336,24 @@ def test_any_frame_that_arrives_resets_the_keepalive() -> None:
     a.handle_timeout(100.0)
     a.handle_timeout(101.0)  # PING sent
     a.data_to_send()
-    a.receive_data(PingFrame(77).encode())  # not the PONG: b's own PING
+    a.receive_data(PingFrame(77).encode(), 104.0)  # not the PONG: b's own PING
     a.handle_timeout(104.0)
     assert a.next_deadline() == 105.0  # back to the keepalive interval
     a.handle_timeout(106.0)  # no timeout; a fresh keepalive PING instead
     assert of_type(sent(a), PingFrame) != []
     a.handle_timeout(110.9)  # the new PING's timeout runs from 106
-    assert a.receive_data(PongFrame(12345).encode()) == []  # even an unmatched PONG counts
+    assert a.receive_data(PongFrame(12345).encode(), 110.9) == []  # even an unmatched PONG counts
     a.handle_timeout(111.0)
     assert a.state is ConnectionState.OPEN
-    assert a.next_deadline() == 112.0
+    assert a.next_deadline() == pytest.approx(111.9)  # 1 s after the PONG arrived
 
 
 def test_the_pong_answers_the_keepalive() -> None:
     """spec §11: a PONG for the keepalive PING clears it."""
-    a, b = keepalive_pair()
+    a, b = keepalive_pair(now=0.0)
     a.handle_timeout(0.0)
     a.handle_timeout(1.0)
-    events_a, events_b = pump(a, b)
+    events_a, events_b = pump(a, b, now=1.5)
     assert len(events_of(events_b, PingReceived)) == 1
     assert len(events_of(events_a, PongReceived)) == 1
     a.handle_timeout(1.5)
@@ -1358,7 +1369,7 @@ def test_keepalive_zero_sends_no_pings_and_sets_no_deadline() -> None:
     assert a.next_deadline() is None
     a.handle_timeout(1e9)
     assert a.data_to_send() == b""
-    b.ping()
+    b.ping(0.0)
     _, events_b = pump(a, b)
     assert len(events_of(events_b, PongReceived)) == 1
 
@@ -1374,7 +1385,7 @@ def blocked_sender(interval: float = 1.0) -> tuple[Connection, Connection, int, 
     assert not a.send_message(stream_id, b"second")
     wire = a.data_to_send()
     assert of_type(frames_of(wire), BlockedFrame) == [BlockedFrame(stream_id, 4 * 1024 * 1024, 1)]
-    events_b = b.receive_data(wire)
+    events_b = b.receive_data(wire, 0.0)
     assert messages_of(events_b) == [b"first"]
     return a, b, stream_id, events_b
 
@@ -1437,7 +1448,7 @@ def test_unknown_frame_types_are_ignored() -> None:
         UnknownFrame(code, 0xFF, sid, b"whatever").encode()
         for code, sid in ((0x08, 0), (0x42, 1), (0xFF, 2), (0x99, 0x7FFF_FFFF))
     )
-    assert b.receive_data(wire) == []
+    assert b.receive_data(wire, 0.0) == []
     assert b.data_to_send() == b""
     assert b.stream_ids == []
     assert b.stream_state(1) is StreamState.IDLE  # it opened no stream
@@ -1462,7 +1473,7 @@ def test_undefined_flags_and_the_reserved_bit_are_ignored() -> None:
         + struct.pack(">IBBI", len(body), 0x2, 0xFF, 1 | r_bit)
         + body
     )
-    events = b.receive_data(wire)
+    events = b.receive_data(wire, 0.0)
     assert events == [
         StreamOpened(1),
         MessagesReceived(1, [b"hello", b"world"], 10),
@@ -1470,7 +1481,7 @@ def test_undefined_flags_and_the_reserved_bit_are_ignored() -> None:
     ]
     ping = PingFrame(9).encode()
     ping = ping[:5] + b"\xff\x80" + ping[7:]  # flags 0xff, R bit set on stream 0
-    assert b.receive_data(ping) == [PingReceived(9)]
+    assert b.receive_data(ping, 0.0) == [PingReceived(9)]
     assert sent(b) == [PongFrame(9)]
 
 
@@ -1491,9 +1502,9 @@ def test_control_frames_are_processed_while_the_application_consumes_nothing() -
         held_by_a += events_a
     assert a.send_capacity(stream_id)[1] == 0 and b.send_capacity(stream_id)[1] == 0
     # PING passes while nothing is consumed.
-    ping_id = b.ping()
+    ping_id = b.ping(0.0)
     events_a, events_b = pump(a, b)
-    assert events_b == [PongReceived(ping_id)]
+    assert [(type(e), e.ping_id) for e in events_b] == [(PongReceived, ping_id)]
     # a's application consumes: b, whose own application consumes nothing, still gets credit.
     release_all(a, held_by_a)
     _, events_b = pump(a, b)
@@ -1522,7 +1533,7 @@ def test_a_run_of_messages_past_the_stream_byte_limit_in_one_chunk_is_a_flow_con
 def test_a_run_of_messages_past_the_connection_limit_in_one_chunk_is_a_flow_control_error() -> None:
     """spec §8.4: 20,000 bytes on stream 1, then 10,001 on stream 3 pass the 30,000 limit."""
     _, b = connected_pair(None, SMALL)
-    b.receive_data(data(1, b"x" * 10_000) * 2)
+    b.receive_data(data(1, b"x" * 10_000) * 2, 0.0)
     wire = data(3, b"y" * 10_000) + data(3, b"z")
     expect_connection_error(b, wire, ErrorCode.FLOW_CONTROL_ERROR)
 
@@ -1531,10 +1542,12 @@ def test_a_run_stops_at_the_credit_and_the_rest_arrives_after_the_release() -> N
     """spec §8.4, §8.5: exactly the limit in one chunk, then more once credit went back."""
     a, b = connected_pair(None, SMALL)
     stream_id = opened(a, b)
-    assert b.receive_data(data(stream_id, b"m") * 8) == [MessagesReceived(stream_id, [b"m"] * 8, 8)]
-    b.release(stream_id, 8, 8)  # the CREDIT goes out; the peer may send 8 more
+    assert b.receive_data(data(stream_id, b"m") * 8, 0.0) == [
+        MessagesReceived(stream_id, [b"m"] * 8, 8)
+    ]
+    b.release(stream_id, 8, 8, 0.0)  # the CREDIT goes out; the peer may send 8 more
     assert of_type(sent(b), CreditFrame)
-    events = b.receive_data(data(stream_id, b"n") * 8)
+    events = b.receive_data(data(stream_id, b"n") * 8, 0.0)
     assert events == [MessagesReceived(stream_id, [b"n"] * 8, 8)]
 
 
@@ -1553,12 +1566,12 @@ def test_any_chunking_gives_the_same_messages_and_one_batch_per_stream_per_call(
         wire = a.data_to_send()
         got: dict[int, list[bytes]] = {s: [] for s in streams}
         for start in range(0, len(wire), chunk_size):
-            events = b.receive_data(wire[start : start + chunk_size])
+            events = b.receive_data(wire[start : start + chunk_size], 0.0)
             batches = [e.stream_id for e in events if isinstance(e, MessagesReceived)]
             assert len(batches) == len(set(batches))
             for e in events:
                 if isinstance(e, MessagesReceived):
                     got[e.stream_id].extend(e.messages)
-                    b.release(e.stream_id, e.nbytes, len(e.messages))
+                    b.release(e.stream_id, e.nbytes, len(e.messages), 0.0)
         assert got == expected, chunk_size
         assert b.partial_input == 0

@@ -115,6 +115,8 @@ def expected_frame(meaning: dict[str, Any]) -> Frame:
             body["code"],
             body.get("reason", ""),
             None if versions is None else tuple(versions),
+            0,
+            body.get("retry_after_ms"),
         )
     raise AssertionError(f"unknown frame type {kind!r} in a vector")
 
@@ -245,7 +247,7 @@ def test_frame_vector_matches_the_example_in_the_spec(vector: dict[str, Any]) ->
 def test_unknown_frame_type_is_ignored_by_a_connection(vector: dict[str, Any]) -> None:
     """spec §4.4: a frame of an unknown type is discarded: no event, no reply, no state."""
     conn = _receiver()
-    assert conn.receive_data(_wire(vector)) == []
+    assert conn.receive_data(_wire(vector), 0.0) == []
     assert conn.data_to_send() == b""
     assert conn.state is ConnectionState.OPEN
     assert conn.stream_ids == []
@@ -260,9 +262,9 @@ def _receiver(vector: dict[str, Any] | None = None) -> Connection:
     conn = Connection(Role.ACCEPTOR, Settings(**vector.get("settings", {})))
     conn.data_to_send()  # our own preface and HELLO
     if not vector.get("before_preface"):
-        assert conn.receive_data(bytes.fromhex(INVALID_FILE["peer_preface_hex"])) == []
+        assert conn.receive_data(bytes.fromhex(INVALID_FILE["peer_preface_hex"]), 0.0) == []
         if not vector.get("before_hello"):
-            conn.receive_data(bytes.fromhex(INVALID_FILE["peer_hello_hex"]))
+            conn.receive_data(bytes.fromhex(INVALID_FILE["peer_hello_hex"]), 0.0)
             assert conn.handshake_complete
     assert conn.data_to_send() == b""
     return conn
@@ -293,7 +295,7 @@ def _check_connection_error(conn: Connection, vector: dict[str, Any]) -> None:
         assert goaway.last_stream == 0
         assert goaway.versions == (1,)
     # spec §10.2 step 2: no further input is processed, nothing more is sent.
-    assert conn.receive_data(NEXT_FRAME) == []
+    assert conn.receive_data(NEXT_FRAME, 0.0) == []
     assert conn.data_to_send() == b""
 
 
@@ -311,10 +313,10 @@ def _check_stream_error(conn: Connection, vector: dict[str, Any], events: list[A
     if vector.get("header_only"):
         # The body was never sent: when it comes it is discarded (spec §8.8), unseen.
         missing = int.from_bytes(_wire(vector)[-10:-6], "big")
-        assert conn.receive_data(bytes(missing)) == []
+        assert conn.receive_data(bytes(missing), 0.0) == []
         assert all(isinstance(f, CreditFrame) for f in _sent_frames(conn))
     # The connection continues: it still answers a PING.
-    conn.receive_data(NEXT_FRAME)
+    conn.receive_data(NEXT_FRAME, 0.0)
     assert _sent_frames(conn) == [PongFrame(9)]
 
 
@@ -340,11 +342,11 @@ def test_invalid_vector_is_rejected_with_its_error_code(vector: dict[str, Any]) 
     conn = _receiver(vector)
     if vector["scope"] == "connection":
         with pytest.raises(RemoteProtocolError) as info:
-            conn.receive_data(_wire(vector))
+            conn.receive_data(_wire(vector), 0.0)
         assert info.value.error_code is ErrorCode[vector["error"]], str(info.value)
         _check_connection_error(conn, vector)
     else:
-        events = conn.receive_data(_wire(vector))
+        events = conn.receive_data(_wire(vector), 0.0)
         _check_stream_error(conn, vector, events)
 
 
@@ -359,12 +361,12 @@ def test_invalid_vector_is_rejected_the_same_when_fed_byte_by_byte(
     if vector["scope"] == "connection":
         with pytest.raises(RemoteProtocolError) as info:
             for i in range(len(wire)):
-                events.extend(conn.receive_data(wire[i : i + 1]))
+                events.extend(conn.receive_data(wire[i : i + 1], 0.0))
         assert info.value.error_code is ErrorCode[vector["error"]], str(info.value)
         _check_connection_error(conn, vector)
     else:
         for i in range(len(wire)):
-            events.extend(conn.receive_data(wire[i : i + 1]))
+            events.extend(conn.receive_data(wire[i : i + 1], 0.0))
         _check_stream_error(conn, vector, events)
 
 
@@ -414,8 +416,8 @@ def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
 def _feed_in_chunks(conn: Connection, data: bytes, cuts: list[int]) -> None:
     try:
         for chunk in _chunks(data, cuts):
-            conn.receive_data(chunk)
-        conn.receive_data(b"")
+            conn.receive_data(chunk, 0.0)
+        conn.receive_data(b"", 0.0)
     except RemoteProtocolError as exc:
         frames = _sent_frames(conn)
         assert frames and isinstance(frames[-1], GoAwayFrame)

@@ -137,7 +137,7 @@ class Peer:
         """The application is done with the first ``count`` messages held (spec §8.5)."""
         inbox = self.inbox[sid]
         done, inbox[:count] = inbox[:count], []
-        self.conn.release(sid, sum(map(len, done)), len(done))
+        self.conn.release(sid, sum(map(len, done)), len(done), 0.0)
         self.flush()
 
     def consume_all(self) -> bool:
@@ -177,7 +177,7 @@ class Peer:
         while pos < len(data):
             size = chunks[i % len(chunks)]
             i += 1
-            self.other.handle(self.other.conn.receive_data(data[pos : pos + size]))
+            self.other.handle(self.other.conn.receive_data(data[pos : pos + size], 0.0))
             pos += size
 
     def check_held(self) -> None:
@@ -423,7 +423,7 @@ def feed(conn: Connection, data: bytes, cuts: list[int], events: list[Event]) ->
     while pos < len(data):
         size = cuts[i % len(cuts)]
         i += 1
-        got = conn.receive_data(data[pos : pos + size])
+        got = conn.receive_data(data[pos : pos + size], 0.0)
         batched = [e.stream_id for e in got if isinstance(e, MessagesReceived)]
         assert len(batched) == len(set(batched)), "one MessagesReceived per stream per call"
         events += got
@@ -453,7 +453,7 @@ def replay(
         prologue(conn)
         wire = wire[hello:]
     feed(conn, wire, cuts, events)
-    events += conn.receive_data(b"")
+    events += conn.receive_data(b"", 0.0)
     # spec §10.6: not truncated; "clean" also depends on streams left open, which varies.
     assert isinstance(events[-1], ConnectionClosed) and not events[-1].truncated
     per_stream: dict[int, list[Any]] = defaultdict(list)
@@ -527,19 +527,19 @@ def recorded_conversation() -> bytes:
             to_b = a.data_to_send()
             wire.extend(to_b)
             if to_b:
-                b.receive_data(to_b)
+                b.receive_data(to_b, 0.0)
             to_a = b.data_to_send()
             if not to_a and not to_b:
                 return
-            for event in a.receive_data(to_a) if to_a else []:
+            for event in a.receive_data(to_a, 0.0) if to_a else []:
                 if isinstance(event, MessagesReceived):
-                    a.release(event.stream_id, event.nbytes, len(event.messages))
+                    a.release(event.stream_id, event.nbytes, len(event.messages), 0.0)
         raise AssertionError("not quiet")
 
     s1, s3, s5 = a.open_stream(), a.open_stream(), a.open_stream()
     assert a.send_messages(s1, [b"x" * 40000, b"", b"y" * 100]) == 3
     assert a.send_message(s3, b"z" * 20000)
-    a.ping()
+    a.ping(0.0)
     move()
     assert a.send_message(2, b"reply")
     assert a.send_message(s5, b"w" * 16385, end_stream=True)

@@ -79,7 +79,7 @@ def receiver(
 ) -> Connection:
     """An acceptor that has the initiator's preface and HELLO; its own output so far dropped."""
     conn = Connection(Role.ACCEPTOR, settings, limits=limits)
-    conn.receive_data(PREFACE + HelloFrame(peer).encode())
+    conn.receive_data(PREFACE + HelloFrame(peer).encode(), 0.0)
     conn.data_to_send()
     return conn
 
@@ -87,7 +87,7 @@ def receiver(
 def sender(peer: Settings = QUIET, limits: Limits | None = None) -> Connection:
     """An initiator that has the acceptor's preface and HELLO (with ``peer``'s settings)."""
     conn = Connection(Role.INITIATOR, QUIET, limits=limits)
-    conn.receive_data(PREFACE + HelloFrame(peer).encode())
+    conn.receive_data(PREFACE + HelloFrame(peer).encode(), 0.0)
     conn.data_to_send()
     return conn
 
@@ -95,7 +95,7 @@ def sender(peer: Settings = QUIET, limits: Limits | None = None) -> Connection:
 def fails_with(conn: Connection, wire: bytes, code: ErrorCode) -> list[Frame]:
     """Feed ``wire``: a connection error ``code``, with GOAWAY(code) the last frame queued."""
     with pytest.raises(RemoteProtocolError) as info:
-        conn.receive_data(wire)
+        conn.receive_data(wire, 0.0)
     assert info.value.error_code == code, info.value
     frames = frames_of(conn.data_to_send())
     assert isinstance(frames[-1], GoAwayFrame), frames[-3:]
@@ -148,17 +148,17 @@ def test_the_glitch_budget_allows_a_burst_then_refills_with_time_and_with_consum
     conn = receiver()
     conn.handle_timeout(0.0)
     unknown = UnknownFrame(0x42, 0, 0, b"").encode()
-    conn.receive_data(unknown * GLITCH_BURST)
+    conn.receive_data(unknown * GLITCH_BURST, 0.0)
     assert conn.glitches == GLITCH_BURST
     conn.handle_timeout(1.0)  # one second: 100 tokens back
-    conn.receive_data(unknown * 100)
+    conn.receive_data(unknown * 100, 0.0)
     # Progress pays too: 100 KiB of DATA consumed is worth 100 tokens.
     stream_id = 1
     for _ in range(100):
-        for event in conn.receive_data(data(stream_id, b"x" * 1024)):
+        for event in conn.receive_data(data(stream_id, b"x" * 1024), 0.0):
             if isinstance(event, MessagesReceived):
-                conn.release(stream_id, event.nbytes, len(event.messages))
-    conn.receive_data(unknown * 100)
+                conn.release(stream_id, event.nbytes, len(event.messages), 0.0)
+    conn.receive_data(unknown * 100, 0.0)
     assert conn.glitches == GLITCH_BURST + 200
     fails_with(conn, unknown, ErrorCode.ENHANCE_YOUR_CALM)
 
@@ -169,7 +169,7 @@ def test_the_budget_never_holds_more_than_its_burst() -> None:
     conn.handle_timeout(0.0)
     conn.handle_timeout(3600.0)
     unknown = UnknownFrame(0x42, 0, 0, b"").encode()
-    conn.receive_data(unknown * GLITCH_BURST)
+    conn.receive_data(unknown * GLITCH_BURST, 0.0)
     fails_with(conn, unknown, ErrorCode.ENHANCE_YOUR_CALM)
 
 
@@ -178,11 +178,11 @@ def test_glitches_are_counted_per_frame_however_the_bytes_are_split() -> None:
     wire = data(1, b"start", 0) + data(1, b"", 0) * GLITCH_BURST + data(1, b"", 0)
     whole = receiver()
     with pytest.raises(RemoteProtocolError):
-        whole.receive_data(wire)
+        whole.receive_data(wire, 0.0)
     split = receiver()
     with pytest.raises(RemoteProtocolError):
         for i in range(len(wire)):
-            split.receive_data(wire[i : i + 1])
+            split.receive_data(wire[i : i + 1], 0.0)
     assert whole.glitches == split.glitches == GLITCH_BURST + 1
     assert whole.data_to_send() == split.data_to_send()
 
@@ -207,7 +207,7 @@ def test_a1_tiny_credit_increments_spend_the_budget() -> None:
     wire = b"".join(
         CreditFrame(stream_id, limit + i, 10**6).encode() for i in range(1, GLITCH_BURST + 1)
     )
-    conn.receive_data(wire)
+    conn.receive_data(wire, 0.0)
     fails_with(
         conn,
         CreditFrame(stream_id, limit + GLITCH_BURST + 1, 10**6).encode(),
@@ -223,10 +223,12 @@ def test_a1_credit_that_raises_enough_or_reports_consumption_is_free() -> None:
     conn.data_to_send()
     limit = Settings().stream_bytes
     for consumed in range(1, 101):  # one byte more each time, but `consumed` rises
-        conn.receive_data(CreditFrame(stream_id, limit + consumed, 4096, consumed).encode())
-    conn.receive_data(CreditFrame(stream_id, limit + 10_000, 4096, 100).encode())  # +9900 bytes
-    conn.receive_data(CreditFrame(stream_id, limit + 10_000, 4097, 100).encode())  # +1 message
-    conn.receive_data(CreditFrame(0, Settings().connection_bytes + MIB).encode())
+        conn.receive_data(CreditFrame(stream_id, limit + consumed, 4096, consumed).encode(), 0.0)
+    conn.receive_data(
+        CreditFrame(stream_id, limit + 10_000, 4096, 100).encode(), 0.0
+    )  # +9900 bytes
+    conn.receive_data(CreditFrame(stream_id, limit + 10_000, 4097, 100).encode(), 0.0)  # +1 message
+    conn.receive_data(CreditFrame(0, Settings().connection_bytes + MIB).encode(), 0.0)
     assert conn.glitches == 0
 
 
@@ -242,7 +244,7 @@ def test_a1_a_sender_never_dribbles_a_message_out_in_pieces() -> None:
     payload = b"y" * 500
     sent = []
     for i in range(1, 501):
-        conn.receive_data(CreditFrame(stream_id, consumed_limit + i, 10**6, None).encode())
+        conn.receive_data(CreditFrame(stream_id, consumed_limit + i, 10**6, None).encode(), 0.0)
         sent.append(conn.send_message(stream_id, payload))
         frames = frames_of(conn.data_to_send())
         assert not of_type(frames, DataFrame) or i == 500, i
@@ -268,7 +270,7 @@ def test_a2_a_ping_storm_from_a_peer_that_reads_spends_the_budget() -> None:
     for _ in range(100):
         now += 1.0
         conn.handle_timeout(now)
-        conn.receive_data(ping * 50)
+        conn.receive_data(ping * 50, now)
         conn.data_to_send()
     assert conn.state is ConnectionState.OPEN
     # 300 a second: the budget drains by 200 a second and runs out in about 5 s.
@@ -276,7 +278,7 @@ def test_a2_a_ping_storm_from_a_peer_that_reads_spends_the_budget() -> None:
         for _ in range(100):
             now += 1.0
             conn.handle_timeout(now)
-            conn.receive_data(ping * 300)
+            conn.receive_data(ping * 300, now)
             conn.data_to_send()
     assert info.value.error_code == ErrorCode.ENHANCE_YOUR_CALM
     assert 104 <= now <= 107
@@ -297,9 +299,9 @@ def test_a4_a_reset_flood_stays_within_the_reply_queue() -> None:
 def test_a4_refused_opens_spend_the_glitch_budget_even_when_read() -> None:
     """A4, A12: over-limit opens are resets we are made to send (spec §10.7.1)."""
     conn = receiver(Settings(max_streams=2, keepalive_ms=0))
-    conn.receive_data(on_streams(OPEN, range(1, 5, 2)))
+    conn.receive_data(on_streams(OPEN, range(1, 5, 2)), 0.0)
     for sid in range(5, 5 + 2 * GLITCH_BURST, 2):
-        conn.receive_data(on_streams(OPEN, range(sid, sid + 1)))
+        conn.receive_data(on_streams(OPEN, range(sid, sid + 1)), 0.0)
         conn.data_to_send()  # the peer reads: the reply queue never fills
     assert conn.stream_ids == [1, 3]  # the connection lives, refusals allocate nothing
     last = 5 + 2 * GLITCH_BURST
@@ -331,12 +333,12 @@ def test_a8_empty_messages_and_a_bare_half_close_stay_legal() -> None:
     conn = receiver(Settings(stream_messages=4096, keepalive_ms=0))
     events: list[Event] = []
     for _ in range(4):
-        events += conn.receive_data(data(1, b"", END_MESSAGE) * 1000)
+        events += conn.receive_data(data(1, b"", END_MESSAGE) * 1000, 0.0)
         for e in events:
             if isinstance(e, MessagesReceived):
-                conn.release(1, 0, len(e.messages))
+                conn.release(1, 0, len(e.messages), 0.0)
         events.clear()
-    conn.receive_data(data(1, b"", END_STREAM))
+    conn.receive_data(data(1, b"", END_STREAM), 0.0)
     assert conn.glitches == 0
 
 
@@ -355,10 +357,10 @@ def test_a9_a_stream_the_peer_resets_after_using_it_costs_little() -> None:
     """A9: a request whose data was consumed pays for its own RESET (1 KiB per token)."""
     conn = receiver()
     for sid in range(1, 2 * 3000, 2):
-        for event in conn.receive_data(data(sid, b"r" * 2048)):
+        for event in conn.receive_data(data(sid, b"r" * 2048), 0.0):
             if isinstance(event, MessagesReceived):
-                conn.release(sid, event.nbytes, len(event.messages))
-        conn.receive_data(ResetFrame(sid, ErrorCode.CANCEL).encode())
+                conn.release(sid, event.nbytes, len(event.messages), 0.0)
+        conn.receive_data(ResetFrame(sid, ErrorCode.CANCEL).encode(), 0.0)
         conn.data_to_send()
     assert conn.glitches == 3000
     assert conn.state is ConnectionState.OPEN
@@ -371,7 +373,7 @@ def test_a10_made_you_reset_spends_the_same_budget() -> None:
     resets = 0
     with pytest.raises(RemoteProtocolError) as info:
         for sid in range(1, 2 * 5000, 2):
-            conn.receive_data(data(sid, b"m", END_MESSAGE | END_STREAM) + data(sid, b"!"))
+            conn.receive_data(data(sid, b"m", END_MESSAGE | END_STREAM) + data(sid, b"!"), 0.0)
             resets += len(of_type(frames_of(conn.data_to_send()), ResetFrame))
     assert info.value.error_code == ErrorCode.ENHANCE_YOUR_CALM
     assert GLITCH_BURST <= resets <= GLITCH_BURST + 5  # each discard pays back 2/1024 token
@@ -385,7 +387,7 @@ def test_a11_a_message_of_endless_tiny_fragments_is_cut_off() -> None:
     # spec 1.1 §7.1: the short first fragment is a glitch too
     wire = data(1, b"head", 0) + data(1, b"t", 0) * (GLITCH_BURST - 1)
     with bounded(peak_bytes=MIB, cpu_seconds=1.0):
-        assert not messages_of(conn.receive_data(wire))
+        assert not messages_of(conn.receive_data(wire, 0.0))
     fails_with(conn, data(1, b"t", 0), ErrorCode.ENHANCE_YOUR_CALM)
 
 
@@ -404,13 +406,13 @@ def test_a12_a_jump_to_the_last_stream_id_allocates_no_more_than_the_next_id() -
 
     def traced_open(next_id: int) -> int:
         conn = receiver(Settings(max_streams=3, keepalive_ms=0))
-        conn.receive_data(on_streams(OPEN, range(1, 2)))  # warm up: a first stream
+        conn.receive_data(on_streams(OPEN, range(1, 2)), 0.0)  # warm up: a first stream
         tracemalloc.start()
-        conn.receive_data(on_streams(OPEN, range(next_id, next_id + 1)))
+        conn.receive_data(on_streams(OPEN, range(next_id, next_id + 1)), 0.0)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         assert conn.stream_ids == [1, next_id]
-        conn.receive_data(data(next_id, b"", END_STREAM))
+        conn.receive_data(data(next_id, b"", END_STREAM), 0.0)
         assert conn.state is ConnectionState.OPEN
         return peak
 
@@ -459,7 +461,7 @@ def test_a14_the_other_frames_that_change_nothing_spend_the_budget() -> None:
     """spec §10.7.1: unmatched PONG, CREDIT/BLOCKED/RESET on closed streams, repeated
     GOAWAY, a BLOCKED at limits never advertised; BLOCKED repeats at real limits are free."""
     conn = receiver()
-    conn.receive_data(data(1, b"x", END_MESSAGE | END_STREAM))
+    conn.receive_data(data(1, b"x", END_MESSAGE | END_STREAM), 0.0)
     conn.reset_stream(1)
     conn.data_to_send()
     free = [
@@ -468,7 +470,7 @@ def test_a14_the_other_frames_that_change_nothing_spend_the_budget() -> None:
         BlockedFrame(3, Settings().stream_bytes, Settings().stream_messages).encode() * 10,
         GoAwayFrame(99, 0).encode(),
     ]
-    conn.receive_data(b"".join(free))
+    conn.receive_data(b"".join(free), 0.0)
     assert conn.glitches == 0
     costly = [
         PongFrame(12345).encode(),
@@ -480,7 +482,7 @@ def test_a14_the_other_frames_that_change_nothing_spend_the_budget() -> None:
         GoAwayFrame(99, 0).encode(),
     ]
     for i, frame in enumerate(costly, 1):
-        conn.receive_data(frame)
+        conn.receive_data(frame, 0.0)
         assert conn.glitches == i, frames_of(frame)
 
 
@@ -511,7 +513,7 @@ def test_a14_realistic_heavy_load_never_trips_the_budget() -> None:
         count = 0
         for e in events:
             if isinstance(e, MessagesReceived):
-                conn.release(e.stream_id, e.nbytes, len(e.messages))
+                conn.release(e.stream_id, e.nbytes, len(e.messages), 0.0)
                 count += len(e.messages)
         return count
 
@@ -538,16 +540,16 @@ def test_a14_realistic_heavy_load_never_trips_the_budget() -> None:
                 a.end_stream(sid)
                 del plans[sid]
         if rng.random() < 0.1:
-            a.ping()
+            a.ping(now)
             pings += 1
         for _ in range(3):
             for conn in (a, b):
                 conn.handle_timeout(now)
             to_b, to_a = a.data_to_send(), b.data_to_send()
             if to_b:
-                received += consume(b, b.receive_data(to_b))
+                received += consume(b, b.receive_data(to_b, now))
             if to_a:
-                consume(a, a.receive_data(to_a))
+                consume(a, a.receive_data(to_a, now))
         for sid in b.stream_ids:  # the server ends each stream its client has ended
             if b.stream_state(sid).name == "HALF_CLOSED_REMOTE":
                 b.end_stream(sid)
@@ -571,12 +573,12 @@ def test_a19_a_hundred_thousand_refusals_leave_no_state_behind() -> None:
     """A19: 100 000 refused opens (budget raised to allow them): the stream table holds
     max_streams entries at most and memory stays flat."""
     conn = receiver(Settings(max_streams=1, keepalive_ms=0), limits=NO_GLITCH_BUDGET)
-    conn.receive_data(OPEN)
+    conn.receive_data(OPEN, 0.0)
     batch = 1000
     for start in range(3, 3 + 2 * 100_000, 2 * batch):
         if start == 3 + 2 * 90_000:
             tracemalloc.start()  # the last 10 000, traced (tracing slows the loop tenfold)
-        conn.receive_data(on_streams(OPEN, range(start, start + 2 * batch, 2)))
+        conn.receive_data(on_streams(OPEN, range(start, start + 2 * batch, 2)), 0.0)
         conn.data_to_send()
         assert len(conn.stream_ids) <= 1
     _, peak = tracemalloc.get_traced_memory()
@@ -599,7 +601,7 @@ def test_b3_a_truncating_frame_on_a_new_stream_fails_the_same_however_it_is_spli
         conn = receiver()
         with pytest.raises(RemoteProtocolError) as info:
             for start in range(0, len(wire), cut):
-                conn.receive_data(wire[start : start + cut])
+                conn.receive_data(wire[start : start + cut], 0.0)
         assert info.value.error_code == ErrorCode.PROTOCOL_ERROR
         goaways.append(frames_of(conn.data_to_send())[-1])
     assert {g.last_stream for g in goaways if isinstance(g, GoAwayFrame)} == {1}
@@ -608,7 +610,7 @@ def test_b3_a_truncating_frame_on_a_new_stream_fails_the_same_however_it_is_spli
 def test_b6_a_data_frame_of_exactly_max_frame_bytes_is_accepted() -> None:
     """B6 (h2spec 4.2/1): the smallest allowed max_frame_bytes, 16384, filled exactly."""
     conn = receiver(Settings(max_frame_bytes=16384, keepalive_ms=0))
-    events = conn.receive_data(data(1, b"f" * 16384))
+    events = conn.receive_data(data(1, b"f" * 16384), 0.0)
     assert messages_of(events) == [b"f" * 16384]
 
 

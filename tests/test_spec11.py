@@ -104,7 +104,9 @@ def test_a_hello_of_64_entries_one_a_map_of_64_completes_the_handshake() -> None
     """spec §3.2 step 1: nested entries do not count toward the HELLO limit of 64."""
     conn = Connection(Role.ACCEPTOR, QUIET)
     conn.data_to_send()
-    conn.receive_data(PREFACE + _frame_vector("hello_64_top_level_entries_and_a_nested_map_of_64"))
+    conn.receive_data(
+        PREFACE + _frame_vector("hello_64_top_level_entries_and_a_nested_map_of_64"), 0.0
+    )
     assert conn.handshake_complete
     assert conn.peer_settings == Settings()
     assert conn.data_to_send() == b""
@@ -118,7 +120,7 @@ def test_a_credit_header_on_an_idle_stream_is_no_error_until_its_body_arrives() 
     the header alone; the whole frame is then PROTOCOL_ERROR (spec §6.1)."""
     conn = receiver()
     wire = CreditFrame(4, 1, 1).encode()  # stream 4: the acceptor's parity, never opened
-    assert conn.receive_data(wire[:10]) == []
+    assert conn.receive_data(wire[:10], 0.0) == []
     assert conn.data_to_send() == b""
     assert conn.state is ConnectionState.OPEN
     fails_with(conn, wire[10:], ErrorCode.PROTOCOL_ERROR)
@@ -146,7 +148,7 @@ def test_a_connection_credit_ignores_messages_whatever_its_value() -> None:
     """spec §5.3 (1.1): ``messages`` is an unknown key on stream 0, even above MAX_COUNTER."""
     conn = sender()
     events = conn.receive_data(
-        _frame_vector("credit_connection_messages_above_max_counter_ignored")
+        _frame_vector("credit_connection_messages_above_max_counter_ignored"), 0.0
     )
     assert events == [CreditGranted(0, 33554432, None)]
     assert conn.state is ConnectionState.OPEN
@@ -159,12 +161,13 @@ def test_a_connection_credit_ignores_messages_whatever_its_value() -> None:
 def test_blocked_above_the_advertised_limits_is_no_error_and_changes_nothing() -> None:
     """spec §5.4 (1.1): no error, no reply, no limit changed."""
     conn = receiver()
-    conn.receive_data(data(1, b"m"))  # opens stream 1
+    conn.receive_data(data(1, b"m"), 0.0)  # opens stream 1
     conn.data_to_send()
     before = conn.receive_capacity(1)
     events = conn.receive_data(
         BlockedFrame(1, Settings().stream_bytes * 2, Settings().stream_messages * 2).encode()
-        + BlockedFrame(0, Settings().connection_bytes * 2).encode()
+        + BlockedFrame(0, Settings().connection_bytes * 2).encode(),
+        0.0,
     )
     assert conn.state is ConnectionState.OPEN
     assert conn.data_to_send() == b""
@@ -182,14 +185,14 @@ def test_goaway_version_mismatch_without_versions_closes_and_reports_the_error()
     stream_id = a.open_stream()
     assert a.send_message(stream_id, b"x")
     pump(a, b)
-    events = a.receive_data(_frame_vector("goaway_version_mismatch_without_versions"))
+    events = a.receive_data(_frame_vector("goaway_version_mismatch_without_versions"), 0.0)
     goaways = [e for e in events if isinstance(e, GoAwayReceived)]
     assert [(g.error_code, g.last_stream_id) for g in goaways] == [(ErrorCode.VERSION_MISMATCH, 0)]
     resets = [e for e in events if isinstance(e, StreamReset)]
     assert [r.stream_id for r in resets] == [stream_id]
     assert a.state is ConnectionState.CLOSED
     assert a.data_to_send() == b""  # no GOAWAY of its own in answer
-    assert a.receive_data(PingFrame(3).encode()) == []
+    assert a.receive_data(PingFrame(3).encode(), 0.0) == []
     assert a.data_to_send() == b""
 
 
@@ -203,7 +206,7 @@ def test_an_opener_refused_below_max_streams_keeps_its_connection_and_may_retry(
     first = conn.open_stream()
     assert conn.send_message(first, b"job")
     conn.data_to_send()
-    events = conn.receive_data(ResetFrame(first, ErrorCode.REFUSED_STREAM, "busy", 0).encode())
+    events = conn.receive_data(ResetFrame(first, ErrorCode.REFUSED_STREAM, "busy", 0).encode(), 0.0)
     resets = [e for e in events if isinstance(e, StreamReset)]
     assert [(r.stream_id, r.error_code, r.remote, r.consumed) for r in resets] == [
         (first, ErrorCode.REFUSED_STREAM, True, 0)
@@ -241,10 +244,10 @@ def test_ten_thousand_fragments_of_min_fragment_bytes_are_never_charged() -> Non
     conn = receiver()
     received = 0
     for wire in _fragmented_messages(10, 1024 * KIB, 1024):
-        for event in conn.receive_data(wire):
+        for event in conn.receive_data(wire, 0.0):
             if isinstance(event, MessagesReceived):
                 received += len(event.messages)
-                conn.release(1, event.nbytes, len(event.messages))
+                conn.release(1, event.nbytes, len(event.messages), 0.0)
         conn.data_to_send()
     assert received == 10
     assert conn.glitches == 0
@@ -257,7 +260,7 @@ def test_a_message_in_512_byte_fragments_is_still_cut_off() -> None:
     conn = receiver()
     (wire,) = _fragmented_messages(1, 1024 * KIB, 512)
     with pytest.raises(RemoteProtocolError) as info:
-        conn.receive_data(wire)
+        conn.receive_data(wire, 0.0)
     assert info.value.error_code == ErrorCode.ENHANCE_YOUR_CALM
 
 
@@ -267,7 +270,7 @@ def test_a_message_in_512_byte_fragments_is_still_cut_off() -> None:
 def test_a_violating_frame_that_opens_a_stream_is_not_named_by_last_stream() -> None:
     """spec §10.2 (1.1): last_stream is the highest stream accepted before the frame."""
     conn = receiver(Settings(stream_bytes=16, max_message_bytes=16, keepalive_ms=0))
-    conn.receive_data(data(1, b"a") + data(3, b"b"))
+    conn.receive_data(data(1, b"a") + data(3, b"b"), 0.0)
     frames = fails_with(conn, data(5, b"z" * 17), ErrorCode.FLOW_CONTROL_ERROR)
     assert isinstance(frames[-1], GoAwayFrame)
     assert frames[-1].last_stream == 3
@@ -279,7 +282,7 @@ def test_after_an_error_goaway_earlier_messages_are_delivered_and_later_bytes_ig
     conn = receiver()
     goaway = GoAwayFrame(1, ErrorCode.INTERNAL_ERROR, "bye").encode()
     after = data(1, b"late") + data(3, b"new") + PingFrame(5).encode()
-    events = conn.receive_data(data(1, b"early") + data(1, b"half", 0) + goaway + after)
+    events = conn.receive_data(data(1, b"early") + data(1, b"half", 0) + goaway + after, 0.0)
     assert messages_of(events) == [b"early"]
     assert [e.stream_id for e in events if isinstance(e, StreamOpened)] == [1]
     goaways = [e for e in events if isinstance(e, GoAwayReceived)]
@@ -316,13 +319,13 @@ def test_the_final_consumed_report_goes_out_when_the_last_message_is_consumed() 
         assert a.send_message(stream_id, b"m%d" % i, end_stream=i == 4)
     _, events = pump(a, b)
     assert len(messages_of(events)) == 5
-    b.release(stream_id, 4, 2)
+    b.release(stream_id, 4, 2, 0.0)
     assert not [f for f in frames_of(b.data_to_send()) if getattr(f, "consumed", None)]
-    b.release(stream_id, 6, 3)
+    b.release(stream_id, 6, 3, 0.0)
     wire = b.data_to_send()
     reports = of_type(frames_of(wire), CreditFrame)
     assert [(f.stream_id, f.consumed) for f in reports if f.stream_id] == [(stream_id, 5)]
-    a.receive_data(wire)
+    a.receive_data(wire, 0.0)
     assert a.peer_consumed(stream_id) == 5
 
 
@@ -335,7 +338,7 @@ def test_a_flood_of_credit_that_follows_no_consumption_is_still_cut_off() -> Non
     conn = sender()
     base = Settings().connection_bytes
     wire = b"".join(CreditFrame(0, base + i).encode() for i in range(1, GLITCH_BURST + 1))
-    conn.receive_data(wire)
+    conn.receive_data(wire, 0.0)
     fails_with(conn, CreditFrame(0, base + GLITCH_BURST + 1).encode(), ErrorCode.ENHANCE_YOUR_CALM)
 
 
@@ -343,7 +346,7 @@ def test_a_burst_of_pings_that_outruns_its_pongs_is_still_cut_off() -> None:
     """spec §10.7.1 (1.1): PINGs arriving while earlier PONGs are unsent are charged."""
     conn = receiver()
     with pytest.raises(RemoteProtocolError) as info:
-        conn.receive_data(PingFrame(1).encode() * (GLITCH_BURST + 2))
+        conn.receive_data(PingFrame(1).encode() * (GLITCH_BURST + 2), 0.0)
     assert info.value.error_code == ErrorCode.ENHANCE_YOUR_CALM
     assert len(of_type(frames_of(conn.data_to_send()), PongFrame)) <= GLITCH_BURST + 1
 
@@ -367,10 +370,9 @@ def test_the_core_times_a_frame_from_its_first_byte_scaled_by_its_length() -> No
     conn.handle_timeout(100.0)
     assert conn.next_deadline() is None  # keepalive off, nothing held
     frame = data(1, b"x" * 65536)
-    conn.receive_data(frame[:5])  # half a header: its length is not known yet
-    conn.handle_timeout(101.0)
+    conn.receive_data(frame[:5], 101.0)  # half a header: its length is not known yet
     assert conn.next_deadline() == 111.0
-    conn.receive_data(frame[5:1000])  # the header is in: 10 s + 65536 / 16384 from 101 s
+    conn.receive_data(frame[5:1000], 102.0)  # the header is in: 10 s + 65536 / 16384 from 101
     conn.handle_timeout(102.0)
     assert conn.next_deadline() == 101.0 + 10.0 + 65536 / MIN_FRAME_RATE
     conn.handle_timeout(114.9)  # bytes arriving do not restart it; not due yet
@@ -383,9 +385,7 @@ def test_the_core_times_a_frame_from_its_first_byte_scaled_by_its_length() -> No
 def test_a_completed_frame_ends_its_timer_and_the_next_starts_its_own() -> None:
     conn = receiver()
     first, second = data(1, b"a" * 100), data(1, b"b" * 100)
-    conn.receive_data(first + second[:20])
-    conn.handle_timeout(5.0)  # the second frame began with this receipt
+    conn.receive_data(first + second[:20], 5.0)  # the second frame began with this receipt
     assert conn.next_deadline() == 5.0 + 10.0 + 100 / 16384
-    conn.receive_data(second[20:])
-    conn.handle_timeout(6.0)
+    conn.receive_data(second[20:], 6.0)
     assert conn.next_deadline() is None

@@ -50,7 +50,7 @@ def test_an_rtt_probe_that_awaits_each_pong_is_never_cut_off() -> None:
     handed to the transport is never charged: 10 000 probes, no clock, no data."""
     conn = receiver()
     for ping_id in range(REPEATS):
-        conn.receive_data(PingFrame(ping_id).encode())
+        conn.receive_data(PingFrame(ping_id).encode(), 0.0)
         # The PONG is handed to the transport before the next PING arrives.
         assert conn.data_to_send() == PongFrame(ping_id).encode()
     assert conn.state is ConnectionState.OPEN
@@ -71,7 +71,8 @@ def test_a_receiver_granting_credit_per_message_is_never_cut_off() -> None:
         conn.data_to_send()
         conn.receive_data(
             CreditFrame(stream_id, stream_bytes + 100 * i, stream_messages + i, i).encode()
-            + CreditFrame(0, connection_bytes + 100 * i).encode()
+            + CreditFrame(0, connection_bytes + 100 * i).encode(),
+            0.0,
         )
     assert conn.state is ConnectionState.OPEN
     assert conn.glitches == 0
@@ -81,7 +82,7 @@ def test_a_short_first_fragment_is_charged() -> None:
     """spec §7.1, §10.7.1 (1.1): a 512-byte first fragment without END_MESSAGE is
     non-conforming and always charged, like a short continuing fragment."""
     conn = receiver()
-    conn.receive_data(data(1, b"a" * 512, 0) + data(1, b"b" * 512))
+    conn.receive_data(data(1, b"a" * 512, 0) + data(1, b"b" * 512), 0.0)
     assert conn.glitches == 1
 
 
@@ -175,7 +176,7 @@ async def test_a_peer_reading_at_the_minimum_rate_does_not_time_out_a_large_writ
                     await trio.sleep(1)
                     chunk = await peer.transport.receive_some(MIN_FRAME_RATE)
                     assert chunk, "the transport ended first"
-                    for event in peer.conn.receive_data(chunk):
+                    for event in peer.conn.receive_data(chunk, 0.0):
                         if isinstance(event, MessagesReceived):
                             messages.extend(event.messages)
             assert messages == [payload]
@@ -193,7 +194,7 @@ def test_ending_a_stream_with_unconsumed_messages_reports_the_count_first() -> N
     for i in range(3):
         assert a.send_message(stream_id, b"x", end_stream=i == 2)
     pump(a, b)
-    b.release(stream_id, 1, 1)
+    b.release(stream_id, 1, 1, 0.0)
     b.end_stream(stream_id)
     frames = frames_of(b.data_to_send())
     assert [type(f).__name__ for f in frames] == ["CreditFrame", "DataFrame"]
@@ -219,12 +220,12 @@ async def _receiver_without_final_report(transport: trio.SocketStream) -> None:
     while True:
         chunk = await transport.receive_some()
         try:
-            events = core.receive_data(chunk)
+            events = core.receive_data(chunk, 0.0)
         except RemoteProtocolError:
             return
         for event in events:
             if isinstance(event, MessagesReceived):
-                core.release(event.stream_id, event.nbytes, len(event.messages))
+                core.release(event.stream_id, event.nbytes, len(event.messages), 0.0)
             elif isinstance(event, StreamEnded):
                 core.end_stream(event.stream_id)
         await flush()

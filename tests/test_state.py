@@ -233,7 +233,7 @@ def test_connection_moves_streams_by_the_table_or_raises_remote_protocol_error(
     conn = Connection(Role.ACCEPTOR, LOCAL)
     decoder = FrameDecoder(PEER.max_frame_bytes)
     conn.data_to_send()  # our preface and HELLO: not looked at
-    conn.receive_data(PREFACE + HelloFrame(PEER).encode())
+    conn.receive_data(PREFACE + HelloFrame(PEER).encode(), 0.0)
     held: dict[int, list[int]] = {}  # whole messages delivered and not yet released
     for action in program:
         kind = action[0]
@@ -275,14 +275,14 @@ def test_connection_moves_streams_by_the_table_or_raises_remote_protocol_error(
         elif kind == "release":
             sid = action[1]
             sizes = held.pop(sid, [])
-            conn.release(sid, sum(sizes), len(sizes))
+            conn.release(sid, sum(sizes), len(sizes), 0.0)
             expected = dict(before)
         else:
             sid = action[1]
             pre = before[sid]
             flags = action[2] if kind == "recv_data" else 0
             try:
-                events = conn.receive_data(wire_frame(action))
+                events = conn.receive_data(wire_frame(action), 0.0)
             except RemoteProtocolError as exc:
                 note_event(f"{kind} on {pre.name}: {exc.error_code.name}")
                 return  # a connection error: the Connection is closed, the walk ends

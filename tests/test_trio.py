@@ -104,7 +104,7 @@ class BarePeer:
         data = await self.transport.receive_some()
         if not data:
             self.eof = True
-        events = self.conn.receive_data(data)
+        events = self.conn.receive_data(data, 0.0)
         for event in events:
             if isinstance(event, MessagesReceived):
                 self.messages[event.stream_id].extend(event.messages)
@@ -134,7 +134,7 @@ class BarePeer:
         batch = self.messages[stream_id][start : start + count]
         assert len(batch) == count
         self.released[stream_id] += count
-        self.conn.release(stream_id, sum(len(m) for m in batch), count)
+        self.conn.release(stream_id, sum(len(m) for m in batch), count, 0.0)
         await self.flush()
 
     def goaways(self) -> list[GoAwayReceived]:

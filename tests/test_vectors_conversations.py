@@ -74,7 +74,7 @@ class Replay:
                 end_stream=call.get("end_stream", False),
             )
         elif verb == "release":
-            result = conn.release(call["stream_id"], call["nbytes"], call["nmessages"])
+            result = conn.release(call["stream_id"], call["nbytes"], call["nmessages"], 0.0)
         elif verb == "end_stream":
             result = conn.end_stream(call["stream_id"])
         elif verb == "reset_stream":
@@ -82,7 +82,7 @@ class Replay:
                 call["stream_id"], ErrorCode[call["code"]], call.get("reason", "")
             )
         elif verb == "ping":
-            result = conn.ping()
+            result = conn.ping(0.0)
         elif verb == "close":
             result = conn.close(ErrorCode[call["code"]], call.get("reason", ""))
         else:
@@ -96,7 +96,7 @@ class Replay:
         chunks = [wire[i : i + 1] for i in range(len(wire))] if bytewise else [wire]
         try:
             for chunk in chunks:
-                self.events[side].extend(conn.receive_data(chunk))
+                self.events[side].extend(conn.receive_data(chunk, 0.0))
         except RemoteProtocolError as exc:
             self.errors[side] = exc
 

@@ -298,7 +298,7 @@ class Receiver:
         self.eof = not data
         self._tee(data)
         try:
-            events = self.conn.receive_data(bytes(data))
+            events = self.conn.receive_data(bytes(data), trio.current_time())
         except RemoteProtocolError as exc:
             await self.flush()
             raise CaseFailed(f"the sender broke the spec: {exc}") from None

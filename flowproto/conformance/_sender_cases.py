@@ -63,7 +63,9 @@ async def _(r: Receiver, wait: float) -> str:
             for event in await r.step():
                 if isinstance(event, MessagesReceived):
                     received += len(event.messages)
-                    r.conn.release(event.stream_id, event.nbytes, len(event.messages))
+                    r.conn.release(
+                        event.stream_id, event.nbytes, len(event.messages), trio.current_time()
+                    )
                 elif isinstance(event, StreamEnded):
                     with contextlib.suppress(LocalProtocolError):
                         r.conn.end_stream(event.stream_id)  # all consumed: the clean end
@@ -91,7 +93,7 @@ async def _(r: Receiver, wait: float) -> str:
 async def _(r: Receiver, wait: float) -> str:
     await r.flush()
     await r.until(lambda: r.conn.handshake_complete, "HELLO")
-    ping_id = r.conn.ping()
+    ping_id = r.conn.ping(trio.current_time())
     await r.flush()
     await r.until(lambda: any(e.ping_id == ping_id for e in r.of(PongReceived)), "PONG")
     return f"PONG {ping_id}"
@@ -126,7 +128,7 @@ async def _(r: Receiver, wait: float) -> str:
     sid = r.of(MessagesReceived)[0].stream_id
     r.conn.reset_stream(sid, ErrorCode.CANCEL, "conformance: reset by the receiver")
     await r.flush()
-    ping_id = r.conn.ping()
+    ping_id = r.conn.ping(trio.current_time())
     await r.flush()
     with trio.move_on_after(r.timeout):
         while not r.eof and not any(e.ping_id == ping_id for e in r.of(PongReceived)):

@@ -103,7 +103,8 @@ class FlowConnection:
         self._stream_change = trio.lowlevel.ParkingLot()
         self._lost: ConnectionLostError | None = None
         self._goaway: GoAwayReceived | None = None
-        self._pings: dict[int, tuple[float, trio.Event]] = {}
+        self._pings: dict[int, trio.Event] = {}  # ping() calls waiting for their PONG
+        self._ping_rtts: dict[int, float] = {}  # their round trips, for them to take
         self._rtt: float | None = None
         self._messages_sent = 0
         self._bytes_sent = 0
@@ -217,7 +218,7 @@ class FlowConnection:
                     self._nursery.cancel_scope.cancel()
                     return
                 try:
-                    events = core.receive_data(bytes(data))
+                    events = core.receive_data(bytes(data), trio.current_time())
                 except RemoteProtocolError as exc:
                     self._fail(
                         ConnectionLostError(
@@ -230,11 +231,6 @@ class FlowConnection:
                 if data:
                     # spec §11: keepalive and frame timeouts count from this receipt.
                     held = core.partial_input
-                    try:
-                        core.handle_timeout(trio.current_time())
-                    except PeerTimeout as exc:
-                        self._on_timeout(exc)
-                        return
                     if held and not self._timing_frame:
                         self._wake_timer()  # it may sleep past the new frame's deadline
                     self._timing_frame = bool(held)
@@ -272,6 +268,7 @@ class FlowConnection:
                 + (f" ({g.reason})" if g.reason else ""),
                 error_code=g.error_code,
                 last_stream_id=g.last_stream_id,
+                retry_after=None if g.retry_after_ms is None else g.retry_after_ms / 1000,
             )
         return ConnectionLostError("the connection is closed")
 
@@ -329,10 +326,12 @@ class FlowConnection:
         self._handshake.set()
 
     def _on_pong(self, event: PongReceived) -> None:
-        entry = self._pings.pop(event.ping_id, None)
-        if entry is not None:
-            self._rtt = trio.current_time() - entry[0]
-            entry[1].set()
+        # The core measured the round trip (its one RTT estimator, spec §8.9).
+        self._rtt = event.rtt if event.rtt is not None else self._rtt
+        done = self._pings.get(event.ping_id)
+        if done is not None and event.rtt is not None:
+            self._ping_rtts[event.ping_id] = event.rtt
+            done.set()
 
     def _on_goaway(self, event: GoAwayReceived) -> None:
         self._goaway = event
@@ -359,7 +358,7 @@ class FlowConnection:
         self._backlog_lot.unpark_all()
         for stream in list(self._streams.values()):
             stream._on_lost(exc)
-        for _, event in self._pings.values():
+        for event in self._pings.values():
             event.set()
         self._handshake.set()
         self._accept_send.close()
@@ -509,15 +508,19 @@ class FlowConnection:
         """Send a PING and wait for its PONG (spec §5.5); returns the round-trip time in seconds."""
         if self._lost is not None:
             raise self._lost
-        ping_id = self._core.ping(trio.current_time())  # the core's tuner learns the rtt too
+        ping_id = self._core.ping(trio.current_time())  # the core measures the round trip
         done = trio.Event()
-        self._pings[ping_id] = (trio.current_time(), done)
+        self._pings[ping_id] = done
         self._wake_writer()
-        await done.wait()
+        try:
+            await done.wait()
+        finally:
+            del self._pings[ping_id]
+            rtt = self._ping_rtts.pop(ping_id, None)
         if self._lost is not None:
             raise self._lost
-        assert self._rtt is not None
-        return self._rtt
+        assert rtt is not None
+        return rtt
 
     async def aclose(self, grace: float = DEFAULT_CLOSE_GRACE) -> None:
         """Graceful shutdown (spec §10.4): GOAWAY, let open streams finish, then close.

@@ -25,6 +25,8 @@ class ConnectionLostError(trio.BrokenResourceError):
             it were never processed and are safe to retry (spec §10.4).
         delivered: for a stream operation, the messages the peer reported consumed on
             that stream (spec §10.5); later messages may or may not have been.
+        retry_after: with OVERLOADED, the seconds the peer asked us to wait before a new
+            connection (GOAWAY ``retry_after_ms``, spec §5.8), else ``None``.
     """
 
     def __init__(
@@ -34,12 +36,20 @@ class ConnectionLostError(trio.BrokenResourceError):
         error_code: int | None = None,
         last_stream_id: int | None = None,
         delivered: int | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.error_code = error_code
         self.last_stream_id = last_stream_id
         self.delivered = delivered
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """True if the peer processed nothing and a new connection may succeed later:
+        GOAWAY(OVERLOADED), spec §10.1 (1.1)."""
+        return self.error_code == ErrorCode.OVERLOADED
 
     def for_stream(self, delivered: int | None) -> ConnectionLostError:
         """A copy naming what one stream knows was delivered."""
@@ -48,6 +58,7 @@ class ConnectionLostError(trio.BrokenResourceError):
             error_code=self.error_code,
             last_stream_id=self.last_stream_id,
             delivered=delivered,
+            retry_after=self.retry_after,
         )
 
 

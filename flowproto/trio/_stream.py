@@ -233,6 +233,25 @@ class FlowStream:
         )
         self._conn._wake_writer()
 
+    async def reject(self, reason: str = "", *, accepted: int | None = None) -> None:
+        """Refuse what the application could not accept: RESET(REJECTED) (spec §5.7, 1.1).
+
+        The peer learns that only ``accepted`` messages were delivered (default: every
+        message received so far but the last, the one being rejected), even if credit
+        already reported more consumed; later messages are dropped, as by :meth:`reset`.
+        """
+        await trio.lowlevel.checkpoint()
+        if self._reset is not None or self._lost is not None:
+            return
+        if accepted is None:
+            accepted = max(0, self.messages_received - 1)
+        core = self._conn._core
+        core.reset_stream(self.stream_id, ErrorCode.REJECTED, reason, accepted=accepted)
+        self._on_reset(
+            StreamResetError(self.stream_id, ErrorCode.REJECTED, reason, False, accepted)
+        )
+        self._conn._wake_writer()
+
     # receiving ---------------------------------------------------------------------------
 
     async def receive(self) -> Any:

@@ -59,6 +59,8 @@ CODES = {
     "ENHANCE_YOUR_CALM": 0xA,
     "TIMEOUT": 0xB,
     "VERSION_MISMATCH": 0xC,
+    "OVERLOADED": 0xD,  # 1.1
+    "REJECTED": 0xE,  # 1.1
 }
 
 # spec §3.2: the settings in table order, with their defaults.
@@ -480,6 +482,30 @@ def frame_vectors() -> list[dict[str, Any]]:
         "treats it as no common version, sends nothing more, closes and reports the error.",
         control("GOAWAY", 0, no_versions),
         control_meaning("GOAWAY", 0, no_versions),
+    )
+
+    # spec §10.1, §5.8 (1.1): a refusal that processed nothing; retry after 1000 ms.
+    overloaded = {
+        "last_stream": 0,
+        "code": CODES["OVERLOADED"],
+        "reason": "memory budget exhausted",
+        "retry_after_ms": 1000,
+    }
+    add(
+        "goaway_overloaded_with_retry_after",
+        "GOAWAY with OVERLOADED and retry_after_ms 1000: nothing was processed; the peer may "
+        "open a new connection after about a second.",
+        control("GOAWAY", 0, overloaded),
+        control_meaning("GOAWAY", 0, overloaded),
+    )
+    # spec §5.7, §10.5 (1.1): the application accepted 3 messages, then rejected one.
+    rejected = {"code": CODES["REJECTED"], "reason": "undecodable message", "consumed": 3}
+    add(
+        "reset_rejected_with_accepted_count",
+        "RESET on stream 1 with REJECTED, consumed 3: the receiving application accepted 3 "
+        "messages; the count is final even if an earlier CREDIT reported more consumed.",
+        control("RESET", 1, rejected),
+        control_meaning("RESET", 1, rejected),
     )
 
     # Unknown types (spec §4.4)

@@ -3,7 +3,7 @@
 Run it between a sender and a receiver (it prints ``relay listening on HOST:PORT`` on
 stderr, and one JSON line of its counters on stdout when it exits)::
 
-    python -m benchmarks.relay --target 127.0.0.1:9000 --delay-ms 50 --rate-mbps 160
+    python -m flowproto.bench.relay --target 127.0.0.1:9000 --delay-ms 50 --rate-mbps 160
 
 Each accepted connection is paired with a new connection to ``--target``; each direction
 is a :class:`DelayLine`. Bytes are serialized at ``--rate-mbps`` (a bottleneck link; no
@@ -155,7 +155,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.relay", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m flowproto.bench.relay", description=__doc__)
     p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT")
     p.add_argument("--target", required=True, metavar="HOST:PORT")
     p.add_argument("--delay-ms", type=float, default=10.0, help="one-way delay")

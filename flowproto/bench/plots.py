@@ -1,6 +1,6 @@
 """PNG plots of a benchmark run (matplotlib, the optional ``bench`` extra).
 
-Importing this module imports matplotlib; the harness imports it only when plots are
+Importing this module imports matplotlib; :mod:`.report` imports it only when plots are
 wanted and says so if matplotlib is missing.
 
 - ``throughput_vs_consumer.png``: messages/s consumed per strategy at each consumer speed;
@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from .harness import CONSUMER_NAMES, CONSUMERS, PRODUCER_RATE, SIZE_NAMES, STRATEGIES
+from .plan import CONSUMER_NAMES, CONSUMERS, PRODUCER_RATE, SIZE_NAMES, STRATEGIES
 
 DPI = 90
 COLORS = {

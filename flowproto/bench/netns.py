@@ -1,6 +1,6 @@
 """Two network namespaces joined by a veth pair whose link is rate-limited with ``tc tbf``.
 
-Used by ``python -m benchmarks --netns RATE``: the receiver runs in one namespace, the
+Used by ``flowproto bench --netns RATE``: the receiver runs in one namespace, the
 sender in the other, and the sender's side of the link is shaped to ``RATE`` (``tc``
 syntax, e.g. ``200mbit``). It needs root and ``ip``/``tc``; where that is not possible,
 :func:`veth_pair` raises :class:`NetnsUnavailable` with the reason and the harness skips.

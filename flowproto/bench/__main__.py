@@ -1,0 +1,7 @@
+"""``python -m flowproto.bench``: the same as ``flowproto bench``."""
+
+import sys
+
+from . import main
+
+sys.exit(main(prog="python -m flowproto.bench"))

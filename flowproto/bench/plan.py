@@ -1,0 +1,245 @@
+"""The benchmark scenarios: strategies, runs and the plans that order them.
+
+A scenario is one :class:`Run`: a strategy (:data:`STRATEGIES`), a message size and
+codec, a number of streams, and a consumer speed. :func:`full_plan` orders every
+scenario of issue #4 as interleaved repeats; :func:`quick_plan` is the smoke-test subset
+of ``flowproto bench --quick``. Nothing here runs anything. The groups:
+
+- ``throughput``: an unpaced producer and an unlimited consumer, per message size and
+  codec; repeated, each repeat running every strategy once with the two sides of each
+  target back to back (A1 B1 A2 B2 ...), so the speed bar compares runs paired by
+  repeat and takes the median of the pairs' ratios (:func:`~flowproto.bench.report.targets`);
+- ``consumer``: a producer paced at a fixed rate and consumers that are unlimited, 10x
+  and 100x slower, bursty (a 1 s stall every 3 s) or slowing down half way;
+- ``streams``: 16 streams on one connection, with and without a slow stream 0, the two
+  back to back in each repeat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+KIB = 1024
+SIZES = (64, KIB, 64 * KIB, KIB * KIB)
+SIZE_NAMES = {64: "64 B", KIB: "1 KiB", 64 * KIB: "64 KiB", KIB * KIB: "1 MiB"}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How one side of the comparison moves messages (the peers' options)."""
+
+    name: str
+    peer: str
+    description: str
+    api: str = "batch"
+    window: str = "default"
+    policy: str = "block"
+    multi_stream: bool = True
+
+
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in [
+        Strategy(
+            "flowproto",
+            "flowproto",
+            "flowproto credit, default windows (start at 4 MiB and 4096 messages a stream, "
+            "auto-tuned as the Trio layer does by default, spec §8.9), send_many / receive_many",
+        ),
+        Strategy(
+            "flowproto-small",
+            "flowproto",
+            "flowproto credit, small fixed windows (16 messages a stream, no auto-tuning), "
+            "send_many / receive_many",
+            window="small",
+        ),
+        Strategy(
+            "flowproto-single",
+            "flowproto",
+            "flowproto credit, default (auto-tuned) windows, one send() and one receive() per "
+            "message",
+            api="single",
+        ),
+        Strategy(
+            "unbounded",
+            "framing",
+            "length-prefixed frames; the receiver reads as fast as it can into an unbounded queue",
+            policy="unbounded",
+        ),
+        Strategy(
+            "drop",
+            "framing",
+            "length-prefixed frames; a bounded queue (4096 messages or 4 MiB) drops the newest",
+            policy="drop",
+        ),
+        Strategy(
+            "plain",
+            "framing",
+            "plain length-prefixed Trio framing, writes coalesced to ~64 KiB, every frame of a "
+            "read parsed; kernel buffers are the only backpressure",
+        ),
+        Strategy(
+            "plain-single",
+            "framing",
+            "plain length-prefixed Trio framing, one send_all and one awaited receive per message",
+            api="single",
+        ),
+        Strategy(
+            "zmq",
+            "zmq",
+            "pyzmq PUSH/PULL, high-water marks 1000, one send/recv per message",
+            multi_stream=False,
+        ),
+    ]
+}
+
+CONSUMERS = ("unlimited", "slow10", "slow100", "bursty", "changing")
+CONSUMER_NAMES = {
+    "unlimited": "unlimited",
+    "slow10": "10x slower",
+    "slow100": "100x slower",
+    "bursty": "bursty (1 s stall every 3 s)",
+    "changing": "unlimited, then 10x slower",
+}
+
+#: The producer's rate (messages/s) in the consumer-speed scenarios, by message size.
+PRODUCER_RATE = {64: 20_000, KIB: 20_000, 64 * KIB: 1_000, KIB * KIB: 50}
+#: The slow stream's rate in the 16-stream scenarios (messages/s).
+SLOW_STREAM_RATE = 100
+
+
+@dataclass(frozen=True)
+class Run:
+    """One scenario: a strategy on one workload."""
+
+    group: str
+    strategy: str
+    size: int
+    codec: str = "raw"
+    streams: int = 1
+    consumer: str = "unlimited"
+    producer_rate: float | None = None
+    duration: float = 3.0
+    count: int = 50_000_000
+    slow_stream: bool = False
+    repeat: int = 0
+
+    @property
+    def key(self) -> str:
+        parts = [self.group, self.strategy, SIZE_NAMES.get(self.size, f"{self.size} B"), self.codec]
+        if self.group == "consumer":
+            parts.append(self.consumer)
+        if self.group == "streams":
+            parts.append(f"{self.streams} streams" + (", one slow" if self.slow_stream else ""))
+        return " | ".join(parts)
+
+    def schedule(self) -> list[list[float | None]]:
+        """The consumer's phases as ``[[start_s, rate], ...]``."""
+        p = self.producer_rate
+        d = self.duration
+        if self.consumer == "unlimited":
+            return [[0, None]]
+        assert p is not None, "slow consumers are defined against a paced producer"
+        if self.consumer == "slow10":
+            return [[0, p / 10]]
+        if self.consumer == "slow100":
+            return [[0, p / 100]]
+        if self.consumer == "bursty":
+            phases: list[list[float | None]] = []
+            t = 0.0
+            while t < d + 1:
+                phases += [[t, None], [t + 2, 0]]
+                t += 3
+            return phases
+        if self.consumer == "changing":
+            return [[0, None], [d / 2, p / 10]]
+        raise ValueError(self.consumer)
+
+    def nominal_rate(self) -> float | None:
+        """The consumer's long-run rate (messages/s), where the schedule fixes one."""
+        p = self.producer_rate
+        if p is None:
+            return None
+        return {"unlimited": p, "slow10": p / 10, "slow100": p / 100, "bursty": p}.get(
+            self.consumer
+        )
+
+
+@dataclass
+class Plan:
+    """Which runs, and how they are bounded."""
+
+    runs: list[Run] = field(default_factory=list)
+    repeats: int = 1
+    quick: bool = False
+
+
+#: The order of the throughput runs within a repeat: the two sides of each target run
+#: back to back (A1 B1 ... A2 B2 ...), so that a pair sees about the same machine.
+THROUGHPUT_ORDER = (
+    "flowproto", "plain", "flowproto-single", "plain-single",
+    "flowproto-small", "unbounded", "drop", "zmq",
+)  # fmt: skip
+
+
+def full_plan(repeats: int = 3) -> Plan:
+    """Every scenario of issue #4; throughput and 16-stream runs as interleaved repeats."""
+    assert sorted(THROUGHPUT_ORDER) == sorted(STRATEGIES)
+    runs: list[Run] = []
+    for rep in range(repeats):
+        for size in SIZES:
+            for codec in ("raw", "msgpack") if size <= KIB else ("raw",):
+                for name in THROUGHPUT_ORDER:
+                    runs.append(Run("throughput", name, size, codec, repeat=rep, duration=3.0))
+    for size in (KIB, 64 * KIB):
+        for consumer in CONSUMERS:
+            for name in STRATEGIES:
+                runs.append(
+                    Run(
+                        "consumer",
+                        name,
+                        size,
+                        consumer=consumer,
+                        producer_rate=PRODUCER_RATE[size],
+                        duration=7.0 if consumer == "bursty" else 6.0,
+                    )
+                )
+    for rep in range(repeats):
+        for name in STRATEGIES:
+            if STRATEGIES[name].multi_stream and name != "plain-single":
+                for slow in (False, True):
+                    runs.append(
+                        Run("streams", name, KIB, streams=16, slow_stream=slow, duration=4.0,
+                            repeat=rep)
+                    )  # fmt: skip
+    return Plan(runs, repeats)
+
+
+def quick_plan() -> Plan:
+    """A subset that finishes in well under a minute (a smoke test of every peer kind)."""
+    runs = [
+        Run("throughput", "flowproto", 64, duration=1.0),
+        Run("throughput", "plain", 64, duration=1.0),
+        Run("throughput", "flowproto", 64 * KIB, duration=1.0),
+        Run("throughput", "plain", 64 * KIB, duration=1.0),
+        Run("throughput", "flowproto-single", KIB, "msgpack", duration=1.0),
+        Run("throughput", "zmq", KIB, duration=1.0),
+    ]
+    for name in ("flowproto", "flowproto-small", "unbounded", "drop"):
+        runs.append(
+            Run("consumer", name, KIB, consumer="slow10", producer_rate=20_000, duration=1.5)
+        )
+    for slow in (False, True):
+        runs.append(Run("streams", "flowproto", KIB, streams=16, slow_stream=slow, duration=1.5))
+    return Plan(runs, 1, quick=True)
+
+
+def select(plan: Plan, groups: Sequence[str] | None, strategies: Sequence[str] | None) -> Plan:
+    """Only the runs of the named groups and strategies."""
+    runs = [
+        r
+        for r in plan.runs
+        if (not groups or r.group in groups) and (not strategies or r.strategy in strategies)
+    ]
+    return replace(plan, runs=runs)
