@@ -3,8 +3,9 @@
 Each case is registered with :func:`case` under an id made of the spec section it checks
 and a number (``4.2/1``), and runs on its own connection through a :class:`Probe`.
 The ORDER of :data:`CASES` is part of the contract: the fuzz corpus in
-``tests/fuzz_corpus`` is recorded from these cases and numbers its seeds by position,
-so a new case goes at the end of its section's group and the corpus is re-recorded.
+``tests/fuzz_corpus`` is recorded from these cases and each seed starts with its case's
+position, so moving or inserting a case changes the seeds after it: re-record the
+corpus (``python fuzz_target.py --write-corpus fuzz_corpus`` in ``tests/``).
 """
 
 from __future__ import annotations
