@@ -65,6 +65,7 @@ def frame(ftype: int, stream_id: int, body: bytes = b"", flags: int = 0) -> byte
 
 
 def data(stream_id: int, body: bytes = b"", flags: int = Flags.END_MESSAGE) -> bytes:
+    """A DATA frame built by hand; by default one whole message (END_MESSAGE)."""
     return frame(FrameType.DATA, stream_id, body, flags)
 
 
