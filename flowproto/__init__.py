@@ -45,6 +45,9 @@ from ._events import (
     StreamReset,
 )
 from ._frames import (
+    HEADER,
+    MAGIC,
+    MAX_CONTROL_BODY,
     PREFACE,
     VERSION,
     BlockedFrame,
@@ -61,10 +64,12 @@ from ._frames import (
     ResetFrame,
     Settings,
     UnknownFrame,
+    pack_body,
 )
 from ._limits import FRAME_TIMEOUT, MIN_FRAME_RATE, Limits
 from ._logs import RateLimitedLog
 from ._pacing import Pacer
+from ._settings import MAX_COUNTER
 from ._state import ConnectionState, StreamState
 from ._statistics import ConnectionStatistics, StreamStatistics
 from ._streams import StreamRecord
@@ -74,6 +79,10 @@ __version__ = "0.1.0"
 __all__ = [
     "FLOOR_MESSAGES",
     "FRAME_TIMEOUT",
+    "HEADER",
+    "MAGIC",
+    "MAX_CONTROL_BODY",
+    "MAX_COUNTER",
     "MIN_FRAME_RATE",
     "PREFACE",
     "VERSION",
@@ -137,5 +146,6 @@ __all__ = [
     "WindowReason",
     "WindowTuner",
     "get_codec",
+    "pack_body",
     "tuned_floor",
 ]

@@ -22,12 +22,9 @@ IO_MODULES = frozenset({"socket", "select", "selectors", "asyncio", "trio", "tim
 
 def core_modules() -> list[Path]:
     """flowproto/_*.py: the sans-IO core (``__main__`` only hands over to the CLI)."""
-    # The CLI's helpers (_cli*.py) run under trio like cli.py; they are not the core.
-    paths = sorted(
-        p
-        for p in PACKAGE.glob("_*.py")
-        if p.name != "__main__.py" and not p.name.startswith("_cli")
-    )
+    # The CLI and the conformance suite are packages (flowproto/cli/, flowproto/conformance/):
+    # they run under trio and are not the core; neither is anything else in a subpackage.
+    paths = sorted(p for p in PACKAGE.glob("_*.py") if p.name != "__main__.py")
     assert any(p.name == "_connection.py" for p in paths), paths
     return paths
 

@@ -236,14 +236,14 @@ async def _receiver_without_final_report(transport: trio.SocketStream) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="needs code: spec 1.1 §10.5 an unconfirmed stream is no failure; "
-    "flowproto/_cli_run.py run_send raises CliError when delivered != messages sent",
+    "flowproto/cli/_run_send.py run_send raises CliError when delivered != messages sent",
 )
 async def test_the_cli_sender_reports_a_missing_final_report_as_unconfirmed(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """spec §10.5 (1.1): the stream ended normally, the receiver never reported its final
     count: the sender says "unconfirmed: 0 of 100 confirmed" and the transfer succeeds."""
-    from flowproto._cli_run import SendOptions, run_send
+    from flowproto.cli._run_send import SendOptions, run_send
 
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:

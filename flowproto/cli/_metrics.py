@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import trio
 
-from .trio import FlowConnection, FlowStream
+from flowproto.trio import FlowConnection, FlowStream
 
 #: What ``pip`` needs for ``--metrics-port``.
 METRICS_HINT: Final = "--metrics-port needs prometheus_client: pip install flowproto[metrics]"

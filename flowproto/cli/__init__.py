@@ -1,0 +1,46 @@
+"""The ``flowproto`` command line.
+
+Installed as the ``flowproto`` console script and runnable as ``python -m flowproto``.
+Each command turns its options into the library's own values (``Settings``, a codec),
+runs one function under ``trio.run`` and prints its summary: one JSON object on stdout
+with ``--json``, a few readable lines on stderr otherwise. Live statistics go to stderr
+once a second. Errors the user can act on end the command with one ``flowproto: error:
+...`` line and exit status 1; bad options exit with status 2.
+
+Layout: one module per command (``demo``, ``receive``, ``send``, ``conformance``,
+``bench``: options, checks, one run, printing); ``_options`` (the option blocks they
+share and the ``HOST:PORT`` parsers); ``_errors`` (exit codes); ``_printing`` (pure
+formatters); ``_progress`` (live lines, the progress bar); ``_run_receive``,
+``_run_send``, ``_run_demo`` (the async runs); ``_metrics`` (``--json-lines``,
+``--metrics-port``); ``_pace``, ``_latency``, ``_constants``. The commands import trio
+only when they run, so ``--help`` stays quick. Everything here uses only the public
+names of ``flowproto`` and ``flowproto.trio`` (``tests/test_public_api_use.py``).
+"""
+
+from __future__ import annotations
+
+import click
+
+from . import bench, conformance, demo, receive, send
+
+__all__ = ["main"]
+
+
+@click.group()
+@click.version_option(package_name="flowproto")
+def main() -> None:
+    """flowproto: a credit-based flow-control protocol for message streams.
+
+    Start with 'flowproto demo'. To see backpressure between two processes, run
+    'flowproto receive --listen 127.0.0.1:9000 --rate 100' in one terminal and
+    'flowproto send --connect 127.0.0.1:9000 --count 1000' in another.
+
+    Run 'flowproto COMMAND --help' for help on a command.
+    """
+
+
+main.add_command(demo.demo)
+main.add_command(receive.receive)
+main.add_command(send.send)
+main.add_command(conformance.conformance)
+main.add_command(bench.bench)

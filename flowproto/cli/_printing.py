@@ -1,0 +1,133 @@
+"""What the commands print, as pure functions of their results (no I/O, no clock).
+
+Summaries of ``receive`` and ``send``, the live once-a-second lines, the demo's header,
+rows and verdict, the ``--json`` object, and the line ``receive --msgpack --output``
+writes per message. The commands decide where each goes (stdout or stderr).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._run_demo import DemoResult, DemoSample
+
+
+def fmt_bytes(n: float) -> str:
+    """``1234567`` -> ``"1.2 MB"`` (decimal units, as in MB/s)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def format_address(sockname: Any) -> str:
+    """A socket address as ``HOST:PORT`` (``[HOST]:PORT`` for IPv6)."""
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def per_second(count: float, seconds: float) -> float:
+    """``count`` per second, 0 over no time."""
+    return count / seconds if seconds > 0 else 0.0
+
+
+def json_summary(result: dict[str, Any]) -> str:
+    """The ``--json`` summary: one JSON object on one line."""
+    return json.dumps(result, separators=(", ", ": "))
+
+
+# --- receive and send -----------------------------------------------------------------------
+
+
+def receive_summary(result: dict[str, Any]) -> list[str]:
+    """The receiver's readable summary (for stderr)."""
+    lines = [
+        f"received {result['messages']} messages ({result['bytes']} bytes) in "
+        f"{result['seconds']:.2f} s: {result['msgs_per_s']:.0f} msg/s, "
+        f"{result['mb_per_s']:.2f} MB/s; buffer peaked at {result['buffered_peak_messages']} "
+        f"messages"
+    ]
+    lat = result.get("latency_ms")
+    if lat:
+        lines.append(f"latency p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms")
+    return lines
+
+
+def send_summary(result: dict[str, Any]) -> str:
+    """The sender's readable summary (for stderr)."""
+    return (
+        f"sent {result['messages']} messages ({result['bytes']} bytes) in "
+        f"{result['seconds']:.2f} s: {result['msgs_per_s']:.0f} msg/s, "
+        f"{result['mb_per_s']:.2f} MB/s; blocked on credit {result['seconds_blocked']:.2f} s; "
+        f"the receiver confirmed {result['delivered']} consumed"
+    )
+
+
+def fmt_latency(lat: dict[str, float] | None) -> str:
+    """The latency part of a live line ("" without latencies)."""
+    if lat is None:
+        return ""
+    return f" | latency p50 {lat['p50']:.2f} ms p99 {lat['p99']:.2f} ms max {lat['max']:.2f} ms"
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return {"bytes_base64": base64.b64encode(bytes(obj)).decode("ascii")}
+    return repr(obj)
+
+
+def json_line(message: Any) -> bytes:
+    """One received msgpack message as a JSON line (``receive --msgpack --output``)."""
+    try:
+        text = json.dumps(message, default=_json_default, ensure_ascii=False)
+    except (TypeError, ValueError):  # e.g. bytes used as a map key
+        text = json.dumps({"repr": repr(message)})
+    return text.encode("utf-8") + b"\n"
+
+
+# --- demo -----------------------------------------------------------------------------------
+
+
+def demo_header(address: str, rate: float, window: int, size: int, duration: float) -> str:
+    """What the demo shows, and the heading of its table."""
+    return (
+        f"flowproto demo: a fast sender and a slow receiver, one connection ({address})\n"
+        f"  receiver: consumes {rate:g} messages/s; its credit (window) lets the sender\n"
+        f"            have at most {window} messages it has not consumed yet\n"
+        f"  sender:   sends {size}-byte messages as fast as its credit allows, "
+        f"for {duration:g} s\n\n"
+        f"  {'time':>5}  {'sent':>6}  {'received':>8}  {'receiver buffer':>15}"
+        f"  {'sender blocked on credit':>24}"
+    )
+
+
+def demo_row(sample: DemoSample, window: int) -> str:
+    """One row of the demo's table."""
+    return (
+        f"  {sample.elapsed:3.0f} s  {sample.sent:6}  {sample.received:8}"
+        f"  {f'{sample.buffered} of {window}':>15}"
+        f"  {f'{sample.seconds_blocked:.2f} s':>24}"
+    )
+
+
+def demo_verdict(r: DemoResult) -> str:
+    """The line that says whether the demo held: nothing lost, the buffer within the window."""
+    lost = r.sent - r.received
+    if not r.ok:
+        return (
+            f"FAILED: sent {r.sent}, received {r.received}, lost {lost}, confirmed {r.delivered};"
+            f" receiver buffer peaked at {r.peak_buffered} (window {r.window})"
+        )
+    if r.seconds_blocked > 0:
+        how = "backpressure worked"
+    else:
+        how = "the receiver kept up, so credit never ran out (try a lower --rate)"
+    return (
+        f"\nsent {r.sent}, received {r.received}, lost {lost}; receiver buffer peaked at"
+        f" {r.peak_buffered} ≤ window {r.window}; sender spent {r.seconds_blocked:.1f} s"
+        f" blocked on credit — {how}"
+    )

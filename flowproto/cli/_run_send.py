@@ -1,0 +1,263 @@
+"""The ``send`` command's run: connect, send, and wait until everything was consumed.
+
+:func:`run_send` takes plain values (:class:`SendOptions`, no click): it sends a file,
+its lines, or generated messages (each starting with its send time, for ``receive
+--latency``) over one or more streams, half-closes them, and waits for the receiver to
+end its side, which it does after consuming everything. It returns the summary as a
+dict whose keys are the JSON field names; a receiver that confirmed fewer messages than
+were sent is a :class:`CliError`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import trio
+
+from flowproto import CodecName, Settings
+from flowproto.trio import (
+    ConnectionLostError,
+    FlowConnection,
+    FlowStream,
+    StreamResetError,
+    open_connection,
+)
+
+from ._constants import BATCH_MESSAGES, CLOSE_GRACE, READ_BLOCK, TIMESTAMP_BYTES
+from ._errors import CliError, os_reason
+from ._metrics import Watched, json_lines, serve_metrics
+from ._pace import Pace
+from ._printing import fmt_bytes, format_address, per_second
+from ._progress import ProgressCallback, eprint, every_second
+
+
+@dataclass
+class SendOptions:
+    host: str
+    port: int
+    codec: CodecName
+    streams: int = 1
+    input: BinaryIO | None = None
+    lines: bool = False
+    chunk_size: int = 65536
+    size: int = 100
+    count: int | None = None
+    duration: float | None = None
+    rate: float | None = None
+    live: bool = True
+    pacing: bool = False  # spec §8.10
+    metrics: tuple[str, int] | None = None  # --metrics-port (spec §14)
+    json_lines: bool = False
+
+
+class _Sender:
+    """The sending side: its streams, their producers and the live statistics."""
+
+    def __init__(self, opts: SendOptions) -> None:
+        self.opts = opts
+        self.pace = Pace(opts.rate)
+        self.streams: list[FlowStream] = []
+        self._last = (0, 0, 0)  # messages, bytes, delivered at the last report
+
+    def totals(self) -> tuple[int, int, float, int, int, int]:
+        """messages, bytes, seconds blocked, delivered, credit messages, credit bytes."""
+        stats = [s.statistics() for s in self.streams]
+        return (
+            sum(s.messages_sent for s in stats),
+            sum(s.bytes_sent for s in stats),
+            sum(s.seconds_blocked for s in stats),
+            sum(s.delivered or 0 for s in stats),
+            sum(s.send_credit_messages for s in stats),
+            sum(s.send_credit_bytes for s in stats),
+        )
+
+    def report(self, elapsed: float, progress: ProgressCallback | None) -> None:
+        """One line of live statistics, or one step of the progress bar."""
+        m, b, blocked, delivered, credit_m, credit_b = self.totals()
+        last_m, last_b, last_delivered = self._last
+        self._last = (m, b, delivered)
+        line = (
+            f"send {elapsed:5.1f}s: {m - last_m} msg/s {fmt_bytes(b - last_b)}/s"
+            f" | total {m} msgs {fmt_bytes(b)} | credit {credit_m} msgs {fmt_bytes(credit_b)}"
+            f" | blocked {blocked:.1f} s | delivered {delivered}"
+        )
+        if progress is not None:
+            progress(delivered - last_delivered, line)  # done means consumed
+        elif self.opts.live:
+            eprint(line)
+
+    async def produce(self, stream: FlowStream, count: int | None, deadline: float) -> None:
+        try:
+            with trio.move_on_at(deadline):
+                if self.opts.input is not None:
+                    await self._send_input(stream, self.opts.input)
+                else:
+                    await self._send_generated(stream, count)
+            await stream.aclose()
+            await self._wait_consumed(stream)
+        except (StreamResetError, ConnectionLostError) as exc:
+            delivered = exc.delivered
+            raise CliError(
+                f"{exc}; the receiver confirmed {delivered or 0} of {stream.messages_sent} "
+                f"messages on stream {stream.stream_id}"
+            ) from None
+
+    async def _send_generated(self, stream: FlowStream, count: int | None) -> None:
+        size, pace = self.opts.size, self.pace
+        filler = bytes(size - TIMESTAMP_BYTES)
+        sent = 0
+        while count is None or sent < count:
+            if pace.active:
+                await pace.wait()
+                await stream.send(time.time_ns().to_bytes(TIMESTAMP_BYTES, "big") + filler)
+                sent += 1
+                continue
+            n = min(BATCH_MESSAGES, max(1, 256 * 1024 // size))
+            if count is not None:
+                n = min(n, count - sent)
+            stamp = time.time_ns().to_bytes(TIMESTAMP_BYTES, "big")
+            before = stream.messages_sent
+            try:
+                await stream.send_many([stamp + filler] * n)
+            finally:
+                sent += stream.messages_sent - before
+
+    async def _send_input(self, stream: FlowStream, source: BinaryIO) -> None:
+        read: Callable[[int], bytes] = getattr(source, "read1", source.read)
+        msgpack_mode = self.opts.codec == "msgpack"
+        if not self.opts.lines:
+            size = self.opts.chunk_size
+            while True:
+                chunk = await trio.to_thread.run_sync(read, size)
+                if not chunk:
+                    return
+                await self.pace.wait()
+                await stream.send(chunk)
+        pending = b""
+        while True:
+            block = await trio.to_thread.run_sync(read, READ_BLOCK)
+            data = pending + block
+            lines = data.splitlines(keepends=True)
+            if block and lines and not lines[-1].endswith((b"\n", b"\r")):
+                pending = lines.pop()  # the last line is not complete yet
+            else:
+                pending = b""
+            for line in lines:
+                await self.pace.wait()
+                if msgpack_mode:
+                    await stream.send(line.rstrip(b"\r\n").decode("utf-8", "replace"))
+                else:
+                    await stream.send(line)
+            if not block:
+                return
+
+    async def _wait_consumed(self, stream: FlowStream) -> None:
+        """Wait for the receiver's END_STREAM: it ends its side after consuming ours."""
+        while True:
+            try:
+                await stream.receive_many()  # the receiver sends nothing; ignore it if it does
+            except trio.EndOfChannel:
+                return
+            except (StreamResetError, ConnectionLostError) as exc:
+                if exc.delivered != stream.messages_sent:
+                    raise
+                # Everything was consumed, then the stream ended abruptly (a receiver with
+                # --count stops right after our last message): delivered, but say so.
+                eprint(
+                    f"flowproto: warning: after all {exc.delivered} messages were consumed: {exc}"
+                )
+                return
+
+
+def _share(total: int | None, parts: int, index: int) -> int | None:
+    if total is None:
+        return None
+    return total // parts + (1 if index < total % parts else 0)
+
+
+def _check_message_size(opts: SendOptions, peer: Settings) -> None:
+    """A generated message or an input chunk must fit the receiver's max_message_bytes."""
+    largest = opts.chunk_size if opts.input is not None else opts.size
+    if (opts.input is None or not opts.lines) and largest > peer.max_message_bytes:
+        option = "--chunk-size" if opts.input is not None else "--size"
+        raise CliError(
+            f"{option} {largest} is over the receiver's max_message_bytes = "
+            f"{peer.max_message_bytes}"
+        )
+
+
+async def _send_all(
+    sender: _Sender, conn: FlowConnection, address: str, progress: ProgressCallback | None
+) -> float:
+    """Open the streams, run a producer on each and the reporters; the seconds it took."""
+    opts = sender.opts
+    sender.streams = [await conn.open_stream() for _ in range(opts.streams)]
+    watched = Watched()  # spec §14, for --json-lines and --metrics-port
+    watched.connections[conn] = address
+    watched.streams = dict.fromkeys(sender.streams, address)
+
+    def snapshot() -> dict[str, Any]:
+        m, b = sender.totals()[:2]
+        return watched.snapshot(role="send", messages=m, bytes=b)
+
+    start = trio.current_time()
+    deadline = start + opts.duration if opts.duration is not None else math.inf
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(every_second, lambda tick: sender.report(tick - start, progress), start)
+        if opts.json_lines:
+            nursery.start_soon(json_lines, snapshot)
+        if opts.metrics is not None:
+            await nursery.start(serve_metrics, *opts.metrics, snapshot)
+        async with trio.open_nursery() as producers:
+            for i, stream in enumerate(sender.streams):
+                producers.start_soon(
+                    sender.produce, stream, _share(opts.count, opts.streams, i), deadline
+                )
+        nursery.cancel_scope.cancel()
+    seconds = trio.current_time() - start
+    if progress is not None:
+        sender.report(seconds, progress)  # the bar's last step
+    return seconds
+
+
+async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict[str, Any]:
+    """Connect, send, half-close, wait until the receiver consumed everything; summary.
+
+    Raises:
+        CliError: the connection was refused, a message is over the receiver's limit,
+            or the receiver confirmed fewer messages than were sent.
+    """
+    sender = _Sender(opts)
+    address = format_address((opts.host, opts.port))
+    connected = False
+    try:
+        async with open_connection(
+            opts.host, opts.port, codec=opts.codec, close_grace=CLOSE_GRACE, pacing=opts.pacing
+        ) as conn:
+            connected = True
+            peer = conn.peer_settings
+            assert peer is not None
+            _check_message_size(opts, peer)
+            seconds = await _send_all(sender, conn, address, progress)
+            m, b, blocked, delivered, _, _ = sender.totals()
+    except OSError as exc:
+        if connected:
+            raise
+        raise CliError(f"cannot connect to {address}: {os_reason(exc)}") from None
+    result = {
+        "messages": m,
+        "bytes": b,
+        "seconds": round(seconds, 6),
+        "msgs_per_s": round(per_second(m, seconds), 1),
+        "mb_per_s": round(per_second(b, seconds) / 1e6, 3),
+        "seconds_blocked": round(blocked, 6),
+        "delivered": delivered,
+        "streams": opts.streams,
+    }
+    if delivered != m:
+        raise CliError(f"the receiver confirmed {delivered} of {m} messages")
+    return result

@@ -1,0 +1,161 @@
+"""``flowproto send``: a file, stdin or generated messages to a receiver."""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+import click
+
+from ._options import (
+    codec_option,
+    host_port,
+    needs_host_and_port,
+    observability_options,
+    rate_option,
+)
+
+
+@click.command(short_help="Send a file, stdin or generated messages to a receiver.")
+@click.option(
+    "--connect",
+    metavar="HOST:PORT",
+    callback=host_port,
+    required=True,
+    help="The receiver's address, as HOST:PORT.",
+)
+@click.option(
+    "--input",
+    "source",
+    type=click.File("rb"),
+    metavar="FILE|-",
+    help="Send FILE ('-': stdin) in chunks of --chunk-size bytes, or one message per line "
+    "with --lines.",
+)
+@click.option(
+    "--lines",
+    is_flag=True,
+    help="With --input: one message per line (--raw keeps the line ending, so the "
+    "receiver's --output is byte-identical; --msgpack sends each line as a string).",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=65536,
+    show_default=True,
+    metavar="BYTES",
+    help="With --input: the size of each message.",
+)
+@click.option(
+    "--size",
+    type=click.IntRange(min=8),
+    metavar="BYTES",
+    help="Generate messages of BYTES bytes, each starting with its send time "
+    "(8-byte big-endian time.time_ns(), for 'receive --latency').  [default: 100]",
+)
+@click.option(
+    "--count", type=click.IntRange(min=1), metavar="N", help="Generate N messages in all."
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="S",
+    help="Generate messages for S seconds (with --count: whichever ends first).",
+)
+@rate_option("Send at most N messages per second in all (on a fixed schedule).")
+@click.option(
+    "--streams",
+    type=click.IntRange(min=1, max=1000),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Generated messages are shared out over N streams of one connection.",
+)
+@codec_option
+@click.option(
+    "--pace",
+    is_flag=True,
+    help="Pace each stream from the receiver's feedback while its consumer is the "
+    "bottleneck: at most 5% above the rate it reports (spec §8.10).",
+)
+@observability_options("No live statistics and no progress bar.")
+def send(
+    connect: tuple[str, int],
+    source: BinaryIO | None,
+    lines: bool,
+    chunk_size: int,
+    size: int | None,
+    count: int | None,
+    duration: float | None,
+    rate: float | None,
+    streams: int,
+    raw: bool,
+    pace: bool,
+    metrics_port: tuple[str, int] | None,
+    json_lines: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Connect to a receiver, send messages, and wait until it has consumed them all.
+
+    The messages come from --input, or are generated with --size and --count or
+    --duration. When they are all sent the streams are closed and the sender waits for
+    the receiver to end its side, which it does after consuming everything; the
+    summary's 'delivered' is the number of messages the receiver confirmed consumed
+    (exit status 1 if that is not all of them). Live statistics go to stderr once a
+    second, as a progress bar when stderr is a terminal and the total is known.
+
+    Summary fields: messages, bytes, seconds, msgs_per_s, mb_per_s (10^6 bytes),
+    seconds_blocked (waiting for credit, summed over streams), delivered, streams.
+    """
+    from ._errors import run_trio
+    from ._printing import json_summary, send_summary
+    from ._progress import progress_for
+    from ._run_send import SendOptions, run_send
+
+    host, port = connect
+    needs_host_and_port(host, port, "--connect")
+    _check_what_to_send(source, lines, size, count, duration, streams)
+    opts = SendOptions(
+        host=host,
+        port=port,
+        codec="raw" if raw else "msgpack",
+        streams=streams,
+        input=source,
+        lines=lines,
+        chunk_size=chunk_size,
+        size=size if size is not None else 100,
+        count=count,
+        duration=duration,
+        rate=rate,
+        live=not quiet,
+        pacing=pace,
+        metrics=metrics_port,
+        json_lines=json_lines,
+    )
+    with progress_for(opts, quiet) as progress:
+        result = run_trio(run_send, opts, progress)
+    if as_json:
+        click.echo(json_summary(result))
+    else:
+        click.echo(send_summary(result), err=True)
+
+
+def _check_what_to_send(
+    source: BinaryIO | None,
+    lines: bool,
+    size: int | None,
+    count: int | None,
+    duration: float | None,
+    streams: int,
+) -> None:
+    """--input, or generated messages (--count or --duration), not a mix."""
+    if source is not None:
+        if size is not None or count is not None or duration is not None:
+            raise click.UsageError("--input cannot be combined with --size, --count or --duration")
+        if streams > 1:
+            raise click.UsageError("--input is sent on one stream; drop --streams")
+    else:
+        if lines:
+            raise click.UsageError("--lines needs --input")
+        if count is None and duration is None:
+            raise click.UsageError("say what to send: --input FILE, --count N or --duration S")
