@@ -263,6 +263,7 @@ OVERLOADED_RETRY_AFTER_MS: Final = 1000
 #: Seconds given to writing the refusal of a connection over max_connections.
 REFUSAL_TIMEOUT: Final = 5.0
 
+
 async def serve_listeners(
     handler: StreamHandler,
     listeners: list[Any],
