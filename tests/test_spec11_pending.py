@@ -233,11 +233,6 @@ async def _receiver_without_final_report(transport: trio.SocketStream) -> None:
             return
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs code: spec 1.1 §10.5 an unconfirmed stream is no failure; "
-    "flowproto/cli/_run_send.py run_send raises CliError when delivered != messages sent",
-)
 async def test_the_cli_sender_reports_a_missing_final_report_as_unconfirmed(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
