@@ -42,20 +42,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: The fast, sans-IO test files run against every mutant (boundary tests first, so that
-#: ``pytest -x`` stops early). ``--all-tests`` runs the whole suite instead.
-FAST_TESTS = [
-    "tests/test_boundaries.py",
-    "tests/test_credit.py",
-    "tests/test_connection.py",
-    "tests/test_frames.py",
-    "tests/test_state.py",
-    "tests/test_autotune.py",
-    "tests/test_robustness.py",
-    "tests/test_vectors_conversations.py",
-    "tests/test_interleavings.py",
-    "tests/test_pacing.py",
+#: The fast, sans-IO test files run against every mutant, in stages: each stage runs
+#: (with ``pytest -x``) only if the one before passed, so a mutant the boundary tests
+#: kill costs one small run. ``--all-tests`` runs the whole suite instead.
+STAGES = [
+    ["tests/test_boundaries.py"],
+    [
+        "tests/test_connection.py",
+        "tests/test_frames.py",
+        "tests/test_vectors_conversations.py",
+        "tests/test_state.py",
+        "tests/test_credit.py",
+        "tests/test_autotune.py",
+        "tests/test_robustness.py",
+    ],
+    ["tests/test_interleavings.py"],
 ]
+FAST_TESTS = [path for stage in STAGES for path in stage]
 
 #: What a mutant's copy of the repository holds.
 COPY = [
@@ -499,10 +502,11 @@ sys.exit(pytest.main(sys.argv[2:]))
 """
 
 
-def make_copy(dest: Path) -> None:
+def make_copy(dest: Path, source: Path = ROOT) -> None:
+    """Copy what the tests need from ``source`` (the working tree, or its snapshot)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis", ".pytest_cache")
     for name in COPY:
-        src = ROOT / name
+        src = source / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=ignore)
         elif src.exists():
@@ -573,18 +577,23 @@ def run_stages(copy: Path, stages: list[list[str]], timeout: float) -> tuple[int
     return code, tail
 
 
-def run_mutant(mutant: Mutant, stages: list[list[str]], timeout: float) -> Result:
+def run_mutant(
+    mutant: Mutant, stages: list[list[str]], timeout: float, snapshot: Path, run: bool = True
+) -> Result:
+    """Mutate a fresh copy of ``snapshot`` and run the test stages in it (if ``run``)."""
     if _STOPPING.is_set():
         return Result(mutant, "error", mutant.label, 0.0, "not run: interrupted")
-    located = locate(mutant, ROOT)
+    located = locate(mutant, snapshot)
     if located.path is None:
         assert located.problem is not None
         status = located.problem.split(":", 1)[0]
         return Result(mutant, status, mutant.label, 0.0, located.problem)
+    if not run:
+        return Result(mutant, "not run", located.path.name, 0.0, "marked equivalent")
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.id}-") as tmp:
         copy = Path(tmp)
-        make_copy(copy)
+        make_copy(copy, snapshot)
         target = copy / located.path
         text = target.read_text(encoding="utf-8")
         target.write_text(text.replace(mutant.original, mutant.mutated, 1), encoding="utf-8")
@@ -624,11 +633,25 @@ def score_table(results: list[Result]) -> str:
 
 
 def run_all(
-    mutants: list[Mutant], stages: list[list[str]], args: argparse.Namespace, results: list[Result]
+    mutants: list[Mutant],
+    stages: list[list[str]],
+    args: argparse.Namespace,
+    results: list[Result],
+    snapshot: Path,
 ) -> None:
     """Run the mutants ``args.jobs`` at a time, printing each result as it comes."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_mutant, m, stages, args.timeout) for m in mutants]
+        futures = [
+            pool.submit(
+                run_mutant,
+                m,
+                stages,
+                args.timeout,
+                snapshot,
+                args.run_equivalent or not m.equivalent,
+            )
+            for m in mutants
+        ]
         for future in concurrent.futures.as_completed(futures):
             r = future.result()
             results.append(r)
@@ -641,18 +664,53 @@ def run_all(
             print(f"\nre-running {len(again)} survivors against the whole suite", flush=True)
             with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
                 redo = list(
-                    pool.map(lambda r: run_mutant(r.mutant, [["tests"]], 3 * args.timeout), again)
+                    pool.map(
+                        lambda r: run_mutant(r.mutant, [["tests"]], 3 * args.timeout, snapshot),
+                        again,
+                    )
                 )
             for old, new in zip(again, redo, strict=True):
                 results[results.index(old)] = new
                 print(f"{new.mutant.id:<4} {new.status:<9} (whole suite) {new.detail}", flush=True)
 
 
+def report(results: list[Result], ids: list[str]) -> None:
+    """Every result that is not a plain kill, then the score table."""
+    results.sort(key=lambda r: ids.index(r.mutant.id))
+    print("\nmutant results (killed includes timeouts):")
+    for r in results:
+        if (
+            r.status in ("survived", "error", "stale", "ambiguous", "timeout")
+            or r.mutant.equivalent
+        ):
+            eq = f" [equivalent: {r.mutant.equivalent}]" if r.mutant.equivalent else ""
+            print(
+                f"  {r.mutant.id} {r.status} in {r.where}: {r.mutant.original!r} -> "
+                f"{r.mutant.mutated!r}{eq}"
+            )
+            if r.status == "timeout":
+                print(f"      killed by timeout: {r.detail}")
+            elif r.status in ("stale", "ambiguous", "error"):
+                print(f"      {r.detail}")
+    print()
+    print(score_table(results))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", metavar="ID", help="run only these mutants")
     parser.add_argument("--jobs", type=int, default=2, help="mutants run at once (default 2)")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant run")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="seconds per mutant (default 900; at least 3 x the baseline's time is used)",
+    )
+    parser.add_argument(
+        "--run-equivalent",
+        action="store_true",
+        help="run the mutants marked equivalent too (they should survive; not scored)",
+    )
     parser.add_argument(
         "--all-tests", action="store_true", help="run the whole suite for every mutant (slow)"
     )
@@ -660,6 +718,11 @@ def main(argv: list[str] | None = None) -> int:
         "--full", action="store_true", help="re-run survivors of the fast tests on the whole suite"
     )
     parser.add_argument("--check", action="store_true", help="only locate every snippet")
+    parser.add_argument(
+        "--skip-baseline",
+        action="store_true",
+        help="do not first check that the unmutated tree passes (only if it just did)",
+    )
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     args = parser.parse_args(argv)
 
@@ -688,45 +751,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(mutants) - bad} of {len(mutants)} snippets found exactly once")
         return 1 if bad else 0
 
-    stages = [["tests"]] if args.all_tests else [FAST_TESTS[:1], FAST_TESTS[1:]]
+    stages = [["tests"]] if args.all_tests else STAGES
     tests = [t for stage in stages for t in stage]
-    # The unmutated copy must pass, or every mutant would look killed.
-    with tempfile.TemporaryDirectory(prefix="mutant-baseline-") as tmp:
-        make_copy(Path(tmp))
-        start = time.monotonic()
-        code, tail = run_tests(Path(tmp), tests, args.timeout)
-        if code != 0:
-            print(f"the unmutated copy fails its tests ({tail}); fix that first", file=sys.stderr)
-            return 2
-        print(f"baseline: {' '.join(tests)} pass in {time.monotonic() - start:.0f} s", flush=True)
-
-    results: list[Result] = []
-    signal.signal(signal.SIGTERM, _interrupted)
-    signal.signal(signal.SIGINT, _interrupted)
-    try:
-        run_all(mutants, stages, args, results)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-    results.sort(key=lambda r: ids.index(r.mutant.id))
-    print("\nmutant results (killed includes timeouts):")
-    for r in results:
-        if (
-            r.status in ("survived", "error", "stale", "ambiguous", "timeout")
-            or r.mutant.equivalent
-        ):
-            eq = f" [equivalent: {r.mutant.equivalent}]" if r.mutant.equivalent else ""
-            print(
-                f"  {r.mutant.id} {r.status} in {r.where}: {r.mutant.original!r} -> "
-                f"{r.mutant.mutated!r}{eq}"
-            )
-            if r.status == "timeout":
-                print(f"      killed by timeout: {r.detail}")
-            elif r.status in ("stale", "ambiguous", "error"):
-                print(f"      {r.detail}")
-    print()
-    print(score_table(results))
+    # One snapshot of the working tree, taken now: editing the tree while mutants run
+    # changes nothing in this run. The unmutated snapshot must pass, or every mutant
+    # would look killed.
+    with tempfile.TemporaryDirectory(prefix="mutant-snapshot-") as snap:
+        snapshot = Path(snap)
+        make_copy(snapshot)
+        if not args.skip_baseline:
+            start = time.monotonic()
+            code, tail = run_stages(snapshot, stages, args.timeout)
+            if code != 0:
+                print(
+                    f"the unmutated tree fails its tests ({tail}); fix that first", file=sys.stderr
+                )
+                return 2
+            elapsed = time.monotonic() - start
+            args.timeout = max(args.timeout, 3 * elapsed)  # a loaded machine is no kill
+            print(f"baseline: {' '.join(tests)} pass in {elapsed:.0f} s", flush=True)
+        results: list[Result] = []
+        signal.signal(signal.SIGTERM, _interrupted)
+        signal.signal(signal.SIGINT, _interrupted)
+        try:
+            run_all(mutants, stages, args, results, snapshot)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+    report(results, ids)
     survived = sum(
         1 for r in results if r.status in ("survived", "error") and not r.mutant.equivalent
     )

@@ -1084,6 +1084,60 @@ def test_the_rtt_minimum_is_the_least_sample() -> None:
     assert (rtt.minimum, rtt.latest, rtt.samples) == (0.1, 0.2, 3)
 
 
+def test_the_horizon_is_at_least_two_round_trips() -> None:
+    """spec §8.9 rule 3: H = max(rtt + L, 2 rtt): with rtt 0.5 s and L 0.1 s, H = 1 s."""
+    rw = ReceiveWindow(10_000, 100, M)
+    tuner = flowproto.WindowTuner(AutoTune(latency_target=0.1), M)
+    rw.receive(10_000, 10, "s")
+    tuner.on_release(rw, 0, 0, 0.0, 0.5)  # the first epoch starts; 10 messages queued
+    rw.consume(9000, 9)
+    assert tuner.on_release(rw, 9000, 9, 1.0, 0.5)  # 9000 B/s, a message still queued
+    shrink = 1 - math.exp(-1.0 / 0.25)  # rule 6 toward the target 9000 B/s x 1 s
+    assert rw.window_bytes == round(10_000 - (10_000 - 9000) * shrink)
+    assert tuner.reason is flowproto.WindowReason.LATENCY  # messages are not at their floor
+
+
+def test_in_flight_plus_queued_at_exactly_two_thirds_of_usable_credit_is_credit_limited() -> None:
+    """spec §8.9 rule 4: ``sb rtt + Qb >= 2/3 (W - T)`` counts at equality: 1000 = 2/3 x 1500."""
+    rw = ReceiveWindow(3000, 100, M)  # T = 1500
+    tuner = flowproto.WindowTuner(AutoTune(), M)
+    rw.receive(1000, 1, "s")
+    tuner.on_release(rw, 0, 0, 0.0, 0.0)
+    rw.consume(0, 1)  # the queue empties of messages; its 1000 bytes stay counted in Qb
+    changed = tuner.on_release(rw, 0, 1, 1.0, 0.0)
+    # Credit-limited and keeping up (rule 4): the target is at least the window, kept.
+    assert not changed
+    assert rw.window_bytes == 3000
+
+
+def test_a_change_of_exactly_a_sixteenth_of_the_window_is_made() -> None:
+    """spec §8.9 rule 6: only changes *smaller* than 1/16 of the window are skipped."""
+    rw = ReceiveWindow(3200, 100, M)
+    tuner = flowproto.WindowTuner(AutoTune(latency_target=1.0, min_epoch=1.0), M)
+    tuner.on_release(rw, 0, 0, 0.0, 0.0)
+    rw.receive(3200, 1, "s")
+    rw.consume(3200, 1)
+    tuner.on_release(rw, 3200, 1, 0.5, 0.0)
+    assert rw.update() is not None
+    rw.receive(200, 1, "s")
+    rw.consume(200, 1)
+    assert tuner.on_release(rw, 200, 1, 1.0, 0.0)  # 3400 B/s x H = 1 s: 200 = 3200 / 16 more
+    assert rw.window_bytes == 3400
+
+
+def test_the_floor_is_the_reason_only_when_both_units_are_held_at_it() -> None:
+    """spec §8.9 rule 5: FLOOR when bytes and messages are both at their floors."""
+    for consumed_messages, reason in ((50, "LATENCY"), (1, "FLOOR")):
+        rw = ReceiveWindow(10_000, 100, M)
+        tuner = flowproto.WindowTuner(AutoTune(), M)
+        rw.receive(100, consumed_messages, "s")
+        tuner.on_release(rw, 0, 0, 0.0, 0.0)
+        rw.consume(100, consumed_messages)
+        assert tuner.on_release(rw, 100, consumed_messages, 1.0, 0.0)
+        assert rw.window_bytes == flowproto.WindowTuner(AutoTune(), M).floor_bytes
+        assert tuner.reason is getattr(flowproto.WindowReason, reason), consumed_messages
+
+
 # --- spec §4.3.2: body rules at the boundary -----------------------------------------------
 
 
@@ -1518,3 +1572,19 @@ def dataclasses_fields(cls: type) -> Sequence[Any]:
     import dataclasses
 
     return dataclasses.fields(cls)
+
+
+# --- spec §10.6: a clean end ------------------------------------------------------------------
+
+
+def test_eof_after_a_goaway_is_clean_only_with_no_stream_open() -> None:
+    """spec §10.6: the normal end is EOF after a GOAWAY with no stream open."""
+    b = victim()
+    b.receive_data(data(1, b"x"))
+    b.receive_data(GoAwayFrame(0, ErrorCode.NO_ERROR).encode())
+    (closed,) = b.receive_data(b"")
+    assert (closed.clean, closed.truncated) == (False, False)
+    b = victim()
+    b.receive_data(GoAwayFrame(0, ErrorCode.NO_ERROR).encode())
+    (closed,) = b.receive_data(b"")
+    assert (closed.clean, closed.truncated) == (True, False)
