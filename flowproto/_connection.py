@@ -627,7 +627,9 @@ class Connection:
                 tuner.on_release(st.recv, nbytes, nmessages, now, self._rtt_floor)
             if now >= self._conn_next_tune and (tuner is not None or self.budget is not None):
                 self._tune(now)  # ...and rule 8 runs at most once per min_epoch
-        if st.state in RECEIVING_STATES:
+        if self.state is ConnectionState.CLOSED:
+            pass  # spec §10.2: nothing is sent after a connection error
+        elif st.state in RECEIVING_STATES:
             update = st.recv.update()
             if update is not None:
                 rate, depth = self._feedback(st) if st.tuner is not None else (None, None)
@@ -1604,6 +1606,8 @@ class Connection:
             last = min(last, self._goaway_received_last)  # spec §10.4: keep the lowest
         self._goaway_received_last = last
         events.append(GoAwayReceived(last, frame.code, frame.reason))
+        if frame.code != ErrorCode.NO_ERROR:
+            self.state = ConnectionState.CLOSED  # spec §10.2: sends nothing further
         # spec §10.4: our streams above last_stream were not processed: safe to retry.
         for st in list(self._streams.values()):
             if st.id & 1 == self._parity and st.id > last and st.state is not StreamState.CLOSED:

@@ -1574,7 +1574,36 @@ def dataclasses_fields(cls: type) -> Sequence[Any]:
     return dataclasses.fields(cls)
 
 
-# --- spec §10.6: a clean end ------------------------------------------------------------------
+# --- spec §10.2: nothing is sent after a connection error ------------------------------------
+
+HELD = Settings(
+    stream_bytes=1000,
+    stream_messages=10,
+    connection_bytes=1000,
+    max_message_bytes=1000,
+    keepalive_ms=0,
+)
+
+
+def test_nothing_is_queued_after_an_error_goaway_is_received() -> None:
+    """spec §10.2: the receiver of an error GOAWAY sends nothing further, not even the
+    connection CREDIT that discarding the streams' held data would return."""
+    b = victim(HELD)
+    b.receive_data(data(1, b"x" * 600))  # held: its discard is over the 500-byte threshold
+    events = b.receive_data(GoAwayFrame(1, ErrorCode.INTERNAL_ERROR).encode())
+    assert [r.stream_id for r in resets(events)] == [1]
+    assert b.data_to_send() == b""
+
+
+def test_a_release_after_a_connection_error_queues_nothing() -> None:
+    """spec §10.2: after our GOAWAY with an error code, nothing more goes out."""
+    b = victim(HELD)
+    b.receive_data(data(1, b"x" * 600))
+    assert connection_error(b, data(0, b"stream 0")) == ErrorCode.PROTOCOL_ERROR
+    (goaway,) = frames_of(b.data_to_send())
+    assert isinstance(goaway, GoAwayFrame)
+    assert b.release(1, 600, 1, now=NOW) is False
+    assert b.data_to_send() == b""
 
 
 def test_eof_after_a_goaway_is_clean_only_with_no_stream_open() -> None:
