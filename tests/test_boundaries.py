@@ -1138,6 +1138,53 @@ def test_the_floor_is_the_reason_only_when_both_units_are_held_at_it() -> None:
         assert tuner.reason is getattr(flowproto.WindowReason, reason), consumed_messages
 
 
+# --- spec §8.9 rule 8: the connection window ---------------------------------------------
+
+
+def tuned(budget: MemoryBudget | None = None) -> Connection:
+    conn = Connection(Role.ACCEPTOR, Settings(keepalive_ms=0), autotune=AutoTune(), budget=budget)
+    conn.receive_data(PREFACE + HelloFrame(PEER).encode())
+    conn.data_to_send()
+    return conn
+
+
+def test_the_connection_window_is_held_at_its_floor_when_no_stream_wants_more() -> None:
+    """spec §8.9 rules 5, 8: no receiving stream: the floor, not zero; the reason is FLOOR
+    (the budget's share equals the window, so the budget is not what holds it)."""
+    floor = core("tuned_floor")(Settings().max_message_bytes)
+    for budget in (None, MemoryBudget(1 << 30)):
+        b = tuned(budget)
+        b.receive_data(data(1, b"x" * 10) + data(1, b"", end_message=False, end_stream=True))
+        b.end_stream(1)  # closed both ways, its message still held
+        b.release(1, 10, 1, now=1.0)
+        info = b.window_info(0)
+        assert info is not None
+        assert (info.window_bytes, info.reason) == (floor, flowproto.WindowReason.FLOOR)
+
+
+def test_the_connection_window_is_retuned_at_exactly_min_epoch_later() -> None:
+    """spec §8.9 rule 8: at most once per min_epoch, and again at exactly min_epoch."""
+    b = tuned()
+    b.receive_data(data(1, b"x" * 10) + data(1, b"", end_message=False, end_stream=True))
+    b.end_stream(1)
+    b.release(1, 10, 1, now=1.0)  # no stream receiving: the floor
+    b.receive_data(data(3, b"y" * 10))  # a new stream wants its window
+    b.release(3, 10, 1, now=1.0 + AutoTune().min_epoch)
+    info = b.window_info(0)
+    assert info is not None
+    assert info.window_bytes == Settings().stream_bytes
+
+
+def test_the_round_trip_probe_goes_at_exactly_its_time() -> None:
+    """spec §8.9: once the application consumes, a PING measures the round trip, due at 0."""
+    b = tuned()
+    b.receive_data(data(1, b"a") + data(1, b"b"))
+    b.release(1, 1, 1, now=0.0)
+    b.data_to_send()
+    b.handle_timeout(0.0)
+    assert of_type(frames_of(b.data_to_send()), PingFrame)
+
+
 # --- spec §4.3.2: body rules at the boundary -----------------------------------------------
 
 
