@@ -428,7 +428,9 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
                 estimator.fold(now)
         if now >= self._conn_next_tune and (tuner is not None or self.budget is not None):
             self._tune(now)  # ...and rule 8 runs at most once per min_epoch
-        if st.state in RECEIVING_STATES:
+        if self.state is ConnectionState.CLOSED:
+            pass  # spec §10.2: nothing is sent after a connection error
+        elif st.state in RECEIVING_STATES:
             update = st.recv.update()
             if update is not None:
                 rate, depth = self._feedback(st) if st.tuner is not None else (None, None)

@@ -207,6 +207,8 @@ class ControlReceiving(ConnectionParts):
             self._glitch("a repeated GOAWAY")  # spec §10.7.1
         last = self._table.goaway_received(frame.last_stream)  # spec §10.4: the lowest
         rx.events.append(GoAwayReceived(last, frame.code, frame.reason, frame.retry_after_ms))
+        if frame.code != ErrorCode.NO_ERROR:
+            self._move(ConnectionInput.ERROR)  # spec §10.2: it sends nothing further
         # spec §10.4: our streams above last_stream were not processed: safe to retry.
         for st in list(self._streams.values()):
             if self._table.is_ours(st.id) and st.id > last and st.state is not StreamState.CLOSED:
