@@ -98,6 +98,17 @@ def test_a_schedule_paces_stalls_and_changes_speed() -> None:
     assert schedule.allowed(2.5, 100) is None  # unlimited
 
 
+def test_a_schedule_behind_by_seconds_catches_up_to_its_nominal_rate() -> None:
+    """Its phases are flowproto.Pacer schedules that never restart (max_lag infinite):
+    a consumer 5 s behind at 100/s may take the 500 it owes, so the long-run rate holds."""
+    schedule = Schedule([Phase(0, 100), Phase(10, 100)])
+    assert schedule.allowed(0.0, 0) == 1
+    assert schedule.allowed(5.0, 1) == 500  # 501 due by 5 s
+    assert schedule.next_time(5.0, 501) == pytest.approx(5.01)
+    assert schedule.allowed(10.0, 600) == 1  # a new phase starts its own schedule at 10 s
+    assert schedule.allowed(10.5, 601) == 50
+
+
 # --- the checks fail when they should ------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from flowproto import AutoTune, MemoryBudget, Settings, tuned_floor
+from flowproto import AutoTune, MemoryBudget, Pacer, Settings, tuned_floor
 from flowproto.trio import (
     ConnectionLostError,
     FlowConnection,
@@ -30,6 +30,12 @@ from flowproto.trio import (
 KIB = 1024
 MIB = 1024 * 1024
 HEADER = 16  # 8 bytes send time (time.time_ns), 2 bytes sender connection, 6 bytes sequence
+#: Most messages one receive call takes.
+MAX_BATCH = 1024
+#: Seconds of lag a consumer's pacer forgives: it takes at most about this much at once.
+CONSUMER_BURST = 0.01
+#: Longest sleep of a paced consumer before it reads its schedule again (seconds).
+RESCHEDULE = 0.05
 
 
 # --- the receiver ----------------------------------------------------------------------------
@@ -126,30 +132,26 @@ class Receiver:
             self.done.set()
 
     async def consume(self, stream: FlowStream, log: StreamLog) -> None:
-        tokens = 0.0
-        last = trio.current_time()
+        # The consumer's pace, from its schedule: a flowproto.Pacer that forgives a lag
+        # of more than 10 ms, so the consumer never takes more than about 10 ms worth
+        # of messages at once (a lagging schedule restarts instead of bursting).
+        pacer = Pacer(None, max_lag=CONSUMER_BURST)
         try:
             while True:
                 now = trio.current_time()
-                rate = rate_at(log.schedule, time.time() - self.t0)
-                if rate is None:
-                    limit = 1024
-                else:
-                    tokens = min(tokens + (now - last) * rate, max(1.0, rate * 0.01))
-                    if tokens < 1:
-                        last = now
-                        await trio.sleep((1 - tokens) / rate)
-                        continue
-                    limit = int(tokens)
-                last = now
+                pacer.set_rate(rate_at(log.schedule, time.time() - self.t0), now)
+                allowed = pacer.allowed(now)
+                if allowed == 0:  # re-read the schedule at least every RESCHEDULE s
+                    await trio.sleep(min(pacer.next_time(now) - now, RESCHEDULE))
+                    continue
+                limit = MAX_BATCH if allowed is None else min(allowed, MAX_BATCH)
                 try:
                     batch = await stream.receive_many(limit)
                 except trio.EndOfChannel:
                     log.ended = True
                     await stream.aclose()  # the sender waits for this: all was consumed
                     return
-                if rate is not None:
-                    tokens -= len(batch)
+                pacer.take(len(batch))
                 self.take(log, batch)
         except (StreamResetError, ConnectionLostError):
             log.ended = True

@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from . import plan as plans
 from . import report
@@ -96,16 +97,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "flowproto bench") -> in
 
     ``prog`` names the command in its help and in the results' ``command`` line.
     """
+    argv = list(argv if argv is not None else sys.argv[1:])
     args = parse_args(argv, prog)
     if args.render:
-        raw = args.render.read_bytes()
-        saved = json.loads(gzip.decompress(raw) if args.render.suffix == ".gz" else raw)
-        out = args.out or args.render.parent
-        report.write_results(
-            out, saved["runs"], saved["meta"], plots=not args.no_plots, say=say, json_too=False
-        )
-        say(f"wrote {out / 'results.md'}")
-        return 0
+        return render(args.render, args.out, plots=not args.no_plots)
     plan = plans.quick_plan() if args.quick else plans.full_plan(args.repeats)
     plan = plans.select(plan, args.group, args.strategy)
     if args.size:
@@ -119,7 +114,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "flowproto bench") -> in
         return 2
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     out = args.out or Path("bench-results", time.strftime("%Y%m%d-%H%M%S"))
-    check = args.check or args.quick
     link_cm: AbstractContextManager[Link | None] = (
         veth_pair(args.netns) if args.netns else _no_link()
     )
@@ -132,14 +126,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "flowproto bench") -> in
     except NetnsUnavailable as exc:
         say(f"skipping: --netns is not possible here: {exc}")
         return 0
-    command = prog + (
-        " " + shlex.join(argv if argv is not None else sys.argv[1:])
-        if (argv if argv is not None else sys.argv[1:])
-        else ""
-    )
     meta = {
         "started": started,
-        "command": command,
+        "command": shlex.join([*shlex.split(prog), *argv]),
         "machine": machine(),
         "link": f"veth between namespaces, tc tbf {args.netns}" if args.netns else None,
         "quick": args.quick,
@@ -147,12 +136,28 @@ def main(argv: Sequence[str] | None = None, prog: str = "flowproto bench") -> in
     }
     report.write_results(out, records, meta, plots=not args.no_plots, say=say)
     say(f"wrote {out / 'results.json'} and {out / 'results.md'}")
-    if not args.quick:  # --quick is a smoke test of invariants: it judges no timing
+    return judge(records, out, quick=args.quick, check=args.check or args.quick)
+
+
+def render(saved_json: Path, out: Path | None, plots: bool) -> int:
+    """``--render``: results.md and the plots again from a results.json(.gz), running nothing."""
+    raw = saved_json.read_bytes()
+    saved = json.loads(gzip.decompress(raw) if saved_json.suffix == ".gz" else raw)
+    out = out or saved_json.parent
+    report.write_results(out, saved["runs"], saved["meta"], plots=plots, say=say, json_too=False)
+    say(f"wrote {out / 'results.md'}")
+    return 0
+
+
+def judge(records: list[dict[str, Any]], out: Path, quick: bool, check: bool) -> int:
+    """Say the speed bar's verdicts (not with ``quick``), run ``quick``'s adaptive scenario,
+    and with ``check`` fail on any broken invariant; the exit status."""
+    if not quick:  # --quick is a smoke test of invariants: it judges no timing
         for t in report.targets(records):
             if t["ratio"] is not None:
                 verdict = "met" if t["met"] else "MISSED"
                 say(f"  {verdict:6} {t['ratio']:6.2f} (goal {t['goal']}) {t['target']}")
-    if args.quick:
+    if quick:
         # Issue #6: one adaptive-credit scenario (spec §8.9) as a smoke test, invariants only.
         say("adaptive credit: python -m flowproto.bench.adaptive --quick")
         if adaptive_main(["--quick", "--out", str(out / "adaptive"), "--no-plots"]) != 0:

@@ -68,15 +68,8 @@ def _last_json(path: Path) -> dict[str, Any] | None:
 
 def run_pair(run: Run, link: Link | None = None) -> dict[str, Any]:
     """Run one scenario's receiver and sender processes; their results, merged."""
-    strategy = STRATEGIES[run.strategy]
-    common = peer_args(run, strategy)
     host = link.receiver_host if link else "127.0.0.1"
-    rx_args = [*common, "--schedule", json.dumps(run.schedule())]
-    if run.slow_stream:
-        rx_args += ["--slow-schedule", json.dumps([[0, SLOW_STREAM_RATE]])]
-    tx_args = [*common, "--count", str(run.count)]
-    if run.producer_rate is not None:
-        tx_args += ["--rate", str(run.producer_rate)]
+    rx_args, tx_args = _sides_args(run)
     env = child_env()
     py = python_module("peers")
     hard = run.duration + 45
@@ -122,18 +115,36 @@ def run_pair(run: Run, link: Link | None = None) -> dict[str, Any]:
             for h in handles.values():
                 h.close()
         record["wall_s"] = round(time.monotonic() - started, 2)
-        record["sender"] = _last_json(files["tx.out"])
-        record["receiver"] = _last_json(files["rx.out"])
-        for side, name in (("sender", "tx.err"), ("receiver", "rx.err")):
-            if record[side] is None or (rx.returncode or (tx and tx.returncode)):
-                err = files[name].read_text(errors="replace").strip().splitlines()
-                tail = [ln for ln in err if not ln.startswith("listening ")][-8:]
-                if tail:
-                    record.setdefault("stderr", {})[side] = tail
-        if record["error"] is None and (record["sender"] is None or record["receiver"] is None):
-            record["error"] = "a peer exited without its JSON line"
+        failed = bool(rx.returncode or (tx and tx.returncode))
+        _collect(record, files, failed)
     derive(record)
     return record
+
+
+def _sides_args(run: Run) -> tuple[list[str], list[str]]:
+    """The receiver's and the sender's command-line options for one run."""
+    common = peer_args(run, STRATEGIES[run.strategy])
+    rx_args = [*common, "--schedule", json.dumps(run.schedule())]
+    if run.slow_stream:
+        rx_args += ["--slow-schedule", json.dumps([[0, SLOW_STREAM_RATE]])]
+    tx_args = [*common, "--count", str(run.count)]
+    if run.producer_rate is not None:
+        tx_args += ["--rate", str(run.producer_rate)]
+    return rx_args, tx_args
+
+
+def _collect(record: dict[str, Any], files: dict[str, Path], failed: bool) -> None:
+    """Each side's JSON line into ``record``, and its stderr's tail if it failed."""
+    record["sender"] = _last_json(files["tx.out"])
+    record["receiver"] = _last_json(files["rx.out"])
+    for side, name in (("sender", "tx.err"), ("receiver", "rx.err")):
+        if record[side] is None or failed:
+            err = files[name].read_text(errors="replace").strip().splitlines()
+            tail = [ln for ln in err if not ln.startswith("listening ")][-8:]
+            if tail:
+                record.setdefault("stderr", {})[side] = tail
+    if record["error"] is None and (record["sender"] is None or record["receiver"] is None):
+        record["error"] = "a peer exited without its JSON line"
 
 
 def _window(streams: Sequence[dict[str, Any]]) -> tuple[int, float]:

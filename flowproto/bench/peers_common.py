@@ -6,7 +6,9 @@ The peers themselves are :mod:`.peers_flowproto`, :mod:`.peers_framing` and
 
 from __future__ import annotations
 
+import argparse
 import struct
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any, Final
@@ -55,6 +57,18 @@ def window_settings(kind: str, size: int, streams: int) -> Settings:
 def batch_messages(size: int) -> int:
     """Messages per producer batch: about one coalesced write."""
     return max(1, min(MAX_BATCH, WRITE_SIZE // (size + FRAME.size)))
+
+
+async def accept_one(args: argparse.Namespace) -> trio.SocketStream:
+    """Listen on ``--host``/``--port``, say ``listening HOST:PORT`` on stderr (the harness
+    reads the port there), and accept one connection."""
+    listeners = await trio.open_tcp_listeners(args.port, host=args.host)
+    port = listeners[0].socket.getsockname()[1]
+    print(f"listening {args.host}:{port}", file=sys.stderr, flush=True)
+    transport = await listeners[0].accept()
+    for lst in listeners:
+        await lst.aclose()
+    return transport
 
 
 class RunClock:

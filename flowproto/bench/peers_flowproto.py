@@ -9,13 +9,12 @@ and reports the core's exact peak buffer against the largest of them.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import deque
 from typing import Any
 
 import trio
 
-from flowproto import PREFACE, CreditFrame, FrameDecoder, HelloFrame
+from flowproto import PREFACE, CreditFrame, FrameDecoder, HelloFrame, Settings
 from flowproto.trio import FlowStream, open_connection, open_flow_connection
 
 from .peers_common import (
@@ -23,6 +22,7 @@ from .peers_common import (
     PHASE_SLACK,
     RunClock,
     StreamResult,
+    accept_one,
     batch_messages,
     mono,
     paced_wait,
@@ -161,12 +161,7 @@ class WindowTap(trio.abc.HalfCloseableStream):
 
 async def flowproto_receiver(args: argparse.Namespace) -> dict[str, Any]:
     settings = window_settings(args.window, args.size, args.streams)
-    listeners = await trio.open_tcp_listeners(args.port, host=args.host)
-    port = listeners[0].socket.getsockname()[1]
-    print(f"listening {args.host}:{port}", file=sys.stderr, flush=True)
-    transport = await listeners[0].accept()
-    for lst in listeners:
-        await lst.aclose()
+    transport = await accept_one(args)
     cpu0 = cpu_seconds()
     clock = RunClock()
     results = [StreamResult(i, args.size, args.codec) for i in range(args.streams)]
@@ -199,9 +194,17 @@ async def flowproto_receiver(args: argparse.Namespace) -> dict[str, Any]:
         nursery.cancel_scope.cancel()
     cpu = cpu_seconds() - cpu0
     sampler.sample(mono(), 0, 0)
+    return receiver_report(
+        "flowproto", results, clock, sampler, cpu, exact_peaks(streams, results, tap, settings)
+    )
+
+
+def exact_peaks(
+    streams: list[FlowStream], results: list[StreamResult], tap: WindowTap, settings: Settings
+) -> dict[str, Any]:
+    """Each stream's exact peak (kept by the core where credit is checked, not sampled)
+    and the largest window it granted on the wire; their sums for the receiver's line."""
     for stream in streams:
-        # Exact peaks, kept by the core where credit is checked (not sampled), against
-        # the largest windows granted on the wire.
         st = stream.statistics()
         result = results[(stream.stream_id - 1) // 2]
         result.extra.update(
@@ -210,24 +213,17 @@ async def flowproto_receiver(args: argparse.Namespace) -> dict[str, Any]:
             **tap.stream(stream.stream_id).finish(),
         )
     per_stream = [r.extra for r in results if r.extra]
-    return receiver_report(
-        "flowproto",
-        results,
-        clock,
-        sampler,
-        cpu,
-        {
-            # For one stream exact; for several, the sum of each stream's own peak.
-            "peak_buffered_bytes": sum(x["peak_buffered_bytes"] for x in per_stream),
-            "peak_buffered_messages": sum(x["peak_buffered_messages"] for x in per_stream),
-            # The windows advertised at the start, and the largest granted (§8.9).
-            "window_bytes": settings.stream_bytes,
-            "window_messages": settings.stream_messages,
-            "peak_window_bytes": sum(x["largest_window_bytes"] for x in per_stream),
-            "peak_window_messages": sum(x["largest_window_messages"] for x in per_stream),
-            "error": None,
-        },
-    )
+    return {
+        # For one stream exact; for several, the sum of each stream's own peak.
+        "peak_buffered_bytes": sum(x["peak_buffered_bytes"] for x in per_stream),
+        "peak_buffered_messages": sum(x["peak_buffered_messages"] for x in per_stream),
+        # The windows advertised at the start, and the largest granted (§8.9).
+        "window_bytes": settings.stream_bytes,
+        "window_messages": settings.stream_messages,
+        "peak_window_bytes": sum(x["largest_window_bytes"] for x in per_stream),
+        "peak_window_messages": sum(x["largest_window_messages"] for x in per_stream),
+        "error": None,
+    }
 
 
 async def sample_flowproto(sampler: Sampler, streams: list[FlowStream]) -> None:

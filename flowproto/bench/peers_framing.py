@@ -9,7 +9,6 @@ backpressure), ``unbounded`` (the queue grows) or ``drop`` (the newest are dropp
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import deque
 from typing import Any
 
@@ -22,6 +21,7 @@ from .peers_common import (
     READ_SIZE,
     RunClock,
     StreamResult,
+    accept_one,
     batch_messages,
     mono,
     paced_wait,
@@ -194,12 +194,7 @@ class FramingReceiver:
 
 
 async def framing_receiver(args: argparse.Namespace) -> dict[str, Any]:
-    listeners = await trio.open_tcp_listeners(args.port, host=args.host)
-    port = listeners[0].socket.getsockname()[1]
-    print(f"listening {args.host}:{port}", file=sys.stderr, flush=True)
-    sock = await listeners[0].accept()
-    for lst in listeners:
-        await lst.aclose()
+    sock = await accept_one(args)
     cpu0 = cpu_seconds()
     clock = RunClock()
     results = [StreamResult(i, args.size, args.codec) for i in range(args.streams)]

@@ -6,6 +6,8 @@ import argparse
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .peers_common import (
@@ -47,27 +49,52 @@ def zmq_receiver(args: argparse.Namespace) -> dict[str, Any]:
         port = sock.bind_to_random_port(f"tcp://{host}")
     print(f"listening {host}:{port}", file=sys.stderr, flush=True)
     result = StreamResult(0, args.size, args.codec)
-    checker = result.checker
-    schedule = schedule_from_json(args.schedule)
-    decode = decoder(args.codec)
-    raw = args.codec == "raw"
+    clock = RunClock()
     sampler = Sampler(mono())
-    stop_sampling = threading.Event()
+    hard_stop = mono() + args.timeout
+    with sampling(sampler):
+        finished, cpu0 = paced_phase(sock, args, result, clock, hard_stop)
+        finished = finished or drain(sock, args, result, hard_stop)
+        cpu = cpu_seconds() - (cpu0 if cpu0 is not None else cpu_seconds())
+    sampler.sample(mono(), None, None)
+    sock.close()
+    ctx.term()
+    error = None if finished else "timed out before the sender's end marker"
+    return receiver_report("zmq", [result], clock, sampler, cpu, {"hwm": args.hwm, "error": error})
+
+
+@contextmanager
+def sampling(sampler: Sampler) -> Iterator[None]:
+    """Memory samples every SAMPLE_INTERVAL from a thread, while the block runs."""
+    stop = threading.Event()
 
     def sample() -> None:
-        while not stop_sampling.wait(SAMPLE_INTERVAL):
+        while not stop.wait(SAMPLE_INTERVAL):
             sampler.sample(mono(), None, None)
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    clock = RunClock()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def paced_phase(
+    sock: Any, args: argparse.Namespace, result: StreamResult, clock: RunClock, hard_stop: float
+) -> tuple[bool, float | None]:
+    """Consume by the schedule until the phase ends; (end marker seen, CPU at the start)."""
+    import zmq
+
+    checker = result.checker
+    schedule = schedule_from_json(args.schedule)
+    decode = decoder(args.codec)
+    raw = args.codec == "raw"
     end = args.duration + PHASE_SLACK
-    hard_stop = mono() + args.timeout
     cpu0: float | None = None
     recv = sock.recv
-    finished = False
-    error = None
-    while mono() < hard_stop:  # the paced phase
+    while mono() < hard_stop:
         if clock.t0 is not None:
             elapsed = mono() - clock.t0
             if elapsed >= end:
@@ -83,8 +110,7 @@ def zmq_receiver(args: argparse.Namespace) -> dict[str, Any]:
             continue
         now = mono()
         if not message:
-            finished = True
-            break
+            return True, cpu0
         if clock.t0 is None:
             cpu0 = cpu_seconds()
             clock.start(now)
@@ -92,25 +118,25 @@ def zmq_receiver(args: argparse.Namespace) -> dict[str, Any]:
         checker.take((message if raw else decode(message),), now)
         result.consumed += 1
         result.last = now
-    while not finished and mono() < hard_stop:  # drain
+    return False, cpu0
+
+
+def drain(sock: Any, args: argparse.Namespace, result: StreamResult, hard_stop: float) -> bool:
+    """Take what is left after the phase, unpaced; True once the end marker came."""
+    import zmq
+
+    decode = decoder(args.codec)
+    raw = args.codec == "raw"
+    while mono() < hard_stop:
         try:
-            message = recv()
+            message = sock.recv()
         except zmq.Again:
             continue
         if not message:
-            finished = True
-            break
-        checker.take_drained((message if raw else decode(message),))
+            return True
+        result.checker.take_drained((message if raw else decode(message),))
         result.drained += 1
-    if not finished:
-        error = "timed out before the sender's end marker"
-    cpu = cpu_seconds() - (cpu0 if cpu0 is not None else cpu_seconds())
-    stop_sampling.set()
-    thread.join()
-    sampler.sample(mono(), None, None)
-    sock.close()
-    ctx.term()
-    return receiver_report("zmq", [result], clock, sampler, cpu, {"hwm": args.hwm, "error": error})
+    return False
 
 
 def zmq_sender(args: argparse.Namespace) -> dict[str, Any]:

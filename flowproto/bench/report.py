@@ -106,117 +106,141 @@ def targets(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     targets compare one run with the consumer's nominal rate, and the memory target
     one run's exact peak buffer with the largest window its receiver granted.
     """
-    out: list[dict[str, Any]] = []
-
-    def thr(strategy: str, size: int, codec: str = "raw") -> list[dict[str, Any]]:
-        return find(records, group="throughput", strategy=strategy, size=size, codec=codec)
-
-    def detail(p: Paired, names: tuple[str, str], unit: str, digits: int = 0) -> str:
-        return (
-            f"paired median of {len(p.ratios)}: {p.ratio or 0:.2f}x; medians "
-            f"{names[0]} {_fmt(p.a_median, digits)} vs {names[1]} {_fmt(p.b_median, digits)} "
-            f"{unit}; best-of {_fmt(p.a_best, digits)} vs {_fmt(p.b_best, digits)} "
-            f"({_fmt(p.best_ratio, 2)}x)"
-        )
-
-    def add(name: str, goal: float, r: float | None, text: str, within: float | None = None,
-            best: float | None = None) -> None:  # fmt: skip
-        # A goal "within x" means |ratio - 1| <= x; otherwise the ratio must reach the goal.
-        met = None if r is None else (abs(r - 1) <= within if within is not None else r >= goal)
-        out.append(
-            {
-                "target": name,
-                "goal": goal if within is None else f"1 ± {within}",
-                "ratio": None if r is None else round(r, 3),
-                "best_of_ratio": None if best is None else round(best, 3),
-                "met": met,
-                "detail": text,
-            }
-        )
-
-    p = paired(thr("flowproto", 64 * KIB), thr("plain", 64 * KIB), "mb_per_s")
-    add(
-        "64 KiB messages, unlimited consumer: flowproto ≥ 0.8x coalesced plain framing",
-        0.8, p.ratio, detail(p, ("flowproto", "plain"), "MB/s"), best=p.best_ratio,
-    )  # fmt: skip
-    for size in (64, KIB):
-        for codec in ("raw", "msgpack"):
-            p = paired(thr("flowproto", size, codec), thr("plain", size, codec), "msgs_per_s")
-            add(
-                f"{SIZE_NAMES[size]} {codec}, batch path: flowproto ≥ 0.5x plain framing ({codec})",
-                0.5, p.ratio, detail(p, ("flowproto", "plain"), "msg/s"), best=p.best_ratio,
-            )  # fmt: skip
-    for size in (64, KIB):
-        p = paired(thr("flowproto-single", size), thr("plain-single", size), "msgs_per_s")
-        add(
-            f"{SIZE_NAMES[size]}, one send()/receive() per message: flowproto ≥ 2x plain "
-            "framing with one send_all per message",
-            2.0, p.ratio, detail(p, ("flowproto", "plain"), "msg/s"), best=p.best_ratio,
-        )  # fmt: skip
+    out = _throughput_targets(records)
     for size in (KIB, 64 * KIB):
         for consumer in ("slow10", "slow100"):
             recs = find(records, group="consumer", strategy="flowproto", size=size,
                         consumer=consumer)  # fmt: skip
-            if not recs:
-                continue
-            run = recs[0]
-            nominal = Run(**run["run"]).nominal_rate()
-            got = run["derived"]["msgs_per_s"]
-            add(
-                f"{SIZE_NAMES[size]}, consumer {CONSUMER_NAMES[consumer]}: flowproto's "
-                "throughput within 5% of the consumer's rate",
-                0.95, _ratio(got, nominal),
-                f"{_fmt(got, 1)} msg/s against {_fmt(nominal, 1)} msg/s; "
-                f"p99 {_fmt(run['receiver']['latency']['p99_ms'], 1)} ms",
-                within=0.05,
-            )  # fmt: skip
-            by = {
-                r["run"]["strategy"]: r
-                for r in find(records, group="consumer", size=size, consumer=consumer)
-            }
-            rx = run["receiver"]
-            growth = rss_growth_mib(run)
-            unbounded = by.get("unbounded")
-            u_growth = rss_growth_mib(unbounded) if unbounded else None
-            dropped = by["drop"]["derived"]["dropped"] if "drop" in by else None
-            held = (rx["peak_buffered_bytes"] or 0) / rx["peak_window_bytes"]
-            ok = (
-                held <= 1
-                and growth is not None
-                and growth <= 1.0
-                and run["derived"]["lost"] == 0
-                and run["derived"]["dropped"] == 0
-                and (u_growth is None or u_growth > 10 * max(growth, 0.1))
-                and (dropped is None or dropped > 0)
-            )
-            out.append(
-                {
-                    "target": f"{SIZE_NAMES[size]}, consumer {CONSUMER_NAMES[consumer]}: "
-                    "flowproto's receiver memory flat and within its window, zero loss, "
-                    "while unbounded buffering grows and the drop strategy loses",
-                    "goal": "≤ 1 (peak held / largest window granted)",
-                    "ratio": round(held, 3),
-                    "best_of_ratio": None,
-                    "met": ok,
-                    "detail": f"flowproto held at most "
-                    f"{_fmt((rx['peak_buffered_bytes'] or 0) / KIB)} KiB of a largest granted "
-                    f"window of {_fmt(rx['peak_window_bytes'] / KIB)} KiB, RSS "
-                    f"{_fmt(growth, 1)} MiB over the second half, lost "
-                    f"{run['derived']['lost']}, dropped {run['derived']['dropped']}; unbounded "
-                    f"RSS {_fmt(u_growth, 1)} MiB over the second half; drop lost "
-                    f"{_fmt(dropped)}",
-                }
-            )
+            if recs:
+                out.append(_rate_target(recs[0], size, consumer))
+                out.append(_memory_target(records, recs[0], size, consumer))
     p = paired(
         find(records, group="streams", strategy="flowproto", slow_stream=True),
         find(records, group="streams", strategy="flowproto", slow_stream=False),
         "others_msgs_per_s",
     )
-    add(
-        "16 streams, stream 0 slow: the other 15 keep ≥ 90% of their throughput",
-        0.9, p.ratio, detail(p, ("one slow", "none slow"), "msg/s"), best=p.best_ratio,
+    out.append(
+        _target(
+            "16 streams, stream 0 slow: the other 15 keep ≥ 90% of their throughput",
+            0.9, p.ratio, _detail(p, ("one slow", "none slow"), "msg/s"), best=p.best_ratio,
+        )
     )  # fmt: skip
     return out
+
+
+def _target(name: str, goal: float, r: float | None, text: str, within: float | None = None,
+            best: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """One target's entry. A goal "within x" means |ratio - 1| <= x; otherwise the ratio
+    must reach the goal."""
+    met = None if r is None else (abs(r - 1) <= within if within is not None else r >= goal)
+    return {
+        "target": name,
+        "goal": goal if within is None else f"1 ± {within}",
+        "ratio": None if r is None else round(r, 3),
+        "best_of_ratio": None if best is None else round(best, 3),
+        "met": met,
+        "detail": text,
+    }
+
+
+def _detail(p: Paired, names: tuple[str, str], unit: str, digits: int = 0) -> str:
+    return (
+        f"paired median of {len(p.ratios)}: {p.ratio or 0:.2f}x; medians "
+        f"{names[0]} {_fmt(p.a_median, digits)} vs {names[1]} {_fmt(p.b_median, digits)} "
+        f"{unit}; best-of {_fmt(p.a_best, digits)} vs {_fmt(p.b_best, digits)} "
+        f"({_fmt(p.best_ratio, 2)}x)"
+    )
+
+
+def _throughput_targets(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """flowproto against plain framing, unpaced, paired by repeat."""
+
+    def thr(strategy: str, size: int, codec: str = "raw") -> list[dict[str, Any]]:
+        return find(records, group="throughput", strategy=strategy, size=size, codec=codec)
+
+    p = paired(thr("flowproto", 64 * KIB), thr("plain", 64 * KIB), "mb_per_s")
+    out = [
+        _target(
+            "64 KiB messages, unlimited consumer: flowproto ≥ 0.8x coalesced plain framing",
+            0.8, p.ratio, _detail(p, ("flowproto", "plain"), "MB/s"), best=p.best_ratio,
+        )
+    ]  # fmt: skip
+    for size in (64, KIB):
+        for codec in ("raw", "msgpack"):
+            p = paired(thr("flowproto", size, codec), thr("plain", size, codec), "msgs_per_s")
+            out.append(
+                _target(
+                    f"{SIZE_NAMES[size]} {codec}, batch path: flowproto ≥ 0.5x plain framing "
+                    f"({codec})",
+                    0.5, p.ratio, _detail(p, ("flowproto", "plain"), "msg/s"),
+                    best=p.best_ratio,
+                )
+            )  # fmt: skip
+    for size in (64, KIB):
+        p = paired(thr("flowproto-single", size), thr("plain-single", size), "msgs_per_s")
+        out.append(
+            _target(
+                f"{SIZE_NAMES[size]}, one send()/receive() per message: flowproto ≥ 2x plain "
+                "framing with one send_all per message",
+                2.0, p.ratio, _detail(p, ("flowproto", "plain"), "msg/s"), best=p.best_ratio,
+            )
+        )  # fmt: skip
+    return out
+
+
+def _rate_target(run: dict[str, Any], size: int, consumer: str) -> dict[str, Any]:
+    """flowproto's throughput against a slow consumer's nominal rate."""
+    nominal = Run(**run["run"]).nominal_rate()
+    got = run["derived"]["msgs_per_s"]
+    return _target(
+        f"{SIZE_NAMES[size]}, consumer {CONSUMER_NAMES[consumer]}: flowproto's "
+        "throughput within 5% of the consumer's rate",
+        0.95, _ratio(got, nominal),
+        f"{_fmt(got, 1)} msg/s against {_fmt(nominal, 1)} msg/s; "
+        f"p99 {_fmt(run['receiver']['latency']['p99_ms'], 1)} ms",
+        within=0.05,
+    )  # fmt: skip
+
+
+def _memory_target(
+    records: Sequence[dict[str, Any]], run: dict[str, Any], size: int, consumer: str
+) -> dict[str, Any]:
+    """flowproto's receiver within its window and flat, where the others grow or lose."""
+    by = {
+        r["run"]["strategy"]: r
+        for r in find(records, group="consumer", size=size, consumer=consumer)
+    }
+    rx = run["receiver"]
+    growth = rss_growth_mib(run)
+    unbounded = by.get("unbounded")
+    u_growth = rss_growth_mib(unbounded) if unbounded else None
+    dropped = by["drop"]["derived"]["dropped"] if "drop" in by else None
+    held = (rx["peak_buffered_bytes"] or 0) / rx["peak_window_bytes"]
+    ok = (
+        held <= 1
+        and growth is not None
+        and growth <= 1.0
+        and run["derived"]["lost"] == 0
+        and run["derived"]["dropped"] == 0
+        and (u_growth is None or u_growth > 10 * max(growth, 0.1))
+        and (dropped is None or dropped > 0)
+    )
+    return {
+        "target": f"{SIZE_NAMES[size]}, consumer {CONSUMER_NAMES[consumer]}: "
+        "flowproto's receiver memory flat and within its window, zero loss, "
+        "while unbounded buffering grows and the drop strategy loses",
+        "goal": "≤ 1 (peak held / largest window granted)",
+        "ratio": round(held, 3),
+        "best_of_ratio": None,
+        "met": ok,
+        "detail": f"flowproto held at most "
+        f"{_fmt((rx['peak_buffered_bytes'] or 0) / KIB)} KiB of a largest granted "
+        f"window of {_fmt(rx['peak_window_bytes'] / KIB)} KiB, RSS "
+        f"{_fmt(growth, 1)} MiB over the second half, lost "
+        f"{run['derived']['lost']}, dropped {run['derived']['dropped']}; unbounded "
+        f"RSS {_fmt(u_growth, 1)} MiB over the second half; drop lost "
+        f"{_fmt(dropped)}",
+    }
 
 
 def rss_growth_mib(record: dict[str, Any]) -> float | None:
@@ -268,6 +292,24 @@ def markdown(records: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
     out.append(f"Command: `{meta['command']}`  ")
     out.append(f"Machine: {meta['machine']}" + (f"; link: {meta['link']}" if meta["link"] else ""))
     out.append("")
+    out += _throughput_table(records) + _consumer_tables(records) + _streams_table(records)
+    tg = [] if meta.get("quick") else targets(records)  # --quick judges no timing
+    out += _targets_table(tg)
+    mv = memory_verdicts(records)
+    if mv:
+        out += ["## Memory under a slow consumer", ""] + [f"- {line}" for line in mv] + [""]
+    errors = [r for r in records if r["error"]]
+    if errors:
+        out += ["## Failed runs", ""] + [f"- {r['key']}: {r['error']}" for r in errors] + [""]
+    out += ["## Strategies", ""]
+    out += [f"- `{s.name}`: {s.description}" for s in STRATEGIES.values()]
+    out.append("")
+    return "\n".join(out)
+
+
+def _throughput_table(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Throughput, unlimited consumer: each strategy's medians."""
+    out: list[str] = []
     thr = [r for r in records if r["run"]["group"] == "throughput"]
     if thr:
         out += [
@@ -294,6 +336,12 @@ def markdown(records: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
                 if any(cells):
                     out.append(f"| {name} | {codec} | " + " | ".join(cells) + " |")
         out.append("")
+    return out
+
+
+def _consumer_tables(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Consumer speeds, one table per message size."""
+    out: list[str] = []
     con = [r for r in records if r["run"]["group"] == "consumer"]
     for size in sorted({r["run"]["size"] for r in con}):
         rate = PRODUCER_RATE[size]
@@ -328,6 +376,12 @@ def markdown(records: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
             if any(cells):
                 out.append(f"| {name} | " + " | ".join(cells) + " |")
         out.append("")
+    return out
+
+
+def _streams_table(records: Sequence[dict[str, Any]]) -> list[str]:
+    """16 streams, with and without a slow stream 0 (medians)."""
+    out: list[str] = []
     st = [r for r in records if r["run"]["group"] == "streams"]
     if st:
         out += [
@@ -352,7 +406,12 @@ def markdown(records: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"{sd['lost']}/{sd['dropped']:,} |"
             )
         out.append("")
-    tg = [] if meta.get("quick") else targets(records)  # --quick judges no timing
+    return out
+
+
+def _targets_table(tg: list[dict[str, Any]]) -> list[str]:
+    """The speed bar, with the paired ratios that decide it."""
+    out: list[str] = []
     if any(t["ratio"] is not None for t in tg):
         out += [
             "## Targets (ratios measured in this run)",
@@ -371,16 +430,7 @@ def markdown(records: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
             met = "met" if t["met"] else "**missed**"
             out.append(f"| {t['target']} | {t['detail']} | {t['ratio']:.2f} | {met} |")
         out.append("")
-    mv = memory_verdicts(records)
-    if mv:
-        out += ["## Memory under a slow consumer", ""] + [f"- {line}" for line in mv] + [""]
-    errors = [r for r in records if r["error"]]
-    if errors:
-        out += ["## Failed runs", ""] + [f"- {r['key']}: {r['error']}" for r in errors] + [""]
-    out += ["## Strategies", ""]
-    out += [f"- `{s.name}`: {s.description}" for s in STRATEGIES.values()]
-    out.append("")
-    return "\n".join(out)
+    return out
 
 
 def write_results(

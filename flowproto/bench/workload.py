@@ -12,7 +12,8 @@
   and its length of a msgpack dict). Latency is sampled on every ``stride``-th
   message consumed in the paced phase.
 - **Pacing** (:class:`Schedule`): how many messages a consumer (or producer) may have
-  taken by a given time, from phases of unlimited, paced or stalled consumption.
+  taken by a given time, from phases of unlimited, paced or stalled consumption, each
+  paced phase a :class:`flowproto.Pacer`.
 - **Memory** (:class:`Sampler`): the receiver's RSS and buffered bytes/messages every
   100 ms (a series for the plots; the peaks the checks use are exact, kept where
   buffers grow), and its peak RSS (VmHWM) at the end.
@@ -34,6 +35,8 @@ from itertools import repeat
 from typing import Any, Final
 
 import msgpack
+
+from flowproto import Pacer
 
 #: Bytes at the start of a raw message: sequence number (u64) and send time (f64).
 HEADER: Final = struct.Struct("<Qd")
@@ -319,8 +322,13 @@ class Phase:
 class Schedule:
     """How many messages may have been taken by a time, from phases of consumption.
 
-    Paced phases follow an absolute schedule (message ``n`` of a phase no earlier than
-    ``phase start + n / rate``), so the long-run rate is exact whatever a sleep overshoots.
+    Each paced phase is a :class:`flowproto.Pacer` (the package's one pacer) started at
+    the phase's start: message ``n`` of a phase no earlier than ``phase start + n / rate``,
+    an absolute schedule, so the long-run rate is exact whatever a sleep overshoots. A
+    benchmark's schedule never forgives a lag (``max_lag`` is infinite): a consumer or
+    producer that fell behind catches up, as the scenario's nominal rate demands.
+    Callers pass the running count of messages taken; the messages taken since the
+    last call are booked with the phase's pacer.
     """
 
     def __init__(self, phases: Sequence[Phase]) -> None:
@@ -328,8 +336,8 @@ class Schedule:
         if not self.phases or self.phases[0].start != 0:
             self.phases.insert(0, Phase(0.0, None))
         self._index = -1
-        self._base = 0  # messages taken when the current phase began
-        self._phase_start = 0.0
+        self._pacer = Pacer(None, max_lag=math.inf)
+        self._booked = 0  # messages taken (the callers' count) already booked
 
     @property
     def unlimited(self) -> bool:
@@ -337,36 +345,31 @@ class Schedule:
         return all(p.rate is None for p in self.phases)
 
     def _phase(self, elapsed: float, taken: int) -> Phase:
+        """The phase at ``elapsed``, its pacer up to date with ``taken``."""
         i = self._index
         while i + 1 < len(self.phases) and self.phases[i + 1].start <= elapsed:
             i += 1
-        if i != self._index:
+        phase = self.phases[i]
+        if i != self._index:  # a new phase: a new schedule from its start, nothing owed
             self._index = i
-            self._base = taken
-            self._phase_start = self.phases[i].start
-        return self.phases[i]
+            self._pacer = Pacer(None, max_lag=math.inf)
+            self._pacer.set_rate(phase.rate, phase.start)
+        else:
+            self._pacer.take(taken - self._booked)
+        self._booked = taken
+        return phase
 
     def allowed(self, elapsed: float, taken: int) -> int | None:
         """How many more may be taken now: ``None`` for any number."""
-        phase = self._phase(elapsed, taken)
-        if phase.rate is None:
-            return None
-        if phase.rate == 0:
-            return 0
-        due = self._base + math.floor((elapsed - self._phase_start) * phase.rate) + 1
-        return max(0, due - taken)
+        self._phase(elapsed, taken)
+        return self._pacer.allowed(elapsed)
 
     def next_time(self, elapsed: float, taken: int) -> float:
         """The elapsed time at which :meth:`allowed` is next above zero."""
-        phase = self._phase(elapsed, taken)
+        self._phase(elapsed, taken)
         following = [p.start for p in self.phases if p.start > elapsed]
         change = following[0] if following else math.inf
-        if phase.rate is None:
-            return elapsed
-        if phase.rate == 0:
-            return change
-        at = self._phase_start + (taken - self._base) / phase.rate
-        return min(max(at, elapsed), change)
+        return min(self._pacer.next_time(elapsed), change)
 
 
 def schedule_from_json(spec: Sequence[Sequence[float | None]]) -> Schedule:
