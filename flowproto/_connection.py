@@ -313,13 +313,15 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
         Returns:
             How many were queued; fewer than ``len(payloads)`` means credit ran short.
         """
+        count = len(payloads)
+        if count == 1:  # the Trio layer's send(): the single-message path, same rules
+            return 1 if self.send_message(stream_id, payloads[0], end_stream=end_stream) else 0
         st = self._sendable(stream_id)
         peer = self.peer_settings
         assert peer is not None
         max_message = peer.max_message_bytes
         max_frame = peer.max_frame_bytes
         bytes_left, messages_left = send_room(st.send, self._conn_send)  # spec §8.3
-        count = len(payloads)
         if 8 <= count <= messages_left:
             # The whole batch in one go when credit covers it and no message needs
             # fragments: the same checks as the loop below, made once over the batch.
@@ -341,8 +343,14 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
             sent += 1
         spend(st.send, self._conn_send, nbytes, sent)
         output = self._output
+        out = self._out
+        sid = st.id
         for payload in payloads[:sent]:
-            output.message(st.id, payload, max_frame, False)
+            n = len(payload)
+            if n <= max_frame:
+                out += (_pack_header(n, _DATA, _END_MESSAGE, sid), payload)
+            else:
+                output.fragments(sid, payload, max_frame, False)
         if sent < count:
             n = len(payloads[sent])
             if n > max_message:
@@ -355,7 +363,7 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
                 )
             self._has_credit(st, n)  # notes BLOCKED
             return sent
-        output.unblock(st.id)
+        self._blocked.pop(sid, None)
         if end_stream:
             self.end_stream(st.id)
         return sent
