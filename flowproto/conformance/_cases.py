@@ -552,3 +552,49 @@ async def _(p: Probe, wait: float) -> str:
     await p.handshake()
     await p.send(HEADER.pack(100, FrameType.DATA, 0, 1)[:5])
     return await p.expect_connection_error(ErrorCode.TIMEOUT, timeout=wait)
+
+
+# spec 1.1 (issue 11): the answers the revision made observable. Appended after the
+# others, so the recorded fuzz seeds keep their positions.
+
+
+@case("3.4/5", "a PONG as the first frame is PROTOCOL_ERROR (1.1: only HELLO may be first)")
+async def _(p: Probe, wait: float) -> str:
+    await p.send(PREFACE, PongFrame(1).encode())
+    return await p.expect_connection_error(ErrorCode.PROTOCOL_ERROR)
+
+
+@case("4.3.2/11", "a HELLO declaring 65 entries, then malformed: ENHANCE_YOUR_CALM (1.1: B1 first)")
+async def _(p: Probe, wait: float) -> str:
+    # map 16 with 65 entries, then a byte msgpack never uses: B1 is judged from the header
+    await p.send(PREFACE, frame(FrameType.HELLO, 0, b"\xde\x00\x41\xc1"))
+    return await p.expect_connection_error(ErrorCode.ENHANCE_YOUR_CALM)
+
+
+@case("5.3/5", "a connection CREDIT's messages key is ignored, even above 2^62-1 (1.1)")
+async def _(p: Probe, wait: float) -> str:
+    peer = await p.handshake()
+    body = pack_body({"bytes": peer.connection_bytes, "messages": MAX_COUNTER + 1})
+    await p.send(frame(FrameType.CREDIT, 0, body))
+    return await p.expect_alive()
+
+
+@case("5.4/3", "a BLOCKED above the limits advertised is legal and ignored (1.1)")
+async def _(p: Probe, wait: float) -> str:
+    peer = await p.handshake()
+    await p.send(open_stream(1))
+    huge = BlockedFrame(1, peer.stream_bytes + 10**6, peer.stream_messages + 1000).encode()
+    await p.send(huge, BlockedFrame(0, peer.connection_bytes + 10**6).encode())
+    return await p.expect_alive(forbid=lambda f: isinstance(f, ResetFrame))
+
+
+@case("5.8/2", "GOAWAY VERSION_MISMATCH without versions: closed, never answered (1.1)")
+async def _(p: Probe, wait: float) -> str:
+    await p.handshake()
+    await p.send(GoAwayFrame(0, ErrorCode.VERSION_MISMATCH, "no common version").encode())
+    while True:
+        f = await p.next_frame(max(p.timeout, 5.0))
+        if f is None:
+            return "closed without a GOAWAY of its own"
+        if isinstance(f, GoAwayFrame):
+            raise CaseFailed(f"answered with {describe(f)}; spec §5.8 forbids any answer")
