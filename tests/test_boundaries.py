@@ -393,6 +393,17 @@ def test_a_message_of_exactly_the_peers_limit_is_sent_alone_too() -> None:
         a.send_message(sid, b"s" * (BATCH_M + 1))
 
 
+def test_a_batch_of_messages_one_byte_over_the_peers_frame_size_is_fragmented() -> None:
+    """spec §4.2, §7.1: the whole-batch path too cuts messages over max_frame_bytes."""
+    peer = Settings(max_frame_bytes=16384, max_message_bytes=20_000, keepalive_ms=0)
+    for size in (16384, 16385):
+        a, b, sid = stream_to(peer)
+        batch = [bytes([i]) * size for i in range(8)]
+        assert a.send_messages(sid, batch) == 8
+        _, events = pump(a, b)
+        assert messages(events) == batch
+
+
 def test_a_batch_cut_short_by_credit_reports_blocked() -> None:
     """spec §8.7: the message that does not fit is reported with BLOCKED."""
     a, _b, sid = stream_to(BATCH)
