@@ -347,7 +347,9 @@ MUTANTS: list[Mutant] = [
       equivalent="as x29: the highest accepted peer id never passes our first last_stream"),
     M("x31", X, "        if error_code is ErrorCode.NO_ERROR:\n", "        if True:\n"),
     M("x32", X, "self._glitch_tokens = min(self._glitch_tokens + refill, self.limits.glitch_burst)",
-      "self._glitch_tokens = self._glitch_tokens + refill"),
+      "self._glitch_tokens = self._glitch_tokens + refill",
+      equivalent="the tokens are read only by _glitch, which caps them at the burst "
+      "(min(tokens, glitch_burst)) before spending one"),
     M("x33", X, "if self._glitch_time is not None and now > self._glitch_time:",
       "if self._glitch_time is not None and now >= self._glitch_time:",
       equivalent="at now == the last time the refill is 0 tokens"),

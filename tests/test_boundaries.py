@@ -775,7 +775,8 @@ def test_a_credit_reporting_more_consumed_or_opening_a_stream_is_progress() -> N
     assert a.send_message(sid, b"m")
     a.receive_data(CreditFrame(sid, PEER.stream_bytes, PEER.stream_messages, 1).encode())
     assert a.glitches == 0
-    events = a.receive_data(CreditFrame(2, PEER.stream_bytes, PEER.stream_messages, 0).encode())
+    # A CREDIT restating the initial limits (no "consumed") opens the peer's stream 2.
+    events = a.receive_data(CreditFrame(2, PEER.stream_bytes, PEER.stream_messages).encode())
     assert StreamOpened(2) in events
     assert a.glitches == 0
     a.receive_data(CreditFrame(sid, PEER.stream_bytes, PEER.stream_messages, 1).encode())
