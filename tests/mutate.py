@@ -448,6 +448,11 @@ MUTANTS: list[Mutant] = [
     M("x92", X, "window = max(floor, min(want, cap))", "window = min(want, cap)"),
     M("x93", X, "            if share < window:\n", "            if share <= window:\n"),
     M("x94", X, "if now >= self._conn_next_tune and", "if now > self._conn_next_tune and"),
+    # --- _connection.py: nothing is sent after a connection error (spec §10.2) ---------
+    M("x95", X, "        if self.state is ConnectionState.CLOSED:\n            pass  # spec §10.2: nothing is sent after a connection error\n        elif",
+      "        if False:\n            pass  # spec §10.2: nothing is sent after a connection error\n        elif"),
+    M("x96", X, "            self.state = ConnectionState.CLOSED  # spec §10.2: sends nothing further\n",
+      "            pass  # spec §10.2: sends nothing further\n"),
 ]
 # fmt: on
 
