@@ -347,7 +347,9 @@ MUTANTS: list[Mutant] = [
       equivalent="as x29: the highest accepted peer id never passes our first last_stream"),
     M("x31", X, "        if error_code is ErrorCode.NO_ERROR:\n", "        if True:\n"),
     M("x32", X, "self._glitch_tokens = min(self._glitch_tokens + refill, self.limits.glitch_burst)",
-      "self._glitch_tokens = self._glitch_tokens + refill"),
+      "self._glitch_tokens = self._glitch_tokens + refill",
+      equivalent="the tokens are read only by _glitch, which caps them at the burst "
+      "(min(tokens, glitch_burst)) before spending one"),
     M("x33", X, "if self._glitch_time is not None and now > self._glitch_time:",
       "if self._glitch_time is not None and now >= self._glitch_time:",
       equivalent="at now == the last time the refill is 0 tokens"),
@@ -446,6 +448,11 @@ MUTANTS: list[Mutant] = [
     M("x92", X, "window = max(floor, min(want, cap))", "window = min(want, cap)"),
     M("x93", X, "            if share < window:\n", "            if share <= window:\n"),
     M("x94", X, "if now >= self._conn_next_tune and", "if now > self._conn_next_tune and"),
+    # --- _connection.py: nothing is sent after a connection error (spec §10.2) ---------
+    M("x95", X, "        if self.state is ConnectionState.CLOSED:\n            pass  # spec §10.2: nothing is sent after a connection error\n        elif",
+      "        if False:\n            pass  # spec §10.2: nothing is sent after a connection error\n        elif"),
+    M("x96", X, "            self.state = ConnectionState.CLOSED  # spec §10.2: sends nothing further\n",
+      "            pass  # spec §10.2: sends nothing further\n"),
 ]
 # fmt: on
 

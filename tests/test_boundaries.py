@@ -88,6 +88,11 @@ def core(name: str) -> Any:
     return values[0]
 
 
+def feed(conn: Connection, wire: bytes, now: float = 0.0) -> list[Event]:
+    """``conn.receive_data(wire, now)``: every test's input goes through here."""
+    return conn.receive_data(wire, now)
+
+
 def frames_of(wire: bytes) -> list[Any]:
     """The frames of one side's output (after its preface, if it starts with one)."""
     if wire.startswith(PREFACE):
@@ -115,7 +120,7 @@ def victim(
 ) -> Connection:
     """A connection that has seen a scripted peer's preface and HELLO; its output taken."""
     conn = Connection(role, settings or Settings(keepalive_ms=0), limits=limits)
-    conn.receive_data(PREFACE + HelloFrame(peer or Settings(keepalive_ms=0)).encode(), 0.0)
+    feed(conn, PREFACE + HelloFrame(peer or Settings(keepalive_ms=0)).encode())
     conn.data_to_send()
     return conn
 
@@ -139,7 +144,7 @@ def open_on(a: Connection, b: Connection) -> int:
 def connection_error(conn: Connection, wire: bytes) -> int:
     """Feed ``wire``; it must fail the connection. Returns the error code."""
     with pytest.raises(RemoteProtocolError) as info:
-        conn.receive_data(wire, 0.0)
+        feed(conn, wire)
     return int(info.value.error_code)
 
 
@@ -393,6 +398,17 @@ def test_a_message_of_exactly_the_peers_limit_is_sent_alone_too() -> None:
         a.send_message(sid, b"s" * (BATCH_M + 1))
 
 
+def test_a_batch_of_messages_one_byte_over_the_peers_frame_size_is_fragmented() -> None:
+    """spec §4.2, §7.1: the whole-batch path too cuts messages over max_frame_bytes."""
+    peer = Settings(max_frame_bytes=16384, max_message_bytes=20_000, keepalive_ms=0)
+    for size in (16384, 16385):
+        a, b, sid = stream_to(peer)
+        batch = [bytes([i]) * size for i in range(8)]
+        assert a.send_messages(sid, batch) == 8
+        _, events = pump(a, b)
+        assert messages(events) == batch
+
+
 def test_a_batch_cut_short_by_credit_reports_blocked() -> None:
     """spec §8.7: the message that does not fit is reported with BLOCKED."""
     a, _b, sid = stream_to(BATCH)
@@ -453,8 +469,8 @@ RECV_CONN = Settings(
 def test_a_run_of_whole_messages_may_fill_the_limit_exactly(settings: Settings) -> None:
     """spec §8.4: 100 bytes, then one chunk of 100 + 100: exactly the 300-byte limit."""
     b = victim(settings)
-    b.receive_data(data(1, b"o" * 100), 0.0)
-    events = b.receive_data(data(1, b"r" * 100) + data(1, b"s" * 100), 0.0)
+    feed(b, data(1, b"o" * 100))
+    events = feed(b, data(1, b"r" * 100) + data(1, b"s" * 100))
     assert messages(events) == [b"r" * 100, b"s" * 100]
 
 
@@ -464,7 +480,7 @@ def test_a_run_of_whole_messages_one_byte_past_the_limit_is_a_flow_control_error
 ) -> None:
     """spec §8.4: the second message of a run passes the stream or connection limit by 1."""
     b = victim(settings)
-    b.receive_data(data(1, b"o" * 100), 0.0)
+    feed(b, data(1, b"o" * 100))
     wire = data(1, b"r" * 100) + data(1, b"s" * 101)
     assert connection_error(b, wire) == ErrorCode.FLOW_CONTROL_ERROR
 
@@ -475,24 +491,24 @@ def test_the_first_message_of_a_chunk_one_byte_past_the_limit_is_a_flow_control_
 ) -> None:
     """spec §8.4: the hot path's own check, for the first whole message of a chunk."""
     b = victim(settings)
-    b.receive_data(data(1, b"o" * 100), 0.0)
-    b.receive_data(data(1, b"p" * 100), 0.0)
+    feed(b, data(1, b"o" * 100))
+    feed(b, data(1, b"p" * 100))
     assert connection_error(b, data(1, b"q" * 101)) == ErrorCode.FLOW_CONTROL_ERROR
 
 
 def test_a_run_may_use_the_message_limit_exactly_and_not_one_message_more() -> None:
     """spec §8.4: Wm = 4: one message, then a run of 3 is fine; a run of 4 is one too many."""
     b = victim(RECV)
-    b.receive_data(data(1, b"1"), 0.0)
-    events = b.receive_data(data(1, b"2") + data(1, b"3") + data(1, b"4"), 0.0)
+    feed(b, data(1, b"1"))
+    events = feed(b, data(1, b"2") + data(1, b"3") + data(1, b"4"))
     assert messages(events) == [b"2", b"3", b"4"]
     b = victim(RECV)
-    b.receive_data(data(1, b"1"), 0.0)
+    feed(b, data(1, b"1"))
     wire = data(1, b"2") + data(1, b"3") + data(1, b"4") + data(1, b"5")
     assert connection_error(b, wire) == ErrorCode.FLOW_CONTROL_ERROR
     b = victim(RECV)  # the hot path's own check: the first message of a chunk, one too many
-    b.receive_data(data(1, b"1"), 0.0)
-    b.receive_data(data(1, b"2") + data(1, b"3") + data(1, b"4"), 0.0)
+    feed(b, data(1, b"1"))
+    feed(b, data(1, b"2") + data(1, b"3") + data(1, b"4"))
     assert connection_error(b, data(1, b"5")) == ErrorCode.FLOW_CONTROL_ERROR
 
 
@@ -507,9 +523,9 @@ def test_a_message_over_max_message_bytes_resets_the_stream_wherever_it_is(posit
         keepalive_ms=0,
     )
     b = victim(settings)
-    b.receive_data(data(1, b"o"), 0.0)
+    feed(b, data(1, b"o"))
     before = data(1, b"m" * 200) if position == "in a run" else b""
-    events = b.receive_data(before + data(1, b"L" * 201) + data(1, b"after"), 0.0)
+    events = feed(b, before + data(1, b"L" * 201) + data(1, b"after"))
     assert messages(events) == ([b"m" * 200] if before else [])
     (reset,) = resets(events)
     assert (reset.stream_id, reset.error_code, reset.remote) == (
@@ -524,19 +540,19 @@ def test_a_message_over_max_message_bytes_resets_the_stream_wherever_it_is(posit
 def test_a_frame_cut_by_the_end_of_a_chunk_inside_a_run_arrives_whole() -> None:
     """spec §4.2: a run stops at a frame whose body has not all arrived."""
     b = victim(RECV)
-    b.receive_data(data(1, b"o"), 0.0)
+    feed(b, data(1, b"o"))
     wire = data(1, b"a" * 10) + data(1, b"b" * 10)
-    events = b.receive_data(wire[:-5], 0.0)
+    events = feed(b, wire[:-5])
     assert messages(events) == [b"a" * 10]
-    assert messages(b.receive_data(wire[-5:], 0.0)) == [b"b" * 10]
+    assert messages(feed(b, wire[-5:])) == [b"b" * 10]
 
 
 def test_a_run_never_takes_a_frame_of_another_stream_or_a_fragment() -> None:
     """spec §7.1: each message goes to its own stream; a fragment is not a whole message."""
     b = victim(RECV)
-    b.receive_data(data(1, b"o") + data(3, b"o"), 0.0)
+    feed(b, data(1, b"o") + data(3, b"o"))
     wire = data(1, b"x") + data(3, b"y") + data(1, b"frag", end_message=False) + data(1, b"ment")
-    events = b.receive_data(wire, 0.0)
+    events = feed(b, wire)
     got = {e.stream_id: e.messages for e in of_type(events, MessagesReceived)}
     assert got == {1: [b"x", b"fragment"], 3: [b"y"]}
 
@@ -551,16 +567,16 @@ def test_fragments_may_sum_to_max_message_bytes_and_not_one_byte_more(
 ) -> None:
     """spec §7.3: 150 + 50 = M is a message; 150 + 51 resets the stream, even from the header."""
     b = victim(RECV)
-    b.receive_data(data(1, b"a" * 150, end_message=False), 0.0)
+    feed(b, data(1, b"a" * 150, end_message=False))
     final = data(1, b"b" * last)
     if split:
-        events = b.receive_data(final[:10], 0.0)  # the header alone decides (spec §4.2)
+        events = feed(b, final[:10])  # the header alone decides (spec §4.2)
         if last == 51:
             assert [r.error_code for r in resets(events)] == [ErrorCode.MESSAGE_TOO_LARGE]
             return
         assert events == []
         final = final[10:]
-    events = b.receive_data(final, 0.0)
+    events = feed(b, final)
     if last == 50:
         assert messages(events) == [b"a" * 150 + b"b" * 50]
         assert resets(events) == []
@@ -579,7 +595,7 @@ def test_a_new_stream_may_begin_with_exactly_its_byte_limit_and_max_message_byte
         keepalive_ms=0,
     )
     b = victim(settings)
-    assert messages(b.receive_data(data(1, b"x" * 300), 0.0)) == [b"x" * 300]
+    assert messages(feed(b, data(1, b"x" * 300))) == [b"x" * 300]
     b = victim(settings)
     assert connection_error(b, data(1, b"x" * 301, end_message=False)) == (
         ErrorCode.FLOW_CONTROL_ERROR
@@ -592,7 +608,7 @@ def test_a_new_stream_may_begin_with_exactly_its_byte_limit_and_max_message_byte
         keepalive_ms=0,
     )
     b = victim(settings)
-    events = b.receive_data(data(1, b"x" * 301), 0.0)
+    events = feed(b, data(1, b"x" * 301))
     assert [r.error_code for r in resets(events)] == [ErrorCode.MESSAGE_TOO_LARGE]
 
 
@@ -619,10 +635,10 @@ def test_a_message_of_exactly_two_frames_arrives_whole() -> None:
 def test_the_peer_may_open_exactly_max_streams_and_the_next_is_refused() -> None:
     """spec §6.4: with max_streams = 3, streams 1, 3, 5 open; 7 is refused, the connection lives."""
     b = victim(Settings(max_streams=3, keepalive_ms=0))
-    events = b.receive_data(data(1, b"a") + data(3, b"b") + data(5, b"c"), 0.0)
+    events = feed(b, data(1, b"a") + data(3, b"b") + data(5, b"c"))
     assert of_type(events, StreamOpened) == [StreamOpened(1), StreamOpened(3), StreamOpened(5)]
     assert b.data_to_send() == b""
-    events = b.receive_data(data(7, b"d"), 0.0)
+    events = feed(b, data(7, b"d"))
     assert of_type(events, StreamOpened) == []
     out = of_type(frames_of(b.data_to_send()), ResetFrame)
     assert [(f.stream_id, f.code) for f in out] == [(7, ErrorCode.REFUSED_STREAM)]
@@ -639,8 +655,8 @@ def test_a_refused_stream_is_refused_even_when_its_first_frame_breaks_a_stream_r
         keepalive_ms=0,
     )
     b = victim(settings)
-    b.receive_data(data(1, b"a"), 0.0)
-    b.receive_data(data(3, b"x" * 301), 0.0)  # over stream_bytes, but the stream is refused anyway
+    feed(b, data(1, b"a"))
+    feed(b, data(3, b"x" * 301))  # over stream_bytes, but the stream is refused anyway
     out = of_type(frames_of(b.data_to_send()), ResetFrame)
     assert [(f.stream_id, f.code) for f in out] == [(3, ErrorCode.REFUSED_STREAM)]
 
@@ -680,7 +696,7 @@ def test_a_credit_limit_of_max_counter_is_accepted_and_one_more_is_a_flow_contro
         limits = {"bytes": 1 << 30, "messages": 1 << 20, key: value}
         frame = CreditFrame(sid, limits["bytes"], limits["messages"])
         if ok:
-            events = a.receive_data(frame.encode(), 0.0)
+            events = feed(a, frame.encode())
             assert of_type(events, CreditGranted)
         else:
             assert connection_error(a, frame.encode()) == ErrorCode.FLOW_CONTROL_ERROR
@@ -703,7 +719,7 @@ def test_consumed_may_equal_the_messages_sent_and_not_one_more(frame_type: str) 
         else:
             wire = CreditFrame(sid, 1 << 30, 1 << 20, consumed).encode()
         if ok:
-            a.receive_data(wire, 0.0)
+            feed(a, wire)
             if frame_type == "CREDIT":
                 assert a.peer_consumed(sid) == 3
         else:
@@ -714,8 +730,8 @@ def test_consumed_never_goes_down() -> None:
     """spec §10.5: a smaller "consumed" than one already reported changes nothing."""
     a, sid = sender_with_stream()
     assert a.send_messages(sid, [b"1", b"2", b"3"]) == 3
-    a.receive_data(CreditFrame(sid, 1 << 30, 1 << 20, 3).encode(), 0.0)
-    a.receive_data(CreditFrame(sid, 1 << 30, 1 << 20, 2).encode(), 0.0)
+    feed(a, CreditFrame(sid, 1 << 30, 1 << 20, 3).encode())
+    feed(a, CreditFrame(sid, 1 << 30, 1 << 20, 2).encode())
     assert a.peer_consumed(sid) == 3
 
 
@@ -728,9 +744,9 @@ def test_a_credit_raising_a_stream_byte_limit_by_1024_is_free_and_by_1023_a_glit
     """spec §10.7.1: a CREDIT that raises only a byte limit by less than 1024 is a glitch."""
     a, sid = sender_with_stream()
     limit = PEER.stream_bytes
-    a.receive_data(CreditFrame(sid, limit + 1024, PEER.stream_messages).encode(), 0.0)
+    feed(a, CreditFrame(sid, limit + 1024, PEER.stream_messages).encode())
     assert a.glitches == 0
-    a.receive_data(CreditFrame(sid, limit + 1024 + 1023, PEER.stream_messages).encode(), 0.0)
+    feed(a, CreditFrame(sid, limit + 1024 + 1023, PEER.stream_messages).encode())
     assert a.glitches == 1
 
 
@@ -738,9 +754,9 @@ def test_a_credit_raising_the_connection_limit_by_1024_is_free_and_by_1023_a_gli
     """spec §10.7.1: the same bound for the connection's limit."""
     a, _ = sender_with_stream()
     limit = PEER.connection_bytes
-    a.receive_data(CreditFrame(0, limit + 1024).encode(), 0.0)
+    feed(a, CreditFrame(0, limit + 1024).encode())
     assert a.glitches == 0
-    a.receive_data(CreditFrame(0, limit + 1024 + 1023).encode(), 0.0)
+    feed(a, CreditFrame(0, limit + 1024 + 1023).encode())
     assert a.glitches == 1
 
 
@@ -751,10 +767,10 @@ def test_the_free_credit_step_is_lowered_to_the_peers_own_replenish_threshold() 
     )
     a = victim(peer=peer, role=Role.INITIATOR)
     sid = a.open_stream()
-    a.receive_data(CreditFrame(sid, 1500 + 501, peer.stream_messages).encode(), 0.0)
-    a.receive_data(CreditFrame(0, 1500 + 501).encode(), 0.0)
+    feed(a, CreditFrame(sid, 1500 + 501, peer.stream_messages).encode())
+    feed(a, CreditFrame(0, 1500 + 501).encode())
     assert a.glitches == 0
-    a.receive_data(CreditFrame(sid, 1500 + 501 + 500, peer.stream_messages).encode(), 0.0)
+    feed(a, CreditFrame(sid, 1500 + 501 + 500, peer.stream_messages).encode())
     assert a.glitches == 1
 
 
@@ -762,14 +778,13 @@ def test_a_credit_reporting_more_consumed_or_opening_a_stream_is_progress() -> N
     """spec §10.7.1: CREDIT that raises only "consumed", or opens a stream, is not a glitch."""
     a, sid = sender_with_stream()
     assert a.send_message(sid, b"m")
-    a.receive_data(CreditFrame(sid, PEER.stream_bytes, PEER.stream_messages, 1).encode(), 0.0)
+    feed(a, CreditFrame(sid, PEER.stream_bytes, PEER.stream_messages, 1).encode())
     assert a.glitches == 0
-    events = a.receive_data(
-        CreditFrame(2, PEER.stream_bytes, PEER.stream_messages, 0).encode(), 0.0
-    )
+    # A CREDIT restating the initial limits (no "consumed") opens the peer's stream 2.
+    events = feed(a, CreditFrame(2, PEER.stream_bytes, PEER.stream_messages).encode())
     assert StreamOpened(2) in events
     assert a.glitches == 0
-    a.receive_data(CreditFrame(sid, PEER.stream_bytes, PEER.stream_messages, 1).encode(), 0.0)
+    feed(a, CreditFrame(sid, PEER.stream_bytes, PEER.stream_messages, 1).encode())
     assert a.glitches == 1  # the same again: nothing new
 
 
@@ -777,12 +792,12 @@ def test_a_non_final_fragment_of_1024_bytes_is_free_and_of_1023_a_glitch() -> No
     """spec §7.1, §10.7.1 (1.1): every non-final DATA fragment under 1024 bytes is a
     glitch, the first of a message too; 1024 is free."""
     b = victim(Settings(max_message_bytes=1 << 16, keepalive_ms=0))
-    b.receive_data(data(1, b"a" * 1024, end_message=False), 0.0)  # begins a message
-    b.receive_data(data(1, b"b" * 1024, end_message=False), 0.0)
+    feed(b, data(1, b"a" * 1024, end_message=False))  # begins a message
+    feed(b, data(1, b"b" * 1024, end_message=False))
     assert b.glitches == 0
-    b.receive_data(data(1, b"c" * 1023, end_message=False), 0.0)
+    feed(b, data(1, b"c" * 1023, end_message=False))
     assert b.glitches == 1
-    b.receive_data(data(3, b"d" * 1023, end_message=False), 0.0)  # a short first fragment
+    feed(b, data(3, b"d" * 1023, end_message=False))  # a short first fragment
     assert b.glitches == 2
 
 
@@ -793,7 +808,7 @@ def unknown_frame() -> bytes:
 def test_the_glitch_budget_allows_exactly_its_burst() -> None:
     """spec §10.7.1: with a burst of 3, three glitches pass and the fourth is ENHANCE_YOUR_CALM."""
     b = victim(limits=Limits(glitch_burst=3))
-    b.receive_data(unknown_frame() * 3, 0.0)
+    feed(b, unknown_frame() * 3)
     assert b.glitches == 3
     assert connection_error(b, unknown_frame()) == ErrorCode.ENHANCE_YOUR_CALM
 
@@ -801,15 +816,15 @@ def test_the_glitch_budget_allows_exactly_its_burst() -> None:
 def test_consumed_data_refills_the_budget_but_never_past_its_burst() -> None:
     """spec §10.7.1: +1 token per glitch_refill_bytes consumed, capped at the burst."""
     b = victim(limits=Limits(glitch_burst=2, glitch_refill_bytes=100))
-    b.receive_data(data(1, b"x" * 100), 0.0)
-    b.receive_data(unknown_frame() * 2, 0.0)  # the budget is empty now
+    feed(b, data(1, b"x" * 100))
+    feed(b, unknown_frame() * 2)  # the budget is empty now
     b.release(1, 100, 1, now=NOW)  # ... and one token back
-    b.receive_data(unknown_frame(), 0.0)
+    feed(b, unknown_frame())
     assert connection_error(b, unknown_frame()) == ErrorCode.ENHANCE_YOUR_CALM
     b = victim(limits=Limits(glitch_burst=2, glitch_refill_bytes=1))
-    b.receive_data(data(1, b"x" * 100), 0.0)
+    feed(b, data(1, b"x" * 100))
     b.release(1, 100, 1, now=NOW)  # 100 tokens' worth, but the burst is 2
-    b.receive_data(unknown_frame() * 2, 0.0)
+    feed(b, unknown_frame() * 2)
     assert connection_error(b, unknown_frame()) == ErrorCode.ENHANCE_YOUR_CALM
 
 
@@ -818,7 +833,7 @@ def test_time_refills_the_budget_but_never_past_its_burst() -> None:
     b = victim(limits=Limits(glitch_burst=2, glitch_refill_per_second=100.0))
     b.handle_timeout(0.0)
     b.handle_timeout(100.0)  # 10000 tokens' worth, but the burst is 2
-    b.receive_data(unknown_frame() * 2, 0.0)
+    feed(b, unknown_frame() * 2)
     assert connection_error(b, unknown_frame()) == ErrorCode.ENHANCE_YOUR_CALM
 
 
@@ -826,28 +841,28 @@ def test_a_stream_error_the_peer_causes_costs_a_glitch() -> None:
     """spec §10.7.1: each RESET the peer makes us send spends a token."""
     settings = Settings(max_message_bytes=100, keepalive_ms=0)
     b = victim(settings, limits=Limits(glitch_burst=1))
-    b.receive_data(data(1, b"x" * 101), 0.0)  # MESSAGE_TOO_LARGE: the one token
+    feed(b, data(1, b"x" * 101))  # MESSAGE_TOO_LARGE: the one token
     assert connection_error(b, data(3, b"x" * 101)) == ErrorCode.ENHANCE_YOUR_CALM
 
 
 def test_blocked_at_the_advertised_limits_is_free_and_above_them_a_glitch() -> None:
     """spec §10.7.1: a sender can be blocked only at limits we advertised."""
     b = victim(RECV)
-    b.receive_data(data(1, b"x"), 0.0)
-    events = b.receive_data(BlockedFrame(1, 300, 4).encode(), 0.0)
+    feed(b, data(1, b"x"))
+    events = feed(b, BlockedFrame(1, 300, 4).encode())
     assert of_type(events, PeerBlocked) and b.glitches == 0
-    b.receive_data(BlockedFrame(1, 301, 4).encode(), 0.0)
+    feed(b, BlockedFrame(1, 301, 4).encode())
     assert b.glitches == 1
-    b.receive_data(BlockedFrame(1, 300, 5).encode(), 0.0)
+    feed(b, BlockedFrame(1, 300, 5).encode())
     assert b.glitches == 2
 
 
 def test_the_first_goaway_is_free_and_a_repeated_one_a_glitch() -> None:
     """spec §10.7.1: one GOAWAY is how a connection ends; repeats cost a token."""
     b = victim()
-    b.receive_data(GoAwayFrame(0, ErrorCode.NO_ERROR).encode(), 0.0)
+    feed(b, GoAwayFrame(0, ErrorCode.NO_ERROR).encode())
     assert b.glitches == 0
-    b.receive_data(GoAwayFrame(0, ErrorCode.NO_ERROR).encode(), 0.0)
+    feed(b, GoAwayFrame(0, ErrorCode.NO_ERROR).encode())
     assert b.glitches == 1
 
 
@@ -857,8 +872,8 @@ def test_the_first_goaway_is_free_and_a_repeated_one_a_glitch() -> None:
 def test_exactly_max_queued_replies_may_wait_and_one_more_is_enhance_your_calm() -> None:
     """spec §10.7: three PONGs may wait unread with a limit of 3; a fourth is too many."""
     b = victim(limits=Limits(max_queued_replies=3))
-    b.receive_data(PingFrame(1).encode() * 3, 0.0)
-    b.receive_data(CreditFrame(0, PEER.connection_bytes + 4096).encode(), 0.0)  # no reply: fine
+    feed(b, PingFrame(1).encode() * 3)
+    feed(b, CreditFrame(0, PEER.connection_bytes + 4096).encode())  # no reply: fine
     assert connection_error(b, PingFrame(4).encode()) == ErrorCode.ENHANCE_YOUR_CALM
 
 
@@ -869,8 +884,8 @@ def test_an_error_goaway_ends_every_open_stream_with_its_code() -> None:
     """spec §10.2: each stream, ours and the peer's, gets a StreamReset with the GOAWAY's code."""
     a = victim(role=Role.INITIATOR)
     ours = [a.open_stream(), a.open_stream()]
-    a.receive_data(data(2, b"peer's"), 0.0)
-    events = a.receive_data(GoAwayFrame(3, ErrorCode.INTERNAL_ERROR, "bye").encode(), 0.0)
+    feed(a, data(2, b"peer's"))
+    events = feed(a, GoAwayFrame(3, ErrorCode.INTERNAL_ERROR, "bye").encode())
     got = sorted((r.stream_id, r.error_code, r.remote) for r in resets(events))
     assert got == [(sid, ErrorCode.INTERNAL_ERROR, True) for sid in sorted([*ours, 2])]
 
@@ -879,7 +894,7 @@ def test_a_graceful_goaway_refuses_only_our_streams_above_last_stream() -> None:
     """spec §10.4: streams at or below last_stream go on; those above were not processed."""
     a = victim(role=Role.INITIATOR)
     first, second = a.open_stream(), a.open_stream()
-    events = a.receive_data(GoAwayFrame(first, ErrorCode.NO_ERROR).encode(), 0.0)
+    events = feed(a, GoAwayFrame(first, ErrorCode.NO_ERROR).encode())
     assert [(r.stream_id, r.error_code) for r in resets(events)] == [
         (second, ErrorCode.REFUSED_STREAM)
     ]
@@ -889,10 +904,10 @@ def test_a_graceful_goaway_refuses_only_our_streams_above_last_stream() -> None:
 def test_a_repeated_close_never_raises_last_stream() -> None:
     """spec §10.4: a second GOAWAY names no stream above the first one's last_stream."""
     b = victim()
-    b.receive_data(data(1, b"a"), 0.0)
+    feed(b, data(1, b"a"))
     b.close()
     (first,) = of_type(frames_of(b.data_to_send()), GoAwayFrame)
-    b.receive_data(data(3, b"after the goaway"), 0.0)  # not processed
+    feed(b, data(3, b"after the goaway"))  # not processed
     b.close(ErrorCode.INTERNAL_ERROR)
     (second,) = of_type(frames_of(b.data_to_send()), GoAwayFrame)
     assert (first.last_stream, second.last_stream) == (1, 1)
@@ -1148,7 +1163,7 @@ def test_the_floor_is_the_reason_only_when_both_units_are_held_at_it() -> None:
 
 def tuned(budget: MemoryBudget | None = None) -> Connection:
     conn = Connection(Role.ACCEPTOR, Settings(keepalive_ms=0), autotune=AutoTune(), budget=budget)
-    conn.receive_data(PREFACE + HelloFrame(PEER).encode(), 0.0)
+    feed(conn, PREFACE + HelloFrame(PEER).encode())
     conn.data_to_send()
     return conn
 
@@ -1159,7 +1174,7 @@ def test_the_connection_window_is_held_at_its_floor_when_no_stream_wants_more() 
     floor = core("tuned_floor")(Settings().max_message_bytes)
     for budget in (None, MemoryBudget(1 << 30)):
         b = tuned(budget)
-        b.receive_data(data(1, b"x" * 10) + data(1, b"", end_message=False, end_stream=True), 0.0)
+        feed(b, data(1, b"x" * 10) + data(1, b"", end_message=False, end_stream=True))
         b.end_stream(1)  # closed both ways, its message still held
         b.release(1, 10, 1, now=1.0)
         info = b.window_info(0)
@@ -1170,10 +1185,10 @@ def test_the_connection_window_is_held_at_its_floor_when_no_stream_wants_more() 
 def test_the_connection_window_is_retuned_at_exactly_min_epoch_later() -> None:
     """spec §8.9 rule 8: at most once per min_epoch, and again at exactly min_epoch."""
     b = tuned()
-    b.receive_data(data(1, b"x" * 10) + data(1, b"", end_message=False, end_stream=True), 0.0)
+    feed(b, data(1, b"x" * 10) + data(1, b"", end_message=False, end_stream=True))
     b.end_stream(1)
     b.release(1, 10, 1, now=1.0)  # no stream receiving: the floor
-    b.receive_data(data(3, b"y" * 10), 0.0)  # a new stream wants its window
+    feed(b, data(3, b"y" * 10))  # a new stream wants its window
     b.release(3, 10, 1, now=1.0 + AutoTune().min_epoch)
     info = b.window_info(0)
     assert info is not None
@@ -1183,7 +1198,7 @@ def test_the_connection_window_is_retuned_at_exactly_min_epoch_later() -> None:
 def test_the_round_trip_probe_goes_at_exactly_its_time() -> None:
     """spec §8.9: once the application consumes, a PING measures the round trip, due at 0."""
     b = tuned()
-    b.receive_data(data(1, b"a") + data(1, b"b"), 0.0)
+    feed(b, data(1, b"a") + data(1, b"b"))
     b.release(1, 1, 1, now=0.0)
     b.data_to_send()
     b.handle_timeout(0.0)
@@ -1217,7 +1232,7 @@ def nested(kind: str, levels: int) -> Any:
 def test_a_body_of_exactly_64_entries_is_accepted_and_65_refused() -> None:
     """spec §4.3.2 B4: at most MAX_MAP_ENTRIES entries in the top-level map."""
     b = victim()
-    events = b.receive_data(ping_with({f"x{i}": i for i in range(63)}), 0.0)
+    events = feed(b, ping_with({f"x{i}": i for i in range(63)}))
     assert [e.ping_id for e in of_type(events, flowproto.PingReceived)] == [7]
     b = victim()
     assert connection_error(b, ping_with({f"x{i}": i for i in range(64)})) == (
@@ -1230,11 +1245,11 @@ def test_a_hello_of_65_entries_is_enhance_your_calm() -> None:
     body = {**Settings().to_body(), **{f"x{i}": 0 for i in range(65 - 7)}}
     conn = Connection(Role.ACCEPTOR)
     with pytest.raises(RemoteProtocolError) as info:
-        conn.receive_data(PREFACE + control(1, body), 0.0)
+        feed(conn, PREFACE + control(1, body))
     assert info.value.error_code == ErrorCode.ENHANCE_YOUR_CALM
     body = {**Settings().to_body(), **{f"x{i}": 0 for i in range(64 - 7)}}
     conn = Connection(Role.ACCEPTOR)
-    conn.receive_data(PREFACE + control(1, body), 0.0)
+    feed(conn, PREFACE + control(1, body))
     assert conn.handshake_complete
 
 
@@ -1245,7 +1260,7 @@ def test_nested_containers_of_exactly_64_entries_are_accepted_and_65_refused(kin
         value = {f"k{i}": i for i in range(n)} if kind == "map" else list(range(n))
         b = victim()
         if ok:
-            assert of_type(b.receive_data(ping_with({"x": value}), 0.0), flowproto.PingReceived)
+            assert of_type(feed(b, ping_with({"x": value})), flowproto.PingReceived)
         else:
             assert connection_error(b, ping_with({"x": value})) == ErrorCode.PROTOCOL_ERROR
 
@@ -1254,7 +1269,7 @@ def test_nested_containers_of_exactly_64_entries_are_accepted_and_65_refused(kin
 def test_a_body_8_levels_deep_is_accepted_and_9_refused(kind: str) -> None:
     """spec §4.3.2 B4: MAX_BODY_DEPTH = 8 levels, the top-level map being level 1."""
     b = victim()
-    assert of_type(b.receive_data(ping_with({"x": nested(kind, 8)}), 0.0), flowproto.PingReceived)
+    assert of_type(feed(b, ping_with({"x": nested(kind, 8)})), flowproto.PingReceived)
     b = victim()
     assert connection_error(b, ping_with({"x": nested(kind, 9)})) == ErrorCode.PROTOCOL_ERROR
 
@@ -1308,17 +1323,17 @@ def padded_ping(size: int) -> bytes:
 
 def test_a_control_body_of_exactly_4096_bytes_is_accepted_and_4097_a_frame_size_error() -> None:
     """spec §4.2: MAX_CONTROL_BODY = 4096."""
-    assert of_type(victim().receive_data(padded_ping(4096), 0.0), flowproto.PingReceived)
+    assert of_type(feed(victim(), padded_ping(4096)), flowproto.PingReceived)
     assert connection_error(victim(), padded_ping(4097)) == ErrorCode.FRAME_SIZE_ERROR
 
 
 def test_a_frame_of_exactly_max_frame_bytes_is_accepted_and_one_more_a_frame_size_error() -> None:
     """spec §4.2: DATA and unknown frame types alike."""
     settings = Settings(max_frame_bytes=16384, max_message_bytes=1 << 20, keepalive_ms=0)
-    assert messages(victim(settings).receive_data(data(1, b"d" * 16384), 0.0)) == [b"d" * 16384]
+    assert messages(feed(victim(settings), data(1, b"d" * 16384))) == [b"d" * 16384]
     assert connection_error(victim(settings), data(1, b"d" * 16385)) == ErrorCode.FRAME_SIZE_ERROR
     unknown = flowproto.UnknownFrame(0x20, 0, 0, b"u" * 16384).encode()
-    assert victim(settings).receive_data(unknown, 0.0) == []
+    assert feed(victim(settings), unknown) == []
     unknown = flowproto.UnknownFrame(0x20, 0, 0, b"u" * 16385).encode()
     assert connection_error(victim(settings), unknown) == ErrorCode.FRAME_SIZE_ERROR
     assert len(FrameDecoder(16384).feed(data(1, b"d" * 16384))) == 1
@@ -1392,7 +1407,7 @@ def test_limits_are_at_least_one_except_the_refill_rate() -> None:
 def test_keepalive_pings_at_exactly_the_interval_and_fails_at_exactly_the_timeout() -> None:
     """spec §11: due at ``last_rx + keepalive`` and at ``ping_sent + ping_timeout``, inclusive."""
     conn = Connection(Role.ACCEPTOR, Settings(keepalive_ms=1000), ping_timeout=2.0)
-    conn.receive_data(PREFACE + HelloFrame(PEER).encode(), 10.0)  # the HELLO arrives at 10 s
+    feed(conn, PREFACE + HelloFrame(PEER).encode(), 10.0)  # the HELLO arrives at 10 s
     conn.data_to_send()
     conn.handle_timeout(10.0)
     assert conn.next_deadline() == 11.0
@@ -1409,7 +1424,7 @@ def test_blocked_repeats_at_exactly_the_blocked_interval() -> None:
         stream_bytes=100, stream_messages=1, connection_bytes=1000, max_message_bytes=100
     )
     a = Connection(Role.INITIATOR, Settings(keepalive_ms=0), blocked_interval=2.0)
-    a.receive_data(PREFACE + HelloFrame(peer).encode(), 0.0)
+    feed(a, PREFACE + HelloFrame(peer).encode())
     sid = a.open_stream()
     assert a.send_message(sid, b"1") and not a.send_message(sid, b"2")
     a.data_to_send()
@@ -1421,7 +1436,7 @@ def test_blocked_repeats_at_exactly_the_blocked_interval() -> None:
 def test_a_pong_never_goes_ahead_of_our_own_preface_and_hello() -> None:
     """spec §3.1, §5.5: PONG jumps queued DATA, but the preface and HELLO come first."""
     conn = Connection(Role.ACCEPTOR, Settings(keepalive_ms=0))
-    conn.receive_data(PREFACE + HelloFrame(PEER).encode() + PingFrame(5).encode(), 0.0)
+    feed(conn, PREFACE + HelloFrame(PEER).encode() + PingFrame(5).encode())
     wire = conn.data_to_send()
     assert wire.startswith(PREFACE)
     frames = frames_of(wire)
@@ -1432,16 +1447,14 @@ def test_a_pong_never_goes_ahead_of_our_own_preface_and_hello() -> None:
 def test_a_preface_arriving_exactly_whole_is_taken_at_once() -> None:
     """spec §3.1: after exactly the 10 preface bytes, the connection waits for HELLO."""
     conn = Connection(Role.ACCEPTOR)
-    conn.receive_data(PREFACE, 0.0)
+    feed(conn, PREFACE)
     assert conn.state is flowproto.ConnectionState.HELLO
 
 
 def test_the_final_consumed_report_goes_once_and_only_when_everything_is_consumed() -> None:
     """spec §10.5: after END_STREAM, one CREDIT with the final count once all are consumed."""
     b = victim()
-    b.receive_data(
-        data(1, b"a") + data(1, b"b") + data(1, b"", end_message=False, end_stream=True), 0.0
-    )
+    feed(b, data(1, b"a") + data(1, b"b") + data(1, b"", end_message=False, end_stream=True))
     assert not b.release(1, 1, 1, now=NOW)
     assert not of_type(frames_of(b.data_to_send()), CreditFrame)  # one message still held
     b.release(1, 1, 1, now=NOW)
@@ -1449,7 +1462,7 @@ def test_the_final_consumed_report_goes_once_and_only_when_everything_is_consume
     b.release(1, 0, 0, now=NOW)
     assert of_type(frames_of(b.data_to_send()), CreditFrame) == []
     b = victim()
-    b.receive_data(data(1, b"", end_message=False, end_stream=True), 0.0)  # nothing to report
+    feed(b, data(1, b"", end_message=False, end_stream=True))  # nothing to report
     assert of_type(frames_of(b.data_to_send()), CreditFrame) == []
 
 
@@ -1650,8 +1663,8 @@ def test_nothing_is_queued_after_an_error_goaway_is_received() -> None:
     """spec §10.2: the receiver of an error GOAWAY sends nothing further, not even the
     connection CREDIT that discarding the streams' held data would return."""
     b = victim(HELD)
-    b.receive_data(data(1, b"x" * 600), 0.0)  # held: its discard is over the 500-byte threshold
-    events = b.receive_data(GoAwayFrame(1, ErrorCode.INTERNAL_ERROR).encode(), 0.0)
+    feed(b, data(1, b"x" * 600))  # held: its discard is over the 500-byte threshold
+    events = feed(b, GoAwayFrame(1, ErrorCode.INTERNAL_ERROR).encode())
     assert [r.stream_id for r in resets(events)] == [1]
     assert b.data_to_send() == b""
 
@@ -1659,7 +1672,7 @@ def test_nothing_is_queued_after_an_error_goaway_is_received() -> None:
 def test_a_release_after_a_connection_error_queues_nothing() -> None:
     """spec §10.2: after our GOAWAY with an error code, nothing more goes out."""
     b = victim(HELD)
-    b.receive_data(data(1, b"x" * 600), 0.0)
+    feed(b, data(1, b"x" * 600))
     assert connection_error(b, data(0, b"stream 0")) == ErrorCode.PROTOCOL_ERROR
     (goaway,) = frames_of(b.data_to_send())
     assert isinstance(goaway, GoAwayFrame)
@@ -1670,11 +1683,11 @@ def test_a_release_after_a_connection_error_queues_nothing() -> None:
 def test_eof_after_a_goaway_is_clean_only_with_no_stream_open() -> None:
     """spec §10.6: the normal end is EOF after a GOAWAY with no stream open."""
     b = victim()
-    b.receive_data(data(1, b"x"), 0.0)
-    b.receive_data(GoAwayFrame(0, ErrorCode.NO_ERROR).encode(), 0.0)
-    (closed,) = b.receive_data(b"", 0.0)
+    feed(b, data(1, b"x"))
+    feed(b, GoAwayFrame(0, ErrorCode.NO_ERROR).encode())
+    (closed,) = feed(b, b"")
     assert (closed.clean, closed.truncated) == (False, False)
     b = victim()
-    b.receive_data(GoAwayFrame(0, ErrorCode.NO_ERROR).encode(), 0.0)
-    (closed,) = b.receive_data(b"", 0.0)
+    feed(b, GoAwayFrame(0, ErrorCode.NO_ERROR).encode())
+    (closed,) = feed(b, b"")
     assert (closed.clean, closed.truncated) == (True, False)
