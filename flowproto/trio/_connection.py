@@ -47,6 +47,7 @@ from ._constants import (
     CLOSE_LINGER,
     DEFAULT_CLOSE_GRACE,
     DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT,
     READ_SIZE,
     WRITE_CHUNK,
@@ -157,6 +158,28 @@ class FlowConnection:
             self._reader_scope.cancel()
 
     # tasks --------------------------------------------------------------------------------
+
+    async def start(
+        self,
+        nursery: trio.Nursery,
+        *,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        idle_timeout: float | None = None,
+    ) -> None:
+        """Run this connection's tasks in ``nursery`` and wait for the peer's HELLO.
+
+        The one way to bring a connection up (``open_flow_connection`` uses it): the reader,
+        writer and timer start, an idle watch if ``idle_timeout`` is set (spec §11), and
+        this returns once the handshake is complete (spec §3.4).
+
+        Raises:
+            HandshakeTimeout: no preface and HELLO within ``handshake_timeout``.
+            ConnectionLostError: the connection ended before the handshake completed.
+        """
+        await nursery.start(self._run)
+        if idle_timeout is not None:
+            nursery.start_soon(self._idle_watch, idle_timeout)
+        await self._wait_handshake(handshake_timeout)
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:

@@ -121,11 +121,10 @@ async def open_flow_connection(
     )
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(conn._run)
-            if idle_timeout is not None:
-                nursery.start_soon(conn._idle_watch, idle_timeout)
             try:
-                await conn._wait_handshake(handshake_timeout)
+                await conn.start(
+                    nursery, handshake_timeout=handshake_timeout, idle_timeout=idle_timeout
+                )
                 yield conn
             finally:
                 with trio.CancelScope(shield=True):
