@@ -2,7 +2,8 @@
 
 :class:`~flowproto._connection.Connection` is assembled from small classes, each owning
 one concept: :class:`~flowproto._queries.ConnectionQueries` (what the application may
-read), :class:`~flowproto._receiving.DataReceiving` (DATA off the hot path),
+read), :class:`~flowproto._sending.DataSending` (the send verbs),
+:class:`~flowproto._receiving.DataReceiving` (DATA off the hot path),
 :class:`~flowproto._control.ControlReceiving` (control frames, by table) and
 :class:`~flowproto._timers.ConnectionTimers` (keepalive, BLOCKED repeats, tuning). The
 objects they share (stream table, credit, input walk, output queue, budgets) are created
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
     from ._frames import Frame, Settings
     from ._inbound import Inbound, Received
     from ._limits import GlitchBudget, Limits
-    from ._outbound import Outbound
-    from ._state import ConnectionInput, ConnectionState, StreamInput
+    from ._outbound import Outbound, _Blocked
+    from ._state import ConnectionInput, ConnectionState, StreamInput, StreamState
     from ._streams import Role, StreamRecord, StreamTable
 
 __all__ = ["ConnectionParts"]
@@ -52,6 +53,8 @@ class ConnectionParts:
     _conn_recv: ReceiveWindow
     _inbound: Inbound
     _output: Outbound
+    _out: list[bytes | memoryview]  # the Outbound's list, appended to on the send hot path
+    _blocked: dict[int, _Blocked]  # the Outbound's BLOCKED notes
     _glitch_budget: GlitchBudget
     _budget_demand: int
     # PING and keepalive (spec §5.5, §11)
@@ -87,6 +90,7 @@ class ConnectionParts:
         def _maybe_forget(self, st: StreamRecord) -> None: ...
         def _final_report(self, st: StreamRecord) -> None: ...
         def _update_connection_credit(self) -> None: ...
+        def stream_state(self, stream_id: int) -> StreamState: ...
         def _glitch(self, what: str) -> None: ...
         def _stream_for_frame(self, sid: int, rx: Received) -> StreamRecord | None: ...
         def _receive_data_frame(self, sid: int, flags: int, body: bytes, rx: Received) -> None: ...
