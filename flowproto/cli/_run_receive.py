@@ -35,6 +35,7 @@ from ._constants import BATCH_MESSAGES, CLOSE_GRACE
 from ._errors import EXPECTED_ERRORS, CliError, describe, flatten
 from ._latency import Latencies
 from ._metrics import Watched, json_lines, serve_metrics
+from ._output import Sink
 from ._pace import Pace
 from ._printing import fmt_bytes, fmt_latency, format_address, json_line, per_second
 from ._progress import eprint, every_second
@@ -78,6 +79,7 @@ class ReceiveOptions:
     memory_budget: int | None = None  # bytes, shared by every connection (spec §8.9)
     metrics: tuple[str, int] | None = None  # --metrics-port (spec §14)
     json_lines: bool = False
+    fsync: bool = False  # --fsync: the output is on disk before credit returns
 
 
 class _Receiver:
@@ -102,6 +104,7 @@ class _Receiver:
         self.accepting: set[trio.CancelScope] = set()  # each connection's accept loop
         self.watched = Watched()  # for --json-lines and --metrics-port (spec §14)
         self.budget = MemoryBudget(opts.memory_budget) if opts.memory_budget else None
+        self.sink = Sink(opts.output, fsync=opts.fsync) if opts.output is not None else None
         self._reported = (0, 0)  # messages, bytes at the last live line
 
     async def on_connection(self, transport: trio.SocketStream) -> None:
@@ -164,7 +167,7 @@ class _Receiver:
         self.streams_seen += 1
         if self.first is None:
             self.first = trio.current_time()
-        count, pace, output, lat = self.opts.count, self.pace, self.opts.output, self.latencies
+        count, pace = self.opts.count, self.pace
         paced = pace.active
         try:
             while True:
@@ -178,9 +181,9 @@ class _Receiver:
                     # Exact on one stream. Several streams may each be waiting with this
                     # limit; what they take is consumed, so it is processed and counted too.
                     limit = max(1, min(limit, count - self.messages))
-                bytes_before = stream.bytes_received
                 try:
-                    batch = await stream.receive_many(limit)
+                    # Held, not consumed: the credit goes back once the batch is written.
+                    batch = await stream.receive_many(limit, release=False)
                 except trio.EndOfChannel:
                     await stream.aclose()  # the peer waits for this: all was consumed
                     return
@@ -188,8 +191,7 @@ class _Receiver:
                 self.peak_buffered = max(
                     self.peak_buffered, stream.statistics().buffered_messages + len(batch)
                 )
-                self.bytes += stream.bytes_received - bytes_before
-                self._take(batch, output, lat)
+                await self._deliver(stream, batch)
                 if count is not None and self.messages >= count:
                     self.stop()
                     await self._end(stream)
@@ -197,6 +199,9 @@ class _Receiver:
         except MessageDecodeError as exc:
             self.problem(f"stream {stream.stream_id} from {peer}: {exc} (is the sender --raw?)")
             await stream.reset(ErrorCode.CANCEL, "message is not valid msgpack")
+        except OSError as exc:
+            self.problem(f"stream {stream.stream_id} from {peer}: cannot write the output: {exc}")
+            await stream.reset(ErrorCode.CANCEL, f"the receiver cannot write its output: {exc}")
         except (StreamResetError, ConnectionLostError) as exc:
             if not self.stopping:
                 self.problem(f"stream {stream.stream_id} from {peer}: {exc}")
@@ -204,20 +209,22 @@ class _Receiver:
             self.open_streams.discard(stream)
             self.watched.streams.pop(stream, None)
 
-    def _take(self, batch: Sequence[Any], output: BinaryIO | None, lat: Latencies | None) -> None:
-        self.messages += len(batch)
-        raw = self.opts.codec == "raw"
+    async def _deliver(self, stream: FlowStream, batch: Sequence[Any]) -> None:
+        """Write the batch to the output, flushed (and fsynced with --fsync), and only then
+        release it: the sender is told it was consumed once it is where the user asked
+        (spec §8.5, §10.5)."""
+        lat, sink = self.latencies, self.sink
         if lat is not None:
             now_ns = time.time_ns()
             for m in batch:
                 lat.add_message(m, now_ns)
-        if output is not None:
-            if raw:
-                for m in batch:
-                    output.write(m)
-            else:
-                for m in batch:
-                    output.write(json_line(m))
+        if sink is not None:
+            sink.write(batch if self.opts.codec == "raw" else [json_line(m) for m in batch])
+            await sink.sync()
+        bytes_before = stream.bytes_received
+        stream.release()
+        self.messages += len(batch)
+        self.bytes += stream.bytes_received - bytes_before
 
     def stop(self) -> None:
         """Stop serving: streams that are done end cleanly, the others are reset, and the
