@@ -9,11 +9,13 @@ processes print.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 from pathlib import Path
 
+import pytest
 from cli_helpers import flowproto, receiver, run_flowproto
 
 MESSAGE = 1000  # bytes per generated message or input chunk
@@ -101,3 +103,36 @@ def test_fsync_delivers_the_same_bytes_and_its_help_names_the_cost(tmp_path: Pat
     help_text = run_flowproto("receive", "--help", cwd=tmp_path).stdout
     assert "--fsync" in help_text
     assert "slower" in help_text
+
+
+# --- 2. SIGTERM and SIGHUP are handled like SIGINT ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("signum", "status"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
+)
+def test_a_stop_signal_flushes_prints_the_summary_and_exits_128_plus_its_number(
+    tmp_path: Path, signum: signal.Signals, status: int
+) -> None:
+    """SIGTERM used to kill the receiver at once: rc -15, no summary."""
+    source = tmp_path / "in.txt"
+    source.write_text("one\ntwo\nthree\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    with receiver("--output", str(out), "-q", "--json", cwd=tmp_path) as (r, port):
+        sent = run_flowproto(
+            *("send", "--connect", f"127.0.0.1:{port}", "--input", str(source), "--lines"),
+            cwd=tmp_path,
+        )
+        assert sent.returncode == 0, sent.stderr
+        r.proc.send_signal(signum)
+        code, stdout, stderr = r.finish()
+    assert code == status, stderr
+    summary = json.loads(stdout)
+    assert summary["messages"] == 3
+    assert summary["interrupted"] is True
+    assert summary["signal"] == signum.name
+    assert f"flowproto: interrupted ({signum.name})" in stderr
+    assert "Traceback" not in stderr
+    assert out.read_text(encoding="utf-8") == "one\ntwo\nthree\n"

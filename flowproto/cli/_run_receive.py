@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
 import trio
 
@@ -96,6 +96,7 @@ class _Receiver:
         self.open_streams: set[FlowStream] = set()
         self.peak_buffered = 0
         self.interrupted = False
+        self.signal: str | None = None  # the name of the signal that stopped us
         self.first: float | None = None
         self.last: float | None = None
         self.problems: list[str] = []
@@ -279,9 +280,11 @@ class _Receiver:
         )
 
     async def stop_on_signal(self, signals: AsyncIterator[int]) -> None:
-        async for _ in signals:
-            # Ctrl-C is how a server is stopped: stop cleanly, so the summary is printed.
+        async for signum in signals:
+            # Ctrl-C, SIGTERM (a service manager) and SIGHUP (a closed terminal) are how a
+            # server is stopped: stop cleanly, so the output is flushed and the summary printed.
             self.interrupted = True
+            self.signal = signal.Signals(signum).name
             self.stop()
             return
 
@@ -299,6 +302,7 @@ class _Receiver:
             "buffered_peak_messages": self.peak_buffered,
             "problems": self.problems,
             "interrupted": self.interrupted,
+            "signal": self.signal,
         }
         if self.latencies is not None:
             result["latency_ms"] = self.latencies.summary()
@@ -315,10 +319,16 @@ class _Receiver:
         return self.watched.snapshot(role="receive", messages=self.messages, bytes=self.bytes)
 
 
-def _sigint_receiver() -> AbstractContextManager[AsyncIterator[int] | None]:
+#: The signals that stop ``receive`` cleanly; the exit status is 128 + the signal's number.
+STOP_SIGNALS: Final = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+def _stop_signal_receiver() -> AbstractContextManager[AsyncIterator[int] | None]:
     if threading.current_thread() is not threading.main_thread():
         return contextlib.nullcontext()  # signals only reach the main thread
-    return trio.open_signal_receiver(signal.SIGINT)
+    return trio.open_signal_receiver(*STOP_SIGNALS)
 
 
 async def run_receive(opts: ReceiveOptions) -> dict[str, Any]:
@@ -330,7 +340,7 @@ async def run_receive(opts: ReceiveOptions) -> dict[str, Any]:
     for address in addresses:  # with port 0, IPv4 and IPv6 may get different ports
         eprint(f"listening on {address}")
     try:
-        with _sigint_receiver() as signals:
+        with _stop_signal_receiver() as signals:
             async with trio.open_nursery() as connections, trio.open_nursery() as nursery:
                 receiver.nursery = nursery
                 if opts.live:

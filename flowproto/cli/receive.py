@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import BinaryIO
 
@@ -135,9 +136,12 @@ def receive(
 ) -> None:
     """Accept connections and consume every stream's messages, printing statistics.
 
-    Without --count or --once it serves until interrupted (Ctrl-C, which still prints
-    the summary; exit status 130). Each stream is consumed until its sender ends it;
-    then this side ends it too, which tells the sender that every message was consumed.
+    Without --count or --once it serves until interrupted. Ctrl-C (SIGINT), SIGTERM and
+    SIGHUP all stop it cleanly: streams still open are reset, the output is flushed and
+    the summary printed; the exit status is 128 + the signal's number (130, 143, 129).
+
+    Each stream is consumed until its sender ends it; then this side ends it too, which
+    tells the sender that every message was consumed.
     Live statistics (throughput, buffered messages and bytes, open credit, latency) go
     to stderr once a second; the summary goes to stderr, or to stdout as JSON with
     --json.
@@ -177,8 +181,9 @@ def receive(
         for line in receive_summary(result):
             click.echo(line, err=True)
     if result["interrupted"]:
-        click.echo("flowproto: interrupted", err=True)
-        click.get_current_context().exit(130)
+        name = result["signal"] or "SIGINT"
+        click.echo(f"flowproto: interrupted ({name})", err=True)
+        click.get_current_context().exit(128 + signal.Signals[name].value)
 
 
 def _settings(window_bytes: int, window_messages: int, max_message: int | None) -> Settings:
