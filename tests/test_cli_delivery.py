@@ -136,3 +136,66 @@ def test_a_stop_signal_flushes_prints_the_summary_and_exits_128_plus_its_number(
     assert f"flowproto: interrupted ({signum.name})" in stderr
     assert "Traceback" not in stderr
     assert out.read_text(encoding="utf-8") == "one\ntwo\nthree\n"
+
+
+# --- 4. one file, one sender; --output-dir for many ---------------------------------------------
+
+
+def test_a_second_sender_is_refused_and_none_of_its_bytes_reach_the_file(tmp_path: Path) -> None:
+    """The issue's injection: any client that completed the handshake got its messages
+    written into --output FILE, and both senders exited 0. Now the stream that owns the
+    file is the only one written; another is refused (REFUSED_STREAM, spec §6.4: nothing
+    of it processed) before any of its bytes are written."""
+    source = tmp_path / "in.bin"
+    source.write_bytes(os.urandom(1000 * MESSAGE))
+    out = tmp_path / "out.bin"
+    with (
+        receiver(
+            *("--output", str(out), "--raw", "-q", "--rate", "500"),
+            *("--window-messages", "16", "--no-autotune"),
+            cwd=tmp_path,
+        ) as (r, port),
+        flowproto(
+            *("send", "--connect", f"127.0.0.1:{port}", "--input", str(source), "--raw"),
+            *("--chunk-size", str(MESSAGE)),
+            cwd=tmp_path,
+        ) as real,
+    ):
+        real.wait_for(r"delivered [1-9]\d*$")  # the real transfer owns the file
+        injected = run_flowproto(
+            *("send", "--connect", f"127.0.0.1:{port}", "--input", "-", "--raw"),
+            cwd=tmp_path,
+            stdin=b"INJECTED",
+        )
+        status, _, stderr = real.finish()
+        assert status == 0, stderr
+        assert out.read_bytes() == source.read_bytes()
+        r.proc.send_signal(signal.SIGTERM)
+        _, _, receiver_stderr = r.finish()
+    assert injected.returncode == 1, injected.stderr
+    assert "REFUSED_STREAM" in injected.stderr
+    assert re.search(r"the receiver confirmed 0 of [01] messages", injected.stderr)
+    assert "refused" in receiver_stderr
+    assert b"INJECTED" not in out.read_bytes()
+
+
+def test_output_dir_writes_one_safely_named_file_per_stream(tmp_path: Path) -> None:
+    target = tmp_path / "received"
+    target.mkdir()
+    with receiver("--output-dir", str(target), "--raw", "-q", "--json", cwd=tmp_path) as (r, port):
+        for streams in ("1", "2"):
+            sent = run_flowproto(
+                *("send", "--connect", f"127.0.0.1:{port}", "--raw", "--streams", streams),
+                *("--count", "100", "--size", "100"),
+                cwd=tmp_path,
+            )
+            assert sent.returncode == 0, sent.stderr
+        r.proc.send_signal(signal.SIGTERM)
+        status, stdout, stderr = r.finish()
+    assert status == 143, stderr
+    files = {p.name: p.stat().st_size for p in target.iterdir()}
+    # <peer host>_<peer port>_<connection number>_<stream id>: nothing from the peer's bytes.
+    names = sorted(re.sub(r"_\d+_", "_PORT_", name, count=1) for name in files)
+    assert names == ["127.0.0.1_PORT_1_1", "127.0.0.1_PORT_2_1", "127.0.0.1_PORT_2_3"], files
+    assert sorted(files.values()) == [5000, 5000, 10000]
+    assert json.loads(stdout)["output_files"]["complete"] == 3

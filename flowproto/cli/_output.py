@@ -11,9 +11,10 @@ only after :meth:`Sink.write` (and :meth:`Sink.sync`) returned: the sender's
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO, Final
 
 import trio
 
@@ -21,8 +22,9 @@ import trio
 class Sink:
     """One output: each batch is written and flushed at once, and fsynced on request."""
 
-    def __init__(self, file: BinaryIO, *, fsync: bool = False) -> None:
+    def __init__(self, file: BinaryIO, *, fsync: bool = False, path: str | None = None) -> None:
         self.file = file
+        self.path = path  # None: not a file of ours (stdout)
         self.messages = 0
         self.bytes = 0
         # fsync is for files: a pipe or a terminal (stdout) has nothing to sync.
@@ -51,3 +53,109 @@ class Sink:
         """With ``--fsync``: wait (in a thread) until the file's data is on disk."""
         if self._fsync_fd is not None:
             await trio.to_thread.run_sync(os.fsync, self._fsync_fd)
+
+    def close(self) -> None:
+        """Close a file of ours (stdout stays open); closing twice does nothing."""
+        if self.path is not None and not self.file.closed:
+            self.file.close()
+
+
+#: Incomplete output files named in the summary; the rest are only counted.
+MAX_LISTED_FILES: Final = 100
+
+
+class OutputRefused(Exception):
+    """This stream may not write to the output: it is refused with REFUSED_STREAM, which
+    tells its sender that nothing of it was processed (spec §6.4)."""
+
+
+def stream_file_name(peer: str, connection: int, stream_id: int) -> str:
+    """``<peer host>_<peer port>_<connection number>_<stream id>`` for ``--output-dir``.
+
+    Only the peer's address and our own counters go in, reduced to letters, digits and
+    dots, so the name has no path component whatever the peer sends.
+    """
+    host, _, port = peer.rpartition(":")
+    host = host.strip("[]") if host else peer
+    safe_host = re.sub(r"[^A-Za-z0-9.]", "-", host) or "peer"
+    safe_port = re.sub(r"[^0-9]", "", port) or "0"
+    return f"{safe_host}_{safe_port}_{connection}_{stream_id}"
+
+
+class Outputs:
+    """Which stream writes where (``--output FILE``, ``--output -``, ``--output-dir DIR``).
+
+    - ``--output FILE`` takes exactly one stream, the first: every other stream, at the
+      same time or later, on any connection, is refused before any of its bytes are
+      written, so no one else's messages ever reach the file.
+    - ``--output -`` (stdout): every stream writes, batch by batch, as before.
+    - ``--output-dir DIR``: each stream writes its own file, named by
+      :func:`stream_file_name`.
+    """
+
+    def __init__(
+        self,
+        *,
+        file: str | None = None,
+        directory: str | None = None,
+        stdout: BinaryIO | None = None,
+        fsync: bool = False,
+    ) -> None:
+        self.file = file
+        self.directory = directory
+        self.fsync = fsync
+        self._stdout = Sink(stdout, fsync=False) if stdout is not None else None
+        self._owner: str | None = None  # --output FILE: the stream that has it
+        self.complete = 0
+        self.incomplete = 0
+        self.incomplete_paths: list[str] = []  # at most MAX_LISTED_FILES
+
+    @property
+    def active(self) -> bool:
+        return self._stdout is not None or self.file is not None or self.directory is not None
+
+    def claim(self, peer: str, connection: int, stream_id: int) -> Sink | None:
+        """The sink this stream writes to (``None``: no output).
+
+        Raises:
+            OutputRefused: --output FILE already has its stream.
+            OSError: the file cannot be created.
+        """
+        if self._stdout is not None:
+            return self._stdout
+        if self.file is not None:
+            if self._owner is not None:
+                raise OutputRefused(
+                    f"--output {self.file} takes one stream and has one ({self._owner}); "
+                    "the receiver uses --output-dir for many senders"
+                )
+            self._owner = f"stream {stream_id} from {peer}"
+            return self._open(self.file)
+        if self.directory is not None:
+            name = stream_file_name(peer, connection, stream_id)
+            return self._open(os.path.join(self.directory, name))
+        return None
+
+    def _open(self, path: str) -> Sink:
+        return Sink(open(path, "wb"), fsync=self.fsync, path=path)  # closed by finish()
+
+    def finish(self, sink: Sink | None, *, complete: bool) -> None:
+        """The stream ended: close its file and count it complete or not."""
+        if sink is None or sink is self._stdout:
+            return
+        sink.close()
+        if complete:
+            self.complete += 1
+        else:
+            self.incomplete += 1
+            if len(self.incomplete_paths) < MAX_LISTED_FILES:
+                self.incomplete_paths.append(sink.path or "?")
+
+    def summary(self) -> dict[str, Any] | None:
+        if self.file is None and self.directory is None:
+            return None
+        return {
+            "complete": self.complete,
+            "incomplete": self.incomplete,
+            "incomplete_paths": self.incomplete_paths,
+        }

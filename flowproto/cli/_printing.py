@@ -54,6 +54,15 @@ def receive_summary(result: dict[str, Any]) -> list[str]:
     lat = result.get("latency_ms")
     if lat:
         lines.append(f"latency p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms")
+    files = result.get("output_files")
+    if files:
+        lines.append(
+            f"output files: {files['complete']} complete, {files['incomplete']} incomplete"
+        )
+        for path in files["incomplete_paths"]:
+            lines.append(f"incomplete: {path}")
+    if result.get("refused_streams"):
+        lines.append(f"refused {result['refused_streams']} streams: --output FILE takes one stream")
     return lines
 
 

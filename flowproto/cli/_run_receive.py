@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, BinaryIO, Final
+from typing import Any, Final
 
 import trio
 
@@ -35,7 +36,7 @@ from ._constants import BATCH_MESSAGES, CLOSE_GRACE
 from ._errors import EXPECTED_ERRORS, CliError, describe, flatten
 from ._latency import Latencies
 from ._metrics import Watched, json_lines, serve_metrics
-from ._output import Sink
+from ._output import OutputRefused, Outputs, Sink
 from ._pace import Pace
 from ._printing import fmt_bytes, fmt_latency, format_address, json_line, per_second
 from ._progress import eprint, every_second
@@ -70,7 +71,8 @@ class ReceiveOptions:
     codec: CodecName
     rate: float | None = None
     delay: float = 0.0  # seconds
-    output: BinaryIO | None = None
+    output: str | None = None  # --output FILE, or "-" for stdout
+    output_dir: str | None = None  # --output-dir DIR: a file per stream
     count: int | None = None
     once: bool = False
     latency: bool = False
@@ -80,6 +82,11 @@ class ReceiveOptions:
     metrics: tuple[str, int] | None = None  # --metrics-port (spec §14)
     json_lines: bool = False
     fsync: bool = False  # --fsync: the output is on disk before credit returns
+
+
+#: The RESET reason of a refused stream: it tells the peer nothing about the stream that has
+#: the output.
+REFUSED_REASON: Final = "the receiver's --output FILE takes one stream and has it"
 
 
 class _Receiver:
@@ -93,7 +100,8 @@ class _Receiver:
         self.bytes = 0
         self.connections = 0
         self.streams_seen = 0
-        self.open_streams: set[FlowStream] = set()
+        # Each stream being consumed, and the scope stop() cancels to end it.
+        self.open_streams: dict[FlowStream, trio.CancelScope] = {}
         self.peak_buffered = 0
         self.interrupted = False
         self.signal: str | None = None  # the name of the signal that stopped us
@@ -105,7 +113,13 @@ class _Receiver:
         self.accepting: set[trio.CancelScope] = set()  # each connection's accept loop
         self.watched = Watched()  # for --json-lines and --metrics-port (spec §14)
         self.budget = MemoryBudget(opts.memory_budget) if opts.memory_budget else None
-        self.sink = Sink(opts.output, fsync=opts.fsync) if opts.output is not None else None
+        self.outputs = Outputs(
+            file=opts.output if opts.output != "-" else None,
+            directory=opts.output_dir,
+            stdout=sys.stdout.buffer if opts.output == "-" else None,
+            fsync=opts.fsync,
+        )
+        self.refused_streams = 0  # refused because the output has its stream
         self._reported = (0, 0)  # messages, bytes at the last live line
 
     async def on_connection(self, transport: trio.SocketStream) -> None:
@@ -114,6 +128,7 @@ class _Receiver:
             return
         peer = format_address(transport.socket.getpeername())
         self.connections += 1
+        number = self.connections  # names --output-dir files
         try:
             async with (
                 open_flow_connection(
@@ -128,7 +143,7 @@ class _Receiver:
                 trio.open_nursery() as nursery,
             ):
                 self.watched.connections[conn] = peer
-                await self._accept_streams(conn, peer, nursery)
+                await self._accept_streams(conn, peer, number, nursery)
         except Exception as exc:
             leaves = flatten(exc)
             if not all(isinstance(e, EXPECTED_ERRORS) for e in leaves):
@@ -141,7 +156,9 @@ class _Receiver:
         if self.opts.once:
             self.stop()
 
-    async def _accept_streams(self, conn: FlowConnection, peer: str, nursery: trio.Nursery) -> None:
+    async def _accept_streams(
+        self, conn: FlowConnection, peer: str, number: int, nursery: trio.Nursery
+    ) -> None:
         """Consume every stream the peer opens, until it closes or :meth:`stop`."""
         # stop() cancels only this loop: leaving the connection's block closes it
         # gracefully (GOAWAY), which cancelling the block itself would not.
@@ -154,7 +171,7 @@ class _Receiver:
                     stream = await conn.accept_stream()
                 except ConnectionLostError:
                     break  # the peer closed the connection (or lost it)
-                nursery.start_soon(self.consume, stream, peer)
+                nursery.start_soon(self.consume, stream, peer, number)
         self.accepting.discard(accepting)
 
     def problem(self, text: str) -> None:
@@ -162,41 +179,31 @@ class _Receiver:
         if not (self.opts.once and len(self.problems) == 1):  # that one ends --once as an error
             eprint(f"flowproto: warning: {text}")
 
-    async def consume(self, stream: FlowStream, peer: str) -> None:
-        self.open_streams.add(stream)
+    async def consume(self, stream: FlowStream, peer: str, connection: int) -> None:
+        """Consume one stream into its output until it ends, or until :meth:`stop`."""
+        scope = trio.CancelScope()
+        self.open_streams[stream] = scope
         self.watched.streams[stream] = peer
         self.streams_seen += 1
         if self.first is None:
             self.first = trio.current_time()
-        count, pace = self.opts.count, self.pace
-        paced = pace.active
+        sink: Sink | None = None
+        complete = False
         try:
-            while True:
-                if paced:
-                    await pace.wait()
-                if self.stopping:
-                    await self._end(stream)
-                    return
-                limit = 1 if paced else BATCH_MESSAGES
-                if count is not None:
-                    # Exact on one stream. Several streams may each be waiting with this
-                    # limit; what they take is consumed, so it is processed and counted too.
-                    limit = max(1, min(limit, count - self.messages))
-                try:
-                    # Held, not consumed: the credit goes back once the batch is written.
-                    batch = await stream.receive_many(limit, release=False)
-                except trio.EndOfChannel:
-                    await stream.aclose()  # the peer waits for this: all was consumed
-                    return
-                self.last = trio.current_time()
-                self.peak_buffered = max(
-                    self.peak_buffered, stream.statistics().buffered_messages + len(batch)
-                )
-                await self._deliver(stream, batch)
-                if count is not None and self.messages >= count:
-                    self.stop()
-                    await self._end(stream)
-                    return
+            if self.stopping:
+                await stream.reset(ErrorCode.CANCEL, "the receiver is stopping")
+                return
+            try:
+                sink = self.outputs.claim(peer, connection, stream.stream_id)
+            except OutputRefused as exc:
+                # spec §6.4: nothing of this stream was processed, so REFUSED_STREAM.
+                self.refused_streams += 1
+                self.problem(f"stream {stream.stream_id} from {peer}: refused: {exc}")
+                await stream.reset(ErrorCode.REFUSED_STREAM, REFUSED_REASON)
+                return
+            with scope:
+                await self._consume(stream, sink)
+            complete = await self._end(stream, sink)
         except MessageDecodeError as exc:
             self.problem(f"stream {stream.stream_id} from {peer}: {exc} (is the sender --raw?)")
             await stream.reset(ErrorCode.CANCEL, "message is not valid msgpack")
@@ -207,14 +214,44 @@ class _Receiver:
             if not self.stopping:
                 self.problem(f"stream {stream.stream_id} from {peer}: {exc}")
         finally:
-            self.open_streams.discard(stream)
+            if not complete:
+                self.outputs.finish(sink, complete=False)
+            self.open_streams.pop(stream, None)
             self.watched.streams.pop(stream, None)
 
-    async def _deliver(self, stream: FlowStream, batch: Sequence[Any]) -> None:
+    async def _consume(self, stream: FlowStream, sink: Sink | None) -> None:
+        """Take the stream's messages until the sender ends it, ``--count`` is reached, or
+        :meth:`stop` cancels this."""
+        count, pace = self.opts.count, self.pace
+        paced = pace.active
+        while True:
+            if paced:
+                await pace.wait()
+            limit = 1 if paced else BATCH_MESSAGES
+            if count is not None:
+                # Exact on one stream. Several streams may each be waiting with this
+                # limit; what they take is consumed, so it is processed and counted too.
+                limit = max(1, min(limit, count - self.messages))
+            try:
+                # Held, not consumed: the credit goes back once the batch is written.
+                # Cancelled here, it took nothing.
+                batch = await stream.receive_many(limit, release=False)
+            except trio.EndOfChannel:
+                return  # the sender is done and everything was consumed
+            self.last = trio.current_time()
+            self.peak_buffered = max(
+                self.peak_buffered, stream.statistics().buffered_messages + len(batch)
+            )
+            await self._deliver(stream, batch, sink)
+            if count is not None and self.messages >= count:
+                self.stop()
+                return
+
+    async def _deliver(self, stream: FlowStream, batch: Sequence[Any], sink: Sink | None) -> None:
         """Write the batch to the output, flushed (and fsynced with --fsync), and only then
         release it: the sender is told it was consumed once it is where the user asked
         (spec §8.5, §10.5)."""
-        lat, sink = self.latencies, self.sink
+        lat = self.latencies
         if lat is not None:
             now_ns = time.time_ns()
             for m in batch:
@@ -235,21 +272,27 @@ class _Receiver:
         self.stopping = True
         self.nursery.start_soon(self._shutdown)
 
-    async def _end(self, stream: FlowStream) -> None:
-        """End a stream we stop consuming; ending one twice does nothing."""
+    async def _end(self, stream: FlowStream, sink: Sink | None) -> bool:
+        """End a stream we stop consuming; True if that is a clean end.
+
+        Clean means the sender was done and everything it sent was written: then its
+        output is complete (finished first), and only then does our END_STREAM tell the
+        sender so. Otherwise the stream is reset (CANCEL) and the output stays incomplete.
+        """
         st = stream.statistics()
         if st.state == StreamState.CLOSED.value:
-            return
+            return False
         if st.state == StreamState.HALF_CLOSED_REMOTE.value and st.buffered_messages == 0:
-            await stream.aclose()  # the sender is done and all was consumed: a clean end
-        else:
-            await stream.reset(
-                ErrorCode.CANCEL, f"the receiver stopped after {self.messages} messages"
-            )
+            self.outputs.finish(sink, complete=True)
+            await stream.aclose()  # the peer waits for this: all was consumed
+            return True
+        await stream.reset(ErrorCode.CANCEL, f"the receiver stopped after {self.messages} messages")
+        return False
 
     async def _shutdown(self) -> None:
-        for stream in list(self.open_streams):
-            await self._end(stream)
+        await trio.lowlevel.checkpoint()
+        for consuming in self.open_streams.values():
+            consuming.cancel()  # each stream's task ends it: cleanly if it can, else reset
         for scope in self.accepting:
             scope.cancel()
         assert self.nursery is not None
@@ -259,8 +302,6 @@ class _Receiver:
         """One line of live statistics (nothing before the first stream, or when idle)."""
         if self.first is None:
             return  # no stream yet: nothing to say
-        if self.opts.output is not None:
-            self.opts.output.flush()
         dm, db = self.messages - self._reported[0], self.bytes - self._reported[1]
         self._reported = (self.messages, self.bytes)
         if not dm and not self.open_streams:
@@ -301,9 +342,13 @@ class _Receiver:
             "streams": self.streams_seen,
             "buffered_peak_messages": self.peak_buffered,
             "problems": self.problems,
+            "refused_streams": self.refused_streams,
             "interrupted": self.interrupted,
             "signal": self.signal,
         }
+        files = self.outputs.summary()
+        if files is not None:
+            result["output_files"] = files
         if self.latencies is not None:
             result["latency_ms"] = self.latencies.summary()
         if self.budget is not None:
@@ -360,8 +405,8 @@ async def run_receive(opts: ReceiveOptions) -> dict[str, Any]:
                     )
                 )
     finally:
-        if opts.output is not None:
-            opts.output.flush()
+        if opts.output == "-":
+            sys.stdout.buffer.flush()
     result = receiver.summary(addresses[0])
     if opts.once and receiver.problems:
         raise CliError(receiver.problems[0])

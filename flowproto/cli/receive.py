@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import signal
-import sys
-from typing import BinaryIO
 
 import click
 
@@ -19,6 +18,19 @@ from ._options import (
 )
 
 _DEFAULTS = Settings()
+
+
+def _output_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--output FILE`` must be creatable: a file (not a directory) in a writable directory.
+    Nothing is created or truncated until a stream takes it."""
+    if value is None or value == "-":
+        return value
+    if os.path.isdir(value):
+        raise click.BadParameter(f"{value!r} is a directory (for a file per stream: --output-dir)")
+    directory = os.path.dirname(value) or "."
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"cannot create files in {directory!r}")
+    return value
 
 
 @click.command(short_help="Run a consumer server (optionally a slow one).")
@@ -60,11 +72,21 @@ _DEFAULTS = Settings()
 )
 @click.option(
     "--output",
-    type=click.File("wb", lazy=False),
     metavar="FILE|-",
+    callback=_output_file,
     help="Write received messages to FILE ('-': stdout). --raw writes their exact bytes, so "
     "a file sent with 'send --input' arrives byte-identical; --msgpack writes one JSON line "
-    'per message (bytes as {"bytes_base64": ...}).',
+    'per message (bytes as {"bytes_base64": ...}). FILE takes exactly one stream, the '
+    "first: every other stream, at once or later, is refused (REFUSED_STREAM) before any of "
+    "its bytes are written. ('-' takes every stream.)",
+)
+@click.option(
+    "--output-dir",
+    metavar="DIR",
+    type=click.Path(exists=True, file_okay=False, writable=True),
+    help="Write each stream to its own file in DIR, named "
+    "PEERHOST_PEERPORT_CONNECTION_STREAM (the connection numbered from 1 by this receiver), "
+    "for many senders. A file of that name is replaced.",
 )
 @click.option(
     "--fsync",
@@ -120,7 +142,8 @@ def receive(
     window_bytes: int,
     window_messages: int,
     max_message: int | None,
-    output: BinaryIO | None,
+    output: str | None,
+    output_dir: str | None,
     fsync: bool,
     raw: bool,
     count: int | None,
@@ -150,8 +173,10 @@ def receive(
     from ._printing import json_summary, receive_summary
     from ._run_receive import ReceiveOptions, run_receive
 
-    if (as_json or json_lines) and output is not None and _is_stdout(output):
+    if (as_json or json_lines) and output == "-":
         raise click.UsageError("--json/--json-lines and --output - would both write to stdout")
+    if output is not None and output_dir is not None:
+        raise click.UsageError("--output and --output-dir: choose one")
     if no_autotune and latency_target != 100.0:
         raise click.UsageError("--latency-target tunes windows; --no-autotune keeps them fixed")
     settings = _settings(window_bytes, window_messages, max_message)
@@ -164,6 +189,7 @@ def receive(
         rate=rate,
         delay=delay / 1000,
         output=output,
+        output_dir=output_dir,
         count=count,
         once=once,
         latency=latency,
@@ -199,7 +225,3 @@ def _settings(window_bytes: int, window_messages: int, max_message: int | None) 
         return receiver_settings(window_bytes, window_messages, max_message)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-
-
-def _is_stdout(f: BinaryIO) -> bool:
-    return f is sys.stdout.buffer or getattr(f, "name", None) in ("<stdout>", "-")
