@@ -199,3 +199,67 @@ def test_output_dir_writes_one_safely_named_file_per_stream(tmp_path: Path) -> N
     assert names == ["127.0.0.1_PORT_1_1", "127.0.0.1_PORT_2_1", "127.0.0.1_PORT_2_3"], files
     assert sorted(files.values()) == [5000, 5000, 10000]
     assert json.loads(stdout)["output_files"]["complete"] == 3
+
+
+# --- 3. an incomplete output never looks complete ------------------------------------------------
+
+
+def test_a_killed_sender_leaves_a_partial_file_that_the_summary_names(tmp_path: Path) -> None:
+    """The issue: after the sender was killed, the receiver kept a truncated output that
+    looked like any other file."""
+    out = tmp_path / "out.bin"
+    partial = tmp_path / "out.bin.partial"
+    with (
+        receiver(
+            *("--output", str(out), "--raw", "-q", "--once", "--json", "--rate", "300"),
+            *("--window-messages", "16", "--no-autotune"),
+            cwd=tmp_path,
+        ) as (r, port),
+        flowproto(
+            *("send", "--connect", f"127.0.0.1:{port}", "--raw"),
+            *("--size", str(MESSAGE), "--count", "100000"),
+            cwd=tmp_path,
+        ) as s,
+    ):
+        s.wait_for(r"delivered [1-9]\d*$")
+        s.proc.send_signal(signal.SIGKILL)
+        status, stdout, stderr = r.finish()
+    assert status == 1, stderr  # --once: the connection ended in an error
+    assert not out.exists()
+    assert partial.stat().st_size > 0
+    summary = json.loads(stdout)
+    assert summary["output_files"] == {
+        "complete": 0,
+        "incomplete": 1,
+        "incomplete_paths": [str(partial)],
+    }
+    assert summary["bytes"] == partial.stat().st_size
+    assert stderr.rstrip().splitlines()[-1].startswith("flowproto: error: stream 1 from")
+
+
+def test_a_clean_transfer_is_renamed_and_a_stop_signal_mid_transfer_is_not(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.bin"
+    with (
+        receiver(
+            *("--output", str(out), "--raw", "-q", "--rate", "300"),
+            *("--window-messages", "16", "--no-autotune"),
+            cwd=tmp_path,
+        ) as (r, port),
+        flowproto(
+            *("send", "--connect", f"127.0.0.1:{port}", "--raw"),
+            *("--size", str(MESSAGE), "--count", "100000"),
+            cwd=tmp_path,
+        ) as s,
+    ):
+        s.wait_for(r"delivered [1-9]\d*$")
+        r.proc.send_signal(signal.SIGTERM)
+        status, _, stderr = r.finish()
+        sent_status, _, sent_stderr = s.finish()
+    assert status == 143, stderr
+    assert f"incomplete: {out}.partial" in stderr
+    assert not out.exists()
+    assert sent_status == 1, sent_stderr
+    confirmed, _ = confirmed_of(sent_stderr)
+    assert output_bytes(out) >= confirmed * MESSAGE

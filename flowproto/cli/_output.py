@@ -22,9 +22,12 @@ import trio
 class Sink:
     """One output: each batch is written and flushed at once, and fsynced on request."""
 
-    def __init__(self, file: BinaryIO, *, fsync: bool = False, path: str | None = None) -> None:
+    def __init__(
+        self, file: BinaryIO, *, fsync: bool = False, path: str | None = None, final: str = ""
+    ) -> None:
         self.file = file
-        self.path = path  # None: not a file of ours (stdout)
+        self.path = path  # where the bytes are now; None: not a file of ours (stdout)
+        self.final = final  # the name it gets once complete
         self.messages = 0
         self.bytes = 0
         # fsync is for files: a pipe or a terminal (stdout) has nothing to sync.
@@ -62,6 +65,18 @@ class Sink:
 
 #: Incomplete output files named in the summary; the rest are only counted.
 MAX_LISTED_FILES: Final = 100
+#: An output file is written under its name plus this, and renamed when its stream ends
+#: cleanly: a file without it is complete.
+PARTIAL_SUFFIX: Final = ".partial"
+
+
+def _fsync_directory(path: str) -> None:
+    """Put a rename on disk (``--fsync``): fsync the directory that holds the file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class OutputRefused(Exception):
@@ -91,6 +106,11 @@ class Outputs:
     - ``--output -`` (stdout): every stream writes, batch by batch, as before.
     - ``--output-dir DIR``: each stream writes its own file, named by
       :func:`stream_file_name`.
+
+    A file is written as ``NAME.partial`` and renamed to ``NAME`` when its stream ends
+    cleanly (the sender ended it and every message was written), before the END_STREAM
+    that tells the sender so; an incomplete transfer keeps the ``.partial`` name, so it
+    never looks complete, and the summary names it.
     """
 
     def __init__(
@@ -136,14 +156,26 @@ class Outputs:
             return self._open(os.path.join(self.directory, name))
         return None
 
-    def _open(self, path: str) -> Sink:
-        return Sink(open(path, "wb"), fsync=self.fsync, path=path)  # closed by finish()
+    def _open(self, final: str) -> Sink:
+        partial = final + PARTIAL_SUFFIX
+        return Sink(open(partial, "wb"), fsync=self.fsync, path=partial, final=final)
 
     def finish(self, sink: Sink | None, *, complete: bool) -> None:
-        """The stream ended: close its file and count it complete or not."""
+        """The stream ended: close its file; if ``complete``, rename it to its final name
+        (fsyncing the directory with --fsync), else it keeps its ``.partial`` name.
+
+        Raises:
+            OSError: the rename failed; the file keeps its ``.partial`` name, and the caller
+                must not tell the sender the stream is done.
+        """
         if sink is None or sink is self._stdout:
             return
         sink.close()
+        if complete and sink.path != sink.final:
+            os.replace(sink.path or "", sink.final)
+            sink.path = sink.final
+            if self.fsync:
+                _fsync_directory(os.path.dirname(sink.final) or ".")
         if complete:
             self.complete += 1
         else:

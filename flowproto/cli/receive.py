@@ -78,7 +78,9 @@ def _output_file(ctx: click.Context, param: click.Parameter, value: str | None) 
     "a file sent with 'send --input' arrives byte-identical; --msgpack writes one JSON line "
     'per message (bytes as {"bytes_base64": ...}). FILE takes exactly one stream, the '
     "first: every other stream, at once or later, is refused (REFUSED_STREAM) before any of "
-    "its bytes are written. ('-' takes every stream.)",
+    "its bytes are written. FILE is written as FILE.partial and renamed to FILE when the "
+    "stream ends cleanly, before the sender is told; an incomplete transfer keeps the "
+    "FILE.partial name, and the summary names it. ('-' takes every stream.)",
 )
 @click.option(
     "--output-dir",
@@ -86,7 +88,8 @@ def _output_file(ctx: click.Context, param: click.Parameter, value: str | None) 
     type=click.Path(exists=True, file_okay=False, writable=True),
     help="Write each stream to its own file in DIR, named "
     "PEERHOST_PEERPORT_CONNECTION_STREAM (the connection numbered from 1 by this receiver), "
-    "for many senders. A file of that name is replaced.",
+    "for many senders, each written as NAME.partial and renamed when its stream ends "
+    "cleanly. A file of that name is replaced.",
 )
 @click.option(
     "--fsync",
@@ -210,6 +213,9 @@ def receive(
         name = result["signal"] or "SIGINT"
         click.echo(f"flowproto: interrupted ({name})", err=True)
         click.get_current_context().exit(128 + signal.Signals[name].value)
+    if once and result["problems"]:
+        click.echo(f"flowproto: error: {result['problems'][0]}", err=True)
+        click.get_current_context().exit(1)
 
 
 def _settings(window_bytes: int, window_messages: int, max_message: int | None) -> Settings:
