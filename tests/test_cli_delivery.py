@@ -263,3 +263,52 @@ def test_a_clean_transfer_is_renamed_and_a_stop_signal_mid_transfer_is_not(
     assert sent_status == 1, sent_stderr
     confirmed, _ = confirmed_of(sent_stderr)
     assert output_bytes(out) >= confirmed * MESSAGE
+
+
+# --- 5. rejected is not delivered --------------------------------------------------------------
+
+
+def test_a_message_the_receiver_cannot_decode_is_rejected_and_the_sender_fails(
+    tmp_path: Path,
+) -> None:
+    """spec §5.7, §10.5 (1.1): the issue's 'receive --msgpack' against a raw sender
+    rejected every message, yet the sender printed "confirmed 10 consumed" and exited 0.
+    Now the 4th message of 6 is undecodable: the three before it are written and accepted
+    (RESET REJECTED with consumed 3), and the sender exits 1 saying so."""
+    good = b"\xa3abc"  # msgpack "abc", 4 bytes
+    source = tmp_path / "in.bin"
+    source.write_bytes(good * 3 + b"\xc1\xc1\xc1\xc1" + good * 2)  # 0xc1: never valid msgpack
+    out = tmp_path / "out.jsonl"
+    with receiver("--msgpack", "--output", str(out), "--once", "-q", cwd=tmp_path) as (r, port):
+        sent = run_flowproto(
+            *("send", "--connect", f"127.0.0.1:{port}", "--raw", "--input", str(source)),
+            *("--chunk-size", "4"),
+            cwd=tmp_path,
+        )
+        status, _, stderr = r.finish()
+    assert sent.returncode == 1, sent.stderr
+    assert "confirmed 6 consumed" not in sent.stderr
+    error = sent.stderr.strip().splitlines()[-1]
+    assert error.startswith("flowproto: error: stream 1 was reset by the peer: REJECTED"), error
+    # The reset may come before the sender sent the last two.
+    assert re.search(r"the receiver accepted 3 of [4-6] messages on stream 1, the rest", error)
+    assert status == 1, stderr
+    assert "not valid msgpack" in stderr
+    written = (tmp_path / "out.jsonl.partial").read_text(encoding="utf-8")
+    assert [json.loads(line) for line in written.splitlines()] == ["abc"] * 3
+
+
+def test_the_issues_raw_sender_against_a_msgpack_receiver_exits_1_with_nothing_delivered(
+    tmp_path: Path,
+) -> None:
+    """The issue's case: generated messages (an 8-byte time, then zeros) are not msgpack."""
+    with receiver("--msgpack", "--once", "-q", cwd=tmp_path) as (r, port):
+        sent = run_flowproto(
+            *("send", "--connect", f"127.0.0.1:{port}", "--raw", "--count", "10"),
+            cwd=tmp_path,
+        )
+        status, _, stderr = r.finish()
+    assert sent.returncode == 1, sent.stderr
+    assert "REJECTED" in sent.stderr
+    assert re.search(r"the receiver accepted 0 of \d+ messages on stream 1", sent.stderr)
+    assert status == 1, stderr

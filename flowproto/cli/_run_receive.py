@@ -216,8 +216,14 @@ class _Receiver:
                 await self._consume(stream, sink)
             complete = await self._end(stream, sink)
         except MessageDecodeError as exc:
-            self.problem(f"stream {stream.stream_id} from {peer}: {exc} (is the sender --raw?)")
-            await stream.reset(ErrorCode.CANCEL, "message is not valid msgpack")
+            # spec §5.7 (1.1): RESET(REJECTED) whose consumed is what was accepted, i.e.
+            # written: the sender reports only those delivered, never the rejected one.
+            accepted = stream.messages_received
+            self.problem(
+                f"stream {stream.stream_id} from {peer}: message {accepted + 1} rejected: "
+                f"{exc} (is the sender --raw?)"
+            )
+            await stream.reject("message is not valid msgpack", accepted=accepted)
         except OSError as exc:
             self.problem(f"stream {stream.stream_id} from {peer}: cannot write the output: {exc}")
             await stream.reset(ErrorCode.CANCEL, f"the receiver cannot write its output: {exc}")
@@ -264,7 +270,17 @@ class _Receiver:
         (spec §8.5, §10.5). What was written is counted even if the release comes too late
         (a lost connection): the summary matches the file."""
         decode = self._decode
-        messages: Sequence[Any] = batch if decode is None else [decode(m) for m in batch]
+        rejected: MessageDecodeError | None = None
+        messages: Sequence[Any] = batch
+        if decode is not None:
+            messages = []
+            for m in batch:
+                try:
+                    messages.append(decode(m))
+                except MessageDecodeError as exc:
+                    rejected = exc  # deliver the messages before it, then reject (below)
+                    break
+            batch = batch[: len(messages)]
         lat = self.latencies
         if lat is not None:
             now_ns = time.time_ns()
@@ -275,7 +291,9 @@ class _Receiver:
             await sink.sync()
         self.messages += len(batch)
         self.bytes += sum(map(len, batch))
-        stream.release()
+        stream.release(len(batch))
+        if rejected is not None:
+            raise rejected
 
     def stop(self) -> None:
         """Stop serving: streams that are done end cleanly, the others are reset, and the

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 import trio
 
-from flowproto import CodecName, Settings
+from flowproto import CodecName, ErrorCode, Settings
 from flowproto.trio import (
     ConnectionLostError,
     FlowConnection,
@@ -101,6 +101,13 @@ class _Sender:
             await self._wait_consumed(stream)
         except (StreamResetError, ConnectionLostError) as exc:
             delivered = exc.delivered
+            if _rejected(exc):
+                # spec §10.5 (1.1): the final count of accepted messages; the rest were not
+                # delivered, whatever credit said before.
+                raise CliError(
+                    f"{exc}; the receiver accepted {delivered or 0} of {stream.messages_sent} "
+                    f"messages on stream {stream.stream_id}, the rest were not delivered"
+                ) from None
             raise CliError(
                 f"{exc}; the receiver confirmed {delivered or 0} of {stream.messages_sent} "
                 f"messages on stream {stream.stream_id}"
@@ -163,7 +170,7 @@ class _Sender:
             except trio.EndOfChannel:
                 return
             except (StreamResetError, ConnectionLostError) as exc:
-                if exc.delivered != stream.messages_sent:
+                if _rejected(exc) or exc.delivered != stream.messages_sent:
                     raise
                 # Everything was consumed, then the stream ended abruptly (a receiver with
                 # --count stops right after our last message): delivered, but say so.
@@ -171,6 +178,11 @@ class _Sender:
                     f"flowproto: warning: after all {exc.delivered} messages were consumed: {exc}"
                 )
                 return
+
+
+def _rejected(exc: Exception) -> bool:
+    """A RESET(REJECTED): the receiving application refused a message (spec §5.7, 1.1)."""
+    return isinstance(exc, StreamResetError) and exc.error_code == ErrorCode.REJECTED
 
 
 def _share(total: int | None, parts: int, index: int) -> int | None:
