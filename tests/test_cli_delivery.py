@@ -16,7 +16,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from cli_helpers import flowproto, receiver, run_flowproto
+from cli_helpers import flowproto, receiver, run_flowproto, script
 
 MESSAGE = 1000  # bytes per generated message or input chunk
 
@@ -312,3 +312,81 @@ def test_the_issues_raw_sender_against_a_msgpack_receiver_exits_1_with_nothing_d
     assert "REJECTED" in sent.stderr
     assert re.search(r"the receiver accepted 0 of \d+ messages on stream 1", sent.stderr)
     assert status == 1, stderr
+
+
+# --- 6. streams fail alone ---------------------------------------------------------------------
+
+RESET_ONE_OF_FOUR = """
+import sys
+import trio
+from flowproto import ErrorCode
+from flowproto.trio import serve
+
+async def handler(stream):
+    received = 0
+    async for _ in stream:
+        received += 1
+        if stream.stream_id == 3 and received == 5:
+            await stream.reset(ErrorCode.CANCEL, "this test fails stream 3")
+            return
+
+async def main():
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(serve, handler, 0)
+        print("port", listeners[0].socket.getsockname()[1], file=sys.stderr, flush=True)
+
+trio.run(main)
+"""
+
+
+def test_a_reset_stream_fails_alone_and_the_summary_names_it(tmp_path: Path) -> None:
+    """spec §10.3, §10.5: the issue's receiver reset one stream of four and the CLI sender
+    aborted all four. Now the other three finish, and the sender exits 1 naming stream 3."""
+    with script(RESET_ONE_OF_FOUR, cwd=tmp_path) as (_, port):
+        sent = run_flowproto(
+            *("send", "--connect", f"127.0.0.1:{port}", "--msgpack", "--streams", "4"),
+            *("--count", "4000", "--json", "-q"),
+            cwd=tmp_path,
+        )
+    assert sent.returncode == 1, sent.stderr
+    summary = json.loads(sent.stdout)
+    assert summary["delivered"] == 3 * 1000 + 5
+    assert [f["stream"] for f in summary["failed_streams"]] == [3]
+    assert summary["failed_streams"][0]["delivered"] == 5
+    errors = [line for line in sent.stderr.splitlines() if line.startswith("flowproto: error:")]
+    assert len(errors) == 1, sent.stderr
+    assert "stream 3 was reset by the peer: CANCEL (this test fails stream 3)" in errors[0]
+    assert "the receiver confirmed 5 of" in errors[0]
+    assert "Traceback" not in sent.stderr
+
+
+def test_a_second_stream_on_one_connection_is_refused_and_the_first_still_finishes(
+    tmp_path: Path,
+) -> None:
+    """--output FILE takes one stream (item 4); the other stream of the same sender is
+    refused, and the one that has the file completes it."""
+    out = tmp_path / "out.bin"
+    with receiver("--output", str(out), "--raw", "-q", cwd=tmp_path) as (r, port):
+        sent = run_flowproto(
+            *("send", "--connect", f"127.0.0.1:{port}", "--raw", "--streams", "2"),
+            *("--count", "200", "--size", "100", "--json"),
+            cwd=tmp_path,
+        )
+        r.proc.send_signal(signal.SIGTERM)
+        r.finish()
+    assert sent.returncode == 1, sent.stderr
+    summary = json.loads(sent.stdout)
+    assert summary["delivered"] == 100
+    assert len(summary["failed_streams"]) == 1
+    assert "REFUSED_STREAM" in sent.stderr
+    assert out.stat().st_size == 100 * 100
+
+
+def test_failed_streams_get_a_line_each_up_to_ten_then_a_count() -> None:
+    from flowproto.cli._printing import failed_stream_lines
+
+    failed = [{"error": f"stream {2 * i + 1} failed"} for i in range(12)]
+    lines = failed_stream_lines(failed)
+    assert lines[0] == "flowproto: error: stream 1 failed"
+    assert len(lines) == 11
+    assert lines[-1] == "flowproto: error: and 2 more streams failed (--json lists them all)"

@@ -66,14 +66,31 @@ def receive_summary(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: Failed streams given a line each; the rest are counted in one more line.
+MAX_FAILED_LINES = 10
+
+
 def send_summary(result: dict[str, Any]) -> str:
     """The sender's readable summary (for stderr)."""
+    failed = result.get("failed_streams") or []
     return (
         f"sent {result['messages']} messages ({result['bytes']} bytes) in "
         f"{result['seconds']:.2f} s: {result['msgs_per_s']:.0f} msg/s, "
         f"{result['mb_per_s']:.2f} MB/s; blocked on credit {result['seconds_blocked']:.2f} s; "
         f"the receiver confirmed {result['delivered']} consumed"
+        + (f"; {len(failed)} of {result['streams']} streams failed" if failed else "")
     )
+
+
+def failed_stream_lines(failed: list[dict[str, Any]]) -> list[str]:
+    """One ``flowproto: error:`` line per failed stream (at most MAX_FAILED_LINES)."""
+    lines = [f"flowproto: error: {f['error']}" for f in failed[:MAX_FAILED_LINES]]
+    if len(failed) > MAX_FAILED_LINES:
+        lines.append(
+            f"flowproto: error: and {len(failed) - MAX_FAILED_LINES} more streams failed "
+            "(--json lists them all)"
+        )
+    return lines
 
 
 def fmt_latency(lat: dict[str, float] | None) -> str:

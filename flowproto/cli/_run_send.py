@@ -61,6 +61,8 @@ class _Sender:
         self.opts = opts
         self.pace = Pace(opts.rate)
         self.streams: list[FlowStream] = []
+        # One entry per stream that failed (at most --streams): the others go on.
+        self.failed: list[dict[str, Any]] = []
         self._last = (0, 0, 0)  # messages, bytes, delivered at the last report
 
     def totals(self) -> tuple[int, int, float, int, int, int]:
@@ -91,6 +93,9 @@ class _Sender:
             eprint(line)
 
     async def produce(self, stream: FlowStream, count: int | None, deadline: float) -> None:
+        """Send this stream's share and wait until it was consumed. A reset or a lost
+        connection fails this stream alone (spec §10.3): it is recorded in ``failed``
+        and the other streams go on."""
         try:
             with trio.move_on_at(deadline):
                 if self.opts.input is not None:
@@ -100,18 +105,23 @@ class _Sender:
             await stream.aclose()
             await self._wait_consumed(stream)
         except (StreamResetError, ConnectionLostError) as exc:
-            delivered = exc.delivered
+            delivered = exc.delivered or 0
+            sent = stream.messages_sent
             if _rejected(exc):
                 # spec §10.5 (1.1): the final count of accepted messages; the rest were not
                 # delivered, whatever credit said before.
-                raise CliError(
-                    f"{exc}; the receiver accepted {delivered or 0} of {stream.messages_sent} "
-                    f"messages on stream {stream.stream_id}, the rest were not delivered"
-                ) from None
-            raise CliError(
-                f"{exc}; the receiver confirmed {delivered or 0} of {stream.messages_sent} "
-                f"messages on stream {stream.stream_id}"
-            ) from None
+                error = (
+                    f"{exc}; the receiver accepted {delivered} of {sent} messages on stream "
+                    f"{stream.stream_id}, the rest were not delivered"
+                )
+            else:
+                error = (
+                    f"{exc}; the receiver confirmed {delivered} of {sent} messages on stream "
+                    f"{stream.stream_id}"
+                )
+            self.failed.append(
+                {"stream": stream.stream_id, "sent": sent, "delivered": delivered, "error": error}
+            )
 
     async def _send_generated(self, stream: FlowStream, count: int | None) -> None:
         size, pace = self.opts.size, self.pace
@@ -239,9 +249,12 @@ async def _send_all(
 async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict[str, Any]:
     """Connect, send, half-close, wait until the receiver consumed everything; summary.
 
+    A stream that was reset, or lost with the connection, before everything was
+    confirmed fails alone: the summary's ``failed_streams`` names it (stream id, messages
+    sent and confirmed, the error) and the other streams go on.
+
     Raises:
-        CliError: the connection was refused, a message is over the receiver's limit,
-            or a stream was reset or the connection lost before everything was confirmed.
+        CliError: the connection was refused, or a message is over the receiver's limit.
     """
     sender = _Sender(opts)
     address = format_address((opts.host, opts.port))
@@ -269,13 +282,19 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
         "seconds_blocked": round(blocked, 6),
         "delivered": delivered,
         "streams": opts.streams,
+        "failed_streams": sender.failed,
     }
-    if delivered != m:
-        # spec §10.5 (1.1): every stream ended normally (a reset or a lost connection raised
-        # above), but the receiver did not report all it consumed: unconfirmed, no failure.
-        result["unconfirmed"] = m - delivered
+    failed_ids = {f["stream"] for f in sender.failed}
+    ended = [s.statistics() for s in sender.streams if s.stream_id not in failed_ids]
+    ended_sent = sum(st.messages_sent for st in ended)
+    ended_delivered = sum(st.delivered or 0 for st in ended)
+    if ended_delivered != ended_sent:
+        # spec §10.5 (1.1): these streams ended normally (the failed ones are reported on
+        # their own), but the receiver did not report all it consumed: unconfirmed, which
+        # is no failure.
+        result["unconfirmed"] = ended_sent - ended_delivered
         eprint(
-            f"flowproto: warning: unconfirmed: {delivered} of {m} confirmed (the receiver "
-            "ended its streams without reporting the rest consumed; spec §10.5)"
+            f"flowproto: warning: unconfirmed: {ended_delivered} of {ended_sent} confirmed "
+            "(the receiver ended its streams without reporting the rest consumed; spec §10.5)"
         )
     return result
