@@ -390,3 +390,28 @@ def test_failed_streams_get_a_line_each_up_to_ten_then_a_count() -> None:
     assert lines[0] == "flowproto: error: stream 1 failed"
     assert len(lines) == 11
     assert lines[-1] == "flowproto: error: and 2 more streams failed (--json lists them all)"
+
+
+# --- 7. send --streams over the receiver's max_streams fails fast ------------------------------
+
+
+def test_more_streams_than_the_receiver_allows_fail_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    """spec §6.4: the issue's 'send --streams 101' against max_streams 100 opened 100
+    streams, sent nothing and waited forever. Now it fails at once, saying why."""
+    with receiver("--max-streams", "2", "--once", "--json", "-q", cwd=tmp_path) as (r, port):
+        sent = run_flowproto(
+            *("send", "--connect", f"127.0.0.1:{port}", "--streams", "3", "--count", "30"),
+            cwd=tmp_path,
+            timeout=20,
+        )
+        status, stdout, stderr = r.finish()
+    assert sent.returncode == 1, sent.stderr
+    lines = sent.stderr.strip().splitlines()
+    assert lines == [
+        "flowproto: error: --streams 3 is over the receiver's max_streams = 2: nothing was "
+        "sent (use --streams 2 or fewer)"
+    ]
+    assert status == 0, stderr
+    assert json.loads(stdout)["messages"] == 0

@@ -50,7 +50,12 @@ from ._printing import fmt_bytes, fmt_latency, format_address, json_line, per_se
 from ._progress import eprint, every_second
 
 
-def receiver_settings(window_bytes: int, window_messages: int, max_message: int | None) -> Settings:
+def receiver_settings(
+    window_bytes: int,
+    window_messages: int,
+    max_message: int | None,
+    max_streams: int | None = None,
+) -> Settings:
     """The receiver's Settings from its options (spec §3.2).
 
     The per-stream windows are the options; ``max_message_bytes`` defaults to the smaller
@@ -68,6 +73,7 @@ def receiver_settings(window_bytes: int, window_messages: int, max_message: int 
         stream_messages=window_messages,
         connection_bytes=max(default.connection_bytes, window_bytes),
         max_message_bytes=max_message,
+        max_streams=default.max_streams if max_streams is None else max_streams,
     ).validate()
 
 
@@ -95,6 +101,13 @@ class ReceiveOptions:
 #: The RESET reason of a refused stream: it tells the peer nothing about the stream that has
 #: the output.
 REFUSED_REASON: Final = "the receiver's --output FILE takes one stream and has it"
+
+
+def _graceful(exc: BaseException) -> bool:
+    """The peer closed with GOAWAY(NO_ERROR) (spec §10.4), maybe right after its HELLO (a
+    sender that gave up before opening a stream): the normal end of a connection, not a
+    problem. Streams it left open report their own."""
+    return isinstance(exc, ConnectionLostError) and exc.error_code == ErrorCode.NO_ERROR
 
 
 class _Receiver:
@@ -159,7 +172,8 @@ class _Receiver:
             leaves = flatten(exc)
             if not all(isinstance(e, EXPECTED_ERRORS) for e in leaves):
                 raise
-            self.problem(f"connection from {peer}: {describe(leaves[0])}")
+            if not _graceful(leaves[0]):
+                self.problem(f"connection from {peer}: {describe(leaves[0])}")
         finally:
             for conn_done in [c for c, p in self.watched.connections.items() if p == peer]:
                 if conn_done.closed:

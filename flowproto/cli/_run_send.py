@@ -23,6 +23,7 @@ from flowproto.trio import (
     ConnectionLostError,
     FlowConnection,
     FlowStream,
+    StreamLimitError,
     StreamResetError,
     open_connection,
 )
@@ -212,12 +213,27 @@ def _check_message_size(opts: SendOptions, peer: Settings) -> None:
         )
 
 
+def _check_stream_count(opts: SendOptions, peer: Settings) -> None:
+    """``--streams`` must fit the receiver's max_streams (spec §6.4): fail before sending
+    anything, rather than open what fits and wait forever for the rest."""
+    if opts.streams > peer.max_streams:
+        raise CliError(
+            f"--streams {opts.streams} is over the receiver's max_streams = "
+            f"{peer.max_streams}: nothing was sent (use --streams {peer.max_streams} or fewer)"
+        )
+
+
 async def _send_all(
     sender: _Sender, conn: FlowConnection, address: str, progress: ProgressCallback | None
 ) -> float:
     """Open the streams, run a producer on each and the reporters; the seconds it took."""
     opts = sender.opts
-    sender.streams = [await conn.open_stream() for _ in range(opts.streams)]
+    try:
+        # Checked before (_check_stream_count); wait=False so a surprise is an error, not
+        # a hang (spec §6.4).
+        sender.streams = [await conn.open_stream(wait=False) for _ in range(opts.streams)]
+    except StreamLimitError as exc:
+        raise CliError(f"cannot open {opts.streams} streams: {exc}; nothing was sent") from None
     watched = Watched()  # spec §14, for --json-lines and --metrics-port
     watched.connections[conn] = address
     watched.streams = dict.fromkeys(sender.streams, address)
@@ -267,6 +283,7 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
             peer = conn.peer_settings
             assert peer is not None
             _check_message_size(opts, peer)
+            _check_stream_count(opts, peer)
             seconds = await _send_all(sender, conn, address, progress)
             m, b, blocked, delivered, _, _ = sender.totals()
     except OSError as exc:

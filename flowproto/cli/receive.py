@@ -71,6 +71,15 @@ def _output_file(ctx: click.Context, param: click.Parameter, value: str | None) 
     "[default: the smaller of 1 MiB and --window-bytes]",
 )
 @click.option(
+    "--max-streams",
+    type=click.IntRange(min=1, max=(1 << 31) - 1),
+    default=_DEFAULTS.max_streams,
+    show_default=True,
+    metavar="N",
+    help="Streams a sender may have open at once on one connection (spec §6.4); "
+    "'send --streams' over it fails before sending anything.",
+)
+@click.option(
     "--output",
     metavar="FILE|-",
     callback=_output_file,
@@ -145,6 +154,7 @@ def receive(
     window_bytes: int,
     window_messages: int,
     max_message: int | None,
+    max_streams: int,
     output: str | None,
     output_dir: str | None,
     fsync: bool,
@@ -182,7 +192,7 @@ def receive(
         raise click.UsageError("--output and --output-dir: choose one")
     if no_autotune and latency_target != 100.0:
         raise click.UsageError("--latency-target tunes windows; --no-autotune keeps them fixed")
-    settings = _settings(window_bytes, window_messages, max_message)
+    settings = _settings(window_bytes, window_messages, max_message, max_streams)
     host, port = listen
     opts = ReceiveOptions(
         host=host or None,
@@ -218,7 +228,9 @@ def receive(
         click.get_current_context().exit(1)
 
 
-def _settings(window_bytes: int, window_messages: int, max_message: int | None) -> Settings:
+def _settings(
+    window_bytes: int, window_messages: int, max_message: int | None, max_streams: int
+) -> Settings:
     """The receiver's Settings from its options; a combination spec §3.2 forbids is a
     usage error."""
     from ._run_receive import receiver_settings
@@ -228,6 +240,6 @@ def _settings(window_bytes: int, window_messages: int, max_message: int | None) 
             f"{max_message} is over --window-bytes {window_bytes}", param_hint="--max-message"
         )
     try:
-        return receiver_settings(window_bytes, window_messages, max_message)
+        return receiver_settings(window_bytes, window_messages, max_message, max_streams)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

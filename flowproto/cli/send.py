@@ -68,7 +68,8 @@ from ._options import (
     default=1,
     show_default=True,
     metavar="N",
-    help="Generated messages are shared out over N streams of one connection.",
+    help="Generated messages are shared out over N streams of one connection. More than "
+    "the receiver's max_streams is an error before anything is sent.",
 )
 @codec_option
 @click.option(
