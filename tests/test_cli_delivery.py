@@ -13,10 +13,15 @@ import json
 import os
 import re
 import signal
+import socket
 from pathlib import Path
 
 import pytest
+import trio
 from cli_helpers import flowproto, receiver, run_flowproto, script
+
+from flowproto import ErrorCode
+from flowproto.trio import open_connection
 
 MESSAGE = 1000  # bytes per generated message or input chunk
 
@@ -415,3 +420,53 @@ def test_more_streams_than_the_receiver_allows_fail_before_anything_is_sent(
     ]
     assert status == 0, stderr
     assert json.loads(stdout)["messages"] == 0
+
+
+# --- 8. warnings are rate-limited per peer and reason ---------------------------------------------
+
+
+async def _reset_flood(port: int, streams: int) -> None:
+    """One connection opens streams, sends a message on each and resets it (A9)."""
+    async with open_connection("127.0.0.1", port, codec="raw") as conn:
+        for _ in range(streams):
+            stream = await conn.open_stream()
+            await stream.send(b"x")
+            await stream.reset(ErrorCode.CANCEL, "flood")
+        await conn.ping()  # every RESET has reached the receiver
+
+
+def warnings_in(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("flowproto: warning:")]
+
+
+def test_a_reset_flood_from_one_connection_makes_a_bounded_number_of_lines(
+    tmp_path: Path,
+) -> None:
+    """The issue: one connection produced 442 warning lines. Now one line per peer and
+    reason per 10 s, and the summary counts what was held back."""
+    with receiver("-q", "--json", cwd=tmp_path) as (r, port):
+        trio.run(_reset_flood, port, 300)
+        r.proc.send_signal(signal.SIGTERM)
+        status, stdout, stderr = r.finish()
+    assert status == 143, stderr
+    summary = json.loads(stdout)
+    assert summary["problem_count"] >= 100, summary  # the flood was real...
+    assert len(warnings_in(stderr)) <= 2, stderr  # ...and says so in a line or two
+    assert summary["warnings_suppressed"] == summary["problem_count"] - len(warnings_in(stderr))
+    assert len(summary["problems"]) <= 100
+
+
+def test_fifty_connections_that_send_garbage_make_one_line(tmp_path: Path) -> None:
+    """Per peer host, not per connection: a client that opens connections in a loop gets
+    no more lines than one connection does."""
+    with receiver("-q", "--json", cwd=tmp_path) as (r, port):
+        for _ in range(50):
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                while sock.recv(4096):  # until the receiver closes it
+                    pass
+        r.proc.send_signal(signal.SIGTERM)
+        status, stdout, stderr = r.finish()
+    assert status == 143, stderr
+    assert json.loads(stdout)["problem_count"] == 50
+    assert len(warnings_in(stderr)) == 1, stderr

@@ -61,6 +61,11 @@ def receive_summary(result: dict[str, Any]) -> list[str]:
         )
         for path in files["incomplete_paths"]:
             lines.append(f"incomplete: {path}")
+    if result.get("warnings_suppressed"):
+        lines.append(
+            f"{result['warnings_suppressed']} more warnings held back (one line per peer "
+            f"and kind of problem per 10 s); {result['problem_count']} problems in all"
+        )
     if result.get("refused_streams"):
         lines.append(f"refused {result['refused_streams']} streams: --output FILE takes one stream")
     return lines

@@ -10,6 +10,7 @@ are the JSON field names. Pacing (``--rate``) follows an absolute schedule
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import sys
 import threading
@@ -27,6 +28,7 @@ from flowproto import (
     CodecName,
     ErrorCode,
     MemoryBudget,
+    RateLimitedLog,
     Settings,
     StreamState,
     get_codec,
@@ -103,6 +105,26 @@ class ReceiveOptions:
 REFUSED_REASON: Final = "the receiver's --output FILE takes one stream and has it"
 
 
+#: Problems kept for the summary; the rest are only counted (``problem_count``).
+MAX_PROBLEMS: Final = 100
+
+
+class _WarningLines(logging.Handler):
+    """``flowproto: warning: ...`` lines on stderr, for the receiver's RateLimitedLog."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        eprint(f"flowproto: warning: {record.getMessage()}")
+
+
+def _warnings_logger() -> logging.Logger:
+    logger = logging.getLogger("flowproto.cli.receive")
+    logger.propagate = False  # these lines are ours to print, once
+    logger.setLevel(logging.WARNING)
+    if not any(isinstance(h, _WarningLines) for h in logger.handlers):
+        logger.addHandler(_WarningLines())
+    return logger
+
+
 def _graceful(exc: BaseException) -> bool:
     """The peer closed with GOAWAY(NO_ERROR) (spec §10.4), maybe right after its HELLO (a
     sender that gave up before opening a stream): the normal end of a connection, not a
@@ -128,7 +150,10 @@ class _Receiver:
         self.signal: str | None = None  # the name of the signal that stopped us
         self.first: float | None = None
         self.last: float | None = None
-        self.problems: list[str] = []
+        self.problems: list[str] = []  # the first MAX_PROBLEMS
+        self.problem_count = 0
+        self.warnings = RateLimitedLog(_warnings_logger())  # per (peer host, kind)
+        self.warnings_suppressed = 0
         self.stopping = False
         self.nursery: trio.Nursery | None = None  # the listeners and the reporter
         self.accepting: set[trio.CancelScope] = set()  # each connection's accept loop
@@ -173,7 +198,7 @@ class _Receiver:
             if not all(isinstance(e, EXPECTED_ERRORS) for e in leaves):
                 raise
             if not _graceful(leaves[0]):
-                self.problem(f"connection from {peer}: {describe(leaves[0])}")
+                self.problem(f"connection from {peer}: {describe(leaves[0])}", peer, "connection")
         finally:
             for conn_done in [c for c, p in self.watched.connections.items() if p == peer]:
                 if conn_done.closed:
@@ -199,10 +224,18 @@ class _Receiver:
                 nursery.start_soon(self.consume, stream, peer, number)
         self.accepting.discard(accepting)
 
-    def problem(self, text: str) -> None:
-        self.problems.append(text)
-        if not (self.opts.once and len(self.problems) == 1):  # that one ends --once as an error
-            eprint(f"flowproto: warning: {text}")
+    def problem(self, text: str, peer: str, kind: str) -> None:
+        """Note something that went wrong with a peer, and warn about it: one line per
+        peer host and kind of problem per LOG_INTERVAL, so a flood from one client (or
+        one connection after another) cannot flood stderr (issue 12)."""
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)
+        if self.opts.once and self.problem_count == 1:
+            return  # that one ends --once as an error
+        host = peer.rpartition(":")[0] or peer
+        if not self.warnings.warning((host, kind), trio.current_time(), "%s", text):
+            self.warnings_suppressed += 1
 
     async def consume(self, stream: FlowStream, peer: str, connection: int) -> None:
         """Consume one stream into its output until it ends, or until :meth:`stop`."""
@@ -223,7 +256,9 @@ class _Receiver:
             except OutputRefused as exc:
                 # spec §6.4: nothing of this stream was processed, so REFUSED_STREAM.
                 self.refused_streams += 1
-                self.problem(f"stream {stream.stream_id} from {peer}: refused: {exc}")
+                self.problem(
+                    f"stream {stream.stream_id} from {peer}: refused: {exc}", peer, "refused"
+                )
                 await stream.reset(ErrorCode.REFUSED_STREAM, REFUSED_REASON)
                 return
             with scope:
@@ -235,15 +270,21 @@ class _Receiver:
             accepted = stream.messages_received
             self.problem(
                 f"stream {stream.stream_id} from {peer}: message {accepted + 1} rejected: "
-                f"{exc} (is the sender --raw?)"
+                f"{exc} (is the sender --raw?)",
+                peer,
+                "rejected",
             )
             await stream.reject("message is not valid msgpack", accepted=accepted)
         except OSError as exc:
-            self.problem(f"stream {stream.stream_id} from {peer}: cannot write the output: {exc}")
+            self.problem(
+                f"stream {stream.stream_id} from {peer}: cannot write the output: {exc}",
+                peer,
+                "write",
+            )
             await stream.reset(ErrorCode.CANCEL, f"the receiver cannot write its output: {exc}")
         except (StreamResetError, ConnectionLostError) as exc:
             if not self.stopping:
-                self.problem(f"stream {stream.stream_id} from {peer}: {exc}")
+                self.problem(f"stream {stream.stream_id} from {peer}: {exc}", peer, "stream")
         finally:
             if not complete:
                 self.outputs.finish(sink, complete=False)
@@ -387,6 +428,8 @@ class _Receiver:
             "streams": self.streams_seen,
             "buffered_peak_messages": self.peak_buffered,
             "problems": self.problems,
+            "problem_count": self.problem_count,
+            "warnings_suppressed": self.warnings_suppressed,
             "refused_streams": self.refused_streams,
             "interrupted": self.interrupted,
             "signal": self.signal,
