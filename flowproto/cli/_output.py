@@ -6,6 +6,10 @@ operating system (with ``--fsync``, also on disk). So the run takes each batch w
 ``receive_many(release=False)``, hands it to a :class:`Sink`, and releases its credit
 only after :meth:`Sink.write` (and :meth:`Sink.sync`) returned: the sender's
 "confirmed N" never counts a message that a killed receiver had not written.
+
+:class:`Outputs` decides which stream writes where (``--output FILE`` takes one stream,
+``--output-dir`` a file per stream) and names files ``NAME.partial`` until their stream
+ends cleanly, so an incomplete file never looks complete.
 """
 
 from __future__ import annotations

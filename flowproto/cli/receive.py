@@ -103,7 +103,8 @@ def _output_file(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--fsync",
     is_flag=True,
-    help="Also fsync --output before the credit of each batch goes back, so what the "
+    help="Also fsync the output file (--output FILE, --output-dir) before the credit of "
+    "each batch goes back, and its directory after the final rename, so what the "
     "sender sees confirmed survives a power cut, not only a killed receiver. Slower: one "
     "fsync per batch of up to 256 messages, often ten times slower or worse on a disk. "
     "(Without it, every batch is written and flushed to the OS before its credit returns.)",
