@@ -255,7 +255,9 @@ def test_a_refused_connection_is_one_line_on_stderr_and_exit_1() -> None:
     assert lines[0].startswith("flowproto: error: cannot connect to 127.0.0.1:")
 
 
-def test_a_receiver_that_stops_early_fails_the_sender_with_one_line(tmp_path: Path) -> None:
+def test_a_receiver_that_stops_early_fails_the_sender_with_one_error_line(tmp_path: Path) -> None:
+    """The summary, then one error line naming the stream (issue 12: streams fail alone,
+    so the summary is printed even when one fails)."""
     with receiver("--count", "10", "--json", "-q", cwd=tmp_path) as r:
         sent = run_flowproto("send", "--connect", f"127.0.0.1:{r.port}", "--count", "1000", "-q")
         status, stdout, stderr = r.finish()
@@ -264,6 +266,7 @@ def test_a_receiver_that_stops_early_fails_the_sender_with_one_line(tmp_path: Pa
     assert sent.returncode == 1
     assert "Traceback" not in sent.stderr
     lines = sent.stderr.strip().splitlines()
-    assert len(lines) == 1, sent.stderr
-    assert lines[0].startswith("flowproto: error: stream 1 was reset by the peer: CANCEL")
-    assert re.search(r"the receiver confirmed 10 of \d+ messages", lines[0]), lines[0]
+    assert len(lines) == 2, sent.stderr
+    assert lines[0].startswith("sent ") and lines[0].endswith("; 1 of 1 streams failed")
+    assert lines[1].startswith("flowproto: error: stream 1 was reset by the peer: CANCEL")
+    assert re.search(r"the receiver confirmed 10 of \d+ messages", lines[1]), lines[1]

@@ -54,17 +54,48 @@ def receive_summary(result: dict[str, Any]) -> list[str]:
     lat = result.get("latency_ms")
     if lat:
         lines.append(f"latency p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms")
+    files = result.get("output_files")
+    if files:
+        lines.append(
+            f"output files: {files['complete']} complete, {files['incomplete']} incomplete"
+        )
+        for path in files["incomplete_paths"]:
+            lines.append(f"incomplete: {path}")
+    if result.get("warnings_suppressed"):
+        lines.append(
+            f"{result['warnings_suppressed']} more warnings held back (one line per peer "
+            f"and kind of problem per 10 s); {result['problem_count']} problems in all"
+        )
+    if result.get("refused_streams"):
+        lines.append(f"refused {result['refused_streams']} streams: --output FILE takes one stream")
     return lines
+
+
+#: Failed streams given a line each; the rest are counted in one more line.
+MAX_FAILED_LINES = 10
 
 
 def send_summary(result: dict[str, Any]) -> str:
     """The sender's readable summary (for stderr)."""
+    failed = result.get("failed_streams") or []
     return (
         f"sent {result['messages']} messages ({result['bytes']} bytes) in "
         f"{result['seconds']:.2f} s: {result['msgs_per_s']:.0f} msg/s, "
         f"{result['mb_per_s']:.2f} MB/s; blocked on credit {result['seconds_blocked']:.2f} s; "
         f"the receiver confirmed {result['delivered']} consumed"
+        + (f"; {len(failed)} of {result['streams']} streams failed" if failed else "")
     )
+
+
+def failed_stream_lines(failed: list[dict[str, Any]]) -> list[str]:
+    """One ``flowproto: error:`` line per failed stream (at most MAX_FAILED_LINES)."""
+    lines = [f"flowproto: error: {f['error']}" for f in failed[:MAX_FAILED_LINES]]
+    if len(failed) > MAX_FAILED_LINES:
+        lines.append(
+            f"flowproto: error: and {len(failed) - MAX_FAILED_LINES} more streams failed "
+            "(--json lists them all)"
+        )
+    return lines
 
 
 def fmt_latency(lat: dict[str, float] | None) -> str:

@@ -10,18 +10,29 @@ are the JSON field names. Pacing (``--rate``) follows an absolute schedule
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, BinaryIO
+from typing import Any, Final
 
 import trio
 
-from flowproto import AutoTune, CodecName, ErrorCode, MemoryBudget, Settings, StreamState
+from flowproto import (
+    AutoTune,
+    CodecName,
+    ErrorCode,
+    MemoryBudget,
+    RateLimitedLog,
+    Settings,
+    StreamState,
+    get_codec,
+)
 from flowproto.trio import (
     ConnectionLostError,
     FlowConnection,
@@ -32,15 +43,21 @@ from flowproto.trio import (
 )
 
 from ._constants import BATCH_MESSAGES, CLOSE_GRACE
-from ._errors import EXPECTED_ERRORS, CliError, describe, flatten
+from ._errors import EXPECTED_ERRORS, describe, flatten
 from ._latency import Latencies
 from ._metrics import Watched, json_lines, serve_metrics
+from ._output import OutputRefused, Outputs, Sink
 from ._pace import Pace
 from ._printing import fmt_bytes, fmt_latency, format_address, json_line, per_second
 from ._progress import eprint, every_second
 
 
-def receiver_settings(window_bytes: int, window_messages: int, max_message: int | None) -> Settings:
+def receiver_settings(
+    window_bytes: int,
+    window_messages: int,
+    max_message: int | None,
+    max_streams: int | None = None,
+) -> Settings:
     """The receiver's Settings from its options (spec §3.2).
 
     The per-stream windows are the options; ``max_message_bytes`` defaults to the smaller
@@ -58,6 +75,7 @@ def receiver_settings(window_bytes: int, window_messages: int, max_message: int 
         stream_messages=window_messages,
         connection_bytes=max(default.connection_bytes, window_bytes),
         max_message_bytes=max_message,
+        max_streams=default.max_streams if max_streams is None else max_streams,
     ).validate()
 
 
@@ -69,7 +87,8 @@ class ReceiveOptions:
     codec: CodecName
     rate: float | None = None
     delay: float = 0.0  # seconds
-    output: BinaryIO | None = None
+    output: str | None = None  # --output FILE, or "-" for stdout
+    output_dir: str | None = None  # --output-dir DIR: a file per stream
     count: int | None = None
     once: bool = False
     latency: bool = False
@@ -78,6 +97,39 @@ class ReceiveOptions:
     memory_budget: int | None = None  # bytes, shared by every connection (spec §8.9)
     metrics: tuple[str, int] | None = None  # --metrics-port (spec §14)
     json_lines: bool = False
+    fsync: bool = False  # --fsync: the output is on disk before credit returns
+
+
+#: The RESET reason of a refused stream: it tells the peer nothing about the stream that has
+#: the output.
+REFUSED_REASON: Final = "the receiver's --output FILE takes one stream and has it"
+
+
+#: Problems kept for the summary; the rest are only counted (``problem_count``).
+MAX_PROBLEMS: Final = 100
+
+
+class _WarningLines(logging.Handler):
+    """``flowproto: warning: ...`` lines on stderr, for the receiver's RateLimitedLog."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        eprint(f"flowproto: warning: {record.getMessage()}")
+
+
+def _warnings_logger() -> logging.Logger:
+    logger = logging.getLogger("flowproto.cli.receive")
+    logger.propagate = False  # these lines are ours to print, once
+    logger.setLevel(logging.WARNING)
+    if not any(isinstance(h, _WarningLines) for h in logger.handlers):
+        logger.addHandler(_WarningLines())
+    return logger
+
+
+def _graceful(exc: BaseException) -> bool:
+    """The peer closed with GOAWAY(NO_ERROR) (spec §10.4), maybe right after its HELLO (a
+    sender that gave up before opening a stream): the normal end of a connection, not a
+    problem. Streams it left open report their own."""
+    return isinstance(exc, ConnectionLostError) and exc.error_code == ErrorCode.NO_ERROR
 
 
 class _Receiver:
@@ -91,17 +143,32 @@ class _Receiver:
         self.bytes = 0
         self.connections = 0
         self.streams_seen = 0
-        self.open_streams: set[FlowStream] = set()
+        # Each stream being consumed, and the scope stop() cancels to end it.
+        self.open_streams: dict[FlowStream, trio.CancelScope] = {}
         self.peak_buffered = 0
         self.interrupted = False
+        self.signal: str | None = None  # the name of the signal that stopped us
         self.first: float | None = None
         self.last: float | None = None
-        self.problems: list[str] = []
+        self.problems: list[str] = []  # the first MAX_PROBLEMS
+        self.problem_count = 0
+        self.warnings = RateLimitedLog(_warnings_logger())  # per (peer host, kind)
+        self.warnings_suppressed = 0
         self.stopping = False
         self.nursery: trio.Nursery | None = None  # the listeners and the reporter
         self.accepting: set[trio.CancelScope] = set()  # each connection's accept loop
         self.watched = Watched()  # for --json-lines and --metrics-port (spec §14)
         self.budget = MemoryBudget(opts.memory_budget) if opts.memory_budget else None
+        self.outputs = Outputs(
+            file=opts.output if opts.output != "-" else None,
+            directory=opts.output_dir,
+            stdout=sys.stdout.buffer if opts.output == "-" else None,
+            fsync=opts.fsync,
+        )
+        self.refused_streams = 0  # refused because the output has its stream
+        # Streams carry raw bytes; --msgpack decodes here, so a bad message is found
+        # before anything of its batch is released.
+        self._decode = None if opts.codec == "raw" else get_codec(opts.codec).decode
         self._reported = (0, 0)  # messages, bytes at the last live line
 
     async def on_connection(self, transport: trio.SocketStream) -> None:
@@ -110,13 +177,14 @@ class _Receiver:
             return
         peer = format_address(transport.socket.getpeername())
         self.connections += 1
+        number = self.connections  # names --output-dir files
         try:
             async with (
                 open_flow_connection(
                     transport,
                     initiator=False,
                     settings=self.opts.settings,
-                    codec=self.opts.codec,
+                    codec="raw",  # decoded here, message by message (see _deliver)
                     close_grace=CLOSE_GRACE,
                     autotune=self.opts.autotune or False,
                     memory_budget=self.budget,
@@ -124,12 +192,13 @@ class _Receiver:
                 trio.open_nursery() as nursery,
             ):
                 self.watched.connections[conn] = peer
-                await self._accept_streams(conn, peer, nursery)
+                await self._accept_streams(conn, peer, number, nursery)
         except Exception as exc:
             leaves = flatten(exc)
             if not all(isinstance(e, EXPECTED_ERRORS) for e in leaves):
                 raise
-            self.problem(f"connection from {peer}: {describe(leaves[0])}")
+            if not _graceful(leaves[0]):
+                self.problem(f"connection from {peer}: {describe(leaves[0])}", peer, "connection")
         finally:
             for conn_done in [c for c, p in self.watched.connections.items() if p == peer]:
                 if conn_done.closed:
@@ -137,7 +206,9 @@ class _Receiver:
         if self.opts.once:
             self.stop()
 
-    async def _accept_streams(self, conn: FlowConnection, peer: str, nursery: trio.Nursery) -> None:
+    async def _accept_streams(
+        self, conn: FlowConnection, peer: str, number: int, nursery: trio.Nursery
+    ) -> None:
         """Consume every stream the peer opens, until it closes or :meth:`stop`."""
         # stop() cancels only this loop: leaving the connection's block closes it
         # gracefully (GOAWAY), which cancelling the block itself would not.
@@ -150,74 +221,134 @@ class _Receiver:
                     stream = await conn.accept_stream()
                 except ConnectionLostError:
                     break  # the peer closed the connection (or lost it)
-                nursery.start_soon(self.consume, stream, peer)
+                nursery.start_soon(self.consume, stream, peer, number)
         self.accepting.discard(accepting)
 
-    def problem(self, text: str) -> None:
-        self.problems.append(text)
-        if not (self.opts.once and len(self.problems) == 1):  # that one ends --once as an error
-            eprint(f"flowproto: warning: {text}")
+    def problem(self, text: str, peer: str, kind: str) -> None:
+        """Note something that went wrong with a peer, and warn about it: one line per
+        peer host and kind of problem per LOG_INTERVAL, so a flood from one client (or
+        one connection after another) cannot flood stderr (issue 12)."""
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)
+        if self.opts.once and self.problem_count == 1:
+            return  # that one ends --once as an error
+        host = peer.rpartition(":")[0] or peer
+        if not self.warnings.warning((host, kind), trio.current_time(), "%s", text):
+            self.warnings_suppressed += 1
 
-    async def consume(self, stream: FlowStream, peer: str) -> None:
-        self.open_streams.add(stream)
+    async def consume(self, stream: FlowStream, peer: str, connection: int) -> None:
+        """Consume one stream into its output until it ends, or until :meth:`stop`."""
+        scope = trio.CancelScope()
+        self.open_streams[stream] = scope
         self.watched.streams[stream] = peer
         self.streams_seen += 1
         if self.first is None:
             self.first = trio.current_time()
-        count, pace, output, lat = self.opts.count, self.pace, self.opts.output, self.latencies
-        paced = pace.active
+        sink: Sink | None = None
+        complete = False
         try:
-            while True:
-                if paced:
-                    await pace.wait()
-                if self.stopping:
-                    await self._end(stream)
-                    return
-                limit = 1 if paced else BATCH_MESSAGES
-                if count is not None:
-                    # Exact on one stream. Several streams may each be waiting with this
-                    # limit; what they take is consumed, so it is processed and counted too.
-                    limit = max(1, min(limit, count - self.messages))
-                bytes_before = stream.bytes_received
-                try:
-                    batch = await stream.receive_many(limit)
-                except trio.EndOfChannel:
-                    await stream.aclose()  # the peer waits for this: all was consumed
-                    return
-                self.last = trio.current_time()
-                self.peak_buffered = max(
-                    self.peak_buffered, stream.statistics().buffered_messages + len(batch)
+            if self.stopping:
+                await stream.reset(ErrorCode.CANCEL, "the receiver is stopping")
+                return
+            try:
+                sink = self.outputs.claim(peer, connection, stream.stream_id)
+            except OutputRefused as exc:
+                # spec §6.4: nothing of this stream was processed, so REFUSED_STREAM.
+                self.refused_streams += 1
+                self.problem(
+                    f"stream {stream.stream_id} from {peer}: refused: {exc}", peer, "refused"
                 )
-                self.bytes += stream.bytes_received - bytes_before
-                self._take(batch, output, lat)
-                if count is not None and self.messages >= count:
-                    self.stop()
-                    await self._end(stream)
-                    return
+                await stream.reset(ErrorCode.REFUSED_STREAM, REFUSED_REASON)
+                return
+            with scope:
+                await self._consume(stream, sink)
+            complete = await self._end(stream, sink)
         except MessageDecodeError as exc:
-            self.problem(f"stream {stream.stream_id} from {peer}: {exc} (is the sender --raw?)")
-            await stream.reset(ErrorCode.CANCEL, "message is not valid msgpack")
+            # spec §5.7 (1.1): RESET(REJECTED) whose consumed is what was accepted, i.e.
+            # written: the sender reports only those delivered, never the rejected one.
+            accepted = stream.messages_received
+            self.problem(
+                f"stream {stream.stream_id} from {peer}: message {accepted + 1} rejected: "
+                f"{exc} (is the sender --raw?)",
+                peer,
+                "rejected",
+            )
+            await stream.reject("message is not valid msgpack", accepted=accepted)
+        except OSError as exc:
+            self.problem(
+                f"stream {stream.stream_id} from {peer}: cannot write the output: {exc}",
+                peer,
+                "write",
+            )
+            await stream.reset(ErrorCode.CANCEL, f"the receiver cannot write its output: {exc}")
         except (StreamResetError, ConnectionLostError) as exc:
             if not self.stopping:
-                self.problem(f"stream {stream.stream_id} from {peer}: {exc}")
+                self.problem(f"stream {stream.stream_id} from {peer}: {exc}", peer, "stream")
         finally:
-            self.open_streams.discard(stream)
+            if not complete:
+                self.outputs.finish(sink, complete=False)
+            self.open_streams.pop(stream, None)
             self.watched.streams.pop(stream, None)
 
-    def _take(self, batch: Sequence[Any], output: BinaryIO | None, lat: Latencies | None) -> None:
-        self.messages += len(batch)
-        raw = self.opts.codec == "raw"
+    async def _consume(self, stream: FlowStream, sink: Sink | None) -> None:
+        """Take the stream's messages until the sender ends it, ``--count`` is reached, or
+        :meth:`stop` cancels this."""
+        count, pace = self.opts.count, self.pace
+        paced = pace.active
+        while True:
+            if paced:
+                await pace.wait()
+            limit = 1 if paced else BATCH_MESSAGES
+            if count is not None:
+                # Exact on one stream. Several streams may each be waiting with this
+                # limit; what they take is consumed, so it is processed and counted too.
+                limit = max(1, min(limit, count - self.messages))
+            try:
+                # Held, not consumed: the credit goes back once the batch is written.
+                # Cancelled here, it took nothing.
+                batch = await stream.receive_many(limit, release=False)
+            except trio.EndOfChannel:
+                return  # the sender is done and everything was consumed
+            self.last = trio.current_time()
+            self.peak_buffered = max(
+                self.peak_buffered, stream.statistics().buffered_messages + len(batch)
+            )
+            await self._deliver(stream, batch, sink)
+            if count is not None and self.messages >= count:
+                self.stop()
+                return
+
+    async def _deliver(self, stream: FlowStream, batch: Sequence[bytes], sink: Sink | None) -> None:
+        """Write the batch to the output, flushed (and fsynced with --fsync), and only then
+        release it: the sender is told it was consumed once it is where the user asked
+        (spec §8.5, §10.5). What was written is counted even if the release comes too late
+        (a lost connection): the summary matches the file."""
+        decode = self._decode
+        rejected: MessageDecodeError | None = None
+        messages: Sequence[Any] = batch
+        if decode is not None:
+            messages = []
+            for m in batch:
+                try:
+                    messages.append(decode(m))
+                except MessageDecodeError as exc:
+                    rejected = exc  # deliver the messages before it, then reject (below)
+                    break
+            batch = batch[: len(messages)]
+        lat = self.latencies
         if lat is not None:
             now_ns = time.time_ns()
-            for m in batch:
+            for m in messages:
                 lat.add_message(m, now_ns)
-        if output is not None:
-            if raw:
-                for m in batch:
-                    output.write(m)
-            else:
-                for m in batch:
-                    output.write(json_line(m))
+        if sink is not None:
+            sink.write(batch if decode is None else [json_line(m) for m in messages])
+            await sink.sync()
+        self.messages += len(batch)
+        self.bytes += sum(map(len, batch))
+        stream.release(len(batch))
+        if rejected is not None:
+            raise rejected
 
     def stop(self) -> None:
         """Stop serving: streams that are done end cleanly, the others are reset, and the
@@ -227,21 +358,27 @@ class _Receiver:
         self.stopping = True
         self.nursery.start_soon(self._shutdown)
 
-    async def _end(self, stream: FlowStream) -> None:
-        """End a stream we stop consuming; ending one twice does nothing."""
+    async def _end(self, stream: FlowStream, sink: Sink | None) -> bool:
+        """End a stream we stop consuming; True if that is a clean end.
+
+        Clean means the sender was done and everything it sent was written: then its
+        output is complete (finished first), and only then does our END_STREAM tell the
+        sender so. Otherwise the stream is reset (CANCEL) and the output stays incomplete.
+        """
         st = stream.statistics()
         if st.state == StreamState.CLOSED.value:
-            return
+            return False
         if st.state == StreamState.HALF_CLOSED_REMOTE.value and st.buffered_messages == 0:
-            await stream.aclose()  # the sender is done and all was consumed: a clean end
-        else:
-            await stream.reset(
-                ErrorCode.CANCEL, f"the receiver stopped after {self.messages} messages"
-            )
+            self.outputs.finish(sink, complete=True)
+            await stream.aclose()  # the peer waits for this: all was consumed
+            return True
+        await stream.reset(ErrorCode.CANCEL, f"the receiver stopped after {self.messages} messages")
+        return False
 
     async def _shutdown(self) -> None:
-        for stream in list(self.open_streams):
-            await self._end(stream)
+        await trio.lowlevel.checkpoint()
+        for consuming in self.open_streams.values():
+            consuming.cancel()  # each stream's task ends it: cleanly if it can, else reset
         for scope in self.accepting:
             scope.cancel()
         assert self.nursery is not None
@@ -251,8 +388,6 @@ class _Receiver:
         """One line of live statistics (nothing before the first stream, or when idle)."""
         if self.first is None:
             return  # no stream yet: nothing to say
-        if self.opts.output is not None:
-            self.opts.output.flush()
         dm, db = self.messages - self._reported[0], self.bytes - self._reported[1]
         self._reported = (self.messages, self.bytes)
         if not dm and not self.open_streams:
@@ -272,9 +407,11 @@ class _Receiver:
         )
 
     async def stop_on_signal(self, signals: AsyncIterator[int]) -> None:
-        async for _ in signals:
-            # Ctrl-C is how a server is stopped: stop cleanly, so the summary is printed.
+        async for signum in signals:
+            # Ctrl-C, SIGTERM (a service manager) and SIGHUP (a closed terminal) are how a
+            # server is stopped: stop cleanly, so the output is flushed and the summary printed.
             self.interrupted = True
+            self.signal = signal.Signals(signum).name
             self.stop()
             return
 
@@ -291,8 +428,15 @@ class _Receiver:
             "streams": self.streams_seen,
             "buffered_peak_messages": self.peak_buffered,
             "problems": self.problems,
+            "problem_count": self.problem_count,
+            "warnings_suppressed": self.warnings_suppressed,
+            "refused_streams": self.refused_streams,
             "interrupted": self.interrupted,
+            "signal": self.signal,
         }
+        files = self.outputs.summary()
+        if files is not None:
+            result["output_files"] = files
         if self.latencies is not None:
             result["latency_ms"] = self.latencies.summary()
         if self.budget is not None:
@@ -308,22 +452,29 @@ class _Receiver:
         return self.watched.snapshot(role="receive", messages=self.messages, bytes=self.bytes)
 
 
-def _sigint_receiver() -> AbstractContextManager[AsyncIterator[int] | None]:
+#: The signals that stop ``receive`` cleanly; the exit status is 128 + the signal's number.
+STOP_SIGNALS: Final = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+def _stop_signal_receiver() -> AbstractContextManager[AsyncIterator[int] | None]:
     if threading.current_thread() is not threading.main_thread():
         return contextlib.nullcontext()  # signals only reach the main thread
-    return trio.open_signal_receiver(signal.SIGINT)
+    return trio.open_signal_receiver(*STOP_SIGNALS)
 
 
 async def run_receive(opts: ReceiveOptions) -> dict[str, Any]:
     """Serve until ``--count`` messages, the end of the first connection (``--once``), or
-    forever; returns the summary. Prints ``listening on HOST:PORT`` to stderr first."""
+    forever; returns the summary (with ``--once``, ``problems`` non-empty is a failure).
+    Prints ``listening on HOST:PORT`` to stderr first."""
     receiver = _Receiver(opts)
     listeners = await trio.open_tcp_listeners(opts.port, host=opts.host)
     addresses = [format_address(lst.socket.getsockname()) for lst in listeners]
     for address in addresses:  # with port 0, IPv4 and IPv6 may get different ports
         eprint(f"listening on {address}")
     try:
-        with _sigint_receiver() as signals:
+        with _stop_signal_receiver() as signals:
             async with trio.open_nursery() as connections, trio.open_nursery() as nursery:
                 receiver.nursery = nursery
                 if opts.live:
@@ -343,9 +494,6 @@ async def run_receive(opts: ReceiveOptions) -> dict[str, Any]:
                     )
                 )
     finally:
-        if opts.output is not None:
-            opts.output.flush()
-    result = receiver.summary(addresses[0])
-    if opts.once and receiver.problems:
-        raise CliError(receiver.problems[0])
-    return result
+        if opts.output == "-":
+            sys.stdout.buffer.flush()
+    return receiver.summary(addresses[0])

@@ -18,11 +18,12 @@ from typing import Any, BinaryIO
 
 import trio
 
-from flowproto import CodecName, Settings
+from flowproto import CodecName, ErrorCode, Settings
 from flowproto.trio import (
     ConnectionLostError,
     FlowConnection,
     FlowStream,
+    StreamLimitError,
     StreamResetError,
     open_connection,
 )
@@ -61,6 +62,8 @@ class _Sender:
         self.opts = opts
         self.pace = Pace(opts.rate)
         self.streams: list[FlowStream] = []
+        # One entry per stream that failed (at most --streams): the others go on.
+        self.failed: list[dict[str, Any]] = []
         self._last = (0, 0, 0)  # messages, bytes, delivered at the last report
 
     def totals(self) -> tuple[int, int, float, int, int, int]:
@@ -91,6 +94,9 @@ class _Sender:
             eprint(line)
 
     async def produce(self, stream: FlowStream, count: int | None, deadline: float) -> None:
+        """Send this stream's share and wait until it was consumed. A reset or a lost
+        connection fails this stream alone (spec §10.3): it is recorded in ``failed``
+        and the other streams go on."""
         try:
             with trio.move_on_at(deadline):
                 if self.opts.input is not None:
@@ -100,11 +106,23 @@ class _Sender:
             await stream.aclose()
             await self._wait_consumed(stream)
         except (StreamResetError, ConnectionLostError) as exc:
-            delivered = exc.delivered
-            raise CliError(
-                f"{exc}; the receiver confirmed {delivered or 0} of {stream.messages_sent} "
-                f"messages on stream {stream.stream_id}"
-            ) from None
+            delivered = exc.delivered or 0
+            sent = stream.messages_sent
+            if _rejected(exc):
+                # spec §10.5 (1.1): the final count of accepted messages; the rest were not
+                # delivered, whatever credit said before.
+                error = (
+                    f"{exc}; the receiver accepted {delivered} of {sent} messages on stream "
+                    f"{stream.stream_id}, the rest were not delivered"
+                )
+            else:
+                error = (
+                    f"{exc}; the receiver confirmed {delivered} of {sent} messages on stream "
+                    f"{stream.stream_id}"
+                )
+            self.failed.append(
+                {"stream": stream.stream_id, "sent": sent, "delivered": delivered, "error": error}
+            )
 
     async def _send_generated(self, stream: FlowStream, count: int | None) -> None:
         size, pace = self.opts.size, self.pace
@@ -163,7 +181,7 @@ class _Sender:
             except trio.EndOfChannel:
                 return
             except (StreamResetError, ConnectionLostError) as exc:
-                if exc.delivered != stream.messages_sent:
+                if _rejected(exc) or exc.delivered != stream.messages_sent:
                     raise
                 # Everything was consumed, then the stream ended abruptly (a receiver with
                 # --count stops right after our last message): delivered, but say so.
@@ -171,6 +189,11 @@ class _Sender:
                     f"flowproto: warning: after all {exc.delivered} messages were consumed: {exc}"
                 )
                 return
+
+
+def _rejected(exc: Exception) -> bool:
+    """A RESET(REJECTED): the receiving application refused a message (spec §5.7, 1.1)."""
+    return isinstance(exc, StreamResetError) and exc.error_code == ErrorCode.REJECTED
 
 
 def _share(total: int | None, parts: int, index: int) -> int | None:
@@ -190,12 +213,27 @@ def _check_message_size(opts: SendOptions, peer: Settings) -> None:
         )
 
 
+def _check_stream_count(opts: SendOptions, peer: Settings) -> None:
+    """``--streams`` must fit the receiver's max_streams (spec §6.4): fail before sending
+    anything, rather than open what fits and wait forever for the rest."""
+    if opts.streams > peer.max_streams:
+        raise CliError(
+            f"--streams {opts.streams} is over the receiver's max_streams = "
+            f"{peer.max_streams}: nothing was sent (use --streams {peer.max_streams} or fewer)"
+        )
+
+
 async def _send_all(
     sender: _Sender, conn: FlowConnection, address: str, progress: ProgressCallback | None
 ) -> float:
     """Open the streams, run a producer on each and the reporters; the seconds it took."""
     opts = sender.opts
-    sender.streams = [await conn.open_stream() for _ in range(opts.streams)]
+    try:
+        # Checked before (_check_stream_count); wait=False so a surprise is an error, not
+        # a hang (spec §6.4).
+        sender.streams = [await conn.open_stream(wait=False) for _ in range(opts.streams)]
+    except StreamLimitError as exc:
+        raise CliError(f"cannot open {opts.streams} streams: {exc}; nothing was sent") from None
     watched = Watched()  # spec §14, for --json-lines and --metrics-port
     watched.connections[conn] = address
     watched.streams = dict.fromkeys(sender.streams, address)
@@ -227,9 +265,12 @@ async def _send_all(
 async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict[str, Any]:
     """Connect, send, half-close, wait until the receiver consumed everything; summary.
 
+    A stream that was reset, or lost with the connection, before everything was
+    confirmed fails alone: the summary's ``failed_streams`` names it (stream id, messages
+    sent and confirmed, the error) and the other streams go on.
+
     Raises:
-        CliError: the connection was refused, a message is over the receiver's limit,
-            or a stream was reset or the connection lost before everything was confirmed.
+        CliError: the connection was refused, or a message is over the receiver's limit.
     """
     sender = _Sender(opts)
     address = format_address((opts.host, opts.port))
@@ -242,6 +283,7 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
             peer = conn.peer_settings
             assert peer is not None
             _check_message_size(opts, peer)
+            _check_stream_count(opts, peer)
             seconds = await _send_all(sender, conn, address, progress)
             m, b, blocked, delivered, _, _ = sender.totals()
     except OSError as exc:
@@ -257,13 +299,19 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
         "seconds_blocked": round(blocked, 6),
         "delivered": delivered,
         "streams": opts.streams,
+        "failed_streams": sender.failed,
     }
-    if delivered != m:
-        # spec §10.5 (1.1): every stream ended normally (a reset or a lost connection raised
-        # above), but the receiver did not report all it consumed: unconfirmed, no failure.
-        result["unconfirmed"] = m - delivered
+    failed_ids = {f["stream"] for f in sender.failed}
+    ended = [s.statistics() for s in sender.streams if s.stream_id not in failed_ids]
+    ended_sent = sum(st.messages_sent for st in ended)
+    ended_delivered = sum(st.delivered or 0 for st in ended)
+    if ended_delivered != ended_sent:
+        # spec §10.5 (1.1): these streams ended normally (the failed ones are reported on
+        # their own), but the receiver did not report all it consumed: unconfirmed, which
+        # is no failure.
+        result["unconfirmed"] = ended_sent - ended_delivered
         eprint(
-            f"flowproto: warning: unconfirmed: {delivered} of {m} confirmed (the receiver "
-            "ended its streams without reporting the rest consumed; spec §10.5)"
+            f"flowproto: warning: unconfirmed: {ended_delivered} of {ended_sent} confirmed "
+            "(the receiver ended its streams without reporting the rest consumed; spec §10.5)"
         )
     return result

@@ -68,7 +68,8 @@ from ._options import (
     default=1,
     show_default=True,
     metavar="N",
-    help="Generated messages are shared out over N streams of one connection.",
+    help="Generated messages are shared out over N streams of one connection. More than "
+    "the receiver's max_streams is an error before anything is sent.",
 )
 @codec_option
 @click.option(
@@ -100,15 +101,20 @@ def send(
     The messages come from --input, or are generated with --size and --count or
     --duration. When they are all sent the streams are closed and the sender waits for
     the receiver to end its side, which it does after consuming everything; the
-    summary's 'delivered' is the number of messages the receiver confirmed consumed
-    (exit status 1 if that is not all of them). Live statistics go to stderr once a
-    second, as a progress bar when stderr is a terminal and the total is known.
+    summary's 'delivered' is the number of messages the receiver confirmed consumed.
+    A stream the receiver resets (or rejects) fails alone: the others go on, and the
+    command then exits with status 1, one 'flowproto: error:' line per failed stream
+    naming it and what was confirmed on it ('failed_streams' with --json).
+
+    Live statistics go to stderr once a second, as a progress bar when stderr is a
+    terminal and the total is known.
 
     Summary fields: messages, bytes, seconds, msgs_per_s, mb_per_s (10^6 bytes),
-    seconds_blocked (waiting for credit, summed over streams), delivered, streams.
+    seconds_blocked (waiting for credit, summed over streams), delivered, streams,
+    failed_streams (stream, sent, delivered, error).
     """
     from ._errors import run_trio
-    from ._printing import json_summary, send_summary
+    from ._printing import failed_stream_lines, json_summary, send_summary
     from ._progress import progress_for
     from ._run_send import SendOptions, run_send
 
@@ -138,6 +144,10 @@ def send(
         click.echo(json_summary(result))
     else:
         click.echo(send_summary(result), err=True)
+    if result["failed_streams"]:
+        for line in failed_stream_lines(result["failed_streams"]):
+            click.echo(line, err=True)
+        click.get_current_context().exit(1)
 
 
 def _check_what_to_send(

@@ -48,6 +48,9 @@ class FlowStream:
         self._rate = self._record.rate if self._record is not None else RateEstimator(1.0)
         self._inbox: deque[bytes] = deque()
         self._inbox_bytes = 0
+        # Sizes of messages taken with receive_many(release=False) and not yet released;
+        # at most the window we advertised, like the inbox.
+        self._held: deque[int] = deque()
         self._ended = False  # the peer sent END_STREAM
         self._send_closed = False  # we sent END_STREAM
         self._reset: StreamResetError | None = None
@@ -277,8 +280,19 @@ class FlowStream:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return self.codec.decode(data)
 
-    async def receive_many(self, max_messages: int = 1024) -> list[Any]:
-        """Wait for at least one message and return up to ``max_messages`` of them."""
+    async def receive_many(self, max_messages: int = 1024, *, release: bool = True) -> list[Any]:
+        """Wait for at least one message and return up to ``max_messages`` of them.
+
+        Args:
+            max_messages: the most messages to return.
+            release: ``False`` keeps the messages' credit until :meth:`release` says the
+                application is done with them (for example, wrote them to disk): until
+                then the peer is not told they were consumed (spec §8.5, §10.5).
+
+        Raises:
+            as :meth:`receive`; with ``release=False`` a message that cannot be decoded
+            raises ``MessageDecodeError`` and the whole batch stays held.
+        """
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._inbox:
             await self._starve()
@@ -289,7 +303,11 @@ class FlowStream:
             inbox.clear()
         else:
             batch = [inbox.popleft() for _ in range(count)]
-        if self._consumed(sum(map(len, batch)), count):
+        if not release:
+            sizes = list(map(len, batch))
+            self._held.extend(sizes)
+            self._inbox_bytes -= sum(sizes)
+        elif self._consumed(sum(map(len, batch)), count):
             # A CREDIT is queued: let the writer send it while the caller works on this
             # batch (spec §8.5). Shielded, because the batch is already consumed.
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -297,6 +315,28 @@ class FlowStream:
             return batch
         decode = self.codec.decode
         return [decode(d) for d in batch]
+
+    def release(self, count: int | None = None) -> None:
+        """Consume the first ``count`` messages taken with ``receive_many(release=False)``.
+
+        Their credit may go back to the peer now, and the peer counts them consumed
+        (spec §8.5, §10.5); ``None`` releases every held message. After the stream was
+        reset or the connection lost, held messages were dropped, and this does nothing.
+
+        Raises:
+            ValueError: ``count`` is more than the messages held.
+        """
+        held = self._held
+        if count is None:
+            count = len(held)
+        if self._reset is not None or self._lost is not None:
+            held.clear()
+            return
+        if not 0 <= count <= len(held):
+            raise ValueError(f"release({count}), but {len(held)} messages are held")
+        if count:
+            nbytes = sum(held.popleft() for _ in range(count))
+            self._consumed(nbytes, count, from_inbox=False)
 
     def __aiter__(self) -> FlowStream:
         return self
@@ -330,9 +370,10 @@ class FlowStream:
         if self._lost is not None:
             raise self._lost
 
-    def _consumed(self, nbytes: int, count: int) -> bool:
+    def _consumed(self, nbytes: int, count: int, *, from_inbox: bool = True) -> bool:
         """Count consumed messages and release their credit; True if a CREDIT was queued."""
-        self._inbox_bytes -= nbytes
+        if from_inbox:
+            self._inbox_bytes -= nbytes
         self.messages_received += count
         self.bytes_received += nbytes
         link = self._link
@@ -341,7 +382,7 @@ class FlowStream:
         now = trio.current_time()
         credit = link.core.release(self.stream_id, nbytes, count, now)  # spec §8.5; §8.9 tunes
         link.wake_writer()
-        if self._ended and not self._inbox:
+        if self._ended and not self._inbox and not self._held:
             link.stream_changed(self.stream_id, False)
         return credit
 
@@ -369,6 +410,7 @@ class FlowStream:
             self._handler_scope.cancel()
         self._inbox.clear()
         self._inbox_bytes = 0
+        self._held.clear()  # the core released them with the reset (spec §8.8)
         self._receive_lot.unpark_all()
         self._send_lot.unpark_all()
         self._link.stream_changed(self.stream_id, bool(self._inbox))
