@@ -1,0 +1,276 @@
+"""Who may connect to ``flowproto receive``, and how many (issue 12), as subprocess tests.
+
+TLS and mutual TLS (certificates from ``trustme``), Unix sockets, the connection cap and the
+idle timeout at a low descriptor limit, and the sender's retries when the receiver says
+GOAWAY(OVERLOADED). The receiver listens on port 0 (or a socket in ``tmp_path``) and the
+tests learn its address from its ``listening on`` line; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+from click.testing import CliRunner
+
+from flowproto.cli import main
+
+TIMEOUT = 60
+FLOWPROTO = [sys.executable, "-m", "flowproto"]
+ENV = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+
+
+class Process:
+    """A ``flowproto`` (or helper) subprocess whose stderr is read line by line."""
+
+    def __init__(self, args: list[str], *, stdin: int | None = None) -> None:
+        self.proc = subprocess.Popen(
+            args,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            encoding="utf-8",
+            env=ENV,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stderr: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.put(line)
+        self.lines.put("")  # end of stderr
+
+    def wait_for_line(self, prefix: str) -> str:
+        """The first stderr line (from here on) that starts with ``prefix``."""
+        while True:
+            line = self.lines.get(timeout=TIMEOUT)
+            self.stderr.append(line)
+            if not line:
+                raise AssertionError(f"exited before {prefix!r}: {''.join(self.stderr)}")
+            if line.startswith(prefix):
+                return line.rstrip("\n")
+
+    def finish(self, timeout: float = TIMEOUT) -> tuple[int, str, str]:
+        """Wait for the exit: (status, stdout, all of stderr)."""
+        assert self.proc.stdout is not None
+        stdout = self.proc.stdout.read()
+        status = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=TIMEOUT)
+        while not self.lines.empty():
+            self.stderr.append(self.lines.get())
+        return status, stdout, "".join(self.stderr)
+
+    def interrupt(self) -> tuple[int, str, str]:
+        """Ctrl-C, then :meth:`finish`."""
+        self.proc.send_signal(signal.SIGINT)
+        return self.finish()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=TIMEOUT)
+        self._reader.join(timeout=TIMEOUT)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@contextmanager
+def receiver(*args: str, nofile: int | None = None) -> Iterator[tuple[Process, str]]:
+    """``flowproto receive ARGS`` (with a descriptor limit of ``nofile``); yields the
+    process and the address of its ``listening on`` line."""
+    command = [*FLOWPROTO, "receive", *args]
+    if nofile is not None:  # set in the child before exec: no preexec_fn in a threaded pytest
+        command = [sys.executable, "-c", _WITH_NOFILE, str(nofile), *command]
+    proc = Process(command)
+    try:
+        address = proc.wait_for_line("listening on ").removeprefix("listening on ")
+        yield proc, address
+    finally:
+        proc.close()
+
+
+_WITH_NOFILE = """
+import os, resource, sys
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), hard))
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def send(address: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*FLOWPROTO, "send", "--connect", address, *args],
+        capture_output=True,
+        encoding="utf-8",
+        env=ENV,
+        check=False,
+        timeout=TIMEOUT,
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The sender failed with exactly one ``flowproto: error:`` line and no traceback."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flowproto: error: "), result.stderr
+    return lines[0]
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Certificate files: the CA, the receiver's (key apart), a sender's (key in the same
+    file), another CA and a sender certificate of that other CA."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client: Path
+    other_ca: Path
+    other_client: Path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    d = tmp_path_factory.mktemp("pki")
+    ca, other = trustme.CA(), trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    files = Pki(
+        d / "ca.pem",
+        d / "server.pem",
+        d / "server.key",
+        d / "client.pem",
+        d / "other-ca.pem",
+        d / "other-client.pem",
+    )
+    ca.cert_pem.write_to_path(str(files.ca))
+    for i, blob in enumerate(server.cert_chain_pems):
+        blob.write_to_path(str(files.server_cert), append=i > 0)
+    server.private_key_pem.write_to_path(str(files.server_key))
+    ca.issue_cert("sender-1.example").private_key_and_cert_chain_pem.write_to_path(
+        str(files.client)
+    )
+    other.cert_pem.write_to_path(str(files.other_ca))
+    other.issue_cert("sender-1.example").private_key_and_cert_chain_pem.write_to_path(
+        str(files.other_client)
+    )
+    return files
+
+
+def tls_receiver_args(pki: Pki, *, mutual: bool) -> list[str]:
+    args = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
+    return [*args, "--tls-client-ca", str(pki.ca)] if mutual else args
+
+
+# --- 1. TLS ------------------------------------------------------------------------------------
+
+
+def test_a_file_sent_over_tls_arrives_byte_identical(pki: Pki, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    (tmp_path / "in.bin").write_bytes(data)
+    out = tmp_path / "out.bin"
+    args = [*tls_receiver_args(pki, mutual=False), "--raw", "--once", "-q", "--output", str(out)]
+    with receiver("--listen", "127.0.0.1:0", *args) as (recv, address):
+        sent = send(address, "--tls-ca", str(pki.ca), "--input", str(tmp_path / "in.bin"), "-q")
+        status, _, stderr = recv.finish()
+    assert sent.returncode == 0, sent.stderr
+    assert status == 0, stderr
+    assert out.read_bytes() == data
+
+
+def test_mutual_tls_lets_no_byte_of_an_unverified_sender_into_the_output(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """Issue 12, "who may connect": a sender without a certificate the receiver trusts,
+    or without TLS at all, is refused in the handshake, gets one clear line and exit 1,
+    and nothing of it reaches --output; a sender with a good certificate then gets in."""
+    (tmp_path / "evil.txt").write_bytes(b"INJECTED\n" * 1000)
+    (tmp_path / "real.txt").write_bytes(b"the real transfer\n" * 1000)
+    out = tmp_path / "out.txt"
+    args = [*tls_receiver_args(pki, mutual=True), "--raw", "-q", "--output", str(out)]
+    evil = ["--input", str(tmp_path / "evil.txt"), "-q", "--retry-for", "0"]
+    with receiver("--listen", "127.0.0.1:0", *args) as (recv, address):
+        no_cert = one_error_line(send(address, "--tls-ca", str(pki.ca), *evil))
+        wrong_ca = one_error_line(
+            send(address, "--tls-ca", str(pki.ca), "--tls-cert", str(pki.other_client), *evil)
+        )
+        plain = one_error_line(send(address, *evil))
+        good = send(
+            address,
+            "--tls-ca",
+            str(pki.ca),
+            "--tls-cert",
+            str(pki.client),
+            "--input",
+            str(tmp_path / "real.txt"),
+            "-q",
+        )
+        assert good.returncode == 0, good.stderr
+        status, _, stderr = recv.interrupt()
+    assert status == 130, stderr
+    assert "Traceback" not in stderr
+    assert out.read_bytes() == (tmp_path / "real.txt").read_bytes()  # no INJECTED anywhere
+    for line in (no_cert, wrong_ca):
+        assert "cannot connect to" in line and "client certificate" in line, line
+    assert "does it require TLS? --tls-ca" in plain, plain
+
+
+def test_a_sender_that_does_not_trust_the_receiver_stops_with_one_line(pki: Pki) -> None:
+    args = [*tls_receiver_args(pki, mutual=False), "--raw", "-q"]
+    with receiver("--listen", "127.0.0.1:0", *args) as (_, address):
+        line = one_error_line(send(address, "--tls-ca", str(pki.other_ca), "--count", "5"))
+        host_mismatch = one_error_line(
+            send(
+                address,
+                "--tls-ca",
+                str(pki.ca),
+                "--tls-server-name",
+                "elsewhere.example",
+                "--count",
+                "5",
+            )
+        )
+    assert "TLS: certificate verify failed: unable to get local issuer certificate" in line
+    assert "certificate verify failed: Hostname mismatch" in host_mismatch
+
+
+def test_a_tls_sender_to_a_plain_receiver_stops_with_one_line(pki: Pki) -> None:
+    with receiver("--listen", "127.0.0.1:0", "--raw", "-q") as (_, address):
+        line = one_error_line(send(address, "--tls-ca", str(pki.ca), "--count", "5"))
+    assert "WRONG_VERSION_NUMBER" in line and "does not speak TLS" in line, line
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["receive", "--listen", ":0", "--tls-key", "{ca}"], "--tls-key needs --tls-cert"),
+        (["receive", "--listen", ":0", "--tls-client-ca", "{ca}"], "needs --tls-cert"),
+        (["receive", "--listen", ":0", "--tls-cert", "{ca}"], "is not a PEM certificate and key"),
+        (["receive", "--listen", ":0", "--tls-cert", "{missing}"], "does not exist"),
+        (["send", "--connect", "h:1", "--count", "1", "--tls-key", "{ca}"], "needs --tls-cert"),
+        (["send", "--connect", "h:1", "--count", "1", "--tls-ca", "{key}"], "no PEM certificate"),
+        (["send", "--connect", "unix:/x.sock", "--count", "1", "--tls"], "--tls-server-name"),
+        (["receive", "--listen", "unix:"], "unix:PATH needs a path"),
+    ],
+)
+def test_tls_and_unix_options_are_checked_before_anything_starts(
+    pki: Pki, args: list[str], complaint: str
+) -> None:
+    files = {"ca": str(pki.ca), "key": str(pki.server_key), "missing": "/nonexistent.pem"}
+    result = CliRunner().invoke(main, [a.format(**files) for a in args])
+    assert result.exit_code == 2, result.output
+    assert complaint in result.output
