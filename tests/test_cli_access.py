@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -89,13 +90,20 @@ class Process:
 
 
 @contextmanager
-def receiver(*args: str, nofile: int | None = None) -> Iterator[tuple[Process, str]]:
-    """``flowproto receive ARGS`` (with a descriptor limit of ``nofile``); yields the
-    process and the address of its ``listening on`` line."""
+def receiver(
+    *args: str, nofile: int | None = None, umask: int | None = None
+) -> Iterator[tuple[Process, str]]:
+    """``flowproto receive ARGS`` (with a descriptor limit of ``nofile``, a umask of
+    ``umask``); yields the process and the address of its ``listening on`` line."""
     command = [*FLOWPROTO, "receive", *args]
     if nofile is not None:  # set in the child before exec: no preexec_fn in a threaded pytest
         command = [sys.executable, "-c", _WITH_NOFILE, str(nofile), *command]
-    proc = Process(command)
+    old = os.umask(umask) if umask is not None else None  # the child inherits it
+    try:
+        proc = Process(command)
+    finally:
+        if old is not None:
+            os.umask(old)
     try:
         address = proc.wait_for_line("listening on ").removeprefix("listening on ")
         yield proc, address
@@ -274,3 +282,68 @@ def test_tls_and_unix_options_are_checked_before_anything_starts(
     result = CliRunner().invoke(main, [a.format(**files) for a in args])
     assert result.exit_code == 2, result.output
     assert complaint in result.output
+
+
+# --- 2. Unix sockets -----------------------------------------------------------------------------
+
+
+def test_a_file_sent_over_a_unix_socket_arrives_and_the_socket_is_private_and_removed(
+    tmp_path: Path,
+) -> None:
+    """--listen unix:PATH: the file is 0600 even under umask 000, and gone at exit."""
+    data = os.urandom(200_000)
+    (tmp_path / "in.bin").write_bytes(data)
+    out, path = tmp_path / "out.bin", tmp_path / "fp.sock"
+    args = ["--listen", f"unix:{path}", "--raw", "-q", "--output", str(out)]
+    with receiver(*args, umask=0) as (recv, address):
+        assert address == f"unix:{path}"
+        st = os.lstat(path)
+        assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+        sent = send(address, "--input", str(tmp_path / "in.bin"), "-q")
+        assert sent.returncode == 0, sent.stderr
+        status, _, stderr = recv.interrupt()
+    assert status == 130, stderr
+    assert out.read_bytes() == data
+    assert not path.exists()
+
+
+def test_the_receiver_replaces_a_stale_socket_but_no_file_and_no_live_socket(
+    tmp_path: Path,
+) -> None:
+    regular = tmp_path / "notes.txt"
+    regular.write_text("keep me")
+    result = subprocess.run(
+        [*FLOWPROTO, "receive", "--listen", f"unix:{regular}"],
+        capture_output=True,
+        encoding="utf-8",
+        env=ENV,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"flowproto: error: cannot listen on unix:{regular}: {regular} exists and is not a "
+        "socket; not replacing it\n"
+    )
+    assert regular.read_text() == "keep me"
+
+    path = tmp_path / "fp.sock"
+    with receiver("--listen", f"unix:{path}", "-q") as (first, address):
+        second = subprocess.run(
+            [*FLOWPROTO, "receive", "--listen", address],
+            capture_output=True,
+            encoding="utf-8",
+            env=ENV,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert second.returncode == 1
+        assert "another server is listening on" in second.stderr
+        assert path.exists()  # the first receiver's socket is untouched
+        first.proc.kill()  # kill -9: no cleanup, the socket file stays behind, stale
+        first.proc.wait(timeout=TIMEOUT)
+    assert path.exists()
+    with receiver("--listen", f"unix:{path}", "--raw", "--once", "-q") as (third, address):
+        sent = send(address, "--count", "10")
+        assert sent.returncode == 0, sent.stderr
+        assert third.finish()[0] == 0
