@@ -347,3 +347,95 @@ def test_the_receiver_replaces_a_stale_socket_but_no_file_and_no_live_socket(
         sent = send(address, "--count", "10")
         assert sent.returncode == 0, sent.stderr
         assert third.finish()[0] == 0
+
+
+# --- 3. caps: connections, idle connections, descriptors ---------------------------------------
+
+#: ``python -c`` this, PORT COUNT REPORT_AT: COUNT connections that complete the flowproto
+#: handshake and then open no stream, ever (what an attacker holds, or a stuck client). It
+#: prints "held N" once N are held, and "done held H refused R" once every one is held or
+#: refused (GOAWAY OVERLOADED); it then keeps what it holds until it is killed.
+_IDLE_CLIENTS = """
+import sys, trio
+from flowproto.trio import open_connection
+
+async def main(port: int, count: int, report_at: int) -> None:
+    tally = {"held": 0, "refused": 0}
+
+    def settled(what: str) -> None:
+        tally[what] += 1
+        if what == "held" and tally["held"] == report_at:
+            print(f"held {report_at}", file=sys.stderr, flush=True)
+        if tally["held"] + tally["refused"] == count:
+            done = f"done held {tally['held']} refused {tally['refused']}"
+            print(done, file=sys.stderr, flush=True)
+
+    async def one() -> None:
+        try:
+            async with open_connection("127.0.0.1", port, handshake_timeout=60):
+                settled("held")
+                await trio.sleep_forever()
+        except Exception:
+            settled("refused")
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(one)
+
+trio.run(main, *map(int, sys.argv[1:]))
+"""
+
+
+def idle_clients(address: str, count: int, report_at: int) -> Process:
+    port = address.rsplit(":", 1)[1]
+    return Process([sys.executable, "-c", _IDLE_CLIENTS, port, str(count), str(report_at)])
+
+
+def test_idle_clients_at_a_low_descriptor_limit_do_not_keep_a_real_sender_out(
+    tmp_path: Path,
+) -> None:
+    """Issue 12, defect 4: at ``ulimit -n 128``, 150 clients that handshake and then idle.
+    The default --max-connections, (128 - 64) // 2 = 32, holds the receiver's descriptors
+    below the limit: 32 are served, the other 118 are refused with GOAWAY(OVERLOADED), and
+    the idle timeout frees the 32, so the real sender (retrying) delivers everything.
+    The receiver prints no traceback and a bounded number of lines."""
+    out = tmp_path / "out.bin"
+    args = ["--listen", "127.0.0.1:0", "--raw", "-q", "--output", str(out), "--idle-timeout", "3"]
+    with receiver(*args, nofile=128) as (recv, address):
+        holders = idle_clients(address, count=150, report_at=32)
+        try:
+            assert holders.wait_for_line("done ") == "done held 32 refused 118"
+            sent = send(address, "--count", "2000", "--size", "100", "--raw", "-q")
+        finally:
+            holders.close()
+        status, _, stderr = recv.interrupt()
+    assert sent.returncode == 0, sent.stderr
+    assert "the receiver confirmed 2000 consumed" in sent.stderr
+    assert status == 130, stderr
+    assert "Traceback" not in stderr
+    assert len(stderr.splitlines()) <= 10, stderr
+    assert out.stat().st_size == 2000 * 100
+
+
+def test_out_of_descriptors_the_receiver_backs_off_with_one_line_and_no_traceback(
+    tmp_path: Path,
+) -> None:
+    """Issue 12, defect 4 as reported (207 EMFILE tracebacks in 10 s): a cap set above
+    the descriptor limit lets accept() run out of descriptors. It backs off and says so
+    once per 10 s, and once the idle timeout frees descriptors the real sender, waiting
+    in the listen backlog, is accepted and delivers everything."""
+    args = ["--listen", "127.0.0.1:0", "--raw", "-q", "--idle-timeout", "3"]
+    with receiver(*args, "--max-connections", "1000", nofile=128) as (recv, address):
+        holders = idle_clients(address, count=150, report_at=100)
+        try:
+            holders.wait_for_line("held 100")
+            sent = send(address, "--count", "2000", "--size", "100", "--raw", "-q")
+        finally:
+            holders.close()
+        status, _, stderr = recv.interrupt()
+    assert sent.returncode == 0, sent.stderr
+    assert status == 130, stderr
+    assert "Traceback" not in stderr
+    emfile = [line for line in stderr.splitlines() if "accept failed: EMFILE" in line]
+    assert 1 <= len(emfile) <= 2, stderr  # one line per 10 s, however many failures
+    assert len(stderr.splitlines()) <= 10, stderr
