@@ -64,6 +64,16 @@ class Process:
             if line.startswith(prefix):
                 return line.rstrip("\n")
 
+    def wait_for_text(self, text: str) -> str:
+        """The first stderr line (from here on) that contains ``text``."""
+        while True:
+            line = self.lines.get(timeout=TIMEOUT)
+            self.stderr.append(line)
+            if not line:
+                raise AssertionError(f"exited before {text!r}: {''.join(self.stderr)}")
+            if text in line:
+                return line.rstrip("\n")
+
     def finish(self, timeout: float = TIMEOUT) -> tuple[int, str, str]:
         """Wait for the exit: (status, stdout, all of stderr)."""
         assert self.proc.stdout is not None
@@ -284,7 +294,7 @@ def test_tls_and_unix_options_are_checked_before_anything_starts(
     assert complaint in result.output
 
 
-# --- 2. Unix sockets -----------------------------------------------------------------------------
+# --- 2. Unix sockets ---------------------------------------------------------------------------
 
 
 def test_a_file_sent_over_a_unix_socket_arrives_and_the_socket_is_private_and_removed(
@@ -349,7 +359,7 @@ def test_the_receiver_replaces_a_stale_socket_but_no_file_and_no_live_socket(
         assert third.finish()[0] == 0
 
 
-# --- 3. caps: connections, idle connections, descriptors ---------------------------------------
+# --- 3. caps: connections, idle connections, descriptors ----------------------------------------
 
 #: ``python -c`` this, PORT COUNT REPORT_AT: COUNT connections that complete the flowproto
 #: handshake and then open no stream, ever (what an attacker holds, or a stuck client). It
@@ -439,3 +449,58 @@ def test_out_of_descriptors_the_receiver_backs_off_with_one_line_and_no_tracebac
     emfile = [line for line in stderr.splitlines() if "accept failed: EMFILE" in line]
     assert 1 <= len(emfile) <= 2, stderr  # one line per 10 s, however many failures
     assert len(stderr.splitlines()) <= 10, stderr
+
+
+# --- 4. the sender retries a receiver that is overloaded ----------------------------------------
+
+
+def test_twenty_senders_under_a_4_mib_budget_and_a_cap_of_3_connections_all_complete() -> None:
+    """Issue 12, defect 5: refused senders retry (spec §10.1: OVERLOADED means nothing was
+    processed) with backoff, one line per retry, and all complete in bounded time.
+
+    Two senders that wait on stdin fill the 4 MiB budget (2 MiB each: the floor window of
+    1 MiB messages), the third connection slot is refused by the budget, the rest by the
+    cap, so every one of the twenty is refused at least once before the two let go."""
+    args = ["--listen", "127.0.0.1:0", "--raw", "--memory-budget", "4194304"]
+    with receiver(*args, "--max-connections", "3") as (recv, address):
+        hold = [*FLOWPROTO, "send", "--connect", address, "--input", "-", "--lines", "--raw", "-q"]
+        holders = [Process(hold, stdin=subprocess.PIPE) for _ in range(2)]
+        senders: list[Process] = []
+        try:
+            recv.wait_for_text("| streams 2")  # both hold a connection and a stream
+            give_up = send(address, "--count", "10", "--raw", "-q", "--retry-for", "0")
+            line = one_error_line(give_up)
+            assert f"{address} refused the connection" in line and "OVERLOADED" in line, line
+
+            command = [*FLOWPROTO, "send", "--connect", address, "--count", "100"]
+            for _ in range(20):
+                senders.append(Process([*command, "--size", "1000", "--raw", "-q"]))
+            for sender in senders:
+                sender.wait_for_line(f"flowproto: {address} is overloaded (")
+            for holder in holders:
+                assert holder.proc.stdin is not None
+                holder.proc.stdin.close()  # end of input: the holder finishes
+            for holder in holders:
+                assert holder.finish()[0] == 0
+            results = [sender.finish(timeout=120) for sender in senders]
+        finally:
+            for proc in holders + senders:
+                proc.close()
+        status, _, stderr = recv.interrupt()
+    for sender_status, _, sender_stderr in results:
+        assert sender_status == 0, sender_stderr
+        assert "the receiver confirmed 100 consumed" in sender_stderr
+        retries = [r for r in sender_stderr.splitlines() if " is overloaded (" in r]
+        assert retries and all(
+            r.startswith(
+                f"flowproto: {address} is overloaded (peer closed the connection: "
+                "GOAWAY OVERLOADED ("
+            )
+            and f"retry {i} in " in r
+            for i, r in enumerate(retries, 1)
+        ), sender_stderr
+    reasons = "".join(r[2] for r in results)
+    assert "memory budget exhausted" in reasons  # the slot the cap left, refused by the budget
+    assert status == 130, stderr
+    assert "received 2000 messages" in stderr
+    assert "Traceback" not in stderr
