@@ -243,8 +243,12 @@ def test_mutual_tls_lets_no_byte_of_an_unverified_sender_into_the_output(
     assert "Traceback" not in stderr
     assert out.read_bytes() == (tmp_path / "real.txt").read_bytes()  # no INJECTED anywhere
     for line in (no_cert, wrong_ca):
-        assert "cannot connect to" in line and "client certificate" in line, line
-    assert "does it require TLS? --tls-ca" in plain, plain
+        assert f"cannot connect to {address}: " in line, line
+        assert "does it require a client certificate signed by a CA it trusts?" in line, line
+    assert plain == (
+        f"flowproto: error: cannot connect to {address}: the receiver closed the connection "
+        "in the handshake, before its HELLO: does it require TLS? (--tls-ca)"
+    )
 
 
 def test_a_sender_that_does_not_trust_the_receiver_stops_with_one_line(pki: Pki) -> None:

@@ -12,7 +12,9 @@ Layout: one module per command (``demo``, ``receive``, ``send``, ``conformance``
 share and the ``HOST:PORT`` parsers); ``_errors`` (exit codes); ``_printing`` (pure
 formatters); ``_progress`` (live lines, the progress bar); ``_run_receive``,
 ``_run_send``, ``_run_demo`` (the async runs); ``_metrics`` (``--json-lines``,
-``--metrics-port``); ``_pace``, ``_latency``, ``_constants``. The commands import trio
+``--metrics-port``); ``_access`` (the values of the TLS, Unix socket and cap options)
+and ``_transport`` (listeners, connecting, the sender's retries); ``_pace``, ``_latency``,
+``_constants``. The commands import trio
 only when they run, so ``--help`` stays quick. Everything here uses only the public
 names of ``flowproto`` and ``flowproto.trio`` (``tests/test_public_api_use.py``).
 """

@@ -125,26 +125,36 @@ def connect_error(exc: BaseException, address: str, tls: bool) -> CliError | Non
         return CliError(f"cannot connect to {address}: {exc}")
     if not isinstance(exc, ConnectionLostError):
         return None
-    text = f"cannot connect to {address}: {exc}"
     cause = exc.__cause__
+    if _closed_in_handshake(exc):
+        # A TLS receiver drops plain TCP, and a mutual-TLS one a sender without a
+        # certificate it trusts, without a word of flowproto: the sender sees EOF or a
+        # reset (which of the two is a matter of timing), so it is told one thing.
+        hint = (
+            "does it require a client certificate signed by a CA it trusts? (--tls-cert, --tls-key)"
+            if tls
+            else "does it require TLS? (--tls-ca)"
+        )
+        return CliError(
+            f"cannot connect to {address}: the receiver closed the connection in the "
+            f"handshake, before its HELLO: {hint}"
+        )
+    text = f"cannot connect to {address}: {exc}"
     if isinstance(cause, ssl.SSLCertVerificationError):
         text += " (is the receiver's certificate signed by a CA of --tls-ca, for that name?)"
     elif isinstance(cause, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(cause):
         text += " (the receiver does not speak TLS: drop --tls/--tls-ca)"
-    elif (exc.error_code is None and "before its HELLO" in str(exc)) or _reset(cause):
-        # A TLS receiver drops plain TCP, and a mutual-TLS one a sender without a
-        # certificate it trusts, without a word of flowproto.
-        text += (
-            " (the receiver closed it in the TLS handshake: does it require a client "
-            "certificate, signed by a CA it trusts? --tls-cert/--tls-key)"
-            if tls
-            else " (the receiver closed it in the handshake: does it require TLS? --tls-ca)"
-        )
+    elif isinstance(cause, ssl.SSLError) and "ALERT" in str(cause):
+        text += " (the receiver refused the TLS handshake: does it require a client "
+        text += "certificate signed by a CA it trusts? --tls-cert, --tls-key)"
     return CliError(text)
 
 
-def _reset(cause: BaseException | None) -> bool:
-    return isinstance(cause, ConnectionResetError)
+def _closed_in_handshake(exc: ConnectionLostError) -> bool:
+    """The receiver hung up before its HELLO (EOF or a reset), saying nothing."""
+    if exc.error_code is None and "before its HELLO" in exc.reason:
+        return True
+    return isinstance(exc.__cause__, ConnectionResetError)
 
 
 class Retry:
