@@ -276,6 +276,13 @@ def test_a_tls_sender_to_a_plain_receiver_stops_with_one_line(pki: Pki) -> None:
     assert "WRONG_VERSION_NUMBER" in line and "does not speak TLS" in line, line
 
 
+def test_the_cli_handshake_timeout_default_is_the_librarys() -> None:
+    from flowproto.cli._access import DEFAULT_HANDSHAKE_TIMEOUT
+    from flowproto.trio import DEFAULT_HANDSHAKE_TIMEOUT as LIBRARY_DEFAULT
+
+    assert DEFAULT_HANDSHAKE_TIMEOUT == LIBRARY_DEFAULT
+
+
 @pytest.mark.parametrize(
     ("args", "complaint"),
     [

@@ -20,6 +20,9 @@ RESERVED_DESCRIPTORS: Final = 64
 UNLIMITED_DESCRIPTORS: Final = 65536
 #: Seconds a receiver lets a connection without any stream live (--idle-timeout).
 DEFAULT_IDLE_TIMEOUT: Final = 30.0
+#: Seconds for the TLS and flowproto handshakes (--handshake-timeout): the library's
+#: ``flowproto.trio.DEFAULT_HANDSHAKE_TIMEOUT``, not imported, which would load trio.
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 #: Seconds a sender keeps retrying a receiver that says it is overloaded (--retry-for).
 DEFAULT_RETRY_FOR: Final = 60.0
 
@@ -53,7 +56,7 @@ class ReceiverAccess:
     mutual: bool = False
     max_connections: int | None = None
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
 
 
 @dataclass(frozen=True)

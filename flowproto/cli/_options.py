@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 import click
 
 from ._access import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_RETRY_FOR,
     AccessError,
@@ -256,7 +257,7 @@ def receiver_access_options(fn: F) -> F:
         click.option(
             "--handshake-timeout",
             type=click.FloatRange(min=0, min_open=True),
-            default=10.0,
+            default=DEFAULT_HANDSHAKE_TIMEOUT,
             show_default=True,
             metavar="S",
             help="Seconds a new connection has for its TLS and flowproto handshakes.",
