@@ -255,6 +255,11 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
         return st
 
     def _sendable(self, stream_id: int) -> StreamRecord:
+        if self.state is ConnectionState.CLOSED:
+            # spec §10.2 step 2: nothing is sent after an error GOAWAY (ours or the peer's).
+            raise ConnectionClosedError(
+                f"cannot send on stream {stream_id}: the connection is closed (spec §10.2)"
+            )
         st = self._streams.get(stream_id)
         if st is None or st.state not in SENDING_STATES:
             state = self.stream_state(stream_id)
@@ -275,6 +280,7 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
 
         Raises:
             StreamClosedError: the stream cannot carry messages from us.
+            ConnectionClosedError: the connection is closed (spec §10.2).
             LocalProtocolError: MESSAGE_TOO_LARGE if over the peer's max_message_bytes.
         """
         st = self._sendable(stream_id)
@@ -494,7 +500,9 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
         The RESET carries the messages consumed so far (spec §10.5). With ``accepted``
         (and ``error_code`` REJECTED, spec §5.7), it carries that count instead: the
         messages the application accepted, the only ones the peer reports delivered.
-        Resetting a stream that is already closed on the wire only discards what is held.
+        Resetting a stream that is already closed on the wire, or on a closed connection
+        (after GOAWAY with an error, which ended every stream: spec §10.2), only discards
+        what is held.
 
         Raises:
             ValueError: ``accepted`` is more than was consumed.
@@ -510,7 +518,7 @@ class Connection(ConnectionQueries, DataReceiving, ControlReceiving, ConnectionT
                     "were consumed (spec §5.7)"
                 )
             consumed = accepted
-        if st.state is not StreamState.CLOSED:
+        if st.state is not StreamState.CLOSED and self.state is not ConnectionState.CLOSED:
             self._output.queue(ResetFrame(stream_id, error_code, reason, consumed))
             self._advance(st, StreamInput.SEND_RESET, local=True)
         self._discard(st)

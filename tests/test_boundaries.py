@@ -30,6 +30,8 @@ from flowproto import (
     AutoTune,
     BlockedFrame,
     Connection,
+    ConnectionClosedError,
+    ConnectionState,
     CreditFrame,
     CreditGranted,
     DataFrame,
@@ -1691,3 +1693,31 @@ def test_eof_after_a_goaway_is_clean_only_with_no_stream_open() -> None:
     feed(b, GoAwayFrame(0, ErrorCode.NO_ERROR).encode())
     (closed,) = feed(b, b"")
     assert (closed.clean, closed.truncated) == (True, False)
+
+
+# --- spec §10.2 step 2: nothing is sent after an error GOAWAY ---------------------------
+
+
+@pytest.mark.parametrize("how", ["ours", "peer's"])
+def test_nothing_is_queued_after_an_error_goaway(how: str) -> None:
+    a, b = pair()
+    sid = open_on(a, b)
+    a.data_to_send()
+    if how == "ours":
+        a.close(ErrorCode.PROTOCOL_ERROR, "test")
+        assert [type(f) for f in frames_of(a.data_to_send())] == [GoAwayFrame]
+    else:
+        b.close(ErrorCode.PROTOCOL_ERROR, "test")
+        feed(a, b.data_to_send())
+        a.data_to_send()
+    assert a.state is ConnectionState.CLOSED
+    with pytest.raises(ConnectionClosedError):
+        a.send_message(sid, b"late")
+    with pytest.raises(ConnectionClosedError):
+        a.send_messages(sid, [b"late", b"later"])
+    with pytest.raises(ConnectionClosedError):
+        a.end_stream(sid)
+    a.reset_stream(sid, ErrorCode.CANCEL)
+    assert not a.release(sid, 0, 0, 0.0)
+    a.handle_timeout(1000.0)
+    assert a.data_to_send() == b""

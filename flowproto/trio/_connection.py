@@ -55,6 +55,7 @@ from ._constants import (
     WRITE_CHUNK,
 )
 from ._errors import ConnectionLostError, HandshakeTimeout, StreamLimitError, StreamResetError
+from ._link import StreamLink
 from ._stream import FlowStream
 
 __all__ = ["FlowConnection"]
@@ -90,19 +91,15 @@ class FlowConnection:
             autotune=autotune,
             budget=memory_budget,
         )
-        self._pacing = pacing  # spec §8.10
-        self._starvation_events = 0
+        # What this connection shares with its streams (counters, backlog, wake-ups).
+        self._link = StreamLink(self._core, pacing, self._stream_changed)
         self._write_timeout = write_timeout
-        self._backlog = 0  # bytes send() queued since the writer last took the output
-        self._backlog_lot = trio.lowlevel.ParkingLot()  # send() waiting for the writer
         self._codec_spec = codec
         self._streams: dict[int, FlowStream] = {}
         self._accept_send, self._accept_receive = trio.open_memory_channel[FlowStream](math.inf)
         # The accept queue is bounded by max_streams: the core refuses streams past it.
         self._handshake = trio.Event()
         self._closed = trio.Event()
-        self._writer_lot = trio.lowlevel.ParkingLot()
-        self._timer_lot = trio.lowlevel.ParkingLot()
         self._stream_change = trio.lowlevel.ParkingLot()
         self._lost: ConnectionLostError | None = None
         self._refusal: ConnectionLostError | None = None
@@ -118,15 +115,9 @@ class FlowConnection:
         self._pings: dict[int, trio.Event] = {}  # ping() calls waiting for their PONG
         self._ping_rtts: dict[int, float] = {}  # their round trips, for them to take
         self._rtt: float | None = None
-        self._messages_sent = 0
-        self._bytes_sent = 0
-        self._messages_received = 0
-        self._bytes_received = 0
-        self._seconds_blocked = 0.0
         self._stream_limit_seconds = 0.0  # spec §14: time open_stream() waited on max_streams
         self._writer_done = False
         self._reader_scope = trio.CancelScope()  # cancelled to stop reading and close
-        self._unyielded_bytes = 0  # queued by send() since it last let the writer run
 
     @property
     def peer_settings(self) -> Settings | None:
@@ -149,15 +140,15 @@ class FlowConnection:
         return self._lost
 
     def _wake_writer(self) -> None:
-        if self._writer_lot:  # unpark_all() costs ~0.6 µs even with nobody parked
-            self._writer_lot.unpark_all()
+        self._link.wake_writer()
 
     def _wake_timer(self) -> None:
-        self._timer_lot.unpark_all()
+        self._link.timer_lot.unpark_all()
 
-    def _after_stream_change(self, stream: FlowStream) -> None:
-        if self._core.stream_state(stream.stream_id) is StreamState.CLOSED and not stream._inbox:
-            self._streams.pop(stream.stream_id, None)
+    def _stream_changed(self, stream_id: int, buffered: bool) -> None:
+        # A stream ended, was reset or drained: forget it once closed and read out.
+        if not buffered and self._core.stream_state(stream_id) is StreamState.CLOSED:
+            self._streams.pop(stream_id, None)
         self._stream_change.unpark_all()
         self._end_if_finished()
 
@@ -327,7 +318,7 @@ class FlowConnection:
                 stream._send_lot.unpark_all()
 
     def _on_stream_opened(self, event: StreamOpened) -> None:
-        stream = FlowStream(self, event.stream_id, get_codec(self._codec_spec))
+        stream = FlowStream(self, self._link, event.stream_id, get_codec(self._codec_spec))
         self._streams[event.stream_id] = stream
         try:
             self._accept_send.send_nowait(stream)
@@ -341,7 +332,6 @@ class FlowConnection:
         stream = self._streams.get(event.stream_id)
         if stream is not None:
             stream._on_end()
-            self._after_stream_change(stream)
 
     def _on_stream_reset(self, event: StreamReset) -> None:
         stream = self._streams.get(event.stream_id)
@@ -390,7 +380,7 @@ class FlowConnection:
         if self._lost is not None:
             return
         self._lost = exc
-        self._backlog_lot.unpark_all()
+        self._link.backlog_lot.unpark_all()
         for stream in list(self._streams.values()):
             stream._on_lost(exc)
         for event in self._pings.values():
@@ -406,8 +396,8 @@ class FlowConnection:
             while True:
                 data = core.data_to_send()
                 if data:
-                    self._backlog = 0
-                    self._backlog_lot.unpark_all()
+                    self._link.backlog = 0
+                    self._link.backlog_lot.unpark_all()
                     try:
                         written = await self._write(data)
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -428,10 +418,10 @@ class FlowConnection:
                     continue
                 if self._writer_done or (self._lost is not None and not core.has_data_to_send):
                     return
-                await self._writer_lot.park()
+                await self._link.writer_lot.park()
         finally:
             self._writer_exited = True
-            self._backlog_lot.unpark_all()
+            self._link.backlog_lot.unpark_all()
             self._stream_change.unpark_all()
 
     async def _write(self, data: bytes) -> bool:
@@ -457,7 +447,7 @@ class FlowConnection:
         while True:
             deadline = core.next_deadline()
             with trio.move_on_at(math.inf if deadline is None else deadline):
-                await self._timer_lot.park()
+                await self._link.timer_lot.park()
                 continue
             try:
                 core.handle_timeout(trio.current_time())
@@ -522,7 +512,10 @@ class FlowConnection:
                 self._stream_limit_seconds += trio.current_time() - started
         stream_id = core.open_stream()
         stream = FlowStream(
-            self, stream_id, get_codec(codec if codec is not None else self._codec_spec)
+            self,
+            self._link,
+            stream_id,
+            get_codec(codec if codec is not None else self._codec_spec),
         )
         self._streams[stream_id] = stream
         self._wake_writer()
@@ -610,8 +603,9 @@ class FlowConnection:
     def statistics(self) -> ConnectionStatistics:
         """A snapshot of the connection's credit, buffers and traffic."""
         core = self._core
+        link = self._link
         held, _ = core.received_held(0)
-        blocked = self._seconds_blocked + sum(
+        blocked = self._link.seconds_blocked + sum(
             trio.current_time() - s._blocked_since
             for s in self._streams.values()
             if s._blocked_since is not None
@@ -624,15 +618,15 @@ class FlowConnection:
             send_credit_bytes=core.connection_send_capacity,
             buffered_bytes=held,
             receive_window_bytes=core.local_settings.connection_bytes,
-            messages_sent=self._messages_sent,
-            bytes_sent=self._bytes_sent,
-            messages_received=self._messages_received,
-            bytes_received=self._bytes_received,
+            messages_sent=link.messages_sent,
+            bytes_sent=link.bytes_sent,
+            messages_received=link.messages_received,
+            bytes_received=link.bytes_received,
             seconds_blocked=blocked,
             rtt=self._rtt,
             glitches=core.glitches,
             blocked_on_peer_seconds=blocked,  # spec §14 from here on
-            starvation_events=self._starvation_events,
+            starvation_events=link.starvation_events,
             rtt_min=core.rtt.minimum,
             window_bytes=info.window_bytes if info is not None else 0,
             window_reason=info.reason.value if info is not None else "static",

@@ -19,6 +19,7 @@ from ._constants import (
     YIELD_AFTER_BYTES,
 )
 from ._errors import ConnectionLostError, StreamResetError
+from ._link import StreamLink
 
 if TYPE_CHECKING:
     from ._connection import FlowConnection
@@ -33,13 +34,16 @@ class FlowStream:
     :meth:`FlowConnection.accept_stream` (or a :func:`serve` handler).
     """
 
-    def __init__(self, conn: FlowConnection, stream_id: int, codec: Codec) -> None:
-        self._conn = conn
+    def __init__(
+        self, conn: FlowConnection, link: StreamLink, stream_id: int, codec: Codec
+    ) -> None:
+        self._conn = conn  # only for the connection property
+        self._link = link
         self.stream_id = stream_id
         self.codec = codec
         # The core forgets a stream once it is closed, maybe in the same read as the
         # peer's last CREDIT; its record keeps what the peer reported consumed (spec §10.5).
-        self._record = conn._core.stream_record(stream_id)
+        self._record = link.core.stream_record(stream_id)
         # The one consumption-rate estimator (spec §8.9 rule 2), fed by release().
         self._rate = self._record.rate if self._record is not None else RateEstimator(1.0)
         self._inbox: deque[bytes] = deque()
@@ -68,9 +72,7 @@ class FlowStream:
         self._pacer = Pacer(max_lag=0.0)
 
     def __repr__(self) -> str:
-        return (
-            f"<FlowStream {self.stream_id} {self._conn._core.stream_state(self.stream_id).value}>"
-        )
+        return f"<FlowStream {self.stream_id} {self._link.core.stream_state(self.stream_id).value}>"
 
     @property
     def connection(self) -> FlowConnection:
@@ -104,7 +106,7 @@ class FlowStream:
         """
         payload = self.codec.encode(message)
         await trio.lowlevel.checkpoint_if_cancelled()
-        if self._conn._pacing:
+        if self._link.pacing:
             await self._pace(1)
         await self._locked_send([payload])
 
@@ -123,14 +125,14 @@ class FlowStream:
         else:
             payloads = [codec.encode(m) for m in messages]
         await trio.lowlevel.checkpoint_if_cancelled()
-        if self._conn._pacing:
+        if self._link.pacing:
             await self._pace(len(payloads))
         await self._locked_send(payloads)
 
     async def _pace(self, count: int) -> None:
         # spec §8.10: while the peer reports a standing queue, send at most a little
         # faster than its consumer; with no queue (or no feedback), do not pace at all.
-        feedback = self._conn._core.peer_feedback(self.stream_id)
+        feedback = self._link.core.peer_feedback(self.stream_id)
         now = trio.current_time()
         if feedback is None or not feedback[0] or not feedback[1]:
             self._pacer.set_rate(None, now)
@@ -155,16 +157,16 @@ class FlowStream:
             lock.release()
 
     async def _send_payloads(self, payloads: list[bytes]) -> None:
-        conn = self._conn
-        core = conn._core
+        link = self._link
+        core = link.core
         sent = 0
         total = 0  # bytes queued
         while True:
             self._check_send()
-            while conn._backlog >= MAX_SEND_BACKLOG:
+            while link.backlog >= MAX_SEND_BACKLOG:
                 # spec §10.7.2: the transport is not taking what is queued; wait for it
                 # before queuing more, whatever credit the peer grants.
-                await conn._backlog_lot.park()
+                await link.backlog_lot.park()
                 self._check_send()
             n = core.send_messages(self.stream_id, payloads[sent:] if sent else payloads)
             if n:
@@ -173,16 +175,16 @@ class FlowStream:
                 nbytes = sum(map(len, done))
                 total += nbytes
                 self.bytes_sent += nbytes
-                conn._messages_sent += n
-                conn._bytes_sent += nbytes
-                conn._backlog += nbytes + 10 * n
+                link.messages_sent += n
+                link.bytes_sent += nbytes
+                link.backlog += nbytes + 10 * n
                 sent += n
-                conn._wake_writer()
+                link.wake_writer()
             if sent == len(payloads):
                 break
             # Not enough credit for the next message: wait for CREDIT (spec §8.3, §8.7).
-            conn._wake_writer()
-            conn._wake_timer()
+            link.wake_writer()
+            link.wake_timer()
             self.blocked_on_peer_events += 1  # spec §14: credit starvation
             start = self._blocked_since = trio.current_time()
             try:
@@ -191,12 +193,12 @@ class FlowStream:
                 self._blocked_since = None
                 waited = trio.current_time() - start
                 self.seconds_blocked += waited
-                conn._seconds_blocked += waited
-        conn._unyielded_bytes += total + 16 * len(payloads)
-        if conn._unyielded_bytes >= YIELD_AFTER_BYTES:
+                link.seconds_blocked += waited
+        link.unyielded_bytes += total + 16 * len(payloads)
+        if link.unyielded_bytes >= YIELD_AFTER_BYTES:
             # Let the writer drain what is queued: this keeps the output small and the
             # latency low. Shielded, because the message is already queued.
-            conn._unyielded_bytes = 0
+            link.unyielded_bytes = 0
             await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def aclose(self) -> None:
@@ -210,28 +212,28 @@ class FlowStream:
         async with self._send_lock:
             self._send_closed = True
             self._send_done_at = trio.current_time()
-            core = self._conn._core
+            core = self._link.core
             if core.stream_state(self.stream_id) in (
                 StreamState.OPEN,
                 StreamState.HALF_CLOSED_REMOTE,
             ):
                 core.end_stream(self.stream_id)
-                self._conn._wake_writer()
-            self._conn._after_stream_change(self)
+                self._link.wake_writer()
+            self._link.stream_changed(self.stream_id, bool(self._inbox))
 
     async def reset(self, error_code: ErrorCode = ErrorCode.CANCEL, reason: str = "") -> None:
         """Abandon the stream both ways with RESET (spec §10.3); buffered messages are dropped."""
         await trio.lowlevel.checkpoint()
         if self._reset is not None or self._lost is not None:
             return
-        core = self._conn._core
+        core = self._link.core
         core.reset_stream(self.stream_id, error_code, reason)
         self._on_reset(
             StreamResetError(
                 self.stream_id, error_code, reason, False, core.peer_consumed(self.stream_id)
             )
         )
-        self._conn._wake_writer()
+        self._link.wake_writer()
 
     async def reject(self, reason: str = "", *, accepted: int | None = None) -> None:
         """Refuse what the application could not accept: RESET(REJECTED) (spec §5.7, 1.1).
@@ -245,12 +247,12 @@ class FlowStream:
             return
         if accepted is None:
             accepted = max(0, self.messages_received - 1)
-        core = self._conn._core
+        core = self._link.core
         core.reset_stream(self.stream_id, ErrorCode.REJECTED, reason, accepted=accepted)
         self._on_reset(
             StreamResetError(self.stream_id, ErrorCode.REJECTED, reason, False, accepted)
         )
-        self._conn._wake_writer()
+        self._link.wake_writer()
 
     # receiving ---------------------------------------------------------------------------
 
@@ -312,7 +314,7 @@ class FlowStream:
         self._check_receive()
         start = trio.current_time()
         self.starvation_events += 1
-        self._conn._starvation_events += 1
+        self._link.starvation_events += 1
         try:
             while not self._inbox:
                 self._check_receive()
@@ -333,14 +335,14 @@ class FlowStream:
         self._inbox_bytes -= nbytes
         self.messages_received += count
         self.bytes_received += nbytes
-        conn = self._conn
-        conn._messages_received += count
-        conn._bytes_received += nbytes
+        link = self._link
+        link.messages_received += count
+        link.bytes_received += nbytes
         now = trio.current_time()
-        credit = conn._core.release(self.stream_id, nbytes, count, now)  # spec §8.5; §8.9 tunes
-        conn._wake_writer()
+        credit = link.core.release(self.stream_id, nbytes, count, now)  # spec §8.5; §8.9 tunes
+        link.wake_writer()
         if self._ended and not self._inbox:
-            conn._after_stream_change(self)
+            link.stream_changed(self.stream_id, False)
         return credit
 
     # events from the reader ----------------------------------------------------------------
@@ -354,6 +356,7 @@ class FlowStream:
     def _on_end(self) -> None:
         self._ended = True
         self._receive_lot.unpark_all()
+        self._link.stream_changed(self.stream_id, bool(self._inbox))
 
     def _on_reset(self, exc: StreamResetError) -> None:
         if self._reset is None:
@@ -368,7 +371,7 @@ class FlowStream:
         self._inbox_bytes = 0
         self._receive_lot.unpark_all()
         self._send_lot.unpark_all()
-        self._conn._after_stream_change(self)
+        self._link.stream_changed(self.stream_id, bool(self._inbox))
 
     def _on_lost(self, exc: ConnectionLostError) -> None:
         if self._lost is None:
@@ -381,7 +384,7 @@ class FlowStream:
     def _delivered(self) -> int | None:
         if self._record is not None:
             return self._record.peer_consumed
-        return self._conn._core.peer_consumed(self.stream_id)
+        return self._link.core.peer_consumed(self.stream_id)
 
     def _seconds_blocked_now(self) -> float:
         since = self._blocked_since
@@ -389,7 +392,7 @@ class FlowStream:
 
     def statistics(self) -> StreamStatistics:
         """A snapshot of this stream's credit, buffers and traffic."""
-        core = self._conn._core
+        core = self._link.core
         send_bytes, send_messages = core.send_capacity(self.stream_id)
         recv_bytes, recv_messages = core.receive_capacity(self.stream_id)
         now = trio.current_time()
