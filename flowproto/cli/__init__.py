@@ -13,8 +13,10 @@ share and the ``HOST:PORT`` parsers); ``_errors`` (exit codes); ``_printing`` (p
 formatters); ``_progress`` (live lines, the progress bar); ``_run_receive``,
 ``_run_send``, ``_run_demo`` (the async runs); ``_metrics`` (``--json-lines``,
 ``--metrics-port``); ``_output`` (where ``receive --output`` writes, and when a
-message counts as delivered); ``_pace``, ``_latency``, ``_constants``. The commands
-import trio only when they run, so ``--help`` stays quick. Everything here uses only the public
+message counts as delivered); ``_access`` (the values of the TLS, Unix socket and cap
+options) and ``_transport`` (listeners, connecting, the sender's retries); ``_pace``,
+``_latency``, ``_constants``. The commands import trio only when they run, so ``--help``
+stays quick. Everything here uses only the public
 names of ``flowproto`` and ``flowproto.trio`` (``tests/test_public_api_use.py``).
 """
 

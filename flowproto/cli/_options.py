@@ -6,10 +6,24 @@ them like any click option. Nothing here imports trio, so ``--help`` stays quick
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
+
+from ._access import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_RETRY_FOR,
+    AccessError,
+    ReceiverAccess,
+    SenderAccess,
+    UnixAddress,
+    client_tls,
+    default_max_connections,
+    server_tls,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,6 +50,18 @@ def host_port(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port_text)
+
+
+def listen_address(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, int] | UnixAddress:
+    """``HOST:PORT`` (see :func:`host_port`) or ``unix:PATH``."""
+    assert value is not None  # the options using this are required
+    if value.startswith("unix:"):
+        if not value[5:]:
+            raise click.BadParameter("unix:PATH needs a path, for example unix:/tmp/fp.sock")
+        return UnixAddress(value[5:])
+    return host_port(ctx, param, value)
 
 
 def optional_host_port(
@@ -125,3 +151,187 @@ def observability_options(quiet_help: str) -> Callable[[F], F]:
         )(fn)
 
     return decorate
+
+
+# --- who may connect (issue 12) ------------------------------------------------------------
+
+UNIX_LISTEN_HELP = (
+    " unix:PATH listens on a Unix socket instead: the file is created with permissions 0600 "
+    "(only this user may connect, whatever the umask), a stale socket there is replaced but "
+    "nothing else is, and the file is removed at exit."
+)
+UNIX_CONNECT_HELP = " unix:PATH connects to a receiver's Unix socket."
+
+
+def _bundle(names: tuple[str, ...], make: Callable[..., Any], into: str) -> Callable[[F], F]:
+    """A decorator that hands the command one parameter ``into`` = ``make(**values)`` in
+    place of the options ``names`` (so a command gains one parameter, not six)."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in names}
+            try:
+                kwargs[into] = make(**values)
+            except AccessError as exc:
+                raise click.UsageError(str(exc)) from None
+            return fn(*args, **kwargs)
+
+        return cast(F, command)
+
+    return decorate
+
+
+def _receiver_access(
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_client_ca: str | None,
+    max_connections: int | None,
+    idle_timeout: float,
+    handshake_timeout: float,
+) -> ReceiverAccess:
+    if tls_cert is None and (tls_key is not None or tls_client_ca is not None):
+        option = "--tls-key" if tls_key is not None else "--tls-client-ca"
+        raise click.UsageError(f"{option} needs --tls-cert (the receiver's certificate)")
+    return ReceiverAccess(
+        ssl_context=server_tls(tls_cert, tls_key, tls_client_ca) if tls_cert else None,
+        mutual=tls_client_ca is not None,
+        max_connections=max_connections
+        if max_connections is not None
+        else default_max_connections(),
+        idle_timeout=idle_timeout or None,
+        handshake_timeout=handshake_timeout,
+    )
+
+
+def receiver_access_options(fn: F) -> F:
+    """``--tls-cert``, ``--tls-key``, ``--tls-client-ca``, ``--max-connections``,
+    ``--idle-timeout``, ``--handshake-timeout``: one parameter ``access`` (a
+    :class:`ReceiverAccess`)."""
+    names = (
+        "tls_cert",
+        "tls_key",
+        "tls_client_ca",
+        "max_connections",
+        "idle_timeout",
+        "handshake_timeout",
+    )
+    fn = _bundle(names, _receiver_access, "access")(fn)
+    file = click.Path(exists=True, dir_okay=False)
+    options = [
+        click.option(
+            "--tls-cert",
+            type=file,
+            metavar="FILE",
+            help="Serve TLS with this certificate chain (PEM; the key too, unless --tls-key).",
+        ),
+        click.option(
+            "--tls-key", type=file, metavar="FILE", help="The private key of --tls-cert (PEM)."
+        ),
+        click.option(
+            "--tls-client-ca",
+            type=file,
+            metavar="FILE",
+            help="Mutual TLS: require a client certificate signed by a CA in FILE (PEM); a "
+            "sender without one is refused in the TLS handshake, before any of its data is "
+            "read. Needs --tls-cert.",
+        ),
+        click.option(
+            "--max-connections",
+            type=click.IntRange(min=1),
+            metavar="N",
+            help="Connections served at once; one more is refused with GOAWAY(OVERLOADED) "
+            "(the sender retries). [default: (soft RLIMIT_NOFILE - 64) // 2, "
+            f"here {default_max_connections()}: a descriptor per connection and one for "
+            "its files, 64 kept back]",
+        ),
+        click.option(
+            "--idle-timeout",
+            type=click.FloatRange(min=0),
+            default=DEFAULT_IDLE_TIMEOUT,
+            show_default=True,
+            metavar="S",
+            help="Close a connection that has had no stream for S seconds (GOAWAY TIMEOUT, "
+            "spec §11); 0: never.",
+        ),
+        click.option(
+            "--handshake-timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=DEFAULT_HANDSHAKE_TIMEOUT,
+            show_default=True,
+            metavar="S",
+            help="Seconds a new connection has for its TLS and flowproto handshakes.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _sender_access(
+    tls: bool,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_server_name: str | None,
+    retry_for: float,
+) -> SenderAccess:
+    if tls_key is not None and tls_cert is None:
+        raise click.UsageError("--tls-key needs --tls-cert (the sender's certificate)")
+    use_tls = tls or any(v is not None for v in (tls_ca, tls_cert, tls_server_name))
+    return SenderAccess(
+        ssl_context=client_tls(tls_ca, tls_cert, tls_key) if use_tls else None,
+        server_hostname=tls_server_name,
+        retry_for=retry_for,
+    )
+
+
+def sender_access_options(fn: F) -> F:
+    """``--tls``, ``--tls-ca``, ``--tls-cert``, ``--tls-key``, ``--tls-server-name``,
+    ``--retry-for``: one parameter ``access`` (a :class:`SenderAccess`)."""
+    names = ("tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name", "retry_for")
+    fn = _bundle(names, _sender_access, "access")(fn)
+    file = click.Path(exists=True, dir_okay=False)
+    options = [
+        click.option(
+            "--tls",
+            is_flag=True,
+            help="Connect with TLS, trusting the system's CAs (any --tls-* option implies it).",
+        ),
+        click.option(
+            "--tls-ca",
+            type=file,
+            metavar="FILE",
+            help="Connect with TLS and trust only the CA certificates in FILE (PEM).",
+        ),
+        click.option(
+            "--tls-cert",
+            type=file,
+            metavar="FILE",
+            help="Present this client certificate (PEM; the key too, unless --tls-key), for "
+            "a receiver with --tls-client-ca.",
+        ),
+        click.option(
+            "--tls-key", type=file, metavar="FILE", help="The private key of --tls-cert (PEM)."
+        ),
+        click.option(
+            "--tls-server-name",
+            metavar="NAME",
+            help="The name the receiver's certificate must carry. [default: the HOST of "
+            "--connect; needed with unix:PATH]",
+        ),
+        click.option(
+            "--retry-for",
+            type=click.FloatRange(min=0),
+            default=DEFAULT_RETRY_FOR,
+            show_default=True,
+            metavar="S",
+            help="While the receiver refuses the connection as overloaded (GOAWAY "
+            "OVERLOADED: its connection cap or memory budget is full), retry for up to S "
+            "seconds, with jittered exponential backoff and at least its retry_after; one "
+            "line per retry. 0: do not retry.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn

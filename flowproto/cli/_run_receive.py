@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
 
@@ -40,16 +40,19 @@ from flowproto.trio import (
     MessageDecodeError,
     StreamResetError,
     open_flow_connection,
+    serve_transports,
 )
 
+from ._access import ReceiverAccess
 from ._constants import BATCH_MESSAGES, CLOSE_GRACE
 from ._errors import EXPECTED_ERRORS, describe, flatten
 from ._latency import Latencies
 from ._metrics import Watched, json_lines, serve_metrics
 from ._output import OutputRefused, Outputs, Sink
 from ._pace import Pace
-from ._printing import fmt_bytes, fmt_latency, format_address, json_line, per_second
+from ._printing import fmt_bytes, fmt_latency, json_line, per_second
 from ._progress import eprint, every_second
+from ._transport import describe_access, listener_name, open_listeners, peer_name
 
 
 def receiver_settings(
@@ -98,6 +101,8 @@ class ReceiveOptions:
     metrics: tuple[str, int] | None = None  # --metrics-port (spec §14)
     json_lines: bool = False
     fsync: bool = False  # --fsync: the output is on disk before credit returns
+    unix_path: str | None = None  # --listen unix:PATH (then host and port are unused)
+    access: ReceiverAccess = field(default_factory=ReceiverAccess)  # TLS, caps (issue 12)
 
 
 #: The RESET reason of a refused stream: it tells the peer nothing about the stream that has
@@ -171,11 +176,11 @@ class _Receiver:
         self._decode = None if opts.codec == "raw" else get_codec(opts.codec).decode
         self._reported = (0, 0)  # messages, bytes at the last live line
 
-    async def on_connection(self, transport: trio.SocketStream) -> None:
+    async def on_connection(self, transport: trio.abc.Stream) -> None:
         if self.stopping:
             await transport.aclose()
             return
-        peer = format_address(transport.socket.getpeername())
+        peer = peer_name(transport)
         self.connections += 1
         number = self.connections  # names --output-dir files
         try:
@@ -188,6 +193,8 @@ class _Receiver:
                     close_grace=CLOSE_GRACE,
                     autotune=self.opts.autotune or False,
                     memory_budget=self.budget,
+                    handshake_timeout=self.opts.access.handshake_timeout,
+                    idle_timeout=self.opts.access.idle_timeout,
                 ) as conn,
                 trio.open_nursery() as nursery,
             ):
@@ -469,8 +476,11 @@ async def run_receive(opts: ReceiveOptions) -> dict[str, Any]:
     forever; returns the summary (with ``--once``, ``problems`` non-empty is a failure).
     Prints ``listening on HOST:PORT`` to stderr first."""
     receiver = _Receiver(opts)
-    listeners = await trio.open_tcp_listeners(opts.port, host=opts.host)
-    addresses = [format_address(lst.socket.getsockname()) for lst in listeners]
+    access = opts.access
+    listeners = await open_listeners(opts.host, opts.port, opts.unix_path)
+    addresses = [listener_name(lst) for lst in listeners]
+    if access.ssl_context is not None:
+        eprint(describe_access(access))
     for address in addresses:  # with port 0, IPv4 and IPv6 may get different ports
         eprint(f"listening on {address}")
     try:
@@ -487,13 +497,18 @@ async def run_receive(opts: ReceiveOptions) -> dict[str, Any]:
                     nursery.start_soon(receiver.stop_on_signal, signals)
                 nursery.start_soon(
                     partial(
-                        trio.serve_listeners,
+                        serve_transports,
                         receiver.on_connection,
                         listeners,
                         handler_nursery=connections,
+                        ssl_context=access.ssl_context,
+                        max_connections=access.max_connections,
                     )
                 )
     finally:
+        with trio.CancelScope(shield=True):
+            for listener in listeners:
+                await listener.aclose()  # a Unix socket's file goes with it
         if opts.output == "-":
             sys.stdout.buffer.flush()
     return receiver.summary(addresses[0])

@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import trio
@@ -25,15 +26,16 @@ from flowproto.trio import (
     FlowStream,
     StreamLimitError,
     StreamResetError,
-    open_connection,
 )
 
+from ._access import SenderAccess
 from ._constants import BATCH_MESSAGES, CLOSE_GRACE, READ_BLOCK, TIMESTAMP_BYTES
-from ._errors import CliError, os_reason
+from ._errors import CliError
 from ._metrics import Watched, json_lines, serve_metrics
 from ._pace import Pace
 from ._printing import fmt_bytes, format_address, per_second
 from ._progress import ProgressCallback, eprint, every_second
+from ._transport import Retry, connect, connect_error, overloaded
 
 
 @dataclass
@@ -53,6 +55,8 @@ class SendOptions:
     pacing: bool = False  # spec §8.10
     metrics: tuple[str, int] | None = None  # --metrics-port (spec §14)
     json_lines: bool = False
+    unix_path: str | None = None  # --connect unix:PATH (then host and port are unused)
+    access: SenderAccess = field(default_factory=SenderAccess)  # TLS, retries (issue 12)
 
 
 class _Sender:
@@ -196,6 +200,29 @@ def _rejected(exc: Exception) -> bool:
     return isinstance(exc, StreamResetError) and exc.error_code == ErrorCode.REJECTED
 
 
+async def _connect(stack: AsyncExitStack, opts: SendOptions, address: str) -> FlowConnection:
+    """The connection, entered on ``stack``; a failure to connect is one clear line
+    (a CliError), except an OVERLOADED refusal, which the caller retries."""
+    connection = connect(
+        opts.host,
+        opts.port,
+        opts.unix_path,
+        opts.access,
+        codec=opts.codec,
+        close_grace=CLOSE_GRACE,
+        pacing=opts.pacing,
+    )
+    try:
+        return await stack.enter_async_context(connection)
+    except Exception as exc:
+        if overloaded(exc) is not None:
+            raise
+        error = connect_error(exc, address, tls=opts.access.ssl_context is not None)
+        if error is None:
+            raise
+        raise error from None
+
+
 def _share(total: int | None, parts: int, index: int) -> int | None:
     if total is None:
         return None
@@ -272,24 +299,26 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
     Raises:
         CliError: the connection was refused, or a message is over the receiver's limit.
     """
-    sender = _Sender(opts)
-    address = format_address((opts.host, opts.port))
-    connected = False
-    try:
-        async with open_connection(
-            opts.host, opts.port, codec=opts.codec, close_grace=CLOSE_GRACE, pacing=opts.pacing
-        ) as conn:
-            connected = True
-            peer = conn.peer_settings
-            assert peer is not None
-            _check_message_size(opts, peer)
-            _check_stream_count(opts, peer)
-            seconds = await _send_all(sender, conn, address, progress)
-            m, b, blocked, delivered, _, _ = sender.totals()
-    except OSError as exc:
-        if connected:
-            raise
-        raise CliError(f"cannot connect to {address}: {os_reason(exc)}") from None
+    address = f"unix:{opts.unix_path}" if opts.unix_path else format_address((opts.host, opts.port))
+    retry = Retry(opts.access.retry_for, address)
+    while True:
+        sender = _Sender(opts)
+        try:
+            async with AsyncExitStack() as stack:
+                conn = await _connect(stack, opts, address)
+                peer = conn.peer_settings
+                assert peer is not None
+                _check_message_size(opts, peer)
+                _check_stream_count(opts, peer)
+                seconds = await _send_all(sender, conn, address, progress)
+                m, b, blocked, delivered, _, _ = sender.totals()
+            break
+        except Exception as exc:
+            # spec §10.1: OVERLOADED means nothing was processed; retry while nothing was sent.
+            refusal = overloaded(exc)
+            if refusal is None or sender.totals()[0] > 0:
+                raise
+            await retry.wait(refusal)  # one line; CliError once --retry-for is spent
     result = {
         "messages": m,
         "bytes": b,

@@ -9,11 +9,14 @@ import click
 
 from flowproto import AutoTune, Settings
 
+from ._access import ReceiverAccess, UnixAddress
 from ._options import (
+    UNIX_LISTEN_HELP,
     codec_option,
-    host_port,
+    listen_address,
     observability_options,
     rate_option,
+    receiver_access_options,
     window_messages_option,
 )
 
@@ -36,11 +39,12 @@ def _output_file(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.command(short_help="Run a consumer server (optionally a slow one).")
 @click.option(
     "--listen",
-    metavar="HOST:PORT",
-    callback=host_port,
+    metavar="HOST:PORT|unix:PATH",
+    callback=listen_address,
     required=True,
     help="Where to listen, as HOST:PORT. Port 0 picks a free port; the bound address is "
-    "printed to stderr as 'listening on HOST:PORT'. An empty HOST means every interface.",
+    "printed to stderr as 'listening on HOST:PORT'. An empty HOST means every interface."
+    + UNIX_LISTEN_HELP,
 )
 @rate_option("Consume at most N messages per second (on a fixed schedule, so it does not drift).")
 @click.option(
@@ -147,9 +151,10 @@ def _output_file(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="Cap the credit that all connections grant together, in fair shares; a "
     "connection that does not fit is refused with GOAWAY (spec §8.9).",
 )
+@receiver_access_options
 @observability_options("No live statistics.")
 def receive(
-    listen: tuple[str, int],
+    listen: tuple[str, int] | UnixAddress,
     rate: float | None,
     delay: float,
     window_bytes: int,
@@ -170,6 +175,7 @@ def receive(
     json_lines: bool,
     as_json: bool,
     quiet: bool,
+    access: ReceiverAccess,
 ) -> None:
     """Accept connections and consume every stream's messages, printing statistics.
 
@@ -194,7 +200,7 @@ def receive(
     if no_autotune and latency_target != 100.0:
         raise click.UsageError("--latency-target tunes windows; --no-autotune keeps them fixed")
     settings = _settings(window_bytes, window_messages, max_message, max_streams)
-    host, port = listen
+    host, port = listen if isinstance(listen, tuple) else ("", 0)
     opts = ReceiveOptions(
         host=host or None,
         port=port,
@@ -213,6 +219,8 @@ def receive(
         metrics=metrics_port,
         json_lines=json_lines,
         fsync=fsync,
+        unix_path=listen.path if isinstance(listen, UnixAddress) else None,
+        access=access,
     )
     result = run_trio(run_receive, opts)
     if as_json:

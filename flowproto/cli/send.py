@@ -6,22 +6,25 @@ from typing import BinaryIO
 
 import click
 
+from ._access import SenderAccess, UnixAddress
 from ._options import (
+    UNIX_CONNECT_HELP,
     codec_option,
-    host_port,
+    listen_address,
     needs_host_and_port,
     observability_options,
     rate_option,
+    sender_access_options,
 )
 
 
 @click.command(short_help="Send a file, stdin or generated messages to a receiver.")
 @click.option(
     "--connect",
-    metavar="HOST:PORT",
-    callback=host_port,
+    metavar="HOST:PORT|unix:PATH",
+    callback=listen_address,
     required=True,
-    help="The receiver's address, as HOST:PORT.",
+    help="The receiver's address, as HOST:PORT." + UNIX_CONNECT_HELP,
 )
 @click.option(
     "--input",
@@ -78,9 +81,10 @@ from ._options import (
     help="Pace each stream from the receiver's feedback while its consumer is the "
     "bottleneck: at most 5% above the rate it reports (spec §8.10).",
 )
+@sender_access_options
 @observability_options("No live statistics and no progress bar.")
 def send(
-    connect: tuple[str, int],
+    connect: tuple[str, int] | UnixAddress,
     source: BinaryIO | None,
     lines: bool,
     chunk_size: int,
@@ -95,6 +99,7 @@ def send(
     json_lines: bool,
     as_json: bool,
     quiet: bool,
+    access: SenderAccess,
 ) -> None:
     """Connect to a receiver, send messages, and wait until it has consumed them all.
 
@@ -118,8 +123,13 @@ def send(
     from ._progress import progress_for
     from ._run_send import SendOptions, run_send
 
-    host, port = connect
-    needs_host_and_port(host, port, "--connect")
+    if isinstance(connect, UnixAddress):
+        host, port = "", 0
+        if access.ssl_context is not None and access.server_hostname is None:
+            raise click.UsageError("TLS over unix:PATH needs --tls-server-name")
+    else:
+        host, port = connect
+        needs_host_and_port(host, port, "--connect")
     _check_what_to_send(source, lines, size, count, duration, streams)
     opts = SendOptions(
         host=host,
@@ -137,6 +147,8 @@ def send(
         pacing=pace,
         metrics=metrics_port,
         json_lines=json_lines,
+        unix_path=connect.path if isinstance(connect, UnixAddress) else None,
+        access=access,
     )
     with progress_for(opts, quiet) as progress:
         result = run_trio(run_send, opts, progress)

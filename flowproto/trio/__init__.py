@@ -52,12 +52,16 @@ from ._errors import (
     StreamResetError,
 )
 from ._serve import (
+    DEFAULT_UNIX_MODE,
+    UnixSocketListener,
     open_connection,
     open_flow_connection,
     open_unix_connection,
+    open_unix_listener,
     serve,
     serve_connection,
     serve_listeners,
+    serve_transports,
     serve_unix,
 )
 from ._stream import FlowStream
@@ -69,6 +73,7 @@ __all__ = [
     "DEFAULT_CLOSE_GRACE",
     "DEFAULT_FRAME_TIMEOUT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_UNIX_MODE",
     "DEFAULT_WRITE_TIMEOUT",
     "MAX_SEND_BACKLOG",
     "PACING_HEADROOM",
@@ -86,11 +91,14 @@ __all__ = [
     "StreamLimitError",
     "StreamResetError",
     "StreamStatistics",
+    "UnixSocketListener",
     "open_connection",
     "open_flow_connection",
     "open_unix_connection",
+    "open_unix_listener",
     "serve",
     "serve_connection",
     "serve_listeners",
+    "serve_transports",
     "serve_unix",
 ]

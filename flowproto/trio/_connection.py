@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import ssl
 import sys
 from collections.abc import Callable
 from typing import Any, Final
@@ -100,6 +102,15 @@ class FlowConnection:
         self._closed = trio.Event()
         self._stream_change = trio.lowlevel.ParkingLot()
         self._lost: ConnectionLostError | None = None
+        self._refusal: ConnectionLostError | None = None
+        if memory_budget is not None and self._core.state is ConnectionState.CLOSED:
+            # spec §8.9 B2, §10.1: the core refused the connection as it was made (not even
+            # the floor window fits) and queued GOAWAY(OVERLOADED): say so, not just "closed".
+            self._refusal = ConnectionLostError(
+                f"refused: the memory budget of {memory_budget.capacity} bytes is exhausted "
+                "(spec §8.9); sent GOAWAY(OVERLOADED)",
+                error_code=ErrorCode.OVERLOADED,
+            )
         self._goaway: GoAwayReceived | None = None
         self._pings: dict[int, trio.Event] = {}  # ping() calls waiting for their PONG
         self._ping_rtts: dict[int, float] = {}  # their round trips, for them to take
@@ -225,9 +236,7 @@ class FlowConnection:
                     # cancel scope around each read would cost about as much as parsing it.
                     data = await self.transport.receive_some(READ_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    self._fail(
-                        ConnectionLostError(f"transport failed: {exc or type(exc).__name__}")
-                    )
+                    self._fail(_transport_failure(exc))
                     # Nothing can be written either (a writer may be stuck in a failed TLS
                     # handshake): stop now rather than wait to flush.
                     self._nursery.cancel_scope.cancel()
@@ -285,7 +294,7 @@ class FlowConnection:
                 last_stream_id=g.last_stream_id,
                 retry_after=None if g.retry_after_ms is None else g.retry_after_ms / 1000,
             )
-        return ConnectionLostError("the connection is closed")
+        return self._refusal or ConnectionLostError("the connection is closed")
 
     def _dispatch(self, events: list[Any]) -> None:
         handlers = _EVENT_HANDLERS
@@ -360,6 +369,8 @@ class FlowConnection:
             self._fail(self._closed_error())
         else:
             what = "in the middle of a frame" if event.truncated else "without GOAWAY"
+            if self._core.peer_settings is None:
+                what += " before its HELLO (spec §3.4)"  # a refusal: TLS, not flowproto, ...
             self._fail(ConnectionLostError(f"the peer closed the connection {what}"))
 
     def _ignore(self, event: Event) -> None:
@@ -390,9 +401,7 @@ class FlowConnection:
                     try:
                         written = await self._write(data)
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                        self._fail(
-                            ConnectionLostError(f"transport failed: {exc or type(exc).__name__}")
-                        )
+                        self._fail(_transport_failure(exc))
                         return
                     if not written:
                         # spec §11, §10.7.2: the peer stopped reading; half a frame may be
@@ -626,6 +635,29 @@ class FlowConnection:
             budget_share_bytes=core.budget_share,
             blocked_on_stream_limit_seconds=self._stream_limit_seconds,
         )
+
+
+def _transport_failure(exc: BaseException) -> ConnectionLostError:
+    """The error for a transport that failed: its reason in words, TLS errors above all.
+
+    ``trio.SSLStream`` raises ``trio.BrokenResourceError`` (with no text) from the
+    ``ssl.SSLError``; the message names the TLS reason ("certificate verify failed: unable
+    to get local issuer certificate"), and the original is the ``__cause__``.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        what = f"TLS: certificate verify failed: {cause.verify_message}"
+    elif isinstance(cause, ssl.SSLError):
+        what = "TLS: " + _SSL_SOURCE.sub("", str(cause.strerror or cause))
+    else:
+        what = str(exc) or (str(cause) if cause is not None else "") or type(exc).__name__
+    lost = ConnectionLostError(f"transport failed: {what}")
+    lost.__cause__ = cause if cause is not None else exc
+    return lost
+
+
+#: The " (_ssl.c:1006)" at the end of an ssl.SSLError's text.
+_SSL_SOURCE: Final = re.compile(r"\s*\(_ssl\.c:\d+\)$")
 
 
 #: What the layer does with each event the core reports (``flowproto._events``).

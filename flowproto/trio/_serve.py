@@ -1,4 +1,17 @@
-"""Opening connections and serving them: TCP, TLS, Unix sockets, any listener."""
+"""Opening connections and serving them: TCP, TLS, Unix sockets, any listener.
+
+Serving has two levels. :func:`serve_transports` is ``trio.serve_listeners`` with the caps a
+server needs (issue 12): at most ``max_connections`` at once (one more is refused with
+GOAWAY(OVERLOADED), retryable), accept() backing off when descriptors run out, one log line
+per kind and interval, TLS around every listener with ``ssl_context``. It hands each
+accepted transport to a function of the caller's. :func:`serve_listeners` (and so
+:func:`serve` and :func:`serve_unix`) uses it to run flowproto on each transport and a
+handler on each stream.
+
+A Unix socket is created by :func:`open_unix_listener`: its file gets the permissions asked
+for (0600 by default: only this user may connect), is never put in the place of anything
+but a stale socket, and is removed when the listener closes.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +20,7 @@ import logging
 import os
 import socket as _stdlib_socket
 import ssl
+import stat
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -40,12 +54,16 @@ from ._errors import ConnectionLostError, HandshakeTimeout, StreamResetError
 from ._stream import FlowStream
 
 __all__ = [
+    "DEFAULT_UNIX_MODE",
+    "UnixSocketListener",
     "open_connection",
     "open_flow_connection",
     "open_unix_connection",
+    "open_unix_listener",
     "serve",
     "serve_connection",
     "serve_listeners",
+    "serve_transports",
     "serve_unix",
 ]
 
@@ -154,7 +172,22 @@ async def open_connection(
 ) -> AsyncIterator[FlowConnection]:
     """Connect over TCP (or TLS with ``ssl_context``) and run flowproto on it.
 
-    Keyword arguments are those of :func:`open_flow_connection`.
+    Args:
+        host: the server's name or address.
+        port: its port.
+        ssl_context: run TLS over the TCP connection, with this context (for example
+            ``ssl.create_default_context(cafile=...)``, and ``load_cert_chain(...)`` to
+            present a client certificate). The TLS handshake happens inside the flowproto
+            handshake, so ``handshake_timeout`` bounds both.
+        server_hostname: the name the server's certificate must carry; defaults to ``host``.
+        **kwargs: those of :func:`open_flow_connection`.
+
+    Raises:
+        OSError: the TCP connection could not be made.
+        ConnectionLostError: the TLS handshake failed (its reason is in the message, the
+            ``ssl.SSLError`` is the ``__cause__``), or the peer refused or closed the
+            connection; ``retryable`` if it said OVERLOADED.
+        HandshakeTimeout: no flowproto handshake within ``handshake_timeout``.
     """
     transport: trio.abc.Stream = await trio.open_tcp_stream(host, port)
     if ssl_context is not None:
@@ -166,9 +199,28 @@ async def open_connection(
 
 
 @asynccontextmanager
-async def open_unix_connection(path: str, **kwargs: Any) -> AsyncIterator[FlowConnection]:
-    """Connect over a Unix socket and run flowproto on it."""
-    transport = await trio.open_unix_socket(path)
+async def open_unix_connection(
+    path: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    **kwargs: Any,
+) -> AsyncIterator[FlowConnection]:
+    """Connect over a Unix socket and run flowproto on it.
+
+    Args:
+        path: the socket file.
+        ssl_context: run TLS over the socket, as :func:`open_connection` does (rarely
+            needed: the file's permissions already say who may connect).
+        server_hostname: the name the server's certificate must carry; needed with an
+            ``ssl_context`` that checks host names.
+        **kwargs: those of :func:`open_flow_connection`.
+    """
+    transport: trio.abc.Stream = await trio.open_unix_socket(path)
+    if ssl_context is not None:
+        transport = trio.SSLStream(
+            transport, ssl_context, server_hostname=server_hostname, https_compatible=True
+        )
     async with open_flow_connection(transport, initiator=True, **kwargs) as conn:
         yield conn
 
@@ -261,6 +313,9 @@ MAX_ACCEPT_BACKOFF: Final = 1.0
 OVERLOADED_RETRY_AFTER_MS: Final = 1000
 #: Seconds given to writing the refusal of a connection over max_connections.
 REFUSAL_TIMEOUT: Final = 5.0
+#: The permissions of a Unix socket file made by :func:`open_unix_listener`: only its owner
+#: may connect (connecting needs write permission on the file).
+DEFAULT_UNIX_MODE: Final = 0o600
 
 
 async def serve_listeners(
@@ -278,6 +333,7 @@ async def serve_listeners(
     INTERNAL_ERROR. Keyword arguments are those of :func:`open_flow_connection`.
 
     Args:
+        ssl_context: TLS around every listener (see :func:`serve_transports`).
         max_connections: connections served at once; one more is answered with its
             preface, HELLO and GOAWAY(OVERLOADED, retry_after_ms) and closed, before any
             of its streams is processed (spec §10.1). ``None``: no cap.
@@ -285,27 +341,99 @@ async def serve_listeners(
     Out of descriptors (EMFILE and its kin), accepting backs off (up to 1 s) and logs one
     line per 10 s, with a count of the failures held back; the listeners close on exit.
     """
+    log = RateLimitedLog(_log)  # this server's warnings, one line per kind per 10 s
+
+    async def on_transport(transport: trio.abc.Stream) -> None:
+        await serve_connection(transport, handler, kwargs, log=log)
+
+    await serve_transports(
+        on_transport,
+        listeners,
+        ssl_context=ssl_context,
+        max_connections=max_connections,
+        log=log,
+        task_status=task_status,
+    )
+
+
+async def serve_transports(
+    handler: Callable[[trio.abc.Stream], Awaitable[object]],
+    listeners: list[Any],
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    max_connections: int | None = None,
+    handler_nursery: trio.Nursery | None = None,
+    log: RateLimitedLog | None = None,
+    task_status: trio.TaskStatus[list[Any]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``trio.serve_listeners`` with a server's caps: ``handler(transport)`` per connection.
+
+    For a server that runs flowproto on each transport itself (with
+    :func:`open_flow_connection`, ``initiator=False``); :func:`serve_listeners` is this
+    with a handler per stream. The transport is closed when ``handler`` returns.
+
+    Args:
+        handler: called as ``handler(transport)`` for each accepted connection.
+        listeners: ``trio.abc.Listener`` objects (``trio.open_tcp_listeners``,
+            :func:`open_unix_listener`, ...); they are closed when this returns.
+        ssl_context: wrap every listener in ``trio.SSLListener``: each transport is a
+            ``trio.SSLStream`` whose TLS handshake runs on its first read or write, so in
+            the flowproto handshake and within its ``handshake_timeout``. A peer that fails
+            it (no client certificate where ``ssl_context`` requires one, plain TCP) never
+            gets a byte to the handler's streams. The context is the caller's, e.g.
+            ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with
+            ``load_cert_chain(...)``, and ``verify_mode = ssl.CERT_REQUIRED`` with
+            ``load_verify_locations(...)`` for mutual TLS.
+        max_connections: handlers running at once; a connection past them is answered
+            with the preface, HELLO and GOAWAY(OVERLOADED, ``retry_after_ms`` 1000) and
+            closed, before anything of it is processed (spec §10.1): the peer may retry.
+            ``None``: no cap.
+        handler_nursery: where the handlers run (default: a nursery of this call), as in
+            ``trio.serve_listeners``.
+        log: where the warnings go (accept failures, refusals): one line per kind per
+            10 s, with a count of those held back. Default: a new ``RateLimitedLog`` on
+            the ``flowproto`` logger.
+        task_status: ``started`` with the listeners (the ``trio.SSLListener`` wrappers
+            with ``ssl_context``).
+
+    Out of descriptors (EMFILE, ENFILE, ENOMEM, ENOBUFS), accepting backs off from 10 ms
+    to 1 s; other accept errors end the server.
+    """
     if max_connections is not None and max_connections < 1:
         raise ValueError(f"max_connections must be at least 1, not {max_connections}")
     if ssl_context is not None:
         listeners = [trio.SSLListener(lst, ssl_context, https_compatible=True) for lst in listeners]
     active = [0]
-    log = RateLimitedLog(_log)  # this server's warnings, one line per kind per 10 s
+    limited = log if log is not None else RateLimitedLog(_log)
 
     async def on_connection(transport: trio.abc.Stream) -> None:
-        if max_connections is not None and active[0] >= max_connections:
-            await _refuse(transport, f"too many connections (max_connections={max_connections})")
-            return
-        active[0] += 1
         try:
-            await serve_connection(transport, handler, kwargs, log=log)
+            if max_connections is not None and active[0] >= max_connections:
+                reason = f"too many connections (max_connections={max_connections})"
+                limited.warning(
+                    ("refused", "max_connections"),
+                    trio.current_time(),
+                    "flowproto: refused a connection: %s; GOAWAY(OVERLOADED, retry after %d ms)",
+                    reason,
+                    OVERLOADED_RETRY_AFTER_MS,
+                )
+                await _refuse(transport, reason)
+                return
+            active[0] += 1
+            try:
+                await handler(transport)
+            finally:
+                active[0] -= 1
         finally:
-            active[0] -= 1
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(transport)
 
     try:
         async with trio.open_nursery() as nursery:
             for listener in listeners:
-                nursery.start_soon(_accept_loop, listener, on_connection, nursery, log)
+                nursery.start_soon(
+                    _accept_loop, listener, on_connection, handler_nursery or nursery, limited
+                )
             task_status.started(listeners)
     finally:
         with trio.CancelScope(shield=True):
@@ -364,6 +492,15 @@ async def serve(
     Use ``listeners = await nursery.start(serve, handler, 0)`` and read the bound port
     from ``listeners[0].socket.getsockname()`` (with ``ssl_context``, the listeners are
     ``trio.SSLListener``: use ``listeners[0].transport_listener.socket``).
+
+    Args:
+        handler: ``handler(stream)`` for every stream a peer opens.
+        port: the TCP port; 0 picks a free one.
+        host: the address to listen on; ``None``: every interface.
+        ssl_context: serve TLS (and with ``verify_mode = ssl.CERT_REQUIRED``, mutual
+            TLS) on every connection; see :func:`serve_transports`.
+        **kwargs: those of :func:`serve_listeners` (``max_connections``) and
+            :func:`open_flow_connection` (``handshake_timeout``, ``idle_timeout``, ...).
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
     await serve_listeners(
@@ -375,17 +512,106 @@ async def serve_unix(
     handler: StreamHandler,
     path: str,
     *,
+    mode: int | None = DEFAULT_UNIX_MODE,
     task_status: trio.TaskStatus[list[Any]] = trio.TASK_STATUS_IGNORED,
     **kwargs: Any,
 ) -> None:
-    """Serve flowproto on a Unix socket at ``path`` (removed first if it is a stale socket)."""
-    sock = trio.socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
+    """Serve flowproto on a Unix socket at ``path``, as :func:`serve` does on TCP.
+
+    The socket file is made by :func:`open_unix_listener` (permissions ``mode``, 0600 by
+    default; a stale socket is replaced, anything else is not) and removed on exit.
+    Keyword arguments are those of :func:`serve_listeners` (``ssl_context``,
+    ``max_connections``) and :func:`open_flow_connection`.
+    """
+    listener = open_unix_listener(path, mode=mode)
+    await serve_listeners(handler, [listener], task_status=task_status, **kwargs)
+
+
+class UnixSocketListener(trio.abc.Listener[trio.SocketStream]):
+    """A listening Unix socket that removes its file when it is closed.
+
+    Made by :func:`open_unix_listener`. Attributes: ``path`` (the socket file),
+    ``socket`` (the listening ``trio.socket.SocketType``), ``listener`` (the
+    ``trio.SocketListener`` it accepts with).
+    """
+
+    def __init__(self, listener: trio.SocketListener, path: str) -> None:
+        self.listener = listener
+        self.socket = listener.socket
+        self.path = path
+        st = os.stat(path)
+        self._identity = (st.st_dev, st.st_ino)
+
+    async def accept(self) -> trio.SocketStream:
+        return await self.listener.accept()
+
+    async def aclose(self) -> None:
+        """Remove the socket file (if it is still ours), then close the socket."""
+        with suppress(OSError):
+            st = os.lstat(self.path)
+            if (st.st_dev, st.st_ino) == self._identity:
+                os.unlink(self.path)
+        await self.listener.aclose()
+
+
+def open_unix_listener(
+    path: str, *, mode: int | None = DEFAULT_UNIX_MODE, backlog: int = 128
+) -> UnixSocketListener:
+    """Create a Unix socket at ``path`` and listen on it.
+
+    Args:
+        path: the socket file. A stale socket there (nobody listening) is replaced; a
+            socket somebody listens on, or anything that is not a socket, is not.
+        mode: the file's permissions; connecting needs write permission, so the default
+            0600 lets only this user (and root) connect. The socket is bound under a
+            umask that allows no more than ``mode``, then ``chmod``-ed to exactly ``mode``,
+            so it is never reachable with wider permissions. ``None`` honours the umask.
+            The directory's permissions apply too.
+        backlog: the listen backlog.
+
+    Raises:
+        FileExistsError: ``path`` exists and is not a socket.
+        OSError: another server listens on ``path`` (EADDRINUSE), or binding failed.
+    """
+    _remove_stale_socket(path)
+    sock = _stdlib_socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
     try:
-        if os.path.exists(path):
-            os.unlink(path)
-        await sock.bind(path)
-        sock.listen(128)
+        # Bound synchronously, so no other task runs under the narrowed umask.
+        old_umask = os.umask(0o777 & ~mode) if mode is not None else None
+        try:
+            sock.bind(path)
+        finally:
+            if old_umask is not None:
+                os.umask(old_umask)
+        if mode is not None:
+            os.chmod(path, mode)
+        sock.listen(backlog)
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
     except BaseException:
         sock.close()
         raise
-    await serve_listeners(handler, [trio.SocketListener(sock)], task_status=task_status, **kwargs)
+    return UnixSocketListener(listener, path)
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Unlink ``path`` if it is a socket nobody listens on; refuse anything else there."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise FileExistsError(errno.EEXIST, f"{path} exists and is not a socket; not replacing it")
+    probe = _stdlib_socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
+    probe.setblocking(False)  # a full backlog answers EAGAIN instead of blocking
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # stale: its server is gone
+        return
+    except FileNotFoundError:
+        return
+    except BlockingIOError:
+        pass  # somebody listens, with a full backlog
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f"another server is listening on {path}")
