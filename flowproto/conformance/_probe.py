@@ -283,8 +283,17 @@ class Receiver:
         self.eof = False
         self._raw = bytearray()
         self._decoder = FrameDecoder(16 * 1024 * 1024)
+        self._flushed = False
+
+    def advertise(self, settings: Settings) -> None:
+        """Say ``settings`` in our HELLO instead of :data:`SENDER_WINDOWS` (a case that
+        needs, say, a small ``max_streams``); only before the first read or flush."""
+        if self._flushed or self._raw or self.events:
+            raise RuntimeError("advertise() after the HELLO was sent or input was read")
+        self.conn = Connection(Role.ACCEPTOR, settings)
 
     async def flush(self) -> None:
+        self._flushed = True
         data = self.conn.data_to_send()
         if data:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
