@@ -439,6 +439,29 @@ def check_senders(
 
 
 def test_the_command_checks_flowproto_send_processes_with_listen(tmp_path: Path) -> None:
-    """CI's sender run: `flowproto conformance --listen`, one `flowproto send` per case."""
-    _, stdout, _ = check_senders(tmp_path, "--count", "100", "-q")
+    """CI's sender run: `flowproto conformance --listen`, one `flowproto send --streams 3`
+    per case (more streams than 6.4/1 and 10.4/1 allow at once)."""
+    _, stdout, _ = check_senders(tmp_path, "--count", "100", "--streams", "3", "-q")
     assert f"{len(SENDER_CASES)} passed, 0 failed" in stdout
+    assert "3 streams, at most 2 open at once (max_streams 2); 100 messages" in stdout
+    assert "no stream opened after GOAWAY (last_stream 1); stream 1 ended normally" in stdout
+
+
+def test_flowproto_send_opens_streams_as_slots_free_and_none_after_goaway(
+    tmp_path: Path,
+) -> None:
+    """`flowproto send --streams 3` against max_streams 2 (spec §6.4): the third stream
+    opens when one of the first two ends, and every message is confirmed (it used to open
+    all three before sending, and waited forever for the third). Against max_streams 1 and
+    a GOAWAY (spec §10.4): stream 1 finishes, the other two never open, exit status 1."""
+    args = ("--count", "100", "--streams", "3", "-q")
+    _, stdout, sends = check_senders(tmp_path, *args, only=("6.4/1", "10.4/1"))
+    assert "2 passed, 0 failed" in stdout
+    within, after_goaway = sends[:2]
+    assert within.returncode == 0, within.stderr
+    assert "the receiver confirmed 100 consumed" in within.stderr
+    assert after_goaway.returncode == 1
+    assert after_goaway.stderr.strip().endswith(
+        "shutting down (GOAWAY); open a new connection: 2 of 3 streams never opened "
+        "(66 messages not sent)"
+    ), after_goaway.stderr
