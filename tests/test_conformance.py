@@ -177,6 +177,93 @@ async def test_cases_that_cannot_run_are_skipped(autojump_clock: trio.testing.Mo
     assert outcomes(results) == {"6.4/1": "skip", "8.4/1": "skip", "10.7/6": "skip"}
 
 
+class Relay(trio.abc.Stream):
+    """A transport that passes everything through ``inner``; tests override a direction."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_8_4_1_fails_a_peer_that_accepts_messages_past_the_limit_it_advertised(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A peer whose HELLO says stream_messages 4096 and whose core holds 8192: it accepts
+    message 4097, and its RESET STREAM_CLOSED for the DATA after says 0 consumed, which
+    proves the limit had not risen (spec §8.4, §8.5), whatever the timing."""
+    from flowproto import HelloFrame
+
+    enforced, advertised = Settings(stream_messages=8192), Settings(stream_messages=4096)
+
+    class Lying(Relay):  # the probe's side: the peer's HELLO as it would say it
+        async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+            data = await self.inner.receive_some(max_bytes)
+            return bytes(data).replace(
+                HelloFrame(enforced).encode(), HelloFrame(advertised).encode(), 1
+            )
+
+    async with trio.open_nursery() as nursery:
+
+        async def connect() -> trio.abc.Stream:
+            a, b = trio.testing.memory_stream_pair()
+            options = {"codec": "raw", "settings": enforced}
+            nursery.start_soon(serve_connection, b, consume_all, options)
+            return Lying(a)
+
+        results = await run_suite(connect, select=["8.4/1"], strict=True)
+        nursery.cancel_scope.cancel()
+    assert [(r.outcome, r.detail) for r in results] == [
+        (
+            "FAIL",
+            "message 4097 on stream 1 was accepted against a limit of 4096: the RESET "
+            "STREAM_CLOSED for the DATA after it reports 0 consumed, so the limit had not "
+            "risen (spec §8.4, §8.5)",
+        )
+    ]
+
+
+async def test_8_4_1_never_fails_a_peer_whose_application_consumes_before_its_reader_is_done(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The race of the old case: a peer that reads 10 bytes at a time and lets its
+    application consume (and grant, stream_messages 1) between reads legally accepts
+    message 2. The case cannot exceed that peer's limit; it says so and skips."""
+
+    class Trickle(Relay):  # the peer's side: small reads, the application runs between
+        async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+            await trio.sleep(0.001)
+            return await self.inner.receive_some(10)
+
+    async with trio.open_nursery() as nursery:
+
+        async def connect() -> trio.abc.Stream:
+            a, b = trio.testing.memory_stream_pair()
+            options = {"codec": "raw", "settings": Settings(stream_messages=1)}
+            nursery.start_soon(
+                serve_connection, Trickle(b), consume_all, {**options, "autotune": False}
+            )
+            return a
+
+        results = await run_suite(connect, select=["8.4/1"], strict=True)
+        nursery.cancel_scope.cancel()
+    assert [r.outcome for r in results] == ["skip"]
+    assert results[0].detail.startswith(
+        "on streams 1, 3 and 5 the peer's application consumed messages before its reader "
+        "reached message 2 (stream 1: "
+    )
+
+
 def test_the_command_checks_its_arguments() -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["conformance", "nonsense"])

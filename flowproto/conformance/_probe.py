@@ -170,12 +170,16 @@ class Probe:
         """The peer must end the connection with GOAWAY(code), then close (spec §10.2)."""
         while True:
             f = await self.next_frame(timeout)
-            if f is None:
-                if self.strict:
-                    raise CaseFailed(f"the connection closed without GOAWAY {code.name}")
-                return "closed without GOAWAY"
-            if isinstance(f, GoAwayFrame):
-                break
+            if f is None or isinstance(f, GoAwayFrame):
+                return await self.judge_ending(f, code)
+
+    async def judge_ending(self, f: GoAwayFrame | None, code: ErrorCode) -> str:
+        """The connection is ending with ``f`` (None: it closed without GOAWAY): it must be
+        GOAWAY(code), and then a close with nothing after it (spec §10.2)."""
+        if f is None:
+            if self.strict:
+                raise CaseFailed(f"the connection closed without GOAWAY {code.name}")
+            return "closed without GOAWAY"
         if f.code != code:
             raise CaseFailed(f"{describe(f)} ({f.reason}), expected GOAWAY {code.name}")
         after = await self.next_frame(max(self.timeout, 1.5))
