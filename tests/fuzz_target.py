@@ -6,8 +6,10 @@ recorded seeds (libFuzzer adds new units to the *first* directory only)::
     pip install -e ".[fuzz]"
     python tests/fuzz_target.py -max_total_time=60 /tmp/corpus tests/fuzz_corpus
 
-Regenerate the seeds (what real peers sent, recorded) with
-``python tests/fuzz_target.py --write-corpus tests/fuzz_corpus``.
+Regenerate the seeds (the spec's frame, invalid-input and conversation vectors, and what
+every conformance case sent, recorded) with
+``python tests/fuzz_target.py --write-corpus tests/fuzz_corpus``; the seeds of existing
+vectors and cases come out byte-identical, so a new one only adds its files.
 
 An input is one selector byte and then the bytes a peer sends. Selector bit 7 set: the
 bytes start at the preface, so the handshake itself is fuzzed; clear: a valid preface
@@ -198,7 +200,8 @@ def check_one_input(data: bytes) -> None:
 
 
 def record_seeds() -> dict[str, bytes]:
-    """Inputs recorded from real conversations: name -> input (selector byte first)."""
+    """Inputs recorded from the vectors and real conversations: name -> input (selector
+    byte first). Conformance seeds start with their case's position in CASES."""
     import json
 
     import trio
@@ -214,11 +217,21 @@ def record_seeds() -> dict[str, bytes]:
             bytes.fromhex(step["hex"]) for step in vector["steps"] if step["from"] == "initiator"
         )
         seeds[f"conversation-{vector['name']}"] = bytes([0x80 | 63]) + wire
-    # The spec's invalid inputs, after a valid preface and HELLO.
+    # The spec's frames, one each, after a valid preface and HELLO (spec §13.1).
+    frames = json.loads((root / "spec/vectors/frames.json").read_text("utf-8"))
+    for vector in frames["vectors"]:
+        seeds[f"frame-{vector['name']}"] = bytes([7]) + bytes.fromhex(vector["hex"])
+    # The spec's invalid inputs (spec §13.2): after a valid preface and HELLO, or, for the
+    # handshake's own, from the first byte (the preface first unless before_preface).
     invalid = json.loads((root / "spec/vectors/invalid.json").read_text("utf-8"))
     for vector in invalid["vectors"]:
-        if not vector.get("before_hello") and not vector.get("before_preface"):
-            seeds[f"invalid-{vector['name']}"] = bytes([7]) + bytes.fromhex(vector["hex"])
+        wire = bytes.fromhex(vector["hex"])
+        if vector.get("before_preface"):
+            seeds[f"invalid-{vector['name']}"] = bytes([0x80 | 7]) + wire
+        elif vector.get("before_hello"):
+            seeds[f"invalid-{vector['name']}"] = bytes([0x80 | 7]) + PREFACE + wire
+        else:
+            seeds[f"invalid-{vector['name']}"] = bytes([7]) + wire
 
     # Every conformance case, as the probe sent it to a served connection.
     from flowproto.conformance import run_suite

@@ -38,7 +38,7 @@ FOUND = {
 def test_the_seed_corpus_is_recorded_from_real_conversations_and_small() -> None:
     names = [p.name for p in SEEDS]
     assert len(names) >= 100
-    for prefix in ("conformance-", "conversation-", "invalid-"):
+    for prefix in ("conformance-", "conversation-", "invalid-", "frame-"):
         assert any(n.startswith(prefix) for n in names), prefix
     assert all(p.stat().st_size <= MAX_SEED_BYTES for p in SEEDS)
 

@@ -24,7 +24,6 @@ from flowproto.trio import (
     ConnectionLostError,
     FlowConnection,
     FlowStream,
-    StreamLimitError,
     StreamResetError,
 )
 
@@ -65,7 +64,8 @@ class _Sender:
     def __init__(self, opts: SendOptions) -> None:
         self.opts = opts
         self.pace = Pace(opts.rate)
-        self.streams: list[FlowStream] = []
+        self.streams: list[FlowStream] = []  # in the order they opened
+        self.unopened: list[ConnectionLostError] = []  # why a stream could not open
         # One entry per stream that failed (at most --streams): the others go on.
         self.failed: list[dict[str, Any]] = []
         self._last = (0, 0, 0)  # messages, bytes, delivered at the last report
@@ -97,10 +97,30 @@ class _Sender:
         elif self.opts.live:
             eprint(line)
 
-    async def produce(self, stream: FlowStream, count: int | None, deadline: float) -> None:
-        """Send this stream's share and wait until it was consumed. A reset or a lost
-        connection fails this stream alone (spec §10.3): it is recorded in ``failed``
-        and the other streams go on."""
+    async def produce(
+        self, conn: FlowConnection, deadline: float, opened: Callable[[FlowStream], None]
+    ) -> None:
+        """Open a stream, send a share of the messages on it, wait until it is consumed.
+
+        The stream opens when the receiver's max_streams allow one more (spec §6.4), so
+        more --streams than that run as earlier ones finish; the n-th stream to open gets
+        the n-th share. A stream that cannot open before the deadline sends nothing; one
+        that cannot open because the receiver sent GOAWAY (spec §10.4) is counted in
+        ``unopened`` while the open ones finish. A reset or a lost connection fails this
+        stream alone (spec §10.3): it is recorded in ``failed`` and the others go on.
+        """
+        stream: FlowStream | None = None
+        with trio.move_on_at(deadline):
+            try:
+                stream = await conn.open_stream()
+            except ConnectionLostError as exc:
+                self.unopened.append(exc)
+                return
+        if stream is None:
+            return
+        count = _share(self.opts.count, self.opts.streams, len(self.streams))
+        self.streams.append(stream)
+        opened(stream)
         try:
             with trio.move_on_at(deadline):
                 if self.opts.input is not None:
@@ -240,30 +260,28 @@ def _check_message_size(opts: SendOptions, peer: Settings) -> None:
         )
 
 
-def _check_stream_count(opts: SendOptions, peer: Settings) -> None:
-    """``--streams`` must fit the receiver's max_streams (spec §6.4): fail before sending
-    anything, rather than open what fits and wait forever for the rest."""
+def _note_stream_count(opts: SendOptions, peer: Settings) -> None:
+    """More ``--streams`` than the receiver's max_streams (spec §6.4) run in turns: say so
+    once, before sending, so a wait for a free stream is never silent."""
     if opts.streams > peer.max_streams:
-        raise CliError(
-            f"--streams {opts.streams} is over the receiver's max_streams = "
-            f"{peer.max_streams}: nothing was sent (use --streams {peer.max_streams} or fewer)"
+        eprint(
+            f"flowproto: warning: --streams {opts.streams} is over the receiver's max_streams "
+            f"= {peer.max_streams}: at most {peer.max_streams} are open at once, the rest "
+            "open as those finish"
         )
 
 
 async def _send_all(
     sender: _Sender, conn: FlowConnection, address: str, progress: ProgressCallback | None
 ) -> float:
-    """Open the streams, run a producer on each and the reporters; the seconds it took."""
+    """Run a producer per stream (each opens its own, spec §6.4) and the reporters; the
+    seconds it took."""
     opts = sender.opts
-    try:
-        # Checked before (_check_stream_count); wait=False so a surprise is an error, not
-        # a hang (spec §6.4).
-        sender.streams = [await conn.open_stream(wait=False) for _ in range(opts.streams)]
-    except StreamLimitError as exc:
-        raise CliError(f"cannot open {opts.streams} streams: {exc}; nothing was sent") from None
     watched = Watched()  # spec §14, for --json-lines and --metrics-port
     watched.connections[conn] = address
-    watched.streams = dict.fromkeys(sender.streams, address)
+
+    def opened(stream: FlowStream) -> None:
+        watched.streams[stream] = address
 
     def snapshot() -> dict[str, Any]:
         m, b = sender.totals()[:2]
@@ -278,11 +296,15 @@ async def _send_all(
         if opts.metrics is not None:
             await nursery.start(serve_metrics, *opts.metrics, snapshot)
         async with trio.open_nursery() as producers:
-            for i, stream in enumerate(sender.streams):
-                producers.start_soon(
-                    sender.produce, stream, _share(opts.count, opts.streams, i), deadline
-                )
+            for _ in range(opts.streams):
+                producers.start_soon(sender.produce, conn, deadline, opened)
         nursery.cancel_scope.cancel()
+    if sender.unopened:  # spec §10.4: after GOAWAY no stream opens; the open ones finished
+        what = f"{len(sender.unopened)} of {opts.streams} streams never opened"
+        if opts.count is not None:
+            shares = [_share(opts.count, opts.streams, i) or 0 for i in range(len(sender.streams))]
+            what += f" ({opts.count - sum(shares)} messages not sent)"
+        raise CliError(f"{sender.unopened[0]}: {what}")
     seconds = trio.current_time() - start
     if progress is not None:
         sender.report(seconds, progress)  # the bar's last step
@@ -309,7 +331,7 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
                 peer = conn.peer_settings
                 assert peer is not None
                 _check_message_size(opts, peer)
-                _check_stream_count(opts, peer)
+                _note_stream_count(opts, peer)
                 seconds = await _send_all(sender, conn, address, progress)
                 m, b, blocked, delivered, _, _ = sender.totals()
             break

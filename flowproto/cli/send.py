@@ -71,8 +71,8 @@ from ._options import (
     default=1,
     show_default=True,
     metavar="N",
-    help="Generated messages are shared out over N streams of one connection. More than "
-    "the receiver's max_streams is an error before anything is sent.",
+    help="Generated messages are shared out over N streams of one connection; at most "
+    "the receiver's max_streams are open at once, the rest open as those finish.",
 )
 @codec_option
 @click.option(

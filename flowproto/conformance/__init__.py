@@ -25,7 +25,8 @@ A **sender** peer (one that connects, as ``flowproto send`` does) is checked by
 :func:`run_sender_suite` (``flowproto conformance --listen HOST:PORT``): the sender
 connects once per case, and a :class:`Receiver`, the sans-IO core with small windows,
 checks every frame it sends against the receiver rules while the case pokes at it
-(no credit, a PING, a CREDIT over the maximum, a RESET).
+(no credit, a PING, a CREDIT over the maximum, a RESET, a small ``max_streams``, a
+GOAWAY). A sender case may advertise other settings (:meth:`Receiver.advertise`).
 
 Receiver cases run concurrently (each on its own connection), sender cases one after
 another; results come back in case order. Only the sans-IO core and plain Trio streams

@@ -468,10 +468,59 @@ async def _(p: Probe, wait: float) -> str:
     n = peer.stream_messages
     if n > 10_000:
         raise CaseSkipped(f"stream_messages {n} is more than this case sends")
-    # One write of empty messages: the peer checks them before its application can
-    # consume any (spec §8.4 checks against the limits it advertised).
-    await p.send(data(1) * (n + 1))
-    return await p.expect_connection_error(ErrorCode.FLOW_CONTROL_ERROR)
+    # spec §8.4: message n+1 on a stream is judged against the limit the peer advertised,
+    # and §8.5 lets it raise that limit only once its application consumed something. So
+    # a peer whose application consumed some of the first n before its reader reached
+    # message n+1 may accept it: no error then proves nothing. The case does not depend
+    # on that race: message n+1 ends our direction, and one more DATA follows, a stream
+    # error STREAM_CLOSED (spec §7.2) whose RESET carries the messages consumed so far
+    # (spec §5.7, a MUST in 1.1). Consumed 0 means the limit was still n when message
+    # n+1 was accepted: a violation, whatever the timing. Consumed more, and the case
+    # tries again on a new stream.
+    seen = []
+    for stream_id in (1, 3, 5):
+        last = data(stream_id, b"", Flags.END_MESSAGE | Flags.END_STREAM)
+        await p.send(data(stream_id) * n + last + data(stream_id, b"after END_STREAM"))
+        decided, answer = await _message_limit_answer(p, stream_id, n)
+        if decided:
+            return answer
+        seen.append(answer)
+    raise CaseSkipped(
+        f"on streams 1, 3 and 5 the peer's application consumed messages before its reader "
+        f"reached message {n + 1} ({'; '.join(seen)}), so its limit may have risen in time "
+        "(spec §8.5): the message limit could not be exceeded"
+    )
+
+
+async def _message_limit_answer(p: Probe, stream_id: int, n: int) -> tuple[bool, str]:
+    """The peer's answer to n+1 messages, END_STREAM, then DATA on ``stream_id``: (True,
+    the case's answer), or (False, what it saw) when the peer may have raised its limit."""
+    raised = False  # a CREDIT on the stream raised its message limit past n
+    while True:
+        f = await p.next_frame(max(p.timeout, 5.0))
+        if f is None or isinstance(f, GoAwayFrame):
+            return True, await p.judge_ending(f, ErrorCode.FLOW_CONTROL_ERROR)
+        if f.stream_id != stream_id:
+            continue
+        if isinstance(f, CreditFrame) and (f.messages_limit or 0) > n:
+            raised = True
+        elif isinstance(f, ResetFrame):
+            if f.code == ErrorCode.STREAM_CLOSED and f.consumed == 0:
+                raise CaseFailed(
+                    f"message {n + 1} on stream {stream_id} was accepted against a limit of "
+                    f"{n}: the RESET STREAM_CLOSED for the DATA after it reports 0 consumed, "
+                    "so the limit had not risen (spec §8.4, §8.5)"
+                )
+            if f.code not in (ErrorCode.STREAM_CLOSED, ErrorCode.REFUSED_STREAM):
+                raise CaseFailed(f"{describe(f)}, expected GOAWAY FLOW_CONTROL_ERROR")
+            return False, f"stream {stream_id}: {describe(f)}, consumed {f.consumed}"
+        elif isinstance(f, DataFrame) and f.end_stream and raised:
+            # It raised the limit, consumed all and ended the stream before the DATA came,
+            # which was then dropped (spec §6.5): the raise may have come in time.
+            return (
+                False,
+                f"stream {stream_id}: its END_STREAM came first, after a CREDIT past {n} messages",
+            )
 
 
 # spec §10: endings and budgets

@@ -170,12 +170,16 @@ class Probe:
         """The peer must end the connection with GOAWAY(code), then close (spec §10.2)."""
         while True:
             f = await self.next_frame(timeout)
-            if f is None:
-                if self.strict:
-                    raise CaseFailed(f"the connection closed without GOAWAY {code.name}")
-                return "closed without GOAWAY"
-            if isinstance(f, GoAwayFrame):
-                break
+            if f is None or isinstance(f, GoAwayFrame):
+                return await self.judge_ending(f, code)
+
+    async def judge_ending(self, f: GoAwayFrame | None, code: ErrorCode) -> str:
+        """The connection is ending with ``f`` (None: it closed without GOAWAY): it must be
+        GOAWAY(code), and then a close with nothing after it (spec §10.2)."""
+        if f is None:
+            if self.strict:
+                raise CaseFailed(f"the connection closed without GOAWAY {code.name}")
+            return "closed without GOAWAY"
         if f.code != code:
             raise CaseFailed(f"{describe(f)} ({f.reason}), expected GOAWAY {code.name}")
         after = await self.next_frame(max(self.timeout, 1.5))
@@ -283,8 +287,17 @@ class Receiver:
         self.eof = False
         self._raw = bytearray()
         self._decoder = FrameDecoder(16 * 1024 * 1024)
+        self._flushed = False
+
+    def advertise(self, settings: Settings) -> None:
+        """Say ``settings`` in our HELLO instead of :data:`SENDER_WINDOWS` (a case that
+        needs, say, a small ``max_streams``); only before the first read or flush."""
+        if self._flushed or self._raw or self.events:
+            raise RuntimeError("advertise() after the HELLO was sent or input was read")
+        self.conn = Connection(Role.ACCEPTOR, settings)
 
     async def flush(self) -> None:
+        self._flushed = True
         data = self.conn.data_to_send()
         if data:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):

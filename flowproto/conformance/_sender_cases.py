@@ -3,20 +3,25 @@
 The sender under test connects once per case; a :class:`Receiver` (the sans-IO core
 with the small windows of :data:`SENDER_WINDOWS`) checks every frame it sends against
 the receiver rules while the case pokes at it: no credit, a PING, a CREDIT over the
-maximum, a RESET.
+maximum, a RESET, a small ``max_streams``, a GOAWAY. The cases run in the order of
+:data:`SENDER_CASES`; new ones go at its end.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
 from flowproto import (
     MAX_COUNTER,
+    BlockedFrame,
+    CreditFrame,
     DataFrame,
     ErrorCode,
+    Event,
     FrameType,
     GoAwayReceived,
     LocalProtocolError,
@@ -25,6 +30,7 @@ from flowproto import (
     PongReceived,
     ResetFrame,
     StreamEnded,
+    StreamReset,
     pack_body,
 )
 
@@ -137,3 +143,142 @@ async def _(r: Receiver, wait: float) -> str:
     if answered:
         raise CaseFailed(f"the sender answered our RESET with {describe(answered[0])}")
     return "no RESET in reply"
+
+
+# --- the sender's streams, and cases on opening them (spec §6.4, §10.4) ----------------------
+
+
+class _SenderStreams:
+    """The sender's streams as this receiver sees them, frame by frame in wire order.
+
+    A stream counts from the first DATA, CREDIT or BLOCKED the sender sends with a new id
+    (spec §6.2) until it is closed in our view: END_STREAM both ways, or a RESET either way
+    (spec §6.3). Our view of a stream closes no later than the sender's (spec §6.4: we send
+    our END_STREAM before the sender can receive it), so a new stream that arrives while
+    ``limit`` of its streams are open in our view was opened past ``max_streams`` in the
+    sender's own count too: a violation, never a race.
+    """
+
+    def __init__(self, r: Receiver, limit: int) -> None:
+        self.r = r
+        self.limit = limit
+        self.open: dict[int, set[str]] = {}  # stream id -> the sides that ended it
+        self.opened: list[int] = []
+        self.peak = 0
+        self._read = 0  # frames of r.frames already seen
+
+    def read(self) -> list[int]:
+        """Take in the frames the sender sent since the last call; the streams they opened.
+
+        Raises:
+            CaseFailed: a stream opened while ``limit`` were open (spec §6.4).
+        """
+        new: list[int] = []
+        for f in self.r.frames[self._read :]:
+            sid = f.stream_id
+            if sid == 0 or sid % 2 == 0:
+                continue  # the connection, or a stream of ours
+            highest = self.opened[-1] if self.opened else 0
+            if isinstance(f, (DataFrame, CreditFrame, BlockedFrame)) and sid > highest:
+                if len(self.open) >= self.limit:  # spec §6.4
+                    raise CaseFailed(
+                        f"the sender opened stream {sid} while {len(self.open)} of its streams "
+                        f"were open; we advertised max_streams {self.limit} (spec §6.4)"
+                    )
+                self.open[sid] = set()
+                self.opened.append(sid)
+                new.append(sid)
+                self.peak = max(self.peak, len(self.open))
+            if isinstance(f, ResetFrame):
+                self.open.pop(sid, None)
+            elif isinstance(f, DataFrame) and f.end_stream:
+                self._ended(sid, "sender")
+        self._read = len(self.r.frames)
+        return new
+
+    def _ended(self, sid: int, side: str) -> None:
+        sides = self.open.get(sid)
+        if sides is not None:
+            sides.add(side)
+            if len(sides) == 2:
+                del self.open[sid]  # END_STREAM both ways: closed (spec §6.3)
+
+    def consume(self, events: Sequence[Event]) -> int:
+        """Consume every message at once, end each stream the sender ended once it is all
+        consumed (the clean end, spec §10.5), drop streams reset by the sender; returns
+        the number of messages."""
+        received = 0
+        for event in events:
+            if isinstance(event, MessagesReceived):
+                received += len(event.messages)
+                self.r.conn.release(
+                    event.stream_id, event.nbytes, len(event.messages), trio.current_time()
+                )
+            elif isinstance(event, StreamEnded):
+                with contextlib.suppress(LocalProtocolError):
+                    self.r.conn.end_stream(event.stream_id)
+                    self._ended(event.stream_id, "receiver")
+            elif isinstance(event, StreamReset):
+                self.open.pop(event.stream_id, None)
+        return received
+
+
+@sender_case("6.4/1", "the sender never has more streams open than our max_streams (2)")
+async def _(r: Receiver, wait: float) -> str:
+    # spec §6.4: "An endpoint MUST NOT open a stream when the number of streams it opened
+    # that are not closed in its own view equals or exceeds the peer's max_streams." A
+    # sender with more streams to send than that waits for one to close, or gives up.
+    limit = 2
+    r.advertise(dataclasses.replace(SENDER_WINDOWS, max_streams=limit))
+    await r.flush()
+    streams = _SenderStreams(r, limit)
+    received = 0
+    with trio.move_on_after(wait):
+        while not r.eof:
+            events = await r.step(flush=False)
+            streams.read()
+            received += streams.consume(events)
+            await r.flush()
+    if not streams.opened:
+        raise CaseFailed("the sender opened no stream")
+    n = len(streams.opened)
+    return (
+        f"{n} stream{'s' if n != 1 else ''}, at most {streams.peak} open at once "
+        f"(max_streams {limit}); {received} messages"
+    )
+
+
+@sender_case("10.4/1", "after our graceful GOAWAY the sender opens no stream; open ones finish")
+async def _(r: Receiver, wait: float) -> str:
+    # spec §10.4: the receiver of a GOAWAY "MUST NOT open new streams", and with NO_ERROR
+    # "continues its streams at or below last_stream to their normal end". With max_streams
+    # 1 and the GOAWAY sent as soon as the sender's first stream opens (we consume nothing
+    # and end no stream before it), the sender has no free slot until it has received the
+    # GOAWAY: any stream it opens after its first breaks §10.4 (or §6.4), whatever the
+    # timing. A sender with more to send than one stream gives that up; one stream finishes.
+    r.advertise(dataclasses.replace(SENDER_WINDOWS, max_streams=1))
+    await r.flush()
+    streams = _SenderStreams(r, 1)
+    await r.until(lambda: bool(streams.read() or streams.opened), "frames opening a stream")
+    last = streams.opened[0]
+    r.conn.close()  # GOAWAY(last_stream = the one stream accepted, NO_ERROR)
+    await r.flush()
+    before = streams.consume(r.events)  # what came with the stream, before the GOAWAY
+    received = before
+    await r.flush()
+    with trio.move_on_after(wait):
+        while not r.eof:
+            events = await r.step(flush=False)
+            for sid in streams.read():
+                raise CaseFailed(
+                    f"the sender opened stream {sid} after our GOAWAY with last_stream "
+                    f"{last} (spec §10.4)"
+                )
+            received += streams.consume(events)
+            await r.flush()
+    ended = any(e.stream_id == last for e in r.of(StreamEnded))
+    return (
+        f"no stream opened after GOAWAY (last_stream {last}); stream {last} "
+        f"{'ended normally' if ended else 'did not end'}, {received - before} messages "
+        "after the GOAWAY"
+    )
