@@ -382,7 +382,11 @@ MUTANTS: list[Mutant] = [
     M("x43", IN, "if length > room_bytes or not room_messages or length > self.max_message:",
       "if length > room_bytes or not room_messages:"),
     M("x44", IN, "                conn.receive(length, 0, \"the connection\")  # short there only: raises\n",
-      "                pass  # short there only: raises\n"),
+      "                pass  # short there only: raises\n",
+      equivalent="it is reached only with the stream in room and the connection short: "
+      "without it the frame goes back to walk(), which hands its header at once to "
+      "_check_data_header, whose _conn_check raises the same FLOW_CONTROL_ERROR with the "
+      "same message before anything else is changed"),
     M("x45", IN, "while n - pos >= HEADER_SIZE and count < room_messages:",
       "while n - pos >= HEADER_SIZE and count <= room_messages:"),
     M("x46", IN, "max_whole = min(self.max_frame, self.max_message)",

@@ -419,6 +419,32 @@ def test_a_batch_cut_short_by_credit_reports_blocked() -> None:
     assert [(f.stream_id, f.bytes_limit, f.messages_limit) for f in blocked] == [(sid, 1000, 20)]
 
 
+@pytest.mark.parametrize("short", ["connection", "stream"])
+def test_blocked_names_only_the_limit_that_is_short(short: str) -> None:
+    """spec §8.7: BLOCKED names the limit the message does not fit; the other limit, which
+    the message fits exactly, is not reported (one stream, 100 bytes sent, then 200 or 150)."""
+    if short == "connection":
+        stream_bytes, connection_bytes, size = 300, 250, 200
+    else:
+        stream_bytes, connection_bytes, size = 200, 250, 150
+    peer = Settings(
+        stream_bytes=stream_bytes,
+        stream_messages=20,
+        connection_bytes=connection_bytes,
+        max_message_bytes=BATCH_M,
+        keepalive_ms=0,
+    )
+    a, _b, sid = stream_to(peer)
+    assert a.send_message(sid, b"s" * 100)
+    a.data_to_send()
+    # left: stream 200 / connection 150 (the message fits the stream exactly), or
+    # stream 100 / connection 150 (it fits the connection exactly)
+    assert not a.send_message(sid, b"s" * size)
+    blocked = of_type(frames_of(a.data_to_send()), BlockedFrame)
+    expected = (0, connection_bytes, None) if short == "connection" else (sid, stream_bytes, 20)
+    assert [(f.stream_id, f.bytes_limit, f.messages_limit) for f in blocked] == [expected]
+
+
 def test_send_message_fills_credit_exactly() -> None:
     """spec §8.3: the single-message path: exactly the credit goes, one byte more waits."""
     a, _b, sid = stream_to(BATCH)
@@ -557,6 +583,25 @@ def test_a_run_never_takes_a_frame_of_another_stream_or_a_fragment() -> None:
     events = feed(b, wire)
     got = {e.stream_id: e.messages for e in of_type(events, MessagesReceived)}
     assert got == {1: [b"x", b"fragment"], 3: [b"y"]}
+
+
+def test_a_frame_over_max_frame_bytes_inside_a_run_is_a_frame_size_error() -> None:
+    """spec §4.2, §4.5: a DATA frame of max_frame_bytes is fine anywhere in a run of whole
+    messages; one byte more is FRAME_SIZE_ERROR there too, even within max_message_bytes."""
+    settings = Settings(
+        stream_bytes=100_000,
+        stream_messages=100,
+        connection_bytes=100_000,
+        max_frame_bytes=16384,
+        max_message_bytes=20_000,
+        keepalive_ms=0,
+    )
+    b = victim(settings)
+    feed(b, data(1, b"o"))
+    events = feed(b, data(1, b"a") + data(1, b"m" * 16384))
+    assert messages(events) == [b"a", b"m" * 16384]
+    wire = data(1, b"a") + data(1, b"M" * 16385)
+    assert connection_error(b, wire) == ErrorCode.FRAME_SIZE_ERROR
 
 
 # --- spec §7.3: fragments summing past max_message_bytes ----------------------------------
@@ -710,14 +755,16 @@ def test_a_negative_credit_limit_is_a_protocol_error() -> None:
     assert connection_error(a, CreditFrame(sid, -1, 10).encode()) == ErrorCode.PROTOCOL_ERROR
 
 
-@pytest.mark.parametrize("frame_type", ["RESET", "CREDIT"])
+@pytest.mark.parametrize("frame_type", ["RESET", "REJECTED", "CREDIT"])
 def test_consumed_may_equal_the_messages_sent_and_not_one_more(frame_type: str) -> None:
-    """spec §5.3, §5.7: a peer cannot have consumed a message that was never sent."""
+    """spec §5.3, §5.7: a peer cannot have consumed (or accepted) a message never sent."""
     for consumed, ok in ((3, True), (4, False)):
         a, sid = sender_with_stream()
         assert a.send_messages(sid, [b"1", b"2", b"3"]) == 3
         if frame_type == "RESET":
             wire = ResetFrame(sid, ErrorCode.CANCEL, "", consumed).encode()
+        elif frame_type == "REJECTED":
+            wire = ResetFrame(sid, ErrorCode.REJECTED, "", consumed).encode()
         else:
             wire = CreditFrame(sid, 1 << 30, 1 << 20, consumed).encode()
         if ok:
@@ -788,6 +835,25 @@ def test_a_credit_reporting_more_consumed_or_opening_a_stream_is_progress() -> N
     assert a.glitches == 0
     feed(a, CreditFrame(sid, PEER.stream_bytes, PEER.stream_messages, 1).encode())
     assert a.glitches == 1  # the same again: nothing new
+
+
+def test_credits_raising_exactly_the_bytes_sent_are_funded_and_one_byte_more_is_not() -> None:
+    """spec §10.7.1 (1.1): small CREDITs are never charged while the sum of their raises is
+    at most the bytes sent and their number at most the messages begun; past that, charged."""
+    a, sid = sender_with_stream()
+    assert a.send_messages(sid, [b"m" * 70, b"m" * 30]) == 2  # 100 bytes, 2 messages
+    limit = PEER.stream_bytes
+    for raise_by in (60, 40):  # 100 bytes in 2 CREDITs: exactly what was sent
+        limit += raise_by
+        feed(a, CreditFrame(sid, limit, PEER.stream_messages).encode())  # no "consumed"
+    assert a.glitches == 0
+    feed(a, CreditFrame(sid, limit + 1, PEER.stream_messages).encode())
+    assert a.glitches == 1  # a third: more CREDITs than messages, and 101 bytes
+    conn_limit = PEER.connection_bytes + 100  # the connection's own sums: 100 bytes at once
+    feed(a, CreditFrame(0, conn_limit).encode())
+    assert a.glitches == 1
+    feed(a, CreditFrame(0, conn_limit + 1).encode())
+    assert a.glitches == 2
 
 
 def test_a_non_final_fragment_of_1024_bytes_is_free_and_of_1023_a_glitch() -> None:
@@ -913,6 +979,17 @@ def test_a_repeated_close_never_raises_last_stream() -> None:
     b.close(ErrorCode.INTERNAL_ERROR)
     (second,) = of_type(frames_of(b.data_to_send()), GoAwayFrame)
     assert (first.last_stream, second.last_stream) == (1, 1)
+
+
+def test_a_reset_on_an_idle_stream_of_ours_is_an_error_even_after_our_goaway() -> None:
+    """spec §5.7, §10.4: after our GOAWAY a RESET on an idle peer id above its last_stream
+    is ignored; on an idle id of our own parity it is still PROTOCOL_ERROR."""
+    b = victim()  # the acceptor: its own ids are even
+    b.close()  # GOAWAY with last_stream 0
+    feed(b, ResetFrame(3, ErrorCode.CANCEL, "", 0).encode())  # the peer's, not processed
+    assert connection_error(b, ResetFrame(2, ErrorCode.CANCEL, "", 0).encode()) == (
+        ErrorCode.PROTOCOL_ERROR
+    )
 
 
 # --- spec §8.4, §8.5: ReceiveWindow's own arithmetic -----------------------------------------
@@ -1420,6 +1497,48 @@ def test_keepalive_pings_at_exactly_the_interval_and_fails_at_exactly_the_timeou
         conn.handle_timeout(13.0)
 
 
+HEADER_BYTES = len(DataFrame(1, b"").encode())
+
+
+def test_a_frame_is_due_whole_at_exactly_10_s_plus_its_length_over_min_frame_rate() -> None:
+    """spec §11 (1.1): first byte at t, length L: due by t + 10 s + L / MIN_FRAME_RATE,
+    inclusive; L counts as soon as the whole header is in, the header alone too."""
+    rate = core("MIN_FRAME_RATE")
+    b = victim()
+    feed(b, data(1, b"x" * rate)[:HEADER_BYTES], 100.0)  # exactly the header: L = rate
+    assert b.next_deadline() == 100.0 + 10.0 + 1.0
+    b.handle_timeout(110.5)  # past 10 s, within 10 s + L / rate
+    with pytest.raises(flowproto.FrameTimeout):
+        b.handle_timeout(111.0)
+
+
+def test_a_frame_begun_with_the_end_of_another_is_timed_from_that_receipt() -> None:
+    """spec §11 (1.1): each frame has its own timer, from the receipt that brought its
+    first byte, even when that receipt also completed the frame before it."""
+    rate = core("MIN_FRAME_RATE")
+    b = victim()
+    first, second = data(1, b"a" * 100), data(1, b"b" * 100)
+    feed(b, first[:20], 5.0)
+    assert b.next_deadline() == 5.0 + 10.0 + 100 / rate
+    feed(b, first[20:] + second[:20], 6.0)
+    assert b.next_deadline() == 6.0 + 10.0 + 100 / rate
+
+
+def test_the_ping_timeout_waits_for_a_frame_in_progress() -> None:
+    """spec §11 (1.1): the keepalive PING's timeout does not expire before the deadline of
+    a frame partly received; the frame's own timeout ends the connection then."""
+    conn = Connection(Role.ACCEPTOR, Settings(keepalive_ms=1000), ping_timeout=2.0)
+    feed(conn, PREFACE + HelloFrame(PEER).encode(), 10.0)
+    conn.data_to_send()
+    conn.handle_timeout(11.0)  # the keepalive PING: unanswered, due at 13 s
+    assert of_type(frames_of(conn.data_to_send()), PingFrame)
+    feed(conn, data(1, b"x" * 65536)[:1000], 12.0)  # a frame begins: due at 12 + 10 + 4
+    assert conn.next_deadline() == 26.0
+    conn.handle_timeout(13.0)
+    with pytest.raises(flowproto.FrameTimeout):
+        conn.handle_timeout(26.0)
+
+
 def test_blocked_repeats_at_exactly_the_blocked_interval() -> None:
     """spec §8.7: a repeat is due at ``last sent + blocked_interval``, inclusive."""
     peer = Settings(
@@ -1466,6 +1585,26 @@ def test_the_final_consumed_report_goes_once_and_only_when_everything_is_consume
     b = victim()
     feed(b, data(1, b"", end_message=False, end_stream=True))  # nothing to report
     assert of_type(frames_of(b.data_to_send()), CreditFrame) == []
+
+
+def test_the_count_consumed_so_far_goes_before_our_end_stream_only_when_it_is_news() -> None:
+    """spec §10.5 (1.1): ending a stream the peer ended, with messages still unconsumed,
+    reports the count consumed so far just before END_STREAM, unless the peer has it."""
+    wire = data(1, b"a") + data(1, b"b") + data(1, b"", end_message=False, end_stream=True)
+    b = victim()
+    feed(b, wire)
+    b.end_stream(1)  # nothing consumed yet: 0 is what the peer already knows
+    assert of_type(frames_of(b.data_to_send()), CreditFrame) == []
+    b = victim()
+    feed(b, wire)
+    b.release(1, 1, 1, now=NOW)
+    b.data_to_send()
+    b.end_stream(1)
+    frames = frames_of(b.data_to_send())
+    assert [(type(f), getattr(f, "consumed", None)) for f in frames] == [
+        (CreditFrame, 1),
+        (DataFrame, None),
+    ]
 
 
 # --- spec §12 and §3.2: the tables of the spec are the code's defaults ----------------------
@@ -1595,7 +1734,9 @@ def test_the_reference_values_are_those_of_spec_section_12() -> None:
     step = spec_number(value["smallest free unfunded CREDIT raise"])
     assert step == limits.min_credit_step
     # 1.1: 10 s + length / MIN_FRAME_RATE, for a frame and for each write
-    assert numbers(value["frame timeout"])[0] / 1000 == core("DEFAULT_FRAME_TIMEOUT")
+    frame_timeout = numbers(value["frame timeout"])[0] / 1000
+    assert frame_timeout == core("FRAME_TIMEOUT") == core("DEFAULT_FRAME_TIMEOUT")  # core, Trio
+    assert connection_defaults["frame_timeout"].default == frame_timeout
     assert spec_number(value["queued output before `send()` waits"]) == core("MAX_SEND_BACKLOG")
     timeout_ms, chunk = numbers(value["write timeout"])[:2]
     assert (timeout_ms / 1000, chunk) == (core("DEFAULT_WRITE_TIMEOUT"), core("WRITE_CHUNK"))
@@ -1691,6 +1832,10 @@ def test_eof_after_a_goaway_is_clean_only_with_no_stream_open() -> None:
     assert (closed.clean, closed.truncated) == (False, False)
     b = victim()
     feed(b, GoAwayFrame(0, ErrorCode.NO_ERROR).encode())
+    (closed,) = feed(b, b"")
+    assert (closed.clean, closed.truncated) == (True, False)
+    b = victim()
+    b.close()  # a GOAWAY either way will do: here ours
     (closed,) = feed(b, b"")
     assert (closed.clean, closed.truncated) == (True, False)
 
