@@ -394,7 +394,7 @@ MUTANTS: list[Mutant] = [
     M("x47", IN, "or nbytes + length > room_bytes", "or nbytes + length > room_bytes + 1"),
     M("x48", IN, "or nbytes + length > room_bytes", "or nbytes + length >= room_bytes",
       equivalent="a message that exactly fills the room leaves the run and is taken by the "
-      "outer loop's checks, which accept it into the same batch"),
+      "next call of _whole_messages from walk(), whose checks accept it into the same batch"),
     M("x49", C, "            stream.advertised_bytes - stream.received_bytes,\n            conn.advertised_bytes - conn.received_bytes,\n",
       "            stream.advertised_bytes - stream.received_bytes,\n            stream.advertised_bytes - stream.received_bytes,\n"),
     M("x50", IN, "                or end > n\n",
