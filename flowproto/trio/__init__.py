@@ -52,12 +52,9 @@ from ._errors import (
     StreamResetError,
 )
 from ._serve import (
-    DEFAULT_UNIX_MODE,
-    UnixSocketListener,
     open_connection,
     open_flow_connection,
     open_unix_connection,
-    open_unix_listener,
     serve,
     serve_connection,
     serve_listeners,
@@ -65,6 +62,7 @@ from ._serve import (
     serve_unix,
 )
 from ._stream import FlowStream
+from ._unix import DEFAULT_UNIX_MODE, UnixSocketListener, open_unix_listener
 
 _serve_connection = serve_connection  # the old private name, kept for callers of it
 
