@@ -7,6 +7,7 @@ turns received bytes into events and queues bytes to send. Trio users import
 
 from ._autotune import (
     FLOOR_MESSAGES,
+    Admission,
     AutoTune,
     MemoryBudget,
     RateEstimator,
@@ -86,6 +87,7 @@ __all__ = [
     "MIN_FRAME_RATE",
     "PREFACE",
     "VERSION",
+    "Admission",
     "AutoTune",
     "BlockedFrame",
     "Codec",

@@ -18,6 +18,7 @@ from typing import Final
 from ._credit import ReceiveWindow
 
 __all__ = [
+    "Admission",
     "AutoTune",
     "MemoryBudget",
     "RateEstimator",
@@ -402,6 +403,18 @@ def _bounded(value: float, low: int, high: int) -> tuple[int, bool, bool]:
     return n, False, False
 
 
+class Admission(enum.Enum):
+    """What a memory budget says to a newcomer (spec §8.9 B2)."""
+
+    #: Its floor fits in the free room now: admit it.
+    ADMIT = "admit"
+    #: The floors fit, but the room is lent out to members above their floors: it fits
+    #: once they consume. An I/O layer may wait for that (``wait``/``stop_waiting``).
+    WAIT = "wait"
+    #: Even the floors do not fit: refuse it (GOAWAY OVERLOADED, retryable).
+    REFUSE = "refuse"
+
+
 class MemoryBudget:
     """A cap on the credit that many connections of one receiver grant together (spec §8.9).
 
@@ -412,15 +425,20 @@ class MemoryBudget:
     - **B1** A member's commitment is ``conn_limit - conn_consumed``, the most its peer
       can make it hold (spec §8.4); ``committed`` is their sum and never exceeds
       ``capacity`` (``peak`` records the most it reached).
-    - **B2** A connection is admitted with an initial window of
-      ``min(connection_bytes, free // 16)``, at least its floor, if ``free``
-      (``capacity - committed``) covers the floor; otherwise it is refused. A small start
-      leaves room for the connections that arrive together; tuning grows it to its share.
-    - **B3** Shares are max-min fair: each member gets its floor, and what is left is
-      shared out by water-filling over what members want above their floors.
-    - **B4** A raise of a member's limit is cut to ``max(need, min(raise, free))``,
-      where ``need`` is what the floor of spec §8.5 requires; a cut raise below the
-      replenish threshold is not sent unless needed.
+    - **B2** A newcomer with floor ``F`` is refused only if the floors cannot all fit:
+      ``floors + waiting + F > capacity``. Otherwise it is admitted if ``room = free -
+      waiting`` covers ``F``, with an initial window of ``min(connection_bytes, room //
+      16)``, at least ``F``; if not, the room is lent out, and an I/O layer may hold the
+      newcomer (counted in ``waiting``) until members consume and it fits
+      (:meth:`admission`). A small start leaves room for the connections that arrive
+      together; tuning grows it to its share.
+    - **B3** Shares are max-min fair: each member gets its floor, and what is left of
+      ``capacity - waiting`` is shared out by water-filling over what members want above
+      their floors.
+    - **B4** A raise of a member's limit is cut to ``max(need, min(raise, free -
+      waiting))``, where ``need`` is what the floor of spec §8.5 requires; a cut raise
+      below the replenish threshold is not sent unless needed. Room freed by consumption
+      thus goes to the waiting newcomers first.
     - **B5** ``need`` never exceeds what was just consumed, so B4 never takes
       ``committed`` above ``capacity``.
     """
@@ -434,6 +452,9 @@ class MemoryBudget:
         self.committed = 0
         self.peak = 0
         self.refused = 0
+        self.floors = 0  # the members' floors, summed (B2)
+        self.waiting = 0  # the floors of newcomers waiting for room (B2)
+        self.waits = 0  # newcomers that had to wait for room, in all
         self._members: dict[ReceiveWindow, list[int]] = {}  # member -> [floor, demand]
         self._shares: dict[ReceiveWindow, int] | None = None
 
@@ -456,26 +477,57 @@ class MemoryBudget:
         if self.committed > self.peak:
             self.peak = self.committed
 
+    def admission(self, floor: int, *, waiting: bool = False) -> Admission:
+        """B2's verdict for a newcomer whose floor is ``floor`` bytes.
+
+        ``waiting``: the newcomer is one of those counted in ``waiting`` (it called
+        :meth:`wait`), so its own floor is not held against it.
+        """
+        others = self.waiting - floor if waiting else self.waiting
+        if self.floors + others + floor > self.capacity:
+            return Admission.REFUSE
+        if self.capacity - self.committed - others >= floor:
+            return Admission.ADMIT
+        return Admission.WAIT
+
+    def wait(self, floor: int) -> None:
+        """A newcomer waits for room (B2): B3 and B4 keep ``floor`` bytes aside for it."""
+        self.waiting += floor
+        self.waits += 1
+        self._shares = None
+
+    def stop_waiting(self, floor: int) -> None:
+        """The newcomer of :meth:`wait` stops waiting (admitted next, or given up)."""
+        self.waiting -= floor
+        self._shares = None
+
     def initial_window(self, want: int, floor: int) -> int | None:
-        """The initial connection window for a newcomer, or ``None`` to refuse it (B2)."""
-        free = self.free
-        if free < floor:
+        """The initial connection window for a newcomer, or ``None`` to refuse it (B2).
+
+        A newcomer that would have to wait is refused here: waiting is the I/O layer's
+        (:meth:`admission`, :meth:`wait`), before it makes the connection.
+        """
+        if self.admission(floor) is not Admission.ADMIT:
             self.refused += 1
             return None
-        return max(floor, min(want, free // ADMISSION_SHARE))
+        room = self.capacity - self.committed - self.waiting
+        return max(floor, min(want, room // ADMISSION_SHARE))
 
     def join(self, member: ReceiveWindow, floor: int, demand: int) -> None:
         """Count ``member``'s commitment from now on (B1)."""
         member.budget = self
         self._members[member] = [floor, demand]
+        self.floors += floor
         self.committed += member.advertised_bytes - member.consumed_bytes
         self.note_peak()
         self._shares = None
 
     def leave(self, member: ReceiveWindow) -> None:
         """Stop counting ``member`` (its connection closed); leaving twice does nothing."""
-        if self._members.pop(member, None) is None:
+        entry = self._members.pop(member, None)
+        if entry is None:
             return
+        self.floors -= entry[0]
         member.budget = None
         self.committed -= member.advertised_bytes - member.consumed_bytes
         self._shares = None
@@ -497,7 +549,7 @@ class MemoryBudget:
     def _water_fill(self) -> dict[ReceiveWindow, int]:
         members = self._members
         shares = {m: floor for m, (floor, _) in members.items()}
-        extra = self.capacity - sum(shares.values())
+        extra = self.capacity - self.waiting - self.floors  # B3: room is kept for waiters
         wants = sorted(
             ((max(0, demand - floor), m) for m, (floor, demand) in members.items()),
             key=lambda item: item[0],
@@ -514,4 +566,4 @@ class MemoryBudget:
 
     def clip(self, grant: int, need: int) -> int:
         """How much of a raise of ``grant`` bytes the budget allows (B4)."""
-        return max(need, min(grant, self.capacity - self.committed), 0)
+        return max(need, min(grant, self.capacity - self.committed - self.waiting), 0)

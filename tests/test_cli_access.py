@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trio
 import trustme
 from click.testing import CliRunner
 
 from flowproto.cli import main
+from flowproto.trio import open_connection
 
 TIMEOUT = 60
 FLOWPROTO = [sys.executable, "-m", "flowproto"]
@@ -463,6 +465,45 @@ def test_out_of_descriptors_the_receiver_backs_off_with_one_line_and_no_tracebac
 
 
 # --- 4. the sender retries a receiver that is overloaded ----------------------------------------
+
+
+def test_fifty_senders_at_once_under_a_4_mib_budget_all_complete_unrefused() -> None:
+    """Issue 12, defect 5 as reported (47 of 50 refused): the receiver's 4 MiB holds the 50
+    floors (64 KiB for 32 KiB messages), so none is refused; those that find the room lent
+    out wait for it (spec §8.9 B2) and every message arrives. The 50 senders are library
+    clients in this process, all connecting at once, each sending 100 messages."""
+
+    async def one(host: str, port: int) -> int:
+        async with open_connection(host, port, codec="raw", handshake_timeout=TIMEOUT) as conn:
+            stream = await conn.open_stream()
+            for _ in range(10):
+                await stream.send_many([b"m" * 1000] * 10)
+            await stream.aclose()
+            async for _ in stream:
+                pass
+            return stream.statistics().delivered or 0
+
+    async def fifty(address: str) -> list[int]:
+        host, port = address.rsplit(":", 1)
+        delivered: list[int] = []
+
+        async def run() -> None:
+            delivered.append(await one(host, int(port)))
+
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                for _ in range(50):
+                    nursery.start_soon(run)
+        return delivered
+
+    args = ["--listen", "127.0.0.1:0", "--raw", "-q", "--memory-budget", "4194304"]
+    with receiver(*args, "--max-message", "32768") as (recv, address):
+        delivered = trio.run(fifty, address)
+        status, _, stderr = recv.interrupt()
+    assert delivered == [100] * 50
+    assert status == 130, stderr
+    assert "received 5000 messages" in stderr, stderr
+    assert "refused" not in stderr and "Traceback" not in stderr, stderr
 
 
 def test_twenty_senders_under_a_4_mib_budget_and_a_cap_of_3_connections_all_complete() -> None:

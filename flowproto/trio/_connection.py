@@ -45,6 +45,7 @@ from .. import (
     StreamState,
     get_codec,
 )
+from ._admission import room_freed
 from ._constants import (
     CLOSE_LINGER,
     DEFAULT_CLOSE_GRACE,
@@ -201,7 +202,9 @@ class FlowConnection:
                     await self._discard_input()
                 nursery.cancel_scope.cancel()
         finally:
+            budget = self._core.budget
             self._core.leave_budget()  # spec §8.9 B1: nothing more arrives
+            room_freed(budget)  # spec §8.9 B2: its room may admit a waiting newcomer
             self._closed.set()
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.transport)

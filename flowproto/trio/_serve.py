@@ -40,6 +40,7 @@ from .. import (
     Role,
     Settings,
 )
+from ._admission import wait_for_room
 from ._connection import FlowConnection
 from ._constants import (
     DEFAULT_CLOSE_GRACE,
@@ -119,6 +120,10 @@ async def open_flow_connection(
         ConnectionLostError: the transport failed or the peer broke the protocol.
     """
     role = Role.INITIATOR if initiator else Role.ACCEPTOR
+    if memory_budget is not None:
+        # spec §8.9 B2: floors that fit but room lent out: wait (within the handshake
+        # time) for members to consume, then make the connection without yielding.
+        await wait_for_room(memory_budget, settings, handshake_timeout)
     conn = FlowConnection(
         transport,
         role,

@@ -13,6 +13,7 @@ if sys.version_info < (3, 11):  # trio depends on the backport there
     pass  # type: ignore[import-not-found, unused-ignore]
 
 from .. import Codec, ErrorCode, Pacer, RateEstimator, RawCodec, StreamState, StreamStatistics
+from ._admission import room_freed
 from ._constants import (
     MAX_SEND_BACKLOG,
     PACING_HEADROOM,
@@ -382,6 +383,9 @@ class FlowStream:
         now = trio.current_time()
         credit = link.core.release(self.stream_id, nbytes, count, now)  # spec §8.5; §8.9 tunes
         link.wake_writer()
+        budget = link.core.budget
+        if budget is not None and budget.waiting:
+            room_freed(budget)  # spec §8.9 B2: the consumed room may admit a newcomer
         if self._ended and not self._inbox and not self._held:
             link.stream_changed(self.stream_id, False)
         return credit
