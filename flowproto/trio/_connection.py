@@ -94,6 +94,8 @@ class FlowConnection:
         )
         # What this connection shares with its streams (counters, backlog, wake-ups).
         self._link = StreamLink(self._core, pacing, self._stream_changed)
+        if isinstance(transport, trio.SocketStream):
+            self._link.socket = transport.socket  # direct writes (StreamLink.flush)
         self._write_timeout = write_timeout
         self._codec_spec = codec
         self._streams: dict[int, FlowStream] = {}
@@ -262,7 +264,7 @@ class FlowConnection:
                         self._wake_timer()  # it may sleep past the new frame's deadline
                     self._timing_frame = bool(held)
                 if core.has_data_to_send:
-                    self._wake_writer()
+                    self._link.flush()  # replies (CREDIT, PONG) go out before the next read
                 if core.state is ConnectionState.CLOSED:
                     if self._lost is None:
                         self._fail(self._closed_error())
@@ -395,12 +397,18 @@ class FlowConnection:
 
     async def _writer(self) -> None:
         core = self._core
+        link = self._link
         try:
             while True:
-                data = core.data_to_send()
+                data: bytes | memoryview = link.leftover  # what a flush() could not write
                 if data:
-                    self._link.backlog = 0
-                    self._link.backlog_lot.unpark_all()
+                    link.leftover = b""
+                else:
+                    data = core.data_to_send()
+                if data:
+                    link.backlog = 0
+                    link.unyielded_bytes = 0  # the senders let the writer run
+                    link.backlog_lot.unpark_all()
                     try:
                         written = await self._write(data)
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -427,7 +435,7 @@ class FlowConnection:
             self._link.backlog_lot.unpark_all()
             self._stream_change.unpark_all()
 
-    async def _write(self, data: bytes) -> bool:
+    async def _write(self, data: bytes | memoryview) -> bool:
         """Send ``data``; False if a chunk of it stalled for the write timeout (spec §11)."""
         # spec §11 (1.1): a write of n bytes is allowed write_timeout + n / MIN_FRAME_RATE.
         send_all = self.transport.send_all

@@ -183,7 +183,10 @@ class FlowStream:
                 link.bytes_sent += nbytes
                 link.backlog += nbytes + 10 * n
                 sent += n
-                link.wake_writer()
+                if link.unyielded_bytes or total != nbytes:
+                    link.wake_writer()  # the writer takes it with what follows, in one write
+                else:
+                    link.flush()  # the first since the writer ran: out now, no task switch
             if sent == len(payloads):
                 break
             # Not enough credit for the next message: wait for CREDIT (spec §8.3, §8.7).
@@ -198,6 +201,8 @@ class FlowStream:
                 waited = trio.current_time() - start
                 self.seconds_blocked += waited
                 link.seconds_blocked += waited
+        # Counted even when flush() wrote it: the next send before this task waits goes
+        # through the writer, so a loop of sends makes one write per yield, not per message.
         link.unyielded_bytes += total + 16 * len(payloads)
         if link.unyielded_bytes >= YIELD_AFTER_BYTES:
             # Let the writer drain what is queued: this keeps the output small and the
@@ -356,6 +361,8 @@ class FlowStream:
         start = trio.current_time()
         self.starvation_events += 1
         self._link.starvation_events += 1
+        self._link.flush()  # what this task queued (CREDIT, replies) goes out before it waits
+        self._link.unyielded_bytes = 0  # this task waits: the next send may write at once
         try:
             while not self._inbox:
                 self._check_receive()
@@ -382,7 +389,8 @@ class FlowStream:
         link.bytes_received += nbytes
         now = trio.current_time()
         credit = link.core.release(self.stream_id, nbytes, count, now)  # spec §8.5; §8.9 tunes
-        link.wake_writer()
+        if link.core.has_data_to_send:
+            link.flush()  # the CREDIT goes out now, whatever the consumer does next
         budget = link.core.budget
         if budget is not None and budget.waiting:
             room_freed(budget)  # spec §8.9 B2: the consumed room may admit a newcomer

@@ -1,0 +1,143 @@
+"""Writes from the calling task (issue 13, latency): StreamLink.flush().
+
+Over a plain socket, a send() when nothing is queued writes its frame from the sending
+task, so the bytes are in the kernel when send() returns, without a scheduler round to
+the writer task. A loop of sends still makes one write per yield, not one per message; a
+write the kernel takes only in part hands the rest to the writer, byte for byte. Real
+socket pairs; the peer's kernel buffer is read with MSG_PEEK on a duplicated descriptor,
+which no task of the test can race with (nothing yields between send() and the peek).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+import trio.testing
+
+from flowproto.trio import FlowConnection, open_flow_connection
+
+KIB = 1024
+
+
+def peek(sock: trio.socket.SocketType) -> bytes:
+    """What the kernel holds unread on ``sock`` (b"" if nothing), without taking it."""
+    dup = socket.socket(fileno=os.dup(sock.fileno()))
+    try:
+        return dup.recv(16 * 1024 * 1024, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+    finally:
+        dup.close()
+
+
+@asynccontextmanager
+async def socket_pair(
+    buffer_size: int | None = None,
+) -> AsyncIterator[tuple[FlowConnection, FlowConnection, trio.socket.SocketType]]:
+    """(client, server, the server's socket) over a Unix socket pair."""
+    a, b = trio.socket.socketpair()
+    if buffer_size is not None:
+        for s in (a, b):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer_size)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)
+    box: list[FlowConnection] = []
+    ready = trio.Event()
+    done = trio.Event()
+
+    async def run_server() -> None:
+        async with open_flow_connection(
+            trio.SocketStream(b), initiator=False, codec="raw", close_grace=0
+        ) as conn:
+            box.append(conn)
+            ready.set()
+            await done.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_server)
+        async with open_flow_connection(
+            trio.SocketStream(a),
+            codec="raw",
+            close_grace=0,  # streams stay open: no wait
+        ) as conn:
+            await ready.wait()
+            try:
+                yield conn, box[0], b
+            finally:
+                done.set()
+
+
+async def test_a_send_is_in_the_kernel_when_it_returns() -> None:
+    async with socket_pair() as (client, server, server_sock):
+        stream = await client.open_stream()
+        await stream.send(b"first")
+        peer = await server.accept_stream()
+        assert await peer.receive() == b"first"
+        await trio.testing.wait_all_tasks_blocked()  # the server's reader waits for bytes
+        assert peek(server_sock) == b""
+
+        await stream.send(b"ping")
+        # No task ran since send() returned: only a write from send() itself put it there.
+        assert peek(server_sock).endswith(b"ping")  # spec §7.1: the DATA frame's body
+        assert await peer.receive() == b"ping"
+
+
+async def test_a_loop_of_sends_writes_once_per_yield_not_once_per_message() -> None:
+    async with socket_pair() as (client, server, server_sock):
+        stream = await client.open_stream()
+        await stream.send(b"warm-up")
+        peer = await server.accept_stream()
+        assert await peer.receive() == b"warm-up"
+        await trio.testing.wait_all_tasks_blocked()
+
+        for i in range(50):
+            await stream.send(b"m%02d" % i)
+        held = peek(server_sock)
+        assert held.endswith(b"m00")  # the first went out at once; the rest wait together
+        assert b"m01" not in held
+        assert [await peer.receive() for _ in range(50)] == [b"m%02d" % i for i in range(50)]
+
+
+async def test_a_partial_direct_write_hands_the_rest_to_the_writer_intact() -> None:
+    payloads = [bytes([i]) * (200 * KIB + i) for i in range(1, 6)]
+    async with socket_pair(buffer_size=8 * KIB) as (client, server, server_sock):
+        stream = await client.open_stream()
+        await stream.send(b"warm-up")
+        peer = await server.accept_stream()
+        assert await peer.receive() == b"warm-up"
+        await trio.testing.wait_all_tasks_blocked()
+
+        await stream.send(payloads[0])
+        held = len(peek(server_sock))
+        assert 0 < held < len(payloads[0])  # the kernel took a part from send() itself
+        received: list[bytes] = []
+
+        async def consume() -> None:
+            for _ in payloads:
+                received.append(await peer.receive())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            for payload in payloads[1:]:
+                await stream.send(payload)
+        assert received == payloads
+
+
+async def test_ping_pong_over_a_socket_pair_delivers_every_reply_in_order() -> None:
+    async with socket_pair() as (client, server, _):
+        stream = await client.open_stream()
+
+        async def echo() -> None:
+            peer = await server.accept_stream()
+            async for message in peer:
+                await peer.send(message[::-1])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(echo)
+            for i in range(300):
+                await stream.send(b"%d-abc" % i)
+                assert await stream.receive() == (b"%d-abc" % i)[::-1]
+            await stream.aclose()
