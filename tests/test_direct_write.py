@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 import trio
 import trio.testing
 
-from flowproto.trio import FlowConnection, open_flow_connection
+from flowproto.trio import FlowConnection, FlowStream, open_flow_connection
 
 KIB = 1024
 
@@ -70,15 +70,22 @@ async def socket_pair(
                 done.set()
 
 
+async def opened(
+    client: FlowConnection, server: FlowConnection, server_sock: trio.socket.SocketType
+) -> tuple[FlowStream, FlowStream]:
+    """A stream both sides know, with nothing in flight and the server's reader waiting."""
+    stream = await client.open_stream()
+    await stream.send(b"warm-up")
+    peer = await server.accept_stream()
+    assert await peer.receive() == b"warm-up"
+    await trio.testing.wait_all_tasks_blocked()  # the server's reader waits for bytes
+    assert peek(server_sock) == b""
+    return stream, peer
+
+
 async def test_a_send_is_in_the_kernel_when_it_returns() -> None:
     async with socket_pair() as (client, server, server_sock):
-        stream = await client.open_stream()
-        await stream.send(b"first")
-        peer = await server.accept_stream()
-        assert await peer.receive() == b"first"
-        await trio.testing.wait_all_tasks_blocked()  # the server's reader waits for bytes
-        assert peek(server_sock) == b""
-
+        stream, peer = await opened(client, server, server_sock)
         await stream.send(b"ping")
         # No task ran since send() returned: only a write from send() itself put it there.
         assert peek(server_sock).endswith(b"ping")  # spec §7.1: the DATA frame's body
@@ -87,12 +94,7 @@ async def test_a_send_is_in_the_kernel_when_it_returns() -> None:
 
 async def test_a_loop_of_sends_writes_once_per_yield_not_once_per_message() -> None:
     async with socket_pair() as (client, server, server_sock):
-        stream = await client.open_stream()
-        await stream.send(b"warm-up")
-        peer = await server.accept_stream()
-        assert await peer.receive() == b"warm-up"
-        await trio.testing.wait_all_tasks_blocked()
-
+        stream, peer = await opened(client, server, server_sock)
         for i in range(50):
             await stream.send(b"m%02d" % i)
         held = peek(server_sock)
@@ -104,12 +106,7 @@ async def test_a_loop_of_sends_writes_once_per_yield_not_once_per_message() -> N
 async def test_a_partial_direct_write_hands_the_rest_to_the_writer_intact() -> None:
     payloads = [bytes([i]) * (200 * KIB + i) for i in range(1, 6)]
     async with socket_pair(buffer_size=8 * KIB) as (client, server, server_sock):
-        stream = await client.open_stream()
-        await stream.send(b"warm-up")
-        peer = await server.accept_stream()
-        assert await peer.receive() == b"warm-up"
-        await trio.testing.wait_all_tasks_blocked()
-
+        stream, peer = await opened(client, server, server_sock)
         await stream.send(payloads[0])
         held = len(peek(server_sock))
         assert 0 < held < len(payloads[0])  # the kernel took a part from send() itself
