@@ -208,6 +208,28 @@ def test_a_file_sent_raw_arrives_byte_identical(tmp_path: Path) -> None:
     assert sha256(out) == sha256(source)
 
 
+@pytest.mark.parametrize("chunk", [65536, 1000])
+def test_a_file_goes_in_whole_chunks_read_by_the_block(tmp_path: Path, chunk: int) -> None:
+    # Unpaced, send reads READ_BLOCK at a time (whole chunks) and sends each block's
+    # chunks as one batch: every chunk but the last is --chunk-size, across block ends.
+    size = 2 * 1024 * 1024 + 12_345
+    source = tmp_path / "in.bin"
+    source.write_bytes(os.urandom(size))
+    out = tmp_path / "out.bin"
+    with receiver("--output", str(out), "--once", "--raw", cwd=tmp_path) as r:
+        sent = run_flowproto(
+            *("send", "--connect", f"127.0.0.1:{r.port}", "--input", str(source), "--raw"),
+            *("--chunk-size", str(chunk), "--json"),
+        )
+        status, _, stderr = r.finish()
+    assert sent.returncode == 0, sent.stderr
+    assert status == 0, stderr
+    summary = json.loads(sent.stdout)
+    assert summary["messages"] == summary["delivered"] == -(-size // chunk)
+    assert summary["bytes"] == size
+    assert sha256(out) == sha256(source)
+
+
 def test_generated_messages_are_all_reported_delivered(tmp_path: Path) -> None:
     with receiver("--once", "--latency", "--json", "-q", cwd=tmp_path) as r:
         sent = run_flowproto(

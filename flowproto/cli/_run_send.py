@@ -173,12 +173,23 @@ class _Sender:
         msgpack_mode = self.opts.codec == "msgpack"
         if not self.opts.lines:
             size = self.opts.chunk_size
-            while True:
-                chunk = await trio.to_thread.run_sync(read, size)
-                if not chunk:
-                    return
-                await self.pace.wait()
-                await stream.send(chunk)
+            if self.pace.active:  # --rate, --delay: one chunk at a time, on schedule
+                while chunk := await trio.to_thread.run_sync(read, size):
+                    await self.pace.wait()
+                    await stream.send(chunk)
+                return
+            # Unpaced: read whole chunks by the block (one thread hop per READ_BLOCK, not
+            # per chunk) and send each block's chunks in one batch.
+            block_size = max(size, READ_BLOCK // size * size)
+            while data := await trio.to_thread.run_sync(read, block_size):
+                if len(data) <= size:
+                    await stream.send(data)
+                else:
+                    view = memoryview(data)
+                    await stream.send_many(
+                        [bytes(view[i : i + size]) for i in range(0, len(data), size)]
+                    )
+            return
         pending = b""
         while True:
             block = await trio.to_thread.run_sync(read, READ_BLOCK)
