@@ -121,6 +121,23 @@ def test_help_lists_every_command() -> None:
         assert command in result.output
 
 
+@pytest.mark.parametrize("command", [[], ["demo"], ["receive"], ["send"], ["conformance"]])
+def test_dash_h_is_help_everywhere(command: list[str]) -> None:
+    # issue #16: "flowproto -h" said "No such option '-h'"; -h is --help, as in most tools.
+    short = CliRunner().invoke(main, [*command, "-h"])
+    long = CliRunner().invoke(main, [*command, "--help"])
+    assert short.exit_code == 0, short.output
+    assert short.output == long.output
+    assert "-h, --help" in short.output
+
+
+def test_bench_dash_h_is_the_harness_help() -> None:
+    # bench passes its arguments to the harness, whose argparse has its own -h.
+    result = CliRunner().invoke(main, ["bench", "-h"])
+    assert result.exit_code == 0, result.output
+    assert "--quick" in result.output
+
+
 @pytest.mark.parametrize("command", ["demo", "receive", "send"])
 def test_each_command_has_help(command: str) -> None:
     result = CliRunner().invoke(main, [command, "--help"])

@@ -29,7 +29,7 @@ from . import bench, conformance, demo, receive, send
 __all__ = ["main"]
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="flowproto")
 def main() -> None:
     """flowproto: a credit-based flow-control protocol for message streams.
