@@ -7,6 +7,7 @@ them like any click option. Nothing here imports trio, so ``--help`` stays quick
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -26,6 +27,66 @@ from ._access import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Unit suffixes of :class:`Quantity`: SI (powers of 1000) and IEC (powers of 1024).
+UNITS: dict[str, int] = {
+    "": 1,
+    "K": 1000,
+    "M": 1000**2,
+    "G": 1000**3,
+    "T": 1000**4,
+    "Ki": 1024,
+    "Mi": 1024**2,
+    "Gi": 1024**3,
+    "Ti": 1024**4,
+}
+_QUANTITY = re.compile(r"\s*(\d[\d_]*)(?:\.(\d+))?\s*(?:([kKMGT])([iI]?))?[bB]?\s*")
+
+
+def parse_quantity(text: str) -> int | None:
+    """``"4MiB"`` -> 4194304, ``"10k"`` -> 10000, ``"1.5K"`` -> 1500; None if not one.
+
+    A whole number of units: k (or K), M, G, T are powers of 1000 and Ki, Mi, Gi, Ti
+    powers of 1024, as in iperf3 and pv; a trailing B (bytes) is allowed and means nothing.
+    """
+    match = _QUANTITY.fullmatch(text)
+    if match is None:
+        return None
+    whole, fraction, prefix, binary = match.groups()
+    multiplier = UNITS[(prefix or "").upper() + ("i" if binary else "")]
+    scaled = int(fraction or "0") * multiplier
+    scale: int = 10 ** len(fraction or "")
+    if scaled % scale:
+        return None  # not a whole number (of bytes, of messages)
+    return int(whole.replace("_", "")) * multiplier + scaled // scale
+
+
+def human_size(n: int) -> str:
+    """``4194304`` -> ``"4 MiB"``, ``65536`` -> ``"64 KiB"``, ``100`` -> ``"100 B"``."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor} {unit}"
+    return f"{n} B"
+
+
+class Quantity(click.IntRange):
+    """An integer option that takes units: ``--window-bytes 4MiB``, ``--count 10k``."""
+
+    name = "quantity"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            parsed = parse_quantity(value)
+            if parsed is None:
+                self.fail(
+                    f"{value!r} is not a whole number with an optional unit "
+                    "(k, M, G: 1000s; Ki, Mi, Gi: 1024s; e.g. 64KiB, 4M, 10k)",
+                    param,
+                    ctx,
+                )
+            value = parsed
+        return super().convert(value, param, ctx)
+
 
 _METRICS_HELP = (
     "Serve the statistics of spec §14 in the Prometheus text format at "
@@ -126,7 +187,7 @@ def window_messages_option(default: int, help: str) -> Callable[[F], F]:
     """``--window-messages N``: the receiver's per-stream credit in messages."""
     return click.option(
         "--window-messages",
-        type=click.IntRange(min=1, max=(1 << 31) - 1),
+        type=Quantity(min=1, max=(1 << 31) - 1),
         default=default,
         show_default=True,
         metavar="N",

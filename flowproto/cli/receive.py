@@ -12,7 +12,9 @@ from flowproto import AutoTune, Settings
 from ._access import ReceiverAccess, UnixAddress
 from ._options import (
     UNIX_LISTEN_HELP,
+    Quantity,
     codec_option,
+    human_size,
     listen_address,
     observability_options,
     rate_option,
@@ -56,12 +58,12 @@ def _output_file(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option(
     "--window-bytes",
-    type=click.IntRange(min=1),
+    type=Quantity(min=1),
     default=_DEFAULTS.stream_bytes,
-    show_default=True,
     metavar="BYTES",
     help="Per-stream credit in bytes: unconsumed bytes a sender may have on a stream. "
-    "The connection window is the larger of this and 16 MiB.",
+    "The connection window is the larger of this and 16 MiB. Sizes take units: 64KiB, "
+    f"4MiB, 4M (= 4,000,000).  [default: {human_size(_DEFAULTS.stream_bytes)}]",
 )
 @window_messages_option(
     _DEFAULTS.stream_messages,
@@ -69,7 +71,7 @@ def _output_file(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option(
     "--max-message",
-    type=click.IntRange(min=1),
+    type=Quantity(min=1),
     metavar="BYTES",
     help="Largest message accepted; at most --window-bytes. "
     "[default: the smaller of 1 MiB and --window-bytes]",
@@ -116,7 +118,7 @@ def _output_file(ctx: click.Context, param: click.Parameter, value: str | None) 
 @codec_option
 @click.option(
     "--count",
-    type=click.IntRange(min=1),
+    type=Quantity(min=1),
     metavar="N",
     help="Stop after N messages; streams still sending are reset. (With several streams, "
     "what the others were already taking is processed too, so a few more may be counted.)",
@@ -146,7 +148,7 @@ def _output_file(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option(
     "--memory-budget",
-    type=click.IntRange(min=1),
+    type=Quantity(min=1),
     metavar="BYTES",
     help="Cap the credit that all connections grant together, in fair shares; a "
     "connection that does not fit is refused with GOAWAY (spec §8.9).",

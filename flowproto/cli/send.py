@@ -9,7 +9,9 @@ import click
 from ._access import SenderAccess, UnixAddress
 from ._options import (
     UNIX_CONNECT_HELP,
+    Quantity,
     codec_option,
+    human_size,
     listen_address,
     needs_host_and_port,
     observability_options,
@@ -42,22 +44,20 @@ from ._options import (
 )
 @click.option(
     "--chunk-size",
-    type=click.IntRange(min=1),
+    type=Quantity(min=1),
     default=65536,
-    show_default=True,
     metavar="BYTES",
-    help="With --input: the size of each message.",
+    help="With --input: the size of each message (units: 64KiB, 1MiB, 10k).  "
+    f"[default: {human_size(65536)}]",
 )
 @click.option(
     "--size",
-    type=click.IntRange(min=8),
+    type=Quantity(min=8),
     metavar="BYTES",
     help="Generate messages of BYTES bytes, each starting with its send time "
     "(8-byte big-endian time.time_ns(), for 'receive --latency').  [default: 100]",
 )
-@click.option(
-    "--count", type=click.IntRange(min=1), metavar="N", help="Generate N messages in all."
-)
+@click.option("--count", type=Quantity(min=1), metavar="N", help="Generate N messages in all.")
 @click.option(
     "--duration",
     type=click.FloatRange(min=0, min_open=True),
