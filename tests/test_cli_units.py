@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_helpers import receiver, run_flowproto
+from cli_helpers import flowproto, receiver, run_flowproto
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
@@ -96,3 +96,17 @@ def test_a_transfer_with_units_moves_what_the_units_say(tmp_path: Path) -> None:
     assert summary["bytes"] == 2000 * 1024
     assert status == 0, stderr
     assert json.loads(stdout)["messages"] == 2000
+
+
+def test_a_bare_port_listens_and_connects_on_loopback_only(tmp_path: Path) -> None:
+    # issue #16: "--listen 9000" was rejected; a bare port is 127.0.0.1, never every
+    # interface by accident (":PORT" asks for every interface).
+    with flowproto("receive", "--listen", "0", "--once", "-q", cwd=tmp_path) as r:
+        port = int(r.wait_for(r"^listening on 127\.0\.0\.1:(\d+)$").group(1))
+        sent = run_flowproto(
+            "send", "--connect", str(port), "--count", "3", "-q", "--json", cwd=tmp_path
+        )
+        status, _, stderr = r.finish()
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["delivered"] == 3
+    assert status == 0, stderr

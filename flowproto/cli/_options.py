@@ -116,8 +116,10 @@ def host_port(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 def listen_address(
     ctx: click.Context, param: click.Parameter, value: str | None
 ) -> tuple[str, int] | UnixAddress:
-    """``HOST:PORT`` (see :func:`host_port`) or ``unix:PATH``."""
+    """``HOST:PORT`` (see :func:`host_port`), ``PORT`` alone (127.0.0.1) or ``unix:PATH``."""
     assert value is not None  # the options using this are required
+    if value.isdigit():  # a bare port: loopback, never every interface by accident
+        return host_port(ctx, param, f"127.0.0.1:{value}")
     if value.startswith("unix:"):
         if not value[5:]:
             raise click.BadParameter("unix:PATH needs a path, for example unix:/tmp/fp.sock")

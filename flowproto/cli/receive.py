@@ -41,12 +41,12 @@ def _output_file(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.command(short_help="Run a consumer server (optionally a slow one).")
 @click.option(
     "--listen",
-    metavar="HOST:PORT|unix:PATH",
+    metavar="[HOST:]PORT|unix:PATH",
     callback=listen_address,
     required=True,
-    help="Where to listen, as HOST:PORT. Port 0 picks a free port; the bound address is "
-    "printed to stderr as 'listening on HOST:PORT'. An empty HOST means every interface."
-    + UNIX_LISTEN_HELP,
+    help="Where to listen, as HOST:PORT. PORT alone listens on 127.0.0.1 (this machine "
+    "only); an empty HOST (':PORT') means every interface. Port 0 picks a free port; the "
+    "bound address is printed to stderr as 'listening on HOST:PORT'." + UNIX_LISTEN_HELP,
 )
 @rate_option("Consume at most N messages per second (on a fixed schedule, so it does not drift).")
 @click.option(

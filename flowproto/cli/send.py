@@ -23,10 +23,10 @@ from ._options import (
 @click.command(short_help="Send a file, stdin or generated messages to a receiver.")
 @click.option(
     "--connect",
-    metavar="HOST:PORT|unix:PATH",
+    metavar="[HOST:]PORT|unix:PATH",
     callback=listen_address,
     required=True,
-    help="The receiver's address, as HOST:PORT." + UNIX_CONNECT_HELP,
+    help="The receiver's address, as HOST:PORT; PORT alone is 127.0.0.1:PORT." + UNIX_CONNECT_HELP,
 )
 @click.option(
     "--input",
