@@ -66,13 +66,17 @@ def test_bad_tuning_and_metrics_options_are_usage_errors(args: list[str], compla
     assert complaint in result.output
 
 
-def test_metrics_without_prometheus_client_names_the_extra(
+def test_metrics_without_prometheus_client_gives_commands_that_work_from_a_checkout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # issue #16: "pip install flowproto[metrics]" works only once published on PyPI.
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # makes the import fail
     result = CliRunner().invoke(main, ["receive", "--listen", ":0", "--metrics-port", "0"])
     assert result.exit_code == 2
-    assert "pip install flowproto[metrics]" in result.output
+    output = " ".join(result.output.split())
+    assert "pip install 'prometheus_client>=0.17'" in output
+    assert "pip install -e '.[metrics]'" in output
+    assert "flowproto[metrics]" not in output.replace("'.[metrics]'", "")
 
 
 def test_json_lines_report_the_spec_statistics_each_second(tmp_path: Path) -> None:

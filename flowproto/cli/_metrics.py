@@ -21,7 +21,12 @@ import trio
 from flowproto.trio import FlowConnection, FlowStream
 
 #: What ``pip`` needs for ``--metrics-port``.
-METRICS_HINT: Final = "--metrics-port needs prometheus_client: pip install flowproto[metrics]"
+#: What to run when prometheus_client is missing. flowproto installs from a checkout, so
+#: ``pip install flowproto[metrics]`` would look for it on PyPI; these two work.
+METRICS_HINT: Final = (
+    "--metrics-port needs prometheus_client: pip install 'prometheus_client>=0.17' "
+    "(or, in the flowproto checkout: pip install -e '.[metrics]')"
+)
 
 #: spec §14, per stream: (field, kind, Prometheus name without ``_total``, help).
 STREAM_METRICS: Final = (

@@ -91,7 +91,8 @@ class Quantity(click.IntRange):
 _METRICS_HELP = (
     "Serve the statistics of spec §14 in the Prometheus text format at "
     "http://HOST:PORT/metrics (PORT alone: on 127.0.0.1; 0 picks a free port, printed as "
-    "'metrics on ...'). Needs the optional extra: pip install flowproto[metrics]."
+    "'metrics on ...'). Needs prometheus_client: pip install 'prometheus_client>=0.17' (or "
+    "in the flowproto checkout: pip install -e '.[metrics]')."
 )
 _JSON_LINES_HELP = (
     "Print the statistics of spec §14 (every connection and stream) as one JSON object per "
