@@ -70,35 +70,47 @@ def run_pair(run: Run, link: Link | None = None) -> dict[str, Any]:
     """Run one scenario's receiver and sender processes; their results, merged."""
     host = link.receiver_host if link else "127.0.0.1"
     rx_args, tx_args = _sides_args(run)
-    env = child_env()
     py = python_module("peers")
-    hard = run.duration + 45
     record: dict[str, Any] = {"run": asdict(run), "key": run.key, "error": None}
+    pair = spawn_pair(
+        [*(link.receiver_prefix if link else []), *py, "receiver", "--host", host,
+         "--port", "0", *rx_args],
+        lambda port: [*(link.sender_prefix if link else []), *py, "sender", "--host", host,
+                      "--port", str(port), *tx_args],
+        run.duration + 45,
+    )  # fmt: skip
+    record.update(pair)
+    derive(record)
+    return record
+
+
+def spawn_pair(
+    server: list[str], client: Callable[[int], list[str]], hard: float
+) -> dict[str, Any]:
+    """Run a server process and a client process; each one's last JSON line.
+
+    The server starts first and says ``listening HOST:PORT`` on its stderr; the client
+    gets that port. Both run from a scratch directory, in their own sessions, and are
+    killed after ``hard`` seconds. Returns ``error`` (None when both exited cleanly with
+    their JSON lines), ``wall_s``, ``receiver`` (the server's line), ``sender`` (the
+    client's) and, on failure, the tails of their stderr.
+    """
+    env = child_env()
+    record: dict[str, Any] = {"error": None}
     with tempfile.TemporaryDirectory(prefix="flowproto-bench-") as tmp:
         files = {name: Path(tmp, name) for name in ("rx.out", "rx.err", "tx.out", "tx.err")}
         handles = {name: path.open("wb") for name, path in files.items()}
         rx = subprocess.Popen(
-            [*(link.receiver_prefix if link else []), *py, "receiver", "--host", host,
-             "--port", "0", *rx_args],
-            stdout=handles["rx.out"], stderr=handles["rx.err"], cwd=tmp, env=env,
+            server, stdout=handles["rx.out"], stderr=handles["rx.err"], cwd=tmp, env=env,
             start_new_session=True,
         )  # fmt: skip
         tx: subprocess.Popen[bytes] | None = None
         started = time.monotonic()
         try:
-            port = None
-            while port is None and time.monotonic() - started < 30 and rx.poll() is None:
-                for line in files["rx.err"].read_text(errors="replace").splitlines():
-                    if line.startswith("listening "):
-                        port = int(line.rsplit(":", 1)[1])
-                time.sleep(0.02)
-            if port is None:
-                raise RuntimeError("the receiver did not start listening")
+            port = _wait_for_port(rx, files["rx.err"], started)
             tx = subprocess.Popen(
-                [*(link.sender_prefix if link else []), *py, "sender", "--host", host,
-                 "--port", str(port), *tx_args],
-                stdout=handles["tx.out"], stderr=handles["tx.err"], cwd=tmp, env=env,
-                start_new_session=True,
+                client(port), stdout=handles["tx.out"], stderr=handles["tx.err"], cwd=tmp,
+                env=env, start_new_session=True,
             )  # fmt: skip
             for waited in (tx, rx):
                 remaining = hard - (time.monotonic() - started)
@@ -117,8 +129,17 @@ def run_pair(run: Run, link: Link | None = None) -> dict[str, Any]:
         record["wall_s"] = round(time.monotonic() - started, 2)
         failed = bool(rx.returncode or (tx and tx.returncode))
         _collect(record, files, failed)
-    derive(record)
     return record
+
+
+def _wait_for_port(proc: subprocess.Popen[bytes], err: Path, started: float) -> int:
+    """The port a server process says it listens on (``listening HOST:PORT``)."""
+    while time.monotonic() - started < 30 and proc.poll() is None:
+        for line in err.read_text(errors="replace").splitlines():
+            if line.startswith("listening "):
+                return int(line.rsplit(":", 1)[1])
+        time.sleep(0.02)
+    raise RuntimeError("the receiver did not start listening")
 
 
 def _sides_args(run: Run) -> tuple[list[str], list[str]]:
@@ -195,8 +216,10 @@ def stream_problems(streams: Sequence[dict[str, Any]], sent: Sequence[int]) -> l
     A stream is right when its sequence ran exactly ``0 .. n-1`` for the ``n`` messages
     sent on it (in order, none missing or repeated; a drop strategy's gaps are exactly
     what it dropped), every payload was what the sender wrote, and every message was
-    accounted for once. For flowproto it must also have held at most the largest window
-    it granted (both peak and window exact, see :mod:`flowproto.bench.peers_flowproto`).
+    accounted for once (for ``raw``, which builds no messages: the frames counted by their
+    length prefixes equal the frames sent). For flowproto it must also have held at most
+    the largest window it granted (both peak and window exact, see
+    :mod:`flowproto.bench.peers_flowproto`).
     """
     problems = []
     for i, s in enumerate(streams):
@@ -207,7 +230,10 @@ def stream_problems(streams: Sequence[dict[str, Any]], sent: Sequence[int]) -> l
         more = s["sequence_problem_count"] - len(s["sequence_problems"])
         if more > 0:
             problems.append(f"{name}: sequence: {more} more problems")
-        if s["sequence_end"] != n or s["accounted"] != n:
+        if s["sequence_end"] is None:  # raw: counted by length prefix, not sequenced
+            if s["accounted"] != n:
+                problems.append(f"{name}: sent {n}, {s['accounted']} frames counted")
+        elif s["sequence_end"] != n or s["accounted"] != n:
             problems.append(
                 f"{name}: sent {n}, the sequence ran 0..{s['sequence_end'] - 1}, "
                 f"{s['accounted']} messages accounted for"
@@ -251,6 +277,10 @@ def invariant_problems(record: dict[str, Any]) -> list[str]:
             problems.append(f"{key}: dropped + received != sent")
     elif rx["dropped"]:
         problems.append(f"{key}: {rx['dropped']} messages dropped by a strategy that must not drop")
+    if strategy.peer == "raw":
+        body = sum(s["body_bytes"] for s in rx["streams"])
+        if body != d["sent"] * record["run"]["size"]:
+            problems.append(f"{key}: {body} body bytes counted for {d['sent']} frames sent")
     if strategy.peer == "flowproto" and not all("largest_window_bytes" in s for s in rx["streams"]):
         problems.append(f"{key}: a flowproto stream without its peak and largest window")
     return problems

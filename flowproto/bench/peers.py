@@ -17,6 +17,8 @@ Each prints ONE JSON line of its own measurements on stdout when it exits. Peers
   reading while a queue holds a read's worth: kernel buffers are the only
   backpressure), ``unbounded`` (it never stops: the queue grows), or ``drop`` (a bounded
   queue; the newest messages are dropped and counted).
+- ``raw``: the minimal raw-Trio program (:mod:`.peers_raw`): ``<u32 length>`` frames,
+  one constant payload, ~64 KiB writes; the receiver counts frames by their prefixes.
 - ``zmq``: pyzmq PUSH/PULL with high-water marks (``--hwm``), one message per call.
 
 Every run is bounded: the sender stops after ``--count`` messages or ``--duration``
@@ -38,6 +40,7 @@ from flowproto import Settings
 
 from .peers_flowproto import flowproto_receiver, flowproto_sender
 from .peers_framing import framing_receiver, framing_sender
+from .peers_raw import raw_receiver, raw_sender
 from .peers_zmq import zmq_receiver, zmq_sender
 
 # --- entry point -------------------------------------------------------------------------------
@@ -46,7 +49,7 @@ from .peers_zmq import zmq_receiver, zmq_sender
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("role", choices=["sender", "receiver"])
-    p.add_argument("--peer", choices=["flowproto", "framing", "zmq"], required=True)
+    p.add_argument("--peer", choices=["flowproto", "framing", "raw", "zmq"], required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--size", type=int, default=1024, help="message size in bytes (>= 16)")
@@ -82,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         ("flowproto", "receiver"): flowproto_receiver,
         ("framing", "sender"): framing_sender,
         ("framing", "receiver"): framing_receiver,
+        ("raw", "sender"): raw_sender,
+        ("raw", "receiver"): raw_receiver,
     }
     if args.peer == "zmq":
         report = zmq_sender(args) if args.role == "sender" else zmq_receiver(args)

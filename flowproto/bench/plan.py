@@ -74,10 +74,21 @@ STRATEGIES: dict[str, Strategy] = {
             policy="drop",
         ),
         Strategy(
+            "raw",
+            "raw",
+            "the minimal raw-Trio program, the floor of any Trio framing and what the speed "
+            "targets are stated against: <u32 length> frames, one constant payload built "
+            "once, writes coalesced to ~64 KiB; the receiver parses the length prefixes and "
+            "counts (no per-message object, nothing checked but counts)",
+            multi_stream=False,
+        ),
+        Strategy(
             "plain",
             "framing",
-            "plain length-prefixed Trio framing, writes coalesced to ~64 KiB, every frame of a "
-            "read parsed; kernel buffers are the only backpressure",
+            "the checking comparator: plain length-prefixed Trio framing, writes coalesced to "
+            "~64 KiB, every frame of a read parsed into a message that is checked (sequence "
+            "and payload) as the other strategies' are; kernel buffers are the only "
+            "backpressure",
         ),
         Strategy(
             "plain-single",
@@ -178,7 +189,7 @@ class Plan:
 #: The order of the throughput runs within a repeat: the two sides of each target run
 #: back to back (A1 B1 ... A2 B2 ...), so that a pair sees about the same machine.
 THROUGHPUT_ORDER = (
-    "flowproto", "plain", "flowproto-single", "plain-single",
+    "flowproto", "raw", "plain", "flowproto-single", "plain-single",
     "flowproto-small", "unbounded", "drop", "zmq",
 )  # fmt: skip
 
@@ -191,10 +202,14 @@ def full_plan(repeats: int = 3) -> Plan:
         for size in SIZES:
             for codec in ("raw", "msgpack") if size <= KIB else ("raw",):
                 for name in THROUGHPUT_ORDER:
+                    if name == "raw" and codec != "raw":
+                        continue  # one constant payload: no codec
                     runs.append(Run("throughput", name, size, codec, repeat=rep, duration=3.0))
     for size in (KIB, 64 * KIB):
         for consumer in CONSUMERS:
             for name in STRATEGIES:
+                if name == "raw":
+                    continue  # counts as fast as it can: no consumer to pace
                 runs.append(
                     Run(
                         "consumer",
@@ -221,6 +236,7 @@ def quick_plan() -> Plan:
     runs = [
         Run("throughput", "flowproto", 64, duration=1.0),
         Run("throughput", "plain", 64, duration=1.0),
+        Run("throughput", "raw", 64, duration=1.0),
         Run("throughput", "flowproto", 64 * KIB, duration=1.0),
         Run("throughput", "plain", 64 * KIB, duration=1.0),
         Run("throughput", "flowproto-single", KIB, "msgpack", duration=1.0),
