@@ -41,6 +41,7 @@ from .adaptive import main as adaptive_main
 from .harness import invariant_problems, machine, run_plan
 from .netns import Link, NetnsUnavailable, veth_pair
 from .plan import STRATEGIES
+from .scenarios import scenario_problems
 
 
 def say(line: str) -> None:
@@ -56,14 +57,14 @@ def parse_args(argv: Sequence[str] | None, prog: str = "flowproto bench") -> arg
     p.add_argument(
         "--group",
         action="append",
-        choices=["throughput", "consumer", "streams"],
+        choices=list(plans.GROUPS),
         help="only these scenario groups (repeatable)",
     )
     p.add_argument(
         "--strategy",
         action="append",
-        choices=list(STRATEGIES),
-        help="only these strategies (repeatable)",
+        choices=[*STRATEGIES, "nc"],
+        help="only these strategies (repeatable; nc: the cli-copy group's netcat)",
     )
     p.add_argument("--size", action="append", type=int, help="only these message sizes")
     p.add_argument("--repeats", type=int, default=3, help="throughput runs per scenario")
@@ -149,6 +150,13 @@ def render(saved_json: Path, out: Path | None, plots: bool) -> int:
     return 0
 
 
+def record_problems(record: dict[str, Any]) -> list[str]:
+    """What a run broke of its invariants, whichever group it belongs to."""
+    if record["run"]["group"] in plans.SCENARIO_GROUPS:
+        return scenario_problems(record)
+    return invariant_problems(record)
+
+
 def judge(records: list[dict[str, Any]], out: Path, quick: bool, check: bool) -> int:
     """Say the speed bar's verdicts (not with ``quick``), run ``quick``'s adaptive scenario,
     and with ``check`` fail on any broken invariant; the exit status."""
@@ -164,7 +172,7 @@ def judge(records: list[dict[str, Any]], out: Path, quick: bool, check: bool) ->
             say("adaptive credit: an invariant broke (see above)")
             return 1
     if check:
-        problems = [p for r in records for p in invariant_problems(r)]
+        problems = [p for r in records for p in record_problems(r)]
         if problems:
             say(f"{len(problems)} invariant(s) broken:")
             for p in problems:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .netns import Link
-from .plan import SLOW_STREAM_RATE, STRATEGIES, Plan, Run, Strategy
+from .plan import SCENARIO_GROUPS, SLOW_STREAM_RATE, STRATEGIES, Plan, Run, Strategy
 from .procs import child_env, python_module
 
 # --- running one pair -------------------------------------------------------------------------
@@ -92,7 +92,8 @@ def spawn_pair(
     The server starts first and says ``listening HOST:PORT`` on its stderr; the client
     gets that port. Both run from a scratch directory, in their own sessions, and are
     killed after ``hard`` seconds. Returns ``error`` (None when both exited cleanly with
-    their JSON lines), ``wall_s``, ``receiver`` (the server's line), ``sender`` (the
+    their JSON lines), ``wall_s``, ``client_wall_s`` (from the client's start until both
+    had exited), ``receiver`` (the server's line), ``sender`` (the
     client's) and, on failure, the tails of their stderr.
     """
     env = child_env()
@@ -112,12 +113,14 @@ def spawn_pair(
                 client(port), stdout=handles["tx.out"], stderr=handles["tx.err"], cwd=tmp,
                 env=env, start_new_session=True,
             )  # fmt: skip
+            client_started = time.monotonic()
             for waited in (tx, rx):
                 remaining = hard - (time.monotonic() - started)
                 try:
                     waited.wait(timeout=max(1.0, remaining))
                 except subprocess.TimeoutExpired:
                     record["error"] = f"killed after {hard:.0f} s"
+            record["client_wall_s"] = round(time.monotonic() - client_started, 4)
         except Exception as exc:
             record["error"] = f"{type(exc).__name__}: {exc}"
         finally:
@@ -127,6 +130,7 @@ def spawn_pair(
             for h in handles.values():
                 h.close()
         record["wall_s"] = round(time.monotonic() - started, 2)
+        record["exit_status"] = [rx.returncode, tx.returncode if tx else None]
         failed = bool(rx.returncode or (tx and tx.returncode))
         _collect(record, files, failed)
     return record
@@ -294,24 +298,52 @@ def run_plan(
     link: Link | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every scenario of the plan in order; zmq runs are skipped if pyzmq is missing."""
+    """Run every scenario of the plan in order; zmq runs are skipped if pyzmq is missing.
+
+    Issue #13's groups run through :func:`.scenarios.run_scenario` (over 127.0.0.1 only);
+    a side that cannot run here leaves a record that says why (``skipped``).
+    """
+    from .scenarios import run_scenario  # it builds on this module
+
     records = []
     have_zmq = zmq_available()
     if not have_zmq and any(r.strategy == "zmq" for r in plan.runs) and progress:
         progress("pyzmq is not installed: skipping the zmq runs (pip install 'flowproto[bench]')")
     for i, run in enumerate(plan.runs, 1):
-        if run.strategy == "zmq" and not have_zmq:
+        if run.group in SCENARIO_GROUPS:
+            record = run_scenario(run)
+        elif run.strategy == "zmq" and not have_zmq:
             continue
-        record = run_pair(run, link)
+        else:
+            record = run_pair(run, link)
         records.append(record)
         if progress:
-            d = record["derived"]
-            note = record["error"] or (
-                f"{d.get('msgs_per_s', 0):>12,.0f} msg/s {d.get('mb_per_s', 0):>9,.1f} MB/s"
-                f"  lost {d.get('lost')} dropped {d.get('dropped')}"
-            )
-            progress(f"[{i}/{len(plan.runs)}] {run.key}: {note}")
+            progress(f"[{i}/{len(plan.runs)}] {run.key}: {progress_note(record)}")
     return records
+
+
+def progress_note(record: dict[str, Any]) -> str:
+    """One run's figures in a few words, for the progress lines."""
+    if record.get("skipped"):
+        return f"skipped: {record['skipped']}"
+    if record["error"]:
+        return str(record["error"])
+    d = record["derived"]
+    group = record["run"]["group"]
+    if group == "latency":
+        return f"p50 {d['p50_us']:,.0f} µs, p99 {d['p99_us']:,.0f} µs"
+    if group == "setup":
+        return f"{d['conn_per_s']:,.0f} conn/s, CPU {d['cpu_ms_per_conn']:.3f} ms/conn (both sides)"
+    if group == "idle-memory":
+        return f"{d['kib_per_idle']:,.1f} KiB per idle {record['run']['unit'].rstrip('s')}"
+    if group == "cli-copy":
+        return f"{d['mb_per_s']:,.1f} MB/s, identical: {d['identical']}"
+    if group == "streams-scaling":
+        return f"sender CPU {d['tx_cpu_s_per_m']:.3f} µs/msg, lost {d['lost']}"
+    return (
+        f"{d.get('msgs_per_s', 0):>12,.0f} msg/s {d.get('mb_per_s', 0):>9,.1f} MB/s"
+        f"  lost {d.get('lost')} dropped {d.get('dropped')}"
+    )
 
 
 def machine() -> str:

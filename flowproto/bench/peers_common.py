@@ -42,8 +42,9 @@ mono = time.monotonic
 
 def window_settings(kind: str, size: int, streams: int) -> Settings:
     """The receiver's flowproto settings: ``default``, or ``small`` (16 messages a stream)."""
+    max_streams = max(Settings().max_streams, streams)  # streams-scaling opens 256
     if kind == "default":
-        return Settings()
+        return Settings(max_streams=max_streams)
     max_message = size + 256  # room for the msgpack codec's few bytes
     stream_bytes = 16 * max_message
     return Settings(
@@ -51,6 +52,7 @@ def window_settings(kind: str, size: int, streams: int) -> Settings:
         stream_bytes=stream_bytes,
         max_message_bytes=max_message,
         connection_bytes=max(Settings().connection_bytes, stream_bytes * streams),
+        max_streams=max_streams,
     )
 
 

@@ -12,7 +12,12 @@ of ``flowproto bench --quick``. Nothing here runs anything. The groups:
 - ``consumer``: a producer paced at a fixed rate and consumers that are unlimited, 10x
   and 100x slower, bursty (a 1 s stall every 3 s) or slowing down half way;
 - ``streams``: 16 streams on one connection, with and without a slow stream 0, the two
-  back to back in each repeat.
+  back to back in each repeat;
+- issue #13's groups (:data:`SCENARIO_GROUPS`, run by :mod:`.scenarios`), each repeat
+  running every side once back to back: ``latency`` (ping-pong p50/p99), ``setup``
+  (connections per second, CPU per connection), ``idle-memory`` (server RSS per idle
+  connection and per idle stream), ``cli-copy`` (the CLI's file copy against a raw Trio
+  copy and ``nc``) and ``streams-scaling`` (sender CPU per message for 1/16/256 streams).
 """
 
 from __future__ import annotations
@@ -135,9 +140,13 @@ class Run:
     count: int = 50_000_000
     slow_stream: bool = False
     repeat: int = 0
+    warmup: int = 0
+    unit: str = ""
 
     @property
     def key(self) -> str:
+        if self.group in SCENARIO_GROUPS:
+            return scenario_key(self)
         parts = [self.group, self.strategy, SIZE_NAMES.get(self.size, f"{self.size} B"), self.codec]
         if self.group == "consumer":
             parts.append(self.consumer)
@@ -175,6 +184,64 @@ class Run:
         return {"unlimited": p, "slow10": p / 10, "slow100": p / 100, "bursty": p}.get(
             self.consumer
         )
+
+
+#: The scenario groups of issue #13, run by :mod:`.scenarios` (each its own programs).
+SCENARIO_GROUPS = ("latency", "setup", "idle-memory", "cli-copy", "streams-scaling")
+#: Every group, in the order of a full plan.
+GROUPS = ("throughput", "consumer", "streams", *SCENARIO_GROUPS)
+#: Stream counts of the streams-scaling group (one connection, the same total messages).
+SCALING_STREAMS = (1, 16, 256)
+MIB = KIB * KIB
+
+
+def scenario_key(run: Run) -> str:
+    """The key of a run of one of :data:`SCENARIO_GROUPS`."""
+    if run.group == "latency":
+        detail = f"64 B each way, {run.count:,} round trips"
+    elif run.group == "setup":
+        detail = f"{run.count:,} connections"
+    elif run.group == "idle-memory":
+        detail = f"{run.count:,} idle {run.unit}"
+    elif run.group == "cli-copy":
+        detail = f"{run.size / MIB:g} MiB file"
+    else:
+        detail = (
+            f"{SIZE_NAMES[run.size]}, {run.streams} streams, {run.count * run.streams:,} messages"
+        )
+    return f"{run.group} | {run.strategy} | {detail}"
+
+
+def scenario_runs(repeat: int, quick: bool) -> list[Run]:
+    """One repeat of the issue #13 groups: full, or the ``--quick`` smoke-test sizes."""
+    q = quick
+    runs = [
+        Run("latency", name, 64, count=200 if q else 2000, warmup=20 if q else 200, repeat=repeat)
+        for name in ("flowproto", "raw", "zmq")
+    ]
+    runs += [
+        Run("setup", name, 64, count=50 if q else 500, warmup=5 if q else 20, repeat=repeat)
+        for name in ("flowproto", "raw")
+    ]
+    idle = [(1000, "connections"), (200 if q else 1000, "streams")]
+    if not q:
+        idle.insert(1, (10_000, "connections"))  # if the descriptor limit allows
+    for count, unit in idle:
+        runs += [
+            Run("idle-memory", name, 0, count=count, warmup=20, unit=unit, repeat=repeat)
+            for name in ("flowproto", "raw")
+        ]
+    size = 16 * MIB if q else 256 * MIB
+    runs += [
+        Run("cli-copy", name, size, count=1, repeat=repeat) for name in ("flowproto", "raw", "nc")
+    ]
+    total = 25_600 if q else 256_000
+    runs += [
+        Run("streams-scaling", "flowproto", KIB, streams=n, count=total // n, duration=60.0,
+            repeat=repeat)
+        for n in SCALING_STREAMS
+    ]  # fmt: skip
+    return runs
 
 
 @dataclass
@@ -228,6 +295,8 @@ def full_plan(repeats: int = 3) -> Plan:
                         Run("streams", name, KIB, streams=16, slow_stream=slow, duration=4.0,
                             repeat=rep)
                     )  # fmt: skip
+    for rep in range(repeats):
+        runs += scenario_runs(rep, quick=False)
     return Plan(runs, repeats)
 
 
@@ -248,6 +317,7 @@ def quick_plan() -> Plan:
         )
     for slow in (False, True):
         runs.append(Run("streams", "flowproto", KIB, streams=16, slow_stream=slow, duration=1.5))
+    runs += scenario_runs(0, quick=True)
     return Plan(runs, 1, quick=True)
 
 

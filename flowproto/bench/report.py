@@ -126,17 +126,25 @@ def targets(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             0.9, p.ratio, _detail(p, ("one slow", "none slow"), "msg/s"), best=p.best_ratio,
         )
     )  # fmt: skip
-    return out
+    from .report_scenarios import scenario_targets  # it builds on this module
+
+    return out + scenario_targets(records)
 
 
 def _target(name: str, goal: float, r: float | None, text: str, within: float | None = None,
-            best: float | None = None) -> dict[str, Any]:  # fmt: skip
-    """One target's entry. A goal "within x" means |ratio - 1| <= x; otherwise the ratio
-    must reach the goal."""
-    met = None if r is None else (abs(r - 1) <= within if within is not None else r >= goal)
+            best: float | None = None, at_most: bool = False) -> dict[str, Any]:  # fmt: skip
+    """One target's entry. A goal "within x" means |ratio - 1| <= x; ``at_most`` means the
+    ratio must not exceed the goal (latency, memory, CPU); otherwise it must reach it."""
+    if r is None:
+        met = None
+    elif within is not None:
+        met = abs(r - 1) <= within
+    else:
+        met = r <= goal if at_most else r >= goal
+    shown: float | str = goal if within is None else f"1 ± {within}"
     return {
         "target": name,
-        "goal": goal if within is None else f"1 ± {within}",
+        "goal": f"≤ {goal}" if at_most else shown,
         "ratio": None if r is None else round(r, 3),
         "best_of_ratio": None if best is None else round(best, 3),
         "met": met,
@@ -309,7 +317,10 @@ def markdown(records: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
     out.append(f"Command: `{meta['command']}`  ")
     out.append(f"Machine: {meta['machine']}" + (f"; link: {meta['link']}" if meta["link"] else ""))
     out.append("")
+    from .report_scenarios import scenario_markdown  # it builds on this module
+
     out += _throughput_table(records) + _consumer_tables(records) + _streams_table(records)
+    out += scenario_markdown(records)
     tg = [] if meta.get("quick") else targets(records)  # --quick judges no timing
     out += _targets_table(tg)
     mv = memory_verdicts(records)
