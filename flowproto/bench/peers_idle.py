@@ -103,7 +103,9 @@ async def serve_connections(args: argparse.Namespace, tally: Tally) -> None:
     sys.stderr.flush()
 
     async def flowproto_one(transport: trio.SocketStream) -> None:
-        async with open_flow_connection(transport, initiator=False, codec="raw") as conn:
+        async with open_flow_connection(
+            transport, initiator=False, codec="raw", close_grace=0.5
+        ) as conn:
             tally.one_open()
             with contextlib.suppress(ConnectionLostError):
                 await conn.accept_stream()  # idle: no stream comes
@@ -141,7 +143,9 @@ async def flowproto_streams(transport: trio.SocketStream, args: argparse.Namespa
 
     settings = Settings(max_streams=tally.total)
     async with (
-        open_flow_connection(transport, initiator=False, codec="raw", settings=settings) as conn,
+        open_flow_connection(
+            transport, initiator=False, codec="raw", settings=settings, close_grace=0.5
+        ) as conn,
         trio.open_nursery() as nursery,
     ):
         while True:
