@@ -10,9 +10,14 @@ strategy). The modules, in the order a run meets them:
 - :mod:`.plan`: strategies, scenarios and the plans that order them;
 - :mod:`.harness`: runs a scenario's process pair, checks its invariants;
 - :mod:`.peers` (with :mod:`.peers_common`, :mod:`.peers_flowproto`,
-  :mod:`.peers_framing`, :mod:`.peers_zmq`): the sender and receiver programs;
+  :mod:`.peers_framing`, :mod:`.peers_raw`, :mod:`.peers_zmq`): the sender and receiver
+  programs;
+- :mod:`.scenarios` (with :mod:`.peers_rtt`, :mod:`.peers_idle`, :mod:`.peers_copy`):
+  issue #13's groups: latency, connection setup, idle memory, the CLI file copy and
+  streams scaling;
 - :mod:`.workload`: messages, their checks, pacing schedules, memory samples;
-- :mod:`.report` and :mod:`.plots`: medians, paired ratios, targets, tables, plots;
+- :mod:`.report` (with :mod:`.report_scenarios`) and :mod:`.plots`: medians, paired
+  ratios, targets, tables, plots;
 - :mod:`.adaptive` (with :mod:`.adaptive_peers`, :mod:`.adaptive_report`,
   :mod:`.relay`): the adaptive-credit scenarios of issue #6;
 - :mod:`.netns`, :mod:`.procs`: network namespaces, and how peer processes start.

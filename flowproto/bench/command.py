@@ -15,10 +15,13 @@ Examples::
     flowproto bench --quick
     flowproto bench --out bench-results/full           # every scenario, ~25 min
     flowproto bench --group consumer --strategy flowproto --strategy unbounded
+    flowproto bench --group latency --quick             # one issue #13 group, smoke test
     flowproto bench --netns 200mbit --group consumer   # as root
 
-These are the scenarios of issue #4; ``--quick`` adds one adaptive-credit scenario of
-:mod:`flowproto.bench.adaptive` (issue #6).
+These are the scenarios of issue #4 and the groups of issue #13 (``latency``, ``setup``,
+``idle-memory``, ``cli-copy``, ``streams-scaling``: :mod:`flowproto.bench.scenarios`),
+speed targets stated against the ``raw`` strategy; ``--quick`` adds one adaptive-credit
+scenario of :mod:`flowproto.bench.adaptive` (issue #6).
 """
 
 from __future__ import annotations
