@@ -400,15 +400,8 @@ class FlowConnection:
         link = self._link
         try:
             while True:
-                data: bytes | memoryview = link.leftover  # what a flush() could not write
+                data = link.take_output()
                 if data:
-                    link.leftover = b""
-                else:
-                    data = core.data_to_send()
-                if data:
-                    link.backlog = 0
-                    link.unyielded_bytes = 0  # the senders let the writer run
-                    link.backlog_lot.unpark_all()
                     try:
                         written = await self._write(data)
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

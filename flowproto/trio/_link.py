@@ -74,29 +74,40 @@ class StreamLink:
         if self.writer_lot:  # unpark_all() costs ~0.6 µs even with nobody parked
             self.writer_lot.unpark_all()
 
+    def take_output(self) -> bytes | memoryview:
+        """The bytes to write next, taken: a :meth:`flush`'s leftover first, then the
+        core's output. The backlog is empty again, so senders waiting on it go on."""
+        data: bytes | memoryview = self.leftover
+        if data:
+            self.leftover = b""
+        else:
+            data = self.core.data_to_send()
+        if data:
+            self.backlog = 0
+            self.unyielded_bytes = 0  # the output is taken: the senders let it be written
+            if self.backlog_lot:
+                self.backlog_lot.unpark_all()
+        return data
+
     def flush(self) -> None:
         """Write what the core has queued, now, from the calling task, if that is safe.
 
-        Called where a task is about to wait anyway (a receive with nothing to take, the
-        reader between reads, send's periodic yield): the bytes go out without waking the
-        writer task, one scheduler round fewer per message. Safe only while the writer is
-        parked (it is then mid-nothing and has no leftover) and the transport is an open
-        plain socket; then one non-blocking ``write`` takes what the kernel accepts and
-        the writer is handed the rest (it also meets any error, and the write timeout of
-        spec §11). Otherwise this only wakes the writer.
+        Called by a send that finds nothing queued before it, a receive about to wait, a
+        consume that queued CREDIT, and the reader between reads: the bytes go out
+        without waking the writer task, one scheduler round fewer per message. Safe only
+        while the writer is parked (it is then mid-nothing and has no leftover) and the
+        transport is an open plain socket; then one non-blocking ``write`` takes what the
+        kernel accepts and the writer is handed the rest (it also meets any error, and
+        the write timeout of spec §11). Otherwise this only wakes the writer.
         """
         sock = self.socket
         if sock is None or not self.writer_lot:
             self.wake_writer()
             return
-        fd = sock.fileno()  # -1 once closed: never write to a number since reused
-        data = self.core.data_to_send()
+        data = self.take_output()
         if not data:
             return
-        self.backlog = 0
-        self.unyielded_bytes = 0  # the output is taken, as if the writer had run
-        if self.backlog_lot:
-            self.backlog_lot.unpark_all()
+        fd = sock.fileno()  # -1 once closed: never write to a number since reused
         written = 0
         if fd >= 0:
             with suppress(OSError):  # full (BlockingIOError), reset, ...: the writer sees to it
