@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowproto.cli import main
-from flowproto.cli._options import UNITS, human_size, parse_quantity
+from flowproto.cli._options import UNITS, parse_quantity
+from flowproto.cli._printing import human_size
 
 
 @pytest.mark.parametrize(

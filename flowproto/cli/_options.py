@@ -61,14 +61,6 @@ def parse_quantity(text: str) -> int | None:
     return int(whole.replace("_", "")) * multiplier + scaled // scale
 
 
-def human_size(n: int) -> str:
-    """``4194304`` -> ``"4 MiB"``, ``65536`` -> ``"64 KiB"``, ``100`` -> ``"100 B"``."""
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= factor and n % factor == 0:
-            return f"{n // factor} {unit}"
-    return f"{n} B"
-
-
 class Quantity(click.IntRange):
     """An integer option that takes units: ``--window-bytes 4MiB``, ``--count 10k``."""
 

@@ -24,6 +24,14 @@ def fmt_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def human_size(n: int) -> str:
+    """``4194304`` -> ``"4 MiB"``, ``65536`` -> ``"64 KiB"``, ``100`` -> ``"100 B"``."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor} {unit}"
+    return f"{n} B"
+
+
 def format_address(sockname: Any) -> str:
     """A socket address as ``HOST:PORT`` (``[HOST]:PORT`` for IPv6)."""
     host, port = sockname[0], sockname[1]

@@ -182,13 +182,7 @@ class _Sender:
             # per chunk) and send each block's chunks in one batch.
             block_size = max(size, READ_BLOCK // size * size)
             while data := await trio.to_thread.run_sync(read, block_size):
-                if len(data) <= size:
-                    await stream.send(data)
-                else:
-                    view = memoryview(data)
-                    await stream.send_many(
-                        [bytes(view[i : i + size]) for i in range(0, len(data), size)]
-                    )
+                await stream.send_many([data[i : i + size] for i in range(0, len(data), size)])
             return
         pending = b""
         while True:

@@ -14,13 +14,13 @@ from ._options import (
     UNIX_LISTEN_HELP,
     Quantity,
     codec_option,
-    human_size,
     listen_address,
     observability_options,
     rate_option,
     receiver_access_options,
     window_messages_option,
 )
+from ._printing import human_size
 
 _DEFAULTS = Settings()
 

@@ -11,13 +11,13 @@ from ._options import (
     UNIX_CONNECT_HELP,
     Quantity,
     codec_option,
-    human_size,
     listen_address,
     needs_host_and_port,
     observability_options,
     rate_option,
     sender_access_options,
 )
+from ._printing import human_size
 
 
 @click.command(short_help="Send a file, stdin or generated messages to a receiver.")
