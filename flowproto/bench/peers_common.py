@@ -112,6 +112,32 @@ class StreamResult:
         }
 
 
+async def finish_sending(sock: trio.SocketStream, timeout: float) -> None:
+    """Half-close, then wait (up to ``timeout``) for the receiver to close: its close says
+    it has taken everything."""
+    await sock.send_eof()
+    with trio.move_on_after(timeout):
+        while await sock.receive_some(65536):
+            pass
+    await sock.aclose()
+
+
+def sender_report(
+    peer: str, sent: Sequence[int], elapsed: float, cpu: float, blocked: float
+) -> dict[str, Any]:
+    """A sender's JSON line: what it sent (per stream), its time, CPU and peak memory."""
+    return {
+        "role": "sender",
+        "peer": peer,
+        "sent": sum(sent),
+        "sent_per_stream": list(sent),
+        "elapsed_s": round(elapsed, 4),
+        "cpu_s": round(cpu, 4),
+        "blocked_s": round(blocked, 4),  # time inside send_all
+        "peak_rss_kib": peak_rss_kib(),
+    }
+
+
 def receiver_report(
     peer: str,
     results: Sequence[StreamResult],

@@ -23,10 +23,12 @@ from .peers_common import (
     StreamResult,
     accept_one,
     batch_messages,
+    finish_sending,
     mono,
     paced_wait,
     producer_wait,
     receiver_report,
+    sender_report,
 )
 from .workload import (
     SAMPLE_INTERVAL,
@@ -36,7 +38,6 @@ from .workload import (
     cpu_seconds,
     decoder,
     encoder,
-    peak_rss_kib,
     schedule_from_json,
     seq_of,
 )
@@ -289,21 +290,8 @@ async def framing_sender(args: argparse.Namespace) -> dict[str, Any]:
             nursery.start_soon(produce_framing, sock, lock, i, sent, waited, stop_at, args)
     elapsed = mono() - start
     cpu = cpu_seconds() - cpu0
-    await sock.send_eof()
-    with trio.move_on_after(args.timeout):  # until the receiver has taken everything
-        while await sock.receive_some(65536):
-            pass
-    await sock.aclose()
-    return {
-        "role": "sender",
-        "peer": "framing",
-        "sent": sum(sent),
-        "sent_per_stream": sent,
-        "elapsed_s": round(elapsed, 4),
-        "cpu_s": round(cpu, 4),
-        "blocked_s": round(waited[0], 4),  # time inside send_all
-        "peak_rss_kib": peak_rss_kib(),
-    }
+    await finish_sending(sock, args.timeout)
+    return sender_report("framing", sent, elapsed, cpu, waited[0])
 
 
 async def produce_framing(

@@ -40,18 +40,15 @@ from flowproto.trio import ConnectionLostError, FlowStream, open_connection, ope
 from .peers_common import READ_SIZE, accept_one
 from .peers_raw import raw_frame
 from .peers_rtt import PAYLOAD, TIMEOUT, read_frame
+from .workload import rss_kib
 
 STREAM_ID: Final = struct.Struct("<I")
 
 
-def rss_kib() -> int:
-    """This process's resident set size now (VmRSS), after a garbage collection."""
+def settled_rss_kib() -> int:
+    """This process's resident set size now, after a garbage collection."""
     gc.collect()
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return rss_kib()
 
 
 def raise_fd_limit() -> int:
@@ -69,7 +66,7 @@ class Tally:
         self.warmup = warmup
         self.total = warmup + count
         self.opened = 0
-        self.rss_start = rss_kib()
+        self.rss_start = settled_rss_kib()
         self.rss_warm: int | None = None if warmup else self.rss_start
         self.rss_all: int | None = None
         self.all_open = trio.Event()
@@ -77,9 +74,9 @@ class Tally:
     def one_open(self) -> None:
         self.opened += 1
         if self.opened == self.warmup:
-            self.rss_warm = rss_kib()
+            self.rss_warm = settled_rss_kib()
         if self.opened == self.total:
-            self.rss_all = rss_kib()
+            self.rss_all = settled_rss_kib()
             self.all_open.set()
 
     def line(self, peer: str, unit: str) -> dict[str, Any]:

@@ -20,7 +20,15 @@ from typing import Any, Final
 
 import trio
 
-from .peers_common import READ_SIZE, WRITE_SIZE, RunClock, accept_one, mono
+from .peers_common import (
+    READ_SIZE,
+    WRITE_SIZE,
+    RunClock,
+    accept_one,
+    finish_sending,
+    mono,
+    sender_report,
+)
 from .workload import Sampler, cpu_seconds, peak_rss_kib, percentiles
 
 #: The raw framing's header: the body's length.
@@ -171,18 +179,5 @@ async def raw_sender(args: argparse.Namespace) -> dict[str, Any]:
         sent += n
     elapsed = mono() - start
     cpu = cpu_seconds() - cpu0
-    await sock.send_eof()
-    with trio.move_on_after(args.timeout):  # until the receiver has counted everything
-        while await sock.receive_some(65536):
-            pass
-    await sock.aclose()
-    return {
-        "role": "sender",
-        "peer": "raw",
-        "sent": sent,
-        "sent_per_stream": [sent],
-        "elapsed_s": round(elapsed, 4),
-        "cpu_s": round(cpu, 4),
-        "blocked_s": round(waited, 4),
-        "peak_rss_kib": peak_rss_kib(),
-    }
+    await finish_sending(sock, args.timeout)
+    return sender_report("raw", [sent], elapsed, cpu, waited)
