@@ -2,13 +2,13 @@
 
 Length-prefixed frames (``<u32 length>``, one stream), one constant payload built once,
 writes coalesced to ~64 KiB (the same bytes every write: the block of frames is built
-once too). The receiver parses every length prefix of a read, skips the bodies and
-counts frames and bytes: no per-message object is built and nothing is checked but the
-count and the total length. What the other strategies pay on top of this is framing,
-checking and flow control (issue #13).
+once too). The receiver cuts every message's body out of its reads as an object of its
+own (what an application must at least be handed) and counts frames and bytes; nothing
+is checked but the count and the total length. What the other strategies pay on top of
+this is framing, checking and flow control (issue #13).
 
-:func:`raw_frames_block` and :func:`RawCounter` are shared with the latency, setup
-and idle-memory programs (:mod:`.peers_rtt`, :mod:`.peers_idle`), so "raw Trio" is the
+:data:`LENGTH` and :func:`raw_frame` are shared with the latency, setup and
+idle-memory programs (:mod:`.peers_rtt`, :mod:`.peers_idle`), so "raw Trio" is the
 same framing everywhere.
 """
 
@@ -49,51 +49,46 @@ def raw_frames_block(size: int) -> tuple[bytes, int]:
 
 
 class RawCounter:
-    """Counts the frames of a byte stream by their length prefixes, bodies skipped.
+    """Cuts a byte stream into its frames' bodies, one ``bytes`` per message, and counts them.
 
-    A body cut by the end of a read is skipped as the next reads come in; a header cut
-    by it waits (at most 3 bytes) for the next. Only the prefixes are read.
+    This is what any framing must do at the least: an application is handed each message
+    as an object of its own (issue #13's "the receiver parses and counts"). Reads are
+    appended to one buffer; every whole frame's body is sliced out of it; what follows
+    the last whole frame (a cut header or body) waits for the next read. The buffer holds
+    at most one frame plus one read.
     """
 
     def __init__(self) -> None:
         self.frames = 0
         self.body_bytes = 0
-        self._skip = 0  # bytes of the current body still to come
-        self._head = b""  # a cut header
+        self.last = bytearray()  # the last message cut out
+        self._buffer = bytearray()
 
     def feed(self, chunk: bytes | bytearray) -> int:
-        """Count the frames that end in ``chunk``; how many that was."""
-        n = len(chunk)
+        """Cut out the messages that end in ``chunk``; how many that was."""
+        buffer = self._buffer
+        buffer += chunk
+        n = len(buffer)
         pos = frames = 0
-        if self._skip:
-            if self._skip > n:
-                self._skip -= n
-                return 0
-            pos, self._skip, frames = self._skip, 0, 1  # the cut frame ends here
-        elif self._head:
-            chunk = self._head + chunk
-            n = len(chunk)
-            self._head = b""
         unpack = LENGTH.unpack_from
         while n - pos >= 4:
-            (length,) = unpack(chunk, pos)
-            self.body_bytes += length
+            (length,) = unpack(buffer, pos)
             end = pos + 4 + length
             if end > n:
-                self._skip = end - n
                 break
+            self.last = buffer[pos + 4 : end]  # the message, a copy of its own
+            self.body_bytes += length
             frames += 1
             pos = end
-        else:
-            if pos < n:
-                self._head = bytes(chunk[pos:])
+        if pos:
+            del buffer[:pos]
         self.frames += frames
         return frames
 
     @property
     def pending(self) -> bool:
         """True while a frame is cut (the stream must not end here)."""
-        return bool(self._skip or self._head)
+        return bool(self._buffer)
 
 
 async def raw_receiver(args: argparse.Namespace) -> dict[str, Any]:
