@@ -1015,6 +1015,42 @@ async def test_goaway_grace_resets_streams_that_do_not_finish(
             assert info.value.remote
 
 
+async def test_a_cancelled_block_closes_at_once_and_resets_its_streams(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Trio's convention for a cancelled close: no close_grace for open streams; they are
+    reset with CANCEL (spec §10.4) and the block exits without waiting for them."""
+    a, b = trio.testing.memory_stream_pair()
+    peer_saw: list[StreamResetError] = []
+    received = trio.Event()
+
+    async def server() -> None:
+        async with open_flow_connection(b, initiator=False) as conn:
+            peer = await conn.accept_stream()
+            assert await peer.receive() == "x"
+            received.set()
+            with pytest.raises(StreamResetError) as info:
+                await peer.receive()  # the stream never finishes by itself
+            peer_saw.append(info.value)
+
+    with trio.fail_after(HANG):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server)
+            with trio.CancelScope() as scope:
+                async with open_flow_connection(a, close_grace=30.0) as conn:
+                    stream = await conn.open_stream()
+                    await stream.send("x")
+                    await received.wait()
+                    start = trio.current_time()
+                    scope.cancel()
+                    await trio.sleep_forever()
+            assert trio.current_time() - start < 2.0  # not the 30 s grace
+    assert scope.cancelled_caught
+    assert [(e.error_code, e.remote) for e in peer_saw] == [(ErrorCode.CANCEL, True)]
+    with pytest.raises(StreamResetError):  # and this side knows it reset the stream
+        await stream.send("y")
+
+
 async def test_handshake_timeout_when_the_peer_sends_nothing(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -8,6 +8,7 @@ import re
 import ssl
 import sys
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any, Final
 
 import trio
@@ -207,9 +208,33 @@ class FlowConnection:
             budget = self._core.budget
             self._core.leave_budget()  # spec §8.9 B1: nothing more arrives
             room_freed(budget)  # spec §8.9 B2: its room may admit a waiting newcomer
-            self._closed.set()
             with trio.CancelScope(shield=True):
+                await self._last_words()
+                self._closed.set()
                 await trio.aclose_forcefully(self.transport)
+
+    async def _last_words(self) -> None:
+        # The connection's tasks were cancelled from outside (a cancelled block cancels
+        # them with it), or aclose ran out of grace while they were: say GOAWAY and reset
+        # the open streams (spec §10.4), then write what the writer left, within
+        # CLOSE_LINGER. Not after a write was cut off (half a frame may be out) or the
+        # transport failed; after a normal end there is nothing left to write.
+        if self._lost is None:
+            for stream in list(self._streams.values()):
+                if self._core.stream_state(stream.stream_id) is not StreamState.CLOSED:
+                    stream.reset_now(ErrorCode.CANCEL, "connection closing")
+            if self._core.state is not ConnectionState.CLOSED:
+                self._core.close(ErrorCode.NO_ERROR)
+            self._fail(ConnectionLostError("the connection was closed by this side", error_code=0))
+        if self._mid_write:
+            return
+        data = self._link.take_output()
+        if data:
+            with (
+                trio.move_on_after(CLOSE_LINGER),
+                suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
+                await self.transport.send_all(data)
 
     async def _flushed(self) -> None:
         while not self._writer_exited:
@@ -231,6 +256,7 @@ class FlowConnection:
     _linger = False  # the peer broke the protocol: more of its input may be on the way
 
     _writer_exited = False
+    _mid_write = False  # the writer is (or was cut off) in the middle of a write
 
     async def _reader(self) -> None:
         core = self._core
@@ -305,6 +331,9 @@ class FlowConnection:
         handlers = _EVENT_HANDLERS
         for event in events:
             handlers[type(event)](self, event)
+        if self._goaway is not None:
+            # After the whole batch: a RESET read with the GOAWAY still reaches its stream.
+            self._end_if_finished()
 
     # --- what the core reports, one handler per event type (see _EVENT_HANDLERS) ------------
 
@@ -366,8 +395,7 @@ class FlowConnection:
         if event.error_code != ErrorCode.NO_ERROR:
             self._fail(self._closed_error())  # spec §10.2: every stream ends
         self._accept_send.close()  # spec §10.4: the peer opens no more streams
-        self._stream_change.unpark_all()
-        self._end_if_finished()
+        self._stream_change.unpark_all()  # _dispatch ends the connection if nothing is open
 
     def _on_closed(self, event: ConnectionClosed) -> None:
         if event.clean and self._goaway is not None:
@@ -400,8 +428,13 @@ class FlowConnection:
         link = self._link
         try:
             while True:
+                if trio.current_effective_deadline() == -math.inf:
+                    # Cancelled from outside: leave the output to _last_words rather than
+                    # start a write that the cancellation would cut off.
+                    await trio.lowlevel.checkpoint()
                 data = link.take_output()
                 if data:
+                    self._mid_write = True  # until the write completes: see aclose
                     try:
                         written = await self._write(data)
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -419,6 +452,7 @@ class FlowConnection:
                         )
                         self._reader_scope.cancel()
                         return
+                    self._mid_write = False
                     continue
                 if self._writer_done or (self._lost is not None and not core.has_data_to_send):
                     return

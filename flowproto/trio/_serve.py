@@ -94,7 +94,8 @@ async def open_flow_connection(
         codec: ``"msgpack"`` (Python objects) or ``"raw"`` (bytes), or a :class:`Codec`.
         handshake_timeout: seconds allowed for the preface and HELLO exchange.
         ping_timeout: seconds a keepalive PING may go unanswered (spec §11).
-        close_grace: seconds open streams may finish after the block exits.
+        close_grace: seconds open streams may finish after the block exits (none if the
+            block was cancelled: then they are reset with CANCEL at once).
         idle_timeout: if set, seconds without any stream after which the connection
             closes with GOAWAY(TIMEOUT) (spec §11); ``None`` (the default) never does.
         frame_timeout: seconds a frame may take to arrive once its first byte has; then
@@ -137,6 +138,7 @@ async def open_flow_connection(
         memory_budget=memory_budget,
         pacing=pacing,
     )
+    grace = close_grace
     try:
         async with trio.open_nursery() as nursery:
             try:
@@ -144,9 +146,15 @@ async def open_flow_connection(
                     nursery, handshake_timeout=handshake_timeout, idle_timeout=idle_timeout
                 )
                 yield conn
+            except trio.Cancelled:
+                # Trio's convention for a cancelled close (trio.abc.AsyncResource): close
+                # at once. GOAWAY still goes out and open streams are reset with CANCEL,
+                # but they get no grace to finish.
+                grace = 0.0
+                raise
             finally:
                 with trio.CancelScope(shield=True):
-                    await conn.aclose(close_grace)
+                    await conn.aclose(grace)
     except BaseExceptionGroup as group:
         # The connection's tasks handle their own errors, so the group holds only what the
         # handshake or the block raised: raise it bare, as a plain ``async with`` would.

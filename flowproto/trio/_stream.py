@@ -233,6 +233,10 @@ class FlowStream:
     async def reset(self, error_code: ErrorCode = ErrorCode.CANCEL, reason: str = "") -> None:
         """Abandon the stream both ways with RESET (spec §10.3); buffered messages are dropped."""
         await trio.lowlevel.checkpoint()
+        self.reset_now(error_code, reason)
+
+    def reset_now(self, error_code: ErrorCode = ErrorCode.CANCEL, reason: str = "") -> None:
+        """:meth:`reset` without a checkpoint, for a connection closing from a shield."""
         if self._reset is not None or self._lost is not None:
             return
         core = self._link.core
