@@ -84,12 +84,21 @@ def test_sixteen_streams_with_a_slow_one_account_for_every_stream() -> None:
 
 
 @pytest.mark.parametrize("size", [64, 1024 * 1024])
-def test_raw_trio_counts_every_frame_by_its_length_prefix(size: int) -> None:
+def test_raw_trio_cuts_out_and_counts_every_frame(size: int) -> None:
     record = check(run_pair(Run("throughput", "raw", size, count=2000, duration=10)))
     stream = record["receiver"]["streams"][0]
     assert record["sender"]["sent"] == stream["accounted"] == 2000
     assert stream["body_bytes"] == 2000 * size and not stream["cut_frame_at_end"]
     assert record["derived"]["msgs_per_s"] > 0
+
+
+@pytest.mark.parametrize("size", [64, 1024 * 1024])
+def test_flowproto_with_raws_workload_accounts_for_every_message(size: int) -> None:
+    record = check(run_pair(Run("throughput", "flowproto-const", size, count=2000, duration=10)))
+    stream = record["receiver"]["streams"][0]
+    assert record["sender"]["sent"] == stream["accounted"] == 2000
+    assert stream["sequence_end"] is None and stream["bad_payloads"] == 0  # counted only
+    assert record["sender"]["delivered"] == [2000]  # and flowproto says all were consumed
 
 
 def test_raw_counter_finds_frames_cut_anywhere_by_the_reads() -> None:
@@ -100,6 +109,7 @@ def test_raw_counter_finds_frames_cut_anywhere_by_the_reads() -> None:
         for i in range(0, len(data), step):
             counter.feed(data[i : i + step])
         assert (counter.frames, counter.body_bytes) == (3 * per_write, 300 * per_write)
+        assert counter.last == bytes(100)  # each message is cut out whole
         assert not counter.pending
     counter = RawCounter()
     counter.feed(data[:-1])
@@ -258,7 +268,7 @@ def test_quick_mode_prints_and_writes_no_timing_verdict(
 ) -> None:
     records = [
         run_pair(Run("throughput", name, 64, count=2000, duration=10))
-        for name in ("flowproto", "raw")
+        for name in ("flowproto-const", "raw")
     ]
     assert report.targets(records)[0]["ratio"] is not None  # there is a ratio to judge
     monkeypatch.setattr(command, "run_plan", lambda *a, **k: records)

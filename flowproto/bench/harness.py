@@ -45,7 +45,8 @@ def peer_args(run: Run, strategy: Strategy) -> list[str]:
     args = [
         "--peer", strategy.peer, "--size", str(run.size), "--codec", run.codec,
         "--streams", str(run.streams), "--api", strategy.api, "--window", strategy.window,
-        "--policy", strategy.policy, "--duration", str(run.duration),
+        "--policy", strategy.policy, "--workload", strategy.workload,
+        "--duration", str(run.duration),
         "--timeout", str(run.duration + 30),
     ]  # fmt: skip
     return args
@@ -220,10 +221,10 @@ def stream_problems(streams: Sequence[dict[str, Any]], sent: Sequence[int]) -> l
     A stream is right when its sequence ran exactly ``0 .. n-1`` for the ``n`` messages
     sent on it (in order, none missing or repeated; a drop strategy's gaps are exactly
     what it dropped), every payload was what the sender wrote, and every message was
-    accounted for once (for ``raw``, which builds no messages: the frames counted by their
-    length prefixes equal the frames sent). For flowproto it must also have held at most
-    the largest window it granted (both peak and window exact, see
-    :mod:`flowproto.bench.peers_flowproto`).
+    accounted for once (for the constant workload of ``raw`` and ``flowproto-const``, whose
+    messages carry no number: the messages counted equal the messages sent). For flowproto
+    it must also have held at most the largest window it granted (both peak and window
+    exact, see :mod:`flowproto.bench.peers_flowproto`).
     """
     problems = []
     for i, s in enumerate(streams):
@@ -234,7 +235,7 @@ def stream_problems(streams: Sequence[dict[str, Any]], sent: Sequence[int]) -> l
         more = s["sequence_problem_count"] - len(s["sequence_problems"])
         if more > 0:
             problems.append(f"{name}: sequence: {more} more problems")
-        if s["sequence_end"] is None:  # raw: counted by length prefix, not sequenced
+        if s["sequence_end"] is None:  # a constant workload: counted, not sequenced
             if s["accounted"] != n:
                 problems.append(f"{name}: sent {n}, {s['accounted']} frames counted")
         elif s["sequence_end"] != n or s["accounted"] != n:

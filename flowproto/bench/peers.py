@@ -56,6 +56,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--codec", choices=["raw", "msgpack"], default="raw")
     p.add_argument("--streams", type=int, default=1)
     p.add_argument("--api", choices=["batch", "single"], default="batch")
+    p.add_argument(
+        "--workload",
+        choices=["checked", "constant"],
+        default="checked",
+        help="checked: numbered, timestamped messages, each checked; constant: one payload "
+        "sent again and again, only counted (flowproto peers, batch API, raw codec)",
+    )
     p.add_argument("--count", type=int, default=1_000_000, help="sender: most messages a stream")
     p.add_argument("--duration", type=float, default=5.0, help="seconds of sending / pacing")
     p.add_argument("--timeout", type=float, default=60.0, help="hard limit in seconds")

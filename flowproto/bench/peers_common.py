@@ -19,6 +19,7 @@ from flowproto import Settings
 
 from .workload import (
     Checker,
+    CountOnly,
     Sampler,
     Schedule,
     cdf_points,
@@ -88,9 +89,11 @@ class RunClock:
 class StreamResult:
     """What one receiving stream's consumer saw."""
 
-    def __init__(self, index: int, size: int, codec: str) -> None:
+    def __init__(self, index: int, size: int, codec: str, workload: str = "checked") -> None:
         self.index = index
-        self.checker = Checker(size, codec)
+        self.checker: Checker | CountOnly = (
+            CountOnly(size) if workload == "constant" else Checker(size, codec)
+        )
         self.consumed = 0  # taken by the schedule, within the paced phase
         self.drained = 0  # taken after the phase, without pacing
         self.dropped = 0  # dropped by the receiver (drop policy, or over the memory cap)

@@ -32,6 +32,7 @@ from .peers_common import (
 )
 from .workload import (
     SAMPLE_INTERVAL,
+    ConstantMaker,
     MessageMaker,
     Sampler,
     Schedule,
@@ -164,7 +165,7 @@ async def flowproto_receiver(args: argparse.Namespace) -> dict[str, Any]:
     transport = await accept_one(args)
     cpu0 = cpu_seconds()
     clock = RunClock()
-    results = [StreamResult(i, args.size, args.codec) for i in range(args.streams)]
+    results = [StreamResult(i, args.size, args.codec, args.workload) for i in range(args.streams)]
     sampler = Sampler(mono())
     streams: list[FlowStream] = []
     tap = WindowTap(transport)
@@ -346,9 +347,13 @@ async def flowproto_sender(args: argparse.Namespace) -> dict[str, Any]:
 async def produce_flowproto(
     stream: FlowStream, index: int, sent: list[int], stop_at: float, args: argparse.Namespace
 ) -> None:
-    maker = MessageMaker(args.size, args.codec)
-    schedule = Schedule([]) if args.rate is None else schedule_from_json([[0, args.rate]])
     per_batch = batch_messages(args.size)
+    maker: MessageMaker | ConstantMaker = (
+        ConstantMaker(args.size, per_batch)
+        if args.workload == "constant"
+        else MessageMaker(args.size, args.codec)
+    )
+    schedule = Schedule([]) if args.rate is None else schedule_from_json([[0, args.rate]])
     start = mono()
     seq = 0
     with trio.move_on_at(trio.current_time() + (stop_at - mono())):

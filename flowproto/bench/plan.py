@@ -41,6 +41,7 @@ class Strategy:
     window: str = "default"
     policy: str = "block"
     multi_stream: bool = True
+    workload: str = "checked"  # or "constant": raw's one payload, only counted
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -83,9 +84,18 @@ STRATEGIES: dict[str, Strategy] = {
             "raw",
             "the minimal raw-Trio program, the floor of any Trio framing and what the speed "
             "targets are stated against: <u32 length> frames, one constant payload built "
-            "once, writes coalesced to ~64 KiB; the receiver parses the length prefixes and "
-            "counts (no per-message object, nothing checked but counts)",
+            "once, writes coalesced to ~64 KiB; the receiver cuts each message out of its "
+            "reads and counts (nothing checked but counts)",
             multi_stream=False,
+        ),
+        Strategy(
+            "flowproto-const",
+            "flowproto",
+            "flowproto (as the flowproto strategy) with raw's workload: one constant payload "
+            "sent again and again, messages only counted; against raw it measures what "
+            "flowproto's framing, credit and delivery cost, not the benchmark's checks",
+            multi_stream=False,
+            workload="constant",
         ),
         Strategy(
             "plain",
@@ -256,9 +266,11 @@ class Plan:
 #: The order of the throughput runs within a repeat: the two sides of each target run
 #: back to back (A1 B1 ... A2 B2 ...), so that a pair sees about the same machine.
 THROUGHPUT_ORDER = (
-    "flowproto", "raw", "plain", "flowproto-single", "plain-single",
+    "flowproto-const", "raw", "flowproto", "plain", "flowproto-single", "plain-single",
     "flowproto-small", "unbounded", "drop", "zmq",
 )  # fmt: skip
+#: Strategies with one constant payload: no codec, no consumer to pace.
+CONSTANT = ("raw", "flowproto-const")
 
 
 def full_plan(repeats: int = 3) -> Plan:
@@ -269,13 +281,13 @@ def full_plan(repeats: int = 3) -> Plan:
         for size in SIZES:
             for codec in ("raw", "msgpack") if size <= KIB else ("raw",):
                 for name in THROUGHPUT_ORDER:
-                    if name == "raw" and codec != "raw":
+                    if name in CONSTANT and codec != "raw":
                         continue  # one constant payload: no codec
                     runs.append(Run("throughput", name, size, codec, repeat=rep, duration=3.0))
     for size in (KIB, 64 * KIB):
         for consumer in CONSUMERS:
             for name in STRATEGIES:
-                if name == "raw":
+                if name in CONSTANT:
                     continue  # counts as fast as it can: no consumer to pace
                 runs.append(
                     Run(
@@ -306,6 +318,7 @@ def quick_plan() -> Plan:
         Run("throughput", "flowproto", 64, duration=1.0),
         Run("throughput", "plain", 64, duration=1.0),
         Run("throughput", "raw", 64, duration=1.0),
+        Run("throughput", "flowproto-const", 64, duration=1.0),
         Run("throughput", "flowproto", 64 * KIB, duration=1.0),
         Run("throughput", "plain", 64 * KIB, duration=1.0),
         Run("throughput", "flowproto-single", KIB, "msgpack", duration=1.0),

@@ -81,6 +81,24 @@ class MessageMaker:
         return [{"seq": seq, "t": now(), "data": data} for seq in range(first, first + count)]
 
 
+class ConstantMaker:
+    """The ``constant`` workload (issue #13's raw-Trio floor): one payload of ``size`` zero
+    bytes built once, sent again and again. Nothing in it can be checked but the count."""
+
+    def __init__(self, size: int, per_batch: int) -> None:
+        self._batch = [bytes(size)] * per_batch
+
+    def batch(self, first: int, count: int) -> list[bytes]:
+        """``count`` messages (at most one batch): the same list object when it is whole."""
+        return self._batch if count == len(self._batch) else self._batch[:count]
+
+    def raw(self, seq: int) -> bytes:
+        """One message (the one-message-at-a-time API)."""
+        return self._batch[0]
+
+    obj = raw
+
+
 def encoder(codec: str) -> Callable[[Any], bytes]:
     """How strategies without a codec of their own turn a message into bytes."""
     if codec == "raw":
@@ -276,6 +294,41 @@ class Checker:
             "sequence_end": end,  # the sequence ran 0..end-1 (with drops registered)
             "sequence_problems": self.sequence.problems,
             "sequence_problem_count": self.sequence.problem_count,
+            "bad_payloads": self.bad,
+        }
+
+
+class CountOnly:
+    """The checker of the ``constant`` workload: counts messages and their bytes, as the
+    ``raw`` strategy's receiver does; no sequence, payload or latency (see :class:`Checker`
+    for the methods)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.count = 0
+        self.bad = 0  # messages of another length than ``size``
+        self.latencies = array("d")
+
+    def take(self, batch: Sequence[Any], now: float) -> None:
+        self._check(batch)
+
+    def take_drained(self, batch: Sequence[Any]) -> None:
+        self._check(batch)
+
+    def drop(self, seqs: list[int]) -> None:
+        self.count += len(seqs)
+
+    def _check(self, batch: Sequence[Any]) -> None:
+        self.count += len(batch)
+        if batch and len(batch[0]) != self.size:  # one length looked at per batch
+            self.bad += 1
+
+    def finish(self) -> dict[str, Any]:
+        return {
+            "accounted": self.count,
+            "sequence_end": None,
+            "sequence_problems": [],
+            "sequence_problem_count": 0,
             "bad_payloads": self.bad,
         }
 
