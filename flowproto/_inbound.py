@@ -57,11 +57,17 @@ class DataHeader(NamedTuple):
 
 
 class DataBody(NamedTuple):
-    """A whole DATA frame off the hot path (spec §5.1)."""
+    """A whole DATA frame off the hot path (spec §5.1); a large body is a view of the
+    (immutable) read it arrived in (see :data:`VIEW_MIN_BYTES`)."""
 
     stream_id: int
     flags: int
-    body: bytes
+    body: bytes | memoryview
+
+
+#: A DATA body at least this large, and at least a quarter of the read it came in, is
+#: handed on as a view of that read rather than copied out of it.
+VIEW_MIN_BYTES: Final = 16 * 1024
 
 
 Item = DataHeader | DataBody | Frame
@@ -252,7 +258,14 @@ class Inbound:
                     break
                 if end > n:
                     break
-                yield DataBody(sid, flags, data[pos + HEADER_SIZE : end])
+                if length >= VIEW_MIN_BYTES and 4 * length >= n:
+                    # A large body (a fragment, mostly) stays a view of the read until its
+                    # message is joined: one copy instead of two. Only when it is at least
+                    # a quarter of that read, so views pin at most 4x the bytes they hold.
+                    body: bytes | memoryview = memoryview(data)[pos + HEADER_SIZE : end]
+                else:
+                    body = data[pos + HEADER_SIZE : end]
+                yield DataBody(sid, flags, body)
                 pos = end
                 continue
             sid &= STREAM_ID_MASK

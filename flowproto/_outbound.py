@@ -110,7 +110,11 @@ class Outbound:
     def whole_messages(self, sid: int, payloads: list[bytes], lengths: list[int]) -> None:
         """A run of messages that each fit one frame, queued in one step (the batch path)."""
         frames: list[bytes | memoryview] = [b""] * (2 * len(payloads))
-        frames[0::2] = [_pack_header(n, _DATA, _END_MESSAGE, sid) for n in lengths]
+        first = lengths[0]
+        if lengths.count(first) == len(lengths):  # one size (common): one header for all
+            frames[0::2] = [_pack_header(first, _DATA, _END_MESSAGE, sid)] * len(lengths)
+        else:
+            frames[0::2] = [_pack_header(n, _DATA, _END_MESSAGE, sid) for n in lengths]
         frames[1::2] = payloads
         self.out += frames
 

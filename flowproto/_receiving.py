@@ -145,10 +145,14 @@ class DataReceiving(ConnectionParts):
         self,
         sid: int,
         flags: int,
-        body: bytes,
+        body: bytes | memoryview,
         rx: Received,
     ) -> None:
-        """DATA off the hot path: new streams, fragments, END_STREAM, closed streams."""
+        """DATA off the hot path: new streams, fragments, END_STREAM, closed streams.
+
+        A large ``body`` may be a view of the read (``_inbound.VIEW_MIN_BYTES``): it is
+        kept as such only in ``st.partial``, until the message is joined.
+        """
         length = len(body)
         if sid not in self._streams and self._table.is_idle(sid):
             # The header-time checks of a new stream, in the order a frame whose body
@@ -186,7 +190,8 @@ class DataReceiving(ConnectionParts):
             st.partial.append(body)
             st.partial_len += length
             if end_message:
-                message = st.partial[0] if len(st.partial) == 1 else b"".join(st.partial)
+                parts = st.partial
+                message = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
                 st.partial = None
                 rx.message(sid, message)
         if end_stream:

@@ -50,7 +50,7 @@ class StreamRecord:
         self.state = StreamState.OPEN
         self.send = send
         self.recv = recv
-        self.partial: list[bytes] | None = None  # fragments of a message in progress
+        self.partial: list[bytes | memoryview] | None = None  # fragments of a message
         self.partial_len = 0
         self.peer_consumed: int | None = None  # spec §10.5: the peer's last "consumed"
         self.reported_consumed = 0  # the "consumed" of our last CREDIT on this stream

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
 import pytest
@@ -442,6 +442,57 @@ def test_a_message_larger_than_max_frame_bytes_arrives_whole() -> None:
     for i in range(0, len(wire), 1000):  # any chunking of the transport
         events += b.receive_data(wire[i : i + 1000], 0.0)
     assert events == [MessagesReceived(stream_id, [payload], len(payload))]
+
+
+@pytest.mark.parametrize("read", [1 << 20, 64 * 1024 + 10, 20_000, 4096])
+def test_large_fragments_are_joined_into_bytes_whatever_the_reads(read: int) -> None:
+    """spec §7.1: large fragment bodies stay views of their reads until the join
+    (``_inbound.VIEW_MIN_BYTES``); what is delivered is bytes, equal to what was sent,
+    and a view never outlives the join."""
+    a, b = connected_pair(None, Settings(max_frame_bytes=65536))
+    stream_id = opened(a, b)
+    payloads = [bytes([i]) * (200_000 + i) for i in range(3)]  # 4 fragments each
+    for payload in payloads:
+        assert a.send_message(stream_id, payload)
+    wire = a.data_to_send()
+    events: list[Event] = []
+    for i in range(0, len(wire), read):
+        events += b.receive_data(wire[i : i + read], 0.0)
+    got = messages_of(events, stream_id)
+    assert got == payloads
+    assert all(type(m) is bytes for m in got)
+
+
+@pytest.mark.parametrize(("read", "views"), [(1 << 20, False), (60_000, True)])
+def test_a_fragment_under_a_quarter_of_its_read_is_copied_not_pinned(
+    read: int, views: bool
+) -> None:
+    """The bound on views: a body is kept as a view of its read only if it is at least
+    VIEW_MIN_BYTES and a quarter of that read, so views pin at most 4x what they hold."""
+    from flowproto._inbound import VIEW_MIN_BYTES, DataBody, Inbound
+
+    a, b = connected_pair(None, Settings(max_frame_bytes=VIEW_MIN_BYTES))
+    stream_id = opened(a, b)
+    assert a.send_message(stream_id, bytes(200_000))  # 13 fragments
+    wire = a.data_to_send()
+    kinds: list[bool] = []
+    walk = Inbound.walk
+
+    def spy(self: Inbound, data: bytes, pos: int, rx: object) -> Iterator[object]:
+        for item in walk(self, data, pos, rx):  # type: ignore[arg-type]
+            if type(item) is DataBody:
+                big = len(item.body) >= VIEW_MIN_BYTES and 4 * len(item.body) >= len(data)
+                assert (type(item.body) is memoryview) == big
+                kinds.append(big)
+            yield item
+
+    events: list[Event] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Inbound, "walk", spy)
+        for i in range(0, len(wire), read):
+            events += b.receive_data(wire[i : i + read], 0.0)
+    assert any(kinds) is views  # one read of it all: every fragment copied
+    assert messages_of(events, stream_id) == [bytes(200_000)]
 
 
 def test_fragments_of_two_streams_may_interleave() -> None:
