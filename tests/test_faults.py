@@ -11,6 +11,7 @@ peak, or a count of handler tasks.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import socket
 import ssl
@@ -192,6 +193,39 @@ async def test_a7_credit_without_reading_is_bounded_and_ends_at_the_write_timeou
             assert info.value.error_code == ErrorCode.TIMEOUT
             assert peer.conn.handshake_complete
     assert tasks_living() == baseline
+
+
+async def test_a7_over_a_real_socket_each_chunk_gets_its_own_allowance(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A7 on a plain socket, where the writer sends what the kernel takes per call: the
+    peer reads 600 KiB (past two WRITE_CHUNKs of a large write) and then stops. spec §11
+    (1.1): the write fails once the chunk in progress has had write_timeout + its size /
+    MIN_FRAME_RATE, not the allowance of the whole write (10 s + 4 MiB / 16 KiB/s)."""
+    a, b = trio.socket.socketpair()
+    with a, b:
+        peer = BarePeer(trio.SocketStream(b), Role.ACCEPTOR, HUGE)
+        with trio.fail_after(HANG):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(peer.handshake)
+                async with open_flow_connection(trio.SocketStream(a), settings=QUIET) as conn:
+                    stream = await conn.open_stream(codec="raw")
+
+                    async def produce() -> None:
+                        with contextlib.suppress(ConnectionLostError):
+                            await stream.send_many([bytes(MIB)] * 8)  # large writes
+
+                    nursery.start_soon(produce)
+                    taken = 0
+                    while taken < 600 * 1024:
+                        taken += len(await peer.transport.receive_some(64 * 1024))
+                    stopped = trio.current_time()  # the peer reads nothing more
+                    with pytest.raises(ConnectionLostError) as info:
+                        await stream.receive()
+                    elapsed = trio.current_time() - stopped
+                    assert info.value.error_code == ErrorCode.TIMEOUT
+                    assert elapsed <= DEFAULT_WRITE_TIMEOUT + WRITE_CHUNK / MIN_FRAME_RATE
+                nursery.cancel_scope.cancel()
 
 
 # --- A9, A12: handlers under Rapid Reset and past max_streams ----------------------------------
