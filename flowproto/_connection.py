@@ -207,6 +207,15 @@ class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving
         """Everything queued so far, possibly ``b""``; the queue is then empty."""
         return self._output.data_to_send()
 
+    def buffers_to_send(self, max_buffers: int = 64) -> list[bytes | memoryview]:
+        """:meth:`data_to_send` for a vectored write (``sendmsg``/``writev``): the same
+        bytes, in order, as a list of at most ``max_buffers`` pieces (one joined piece
+        when there would be more), so large payloads are not copied into a joined
+        buffer first. Possibly empty; the queue is then empty. The pieces may be views
+        of ``bytes`` payloads passed to a send; none is mutable.
+        """
+        return self._output.buffers_to_send(max_buffers)
+
     @property
     def has_data_to_send(self) -> bool:
         """True if ``data_to_send()`` would return bytes."""

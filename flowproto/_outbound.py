@@ -48,18 +48,36 @@ class Outbound:
 
     def data_to_send(self) -> bytes:
         """Everything queued so far, possibly ``b""``; the queue is then empty."""
+        out = self._ordered()
+        if not out:
+            return b""
+        data = b"".join(out)
+        out.clear()
+        return data
+
+    def buffers_to_send(self, max_buffers: int) -> list[bytes | memoryview]:
+        """What :meth:`data_to_send` would join, as the pieces themselves when there are
+        at most ``max_buffers`` of them (for a vectored write), else joined into one."""
+        out = self._ordered()
+        if len(out) > max_buffers:
+            data: list[bytes | memoryview] = [b"".join(out)]
+            out.clear()
+            return data
+        pieces = out[:]  # ``out`` itself stays: the send hot path holds it
+        out.clear()
+        return pieces
+
+    def _ordered(self) -> list[bytes | memoryview]:
+        # Urgent frames go ahead of queued DATA; the reply count starts again.
         out = self.out
         if self.urgent:
             at = 2 if self.preface_queued else 0  # never ahead of our preface and HELLO
             out[at:at] = self.urgent
             self.urgent.clear()
-        if not out:
-            return b""
-        self.preface_queued = False
-        self.replies = 0
-        data = b"".join(out)
-        out.clear()
-        return data
+        if out:
+            self.preface_queued = False
+            self.replies = 0
+        return out
 
     @property
     def has_data(self) -> bool:

@@ -1626,3 +1626,20 @@ def test_any_chunking_gives_the_same_messages_and_one_batch_per_stream_per_call(
                     b.release(e.stream_id, e.nbytes, len(e.messages), 0.0)
         assert got == expected, chunk_size
         assert b.partial_input == 0
+
+
+@pytest.mark.parametrize("max_buffers", [1, 4, 64, 1000])
+def test_buffers_to_send_are_the_bytes_of_data_to_send_in_pieces(max_buffers: int) -> None:
+    """Connection.buffers_to_send: the same bytes as data_to_send, in order, in at most
+    ``max_buffers`` pieces (one joined piece past that); the queue is then empty."""
+    twins = [pair(), pair()]
+    for a, b in twins:
+        stream_id = opened(a, b)
+        a.send_message(stream_id, bytes(100_000))  # fragments: views of the payload
+        a.send_messages(stream_id, [b"m%d" % i for i in range(20)])
+        a.ping(0.0)  # a control frame
+    pieces = twins[0][0].buffers_to_send(max_buffers)
+    assert b"".join(pieces) == twins[1][0].data_to_send()
+    assert 1 <= len(pieces) <= max_buffers
+    assert twins[0][0].buffers_to_send(max_buffers) == []
+    assert not twins[0][0].has_data_to_send

@@ -17,8 +17,12 @@ from contextlib import asynccontextmanager
 
 import trio
 import trio.testing
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from test_trio import HANG
 
 from flowproto.trio import FlowConnection, FlowStream, open_flow_connection
+from flowproto.trio._connection import _unsent
 
 KIB = 1024
 
@@ -138,3 +142,47 @@ async def test_ping_pong_over_a_socket_pair_delivers_every_reply_in_order() -> N
                 await stream.send(b"%d-abc" % i)
                 assert await stream.receive() == (b"%d-abc" % i)[::-1]
             await stream.aclose()
+
+
+# --- vectored writes on a plain socket (the writer's sendmsg path) ----------------------------
+
+
+@given(
+    pieces=st.lists(st.binary(max_size=40), min_size=1, max_size=12),
+    data=st.data(),
+)
+def test_what_is_left_after_a_partial_vectored_write_is_the_rest_of_the_bytes(
+    pieces: list[bytes], data: st.DataObject
+) -> None:
+    whole = b"".join(pieces)
+    assume(whole)
+    sent = data.draw(st.integers(0, len(whole) - 1))
+    rest = _unsent(list(pieces), sent)
+    assert b"".join(bytes(p) for p in rest) == whole[sent:]
+
+
+async def test_large_and_small_messages_over_a_socket_arrive_intact_through_slow_reads() -> None:
+    """The writer's vectored path: 1 MiB messages (views of their payloads, never joined)
+    between small ones, over a socket whose buffer is far smaller: most writes are
+    partial and go on from the middle of a piece."""
+    payloads = [bytes([i % 251]) * (1 << 20) if i % 3 == 0 else b"small %d" % i for i in range(12)]
+    a, b = trio.socket.socketpair()
+    with a, b, trio.fail_after(HANG):
+        async with trio.open_nursery() as nursery:
+            got: list[bytes] = []
+
+            async def receiver() -> None:
+                async with open_flow_connection(
+                    trio.SocketStream(b), initiator=False, codec="raw"
+                ) as conn:
+                    stream = await conn.accept_stream()
+                    async for message in stream:
+                        got.append(message)
+                    await stream.aclose()
+
+            nursery.start_soon(receiver)
+            async with open_flow_connection(trio.SocketStream(a), codec="raw") as conn:
+                stream = await conn.open_stream()
+                await stream.send_many(payloads)
+                await stream.aclose()
+    assert got == payloads

@@ -433,11 +433,16 @@ class FlowConnection:
                     # Cancelled from outside: leave the output to _last_words rather than
                     # start a write that the cancellation would cut off.
                     await trio.lowlevel.checkpoint()
-                data = link.take_output()
-                if data:
+                sock = link.socket
+                # A plain socket takes the pieces themselves (vectored), others the bytes.
+                data = link.take_buffers() if sock is not None else [link.take_output()]
+                if data and data[0]:
                     self._mid_write = True  # until the write completes: see aclose
                     try:
-                        written = await self._write(data)
+                        if sock is not None:
+                            written = await self._write_socket(sock, data)
+                        else:
+                            written = await self._write(data[0])
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                         self._fail(_transport_failure(exc))
                         return
@@ -466,8 +471,6 @@ class FlowConnection:
     async def _write(self, data: bytes | memoryview) -> bool:
         """Send ``data``; False if a chunk of it stalled for the write timeout (spec §11)."""
         # spec §11 (1.1): a write of n bytes is allowed write_timeout + n / MIN_FRAME_RATE.
-        if self._link.socket is not None:
-            return await self._write_socket(self._link.socket, data)
         send_all = self.transport.send_all
         if len(data) <= WRITE_CHUNK:
             with trio.move_on_after(self._write_timeout + len(data) / MIN_FRAME_RATE):
@@ -483,27 +486,35 @@ class FlowConnection:
             return False
         return True
 
-    async def _write_socket(self, sock: trio.socket.SocketType, data: bytes | memoryview) -> bool:
-        """:meth:`_write` on a plain socket: each ``send`` takes what the kernel accepts
-        (one scheduler round per call, not per ``WRITE_CHUNK``), and the allowance of
-        spec §11 is kept chunk by chunk: each ``WRITE_CHUNK`` gets write_timeout + its
+    async def _write_socket(
+        self, sock: trio.socket.SocketType, buffers: list[bytes | memoryview]
+    ) -> bool:
+        """:meth:`_write` on a plain socket, vectored: each ``sendmsg`` takes what the
+        kernel accepts of the pieces (no joined copy of large payloads, one scheduler
+        round per call rather than per ``WRITE_CHUNK``). The allowance of spec §11 is
+        kept chunk by chunk: each ``WRITE_CHUNK`` of the whole gets write_timeout + its
         size / MIN_FRAME_RATE from when the one before it was accepted."""
-        total = len(data)
-        view = memoryview(data)
+        total = sum(map(len, buffers))
         pos = 0
         chunk_end = min(total, WRITE_CHUNK)
         timeout = self._write_timeout
         try:
             with trio.move_on_after(timeout + chunk_end / MIN_FRAME_RATE) as scope:
-                while pos < total:
-                    pos += await sock.send(view[pos:])
-                    if pos >= chunk_end and pos < total:
+                while True:
+                    if len(buffers) == 1:
+                        sent = await sock.send(buffers[0])
+                    else:
+                        sent = await sock.sendmsg(buffers)
+                    pos += sent
+                    if pos >= total:
+                        return True
+                    buffers = _unsent(buffers, sent)
+                    if pos >= chunk_end:
                         start = pos - pos % WRITE_CHUNK  # the chunk now being written
                         chunk_end = min(total, start + WRITE_CHUNK)
                         scope.deadline = (
                             trio.current_time() + timeout + (chunk_end - start) / MIN_FRAME_RATE
                         )
-                return True
         except OSError as exc:  # as trio.SocketStream.send_all reports them
             if exc.errno in (errno.EBADF, errno.ENOTSOCK):
                 raise trio.ClosedResourceError("this socket was already closed") from None
@@ -729,6 +740,18 @@ _SSL_SOURCE: Final = re.compile(r"\s*\(_ssl\.c:\d+\)$")
 
 
 #: What the layer does with each event the core reports (``flowproto._events``).
+def _unsent(buffers: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
+    """What is left of ``buffers`` after a write took their first ``sent`` bytes."""
+    i = 0
+    while sent >= len(buffers[i]):
+        sent -= len(buffers[i])
+        i += 1
+    rest = buffers[i:]
+    if sent:
+        rest[0] = memoryview(rest[0])[sent:]
+    return rest
+
+
 _EVENT_HANDLERS: Final[dict[type[Event], Callable[[FlowConnection, Any], None]]] = {
     MessagesReceived: FlowConnection._on_messages,
     CreditGranted: FlowConnection._on_credit,

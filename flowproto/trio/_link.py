@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from contextlib import suppress
+from typing import Final
 
 import trio
 
 from .. import Connection
+
+#: The most pieces one vectored write takes (``Connection.buffers_to_send``): more are
+#: joined into one. Well under the kernel's IOV_MAX (1024 on Linux).
+MAX_WRITE_BUFFERS: Final = 256
 
 __all__ = ["StreamLink"]
 
@@ -83,11 +88,27 @@ class StreamLink:
         else:
             data = self.core.data_to_send()
         if data:
-            self.backlog = 0
-            self.unyielded_bytes = 0  # the output is taken: the senders let it be written
-            if self.backlog_lot:
-                self.backlog_lot.unpark_all()
+            self._taken()
         return data
+
+    def take_buffers(self) -> list[bytes | memoryview]:
+        """:meth:`take_output` as pieces for a vectored write (at most
+        ``MAX_WRITE_BUFFERS``; see ``Connection.buffers_to_send``)."""
+        if self.leftover:
+            data: list[bytes | memoryview] = [self.leftover]
+            self.leftover = b""
+        else:
+            data = self.core.buffers_to_send(MAX_WRITE_BUFFERS)
+        if data:
+            self._taken()
+        return data
+
+    def _taken(self) -> None:
+        # The backlog is empty again, so senders waiting on it go on.
+        self.backlog = 0
+        self.unyielded_bytes = 0  # the output is taken: the senders let it be written
+        if self.backlog_lot:
+            self.backlog_lot.unpark_all()
 
     def flush(self) -> None:
         """Write what the core has queued, now, from the calling task, if that is safe.
