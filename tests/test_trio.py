@@ -1161,3 +1161,54 @@ async def test_idle_timeout_waits_while_a_stream_is_open(
             assert server.statistics().state == "open"
             await stream.aclose()
             await peer.aclose()
+
+
+async def test_a_woken_sender_whose_stream_was_reset_passes_the_wake_up_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """spec §10.7.2: senders waiting on a full send backlog are woken one at a time and
+    each passes the wake-up on. The first one woken finds its stream reset and queues
+    nothing, so no write follows that would wake the next: it must pass the wake-up on
+    itself, or the sender behind it waits forever."""
+    from flowproto.trio import MAX_SEND_BACKLOG
+
+    huge = Settings(
+        stream_bytes=2**62 - 1, stream_messages=2**31 - 1, connection_bytes=2**62 - 1,
+        keepalive_ms=0,
+    )  # fmt: skip
+    chunk = bytes(64 * 1024)
+    with trio.fail_after(HANG):
+        async with (
+            bare_peer(
+                peer_settings=huge,
+                lockstep=True,
+                settings=Settings(keepalive_ms=0),
+                write_timeout=3600.0,  # the peer reads nothing for a while on purpose
+            ) as (conn, peer),
+            trio.open_nursery() as nursery,
+        ):
+            first, doomed, last = [await conn.open_stream(codec="raw") for _ in range(3)]
+            await trio.testing.wait_all_tasks_blocked()  # the writer waits for the peer
+            await first.send_many([chunk] * (MAX_SEND_BACKLOG // len(chunk)))  # a full backlog
+            outcome: dict[str, BaseException | None] = {}
+
+            async def send(name: str, stream: FlowStream) -> None:
+                try:
+                    await stream.send(chunk)
+                    outcome[name] = None
+                except StreamResetError as exc:
+                    outcome[name] = exc
+
+            nursery.start_soon(send, "doomed", doomed)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(send, "last", last)  # parked behind it
+            await trio.testing.wait_all_tasks_blocked()
+            assert outcome == {}
+            await doomed.reset()  # it stays parked until a write wakes it
+            nursery.start_soon(peer.read_forever)  # the writer goes on: one wake-up
+            with trio.fail_after(60):
+                while len(outcome) < 2:
+                    await trio.sleep(0.01)
+            assert isinstance(outcome["doomed"], StreamResetError)
+            assert outcome["last"] is None
+            nursery.cancel_scope.cancel()

@@ -245,7 +245,7 @@ def scenario_runs(repeat: int, quick: bool) -> list[Run]:
     runs += [
         Run("cli-copy", name, size, count=1, repeat=repeat) for name in ("flowproto", "raw", "nc")
     ]
-    total = 25_600 if q else 256_000
+    total = 25_600 if q else 2_048_000  # ~2 s a run: shorter ones were too noisy
     runs += [
         Run("streams-scaling", "flowproto", KIB, streams=n, count=total // n, duration=60.0,
             repeat=repeat)

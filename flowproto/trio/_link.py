@@ -108,7 +108,7 @@ class StreamLink:
         self.backlog = 0
         self.unyielded_bytes = 0  # the output is taken: the senders let it be written
         if self.backlog_lot:
-            self.backlog_lot.unpark_all()
+            self.backlog_lot.unpark()  # the first; each passes it on while there is room
 
     def flush(self) -> None:
         """Write what the core has queued, now, from the calling task, if that is safe.

@@ -170,7 +170,15 @@ class FlowStream:
             while link.backlog >= MAX_SEND_BACKLOG:
                 # spec §10.7.2: the transport is not taking what is queued; wait for it
                 # before queuing more, whatever credit the peer grants.
-                await link.backlog_lot.park()
+                try:
+                    await link.backlog_lot.park()
+                finally:
+                    # Woken one at a time (StreamLink._taken): pass the wake-up on while
+                    # there is room, so a full backlog does not wake every waiting
+                    # sender at once only to park most of them again. Also when
+                    # cancelled, so no wake-up is lost.
+                    if link.backlog < MAX_SEND_BACKLOG and link.backlog_lot:
+                        link.backlog_lot.unpark()
                 self._check_send()
             n = core.send_messages(self.stream_id, payloads[sent:] if sent else payloads)
             if n:
