@@ -67,7 +67,7 @@ from ._frames import (
     UnknownFrame,
     pack_body,
 )
-from ._limits import FRAME_TIMEOUT, MIN_FRAME_RATE, Limits
+from ._limits import FRAME_TIMEOUT, MIN_FRAME_RATE, REPORT_INTERVAL, Limits
 from ._logs import RateLimitedLog
 from ._pacing import Pacer
 from ._settings import MAX_COUNTER
@@ -86,6 +86,7 @@ __all__ = [
     "MAX_COUNTER",
     "MIN_FRAME_RATE",
     "PREFACE",
+    "REPORT_INTERVAL",
     "VERSION",
     "Admission",
     "AutoTune",

@@ -56,7 +56,7 @@ from ._frames import (
     Settings,
 )
 from ._inbound import DataBody, DataHeader, Inbound, Item, Received
-from ._limits import FRAME_TIMEOUT, GlitchBudget, Limits
+from ._limits import FRAME_TIMEOUT, REPORT_INTERVAL, GlitchBudget, Limits
 from ._outbound import Outbound
 from ._queries import ConnectionQueries
 from ._receiving import DataReceiving
@@ -298,7 +298,11 @@ class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving
         if self.state is ConnectionState.CLOSED:
             pass  # spec §10.2: nothing is sent after a connection error
         elif st.state in RECEIVING_STATES:
-            update = st.recv.update()
+            # spec §8.6 step 3: by the thresholds, or as a consumption report once
+            # REPORT_INTERVAL has passed since the stream's last CREDIT (a funded CREDIT).
+            if st.reported_at is None:
+                st.reported_at = now
+            update = st.recv.update(report=now - st.reported_at >= REPORT_INTERVAL)
             if update is not None:
                 rate, depth = self._feedback(st) if st.tuner is not None else (None, None)
                 self._output.queue(
@@ -307,6 +311,7 @@ class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving
                     )
                 )
                 st.reported_consumed = st.recv.consumed_messages
+                st.reported_at = now
                 self._output.replies += 1  # spec §10.7: CREDIT answers the peer's data
                 credit = True
         else:

@@ -347,18 +347,22 @@ class ReceiveWindow:
             self.budget.committed -= nbytes
         return nbytes
 
-    def update(self) -> tuple[int, int] | None:
+    def update(self, report: bool = False) -> tuple[int, int] | None:
         """The limits to advertise now, or ``None`` if no CREDIT is due (spec §8.6).
 
         1. The target is ``consumed + window`` in each unit.
-        2. A unit is due when its target is at least its threshold above the advertised limit.
+        2. A unit is due when its target is at least its threshold above the advertised
+           limit; with ``report`` (a consumption report is due, spec §8.6 step 3), when
+           it is above the advertised limit at all.
         3. If any unit is due, both limits are raised to their targets and returned.
         """
         target_bytes = self.consumed_bytes + self.window_bytes
         target_messages = self.consumed_messages + self.window_messages
+        least_bytes = 1 if report else self.threshold_bytes
+        least_messages = 1 if report else self.threshold_messages
         if (
-            target_bytes - self.advertised_bytes >= self.threshold_bytes
-            or target_messages - self.advertised_messages >= self.threshold_messages
+            target_bytes - self.advertised_bytes >= least_bytes
+            or target_messages - self.advertised_messages >= least_messages
         ):
             if self.budget is not None and target_bytes > self.advertised_bytes:
                 # spec §8.9 B4: the shared budget may grant less, never below the floor.

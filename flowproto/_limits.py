@@ -23,6 +23,7 @@ __all__ = [
     "MIN_CREDIT_STEP",
     "MIN_FRAGMENT_BYTES",
     "MIN_FRAME_RATE",
+    "REPORT_INTERVAL",
     "GlitchBudget",
     "Limits",
 ]
@@ -43,6 +44,9 @@ MIN_FRAGMENT_BYTES: Final = 1024
 MIN_FRAME_RATE: Final = 16384
 #: spec §11: the frame timeout of a frame whose length is not known yet (and the preface).
 FRAME_TIMEOUT: Final = 10.0
+#: spec §8.6 step 3: while a stream's consumer consumes, its consumption is reported (by a
+#: funded CREDIT) at least this often, in seconds, even below the thresholds.
+REPORT_INTERVAL: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ class StreamRecord:
         "peer_consumed",
         "rate",
         "recv",
+        "reported_at",
         "reported_consumed",
         "send",
         "state",
@@ -54,6 +55,7 @@ class StreamRecord:
         self.partial_len = 0
         self.peer_consumed: int | None = None  # spec §10.5: the peer's last "consumed"
         self.reported_consumed = 0  # the "consumed" of our last CREDIT on this stream
+        self.reported_at: float | None = None  # when it was queued (or consuming began)
         self.tuner: WindowTuner | None = None  # spec §8.9: sizes recv's window
         self.rate = RateEstimator(STATIC_RATE_TIME_CONSTANT)  # how fast it is consumed
         self.feedback: tuple[int | None, int | None] | None = None  # the peer's (rate, depth)

@@ -143,6 +143,62 @@ def test_a_stop_signal_flushes_prints_the_summary_and_exits_128_plus_its_number(
     assert out.read_text(encoding="utf-8") == "one\ntwo\nthree\n"
 
 
+@pytest.mark.parametrize(
+    ("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_a_stopped_sender_says_what_was_sent_and_confirmed_per_stream_and_exits_128_plus(
+    tmp_path: Path, signum: signal.Signals, status: int
+) -> None:
+    """Ctrl-C on the sender printed only "flowproto: interrupted" (issue #16): now the
+    sending stops, the streams are reset, and the summary says what each stream sent and
+    the receiver confirmed; exit 128 + the signal's number."""
+    with (
+        receiver(*("--raw", "-q", "--rate", "300"), cwd=tmp_path) as (r, port),
+        flowproto(
+            *("send", "--connect", f"127.0.0.1:{port}", "--raw", "--streams", "2"),
+            *("--size", "100", "--count", "1000000", "--json"),
+            cwd=tmp_path,
+        ) as s,
+    ):
+        s.wait_for(r"delivered [1-9]\d*")
+        s.proc.send_signal(signum)
+        code, stdout, stderr = s.finish()
+        r.proc.send_signal(signal.SIGTERM)
+        r.finish()
+    assert code == status, stderr
+    summary = json.loads(stdout)
+    assert summary["interrupted"] is True and summary["signal"] == signum.name
+    assert [p["stream"] for p in summary["per_stream"]] == [1, 3]
+    for p in summary["per_stream"]:
+        assert 0 < p["confirmed"] <= p["sent"] < 1_000_000
+    assert summary["delivered"] == sum(p["confirmed"] for p in summary["per_stream"])
+    assert summary["failed_streams"] == []  # stopped on purpose, not failed
+    assert f"flowproto: interrupted ({signum.name})" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_a_stopped_sender_prints_its_summary_and_streams_to_the_terminal(tmp_path: Path) -> None:
+    with (
+        receiver(*("--raw", "-q", "--rate", "300"), cwd=tmp_path) as (r, port),
+        flowproto(
+            *("send", "--connect", f"127.0.0.1:{port}", "--raw"),
+            *("--size", "100", "--count", "1000000"),
+            cwd=tmp_path,
+        ) as s,
+    ):
+        s.wait_for(r"delivered [1-9]\d*")
+        s.proc.send_signal(signal.SIGINT)
+        code, _, stderr = s.finish()
+        r.proc.send_signal(signal.SIGTERM)
+        r.finish()
+    assert code == 130, stderr
+    assert re.search(
+        r"^sent \d+ messages .* the receiver confirmed [1-9]\d* consumed", stderr, re.M
+    )
+    assert re.search(r"^  stream 1: sent \d+, confirmed [1-9]\d*$", stderr, re.M)
+    assert stderr.rstrip().endswith("flowproto: interrupted (SIGINT)")
+
+
 # --- 4. one file, one sender; --output-dir for many ---------------------------------------------
 
 

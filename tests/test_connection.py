@@ -1643,3 +1643,34 @@ def test_buffers_to_send_are_the_bytes_of_data_to_send_in_pieces(max_buffers: in
     assert 1 <= len(pieces) <= max_buffers
     assert twins[0][0].buffers_to_send(max_buffers) == []
     assert not twins[0][0].has_data_to_send
+
+
+def test_a_slow_consumer_reports_its_consumption_at_least_once_per_report_interval() -> None:
+    """spec §8.6 step 3: below the thresholds a stream still sends a CREDIT once
+    REPORT_INTERVAL has passed since its last one and something was consumed: the sender
+    learns what was consumed (its 'delivered') at least once a second. Each such CREDIT
+    is funded (§10.7.1): it raises the limits by no more than what was consumed since."""
+    from flowproto import REPORT_INTERVAL
+
+    a, b = pair(acceptor=Settings(stream_messages=4096, keepalive_ms=0))
+    stream_id = opened(a, b)
+    assert a.send_messages(stream_id, [b"m"] * 100) == 100
+    events = b.receive_data(a.data_to_send(), 0.0)
+    assert len(messages_of(events, stream_id)) == 100
+    reports: list[tuple[float, CreditFrame]] = []
+    now = 0.0
+    for _ in range(40):  # one message every 0.3 s: far below the 2048-message threshold
+        now += 0.3
+        b.release(stream_id, 1, 1, now)
+        reports += [(now, f) for f in of_type(frames_of(b.data_to_send()), CreditFrame)]
+    times = [t for t, _ in reports]
+    assert len(times) >= 8  # 40 releases over 12 s
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert max(gaps) <= REPORT_INTERVAL + 0.3
+    consumed = [f.consumed for _, f in reports]
+    assert consumed == sorted(consumed) and consumed[-1] >= 37
+    previous = (4096, 0)  # (messages limit, consumed) of the HELLO
+    for _, f in reports:
+        assert f.messages_limit is not None and f.consumed is not None
+        assert f.messages_limit - previous[0] <= f.consumed - previous[1]  # funded
+        previous = (f.messages_limit, f.consumed)

@@ -95,6 +95,17 @@ def send_summary(result: dict[str, Any]) -> str:
     )
 
 
+def per_stream_lines(per_stream: list[dict[str, Any]]) -> list[str]:
+    """What each stream sent and the receiver confirmed (at most MAX_FAILED_LINES)."""
+    lines = [
+        f"  stream {p['stream']}: sent {p['sent']}, confirmed {p['confirmed']}"
+        for p in per_stream[:MAX_FAILED_LINES]
+    ]
+    if len(per_stream) > MAX_FAILED_LINES:
+        lines.append(f"  and {len(per_stream) - MAX_FAILED_LINES} more streams (--json has all)")
+    return lines
+
+
 def failed_stream_lines(failed: list[dict[str, Any]]) -> list[str]:
     """One ``flowproto: error:`` line per failed stream (at most MAX_FAILED_LINES)."""
     lines = [f"flowproto: error: {f['error']}" for f in failed[:MAX_FAILED_LINES]]

@@ -9,14 +9,11 @@ are the JSON field names. Pacing (``--rate``) follows an absolute schedule
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
@@ -52,6 +49,7 @@ from ._output import OutputRefused, Outputs, Sink
 from ._pace import Pace
 from ._printing import fmt_bytes, fmt_latency, json_line, per_second
 from ._progress import eprint, every_second
+from ._signals import stop_signal_receiver
 from ._transport import describe_access, listener_name, open_listeners, peer_name
 
 
@@ -459,18 +457,6 @@ class _Receiver:
         return self.watched.snapshot(role="receive", messages=self.messages, bytes=self.bytes)
 
 
-#: The signals that stop ``receive`` cleanly; the exit status is 128 + the signal's number.
-STOP_SIGNALS: Final = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
-
-
-def _stop_signal_receiver() -> AbstractContextManager[AsyncIterator[int] | None]:
-    if threading.current_thread() is not threading.main_thread():
-        return contextlib.nullcontext()  # signals only reach the main thread
-    return trio.open_signal_receiver(*STOP_SIGNALS)
-
-
 async def run_receive(opts: ReceiveOptions) -> dict[str, Any]:
     """Serve until ``--count`` messages, the end of the first connection (``--once``), or
     forever; returns the summary (with ``--once``, ``problems`` non-empty is a failure).
@@ -484,7 +470,7 @@ async def run_receive(opts: ReceiveOptions) -> dict[str, Any]:
     for address in addresses:  # with port 0, IPv4 and IPv6 may get different ports
         eprint(f"listening on {address}")
     try:
-        with _stop_signal_receiver() as signals:
+        with stop_signal_receiver() as signals:
             async with trio.open_nursery() as connections, trio.open_nursery() as nursery:
                 receiver.nursery = nursery
                 if opts.live:

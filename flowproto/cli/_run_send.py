@@ -11,8 +11,9 @@ confirmed than sent is reported "unconfirmed" (spec §10.5), not as a failure.
 from __future__ import annotations
 
 import math
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -34,6 +35,7 @@ from ._metrics import Watched, json_lines, serve_metrics
 from ._pace import Pace
 from ._printing import fmt_bytes, format_address, per_second
 from ._progress import ProgressCallback, eprint, every_second
+from ._signals import stop_signal_receiver
 from ._transport import Retry, connect, connect_error, overloaded
 
 
@@ -69,6 +71,7 @@ class _Sender:
         # One entry per stream that failed (at most --streams): the others go on.
         self.failed: list[dict[str, Any]] = []
         self._last = (0, 0, 0)  # messages, bytes, delivered at the last report
+        self.signal: str | None = None  # the name of the signal that stopped the sending
 
     def totals(self) -> tuple[int, int, float, int, int, int]:
         """messages, bytes, seconds blocked, delivered, credit messages, credit bytes."""
@@ -276,11 +279,26 @@ def _note_stream_count(opts: SendOptions, peer: Settings) -> None:
         )
 
 
+async def _stop_on_signal(
+    sender: _Sender, signals: AsyncIterator[int], sending: trio.CancelScope
+) -> None:
+    # Ctrl-C, SIGTERM, SIGHUP: stop sending, then say what was sent and confirmed.
+    async for signum in signals:
+        sender.signal = signal.Signals(signum).name
+        sending.cancel()
+        return
+
+
 async def _send_all(
-    sender: _Sender, conn: FlowConnection, address: str, progress: ProgressCallback | None
+    sender: _Sender,
+    conn: FlowConnection,
+    address: str,
+    progress: ProgressCallback | None,
+    signals: AsyncIterator[int] | None = None,
 ) -> float:
     """Run a producer per stream (each opens its own, spec §6.4) and the reporters; the
-    seconds it took."""
+    seconds it took. A stop signal ends the sending and resets the streams still open
+    (CANCEL, spec §10.3): what the receiver confirmed by then is in their statistics."""
     opts = sender.opts
     watched = Watched()  # spec §14, for --json-lines and --metrics-port
     watched.connections[conn] = address
@@ -300,10 +318,17 @@ async def _send_all(
             nursery.start_soon(json_lines, snapshot)
         if opts.metrics is not None:
             await nursery.start(serve_metrics, *opts.metrics, snapshot)
-        async with trio.open_nursery() as producers:
-            for _ in range(opts.streams):
-                producers.start_soon(sender.produce, conn, deadline, opened)
+        with trio.CancelScope() as sending:
+            if signals is not None:
+                nursery.start_soon(_stop_on_signal, sender, signals, sending)
+            async with trio.open_nursery() as producers:
+                for _ in range(opts.streams):
+                    producers.start_soon(sender.produce, conn, deadline, opened)
         nursery.cancel_scope.cancel()
+    if sender.signal is not None:
+        for stream in sender.streams:
+            await stream.reset(ErrorCode.CANCEL, f"the sender was stopped ({sender.signal})")
+        return trio.current_time() - start
     if sender.unopened:  # spec §10.4: after GOAWAY no stream opens; the open ones finished
         what = f"{len(sender.unopened)} of {opts.streams} streams never opened"
         if opts.count is not None:
@@ -331,14 +356,15 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
     while True:
         sender = _Sender(opts)
         try:
-            async with AsyncExitStack() as stack:
-                conn = await _connect(stack, opts, address)
-                peer = conn.peer_settings
-                assert peer is not None
-                _check_message_size(opts, peer)
-                _note_stream_count(opts, peer)
-                seconds = await _send_all(sender, conn, address, progress)
-                m, b, blocked, delivered, _, _ = sender.totals()
+            with stop_signal_receiver() as signals:
+                async with AsyncExitStack() as stack:
+                    conn = await _connect(stack, opts, address)
+                    peer = conn.peer_settings
+                    assert peer is not None
+                    _check_message_size(opts, peer)
+                    _note_stream_count(opts, peer)
+                    seconds = await _send_all(sender, conn, address, progress, signals)
+                    m, b, blocked, delivered, _, _ = sender.totals()
             break
         except Exception as exc:
             # spec §10.1: OVERLOADED means nothing was processed; retry while nothing was sent.
@@ -356,7 +382,15 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
         "delivered": delivered,
         "streams": opts.streams,
         "failed_streams": sender.failed,
+        "per_stream": [
+            {"stream": st.stream_id, "sent": st.messages_sent, "confirmed": st.delivered or 0}
+            for st in (s.statistics() for s in sender.streams)
+        ],
+        "interrupted": sender.signal is not None,
+        "signal": sender.signal,
     }
+    if sender.signal is not None:
+        return result  # the streams were reset on purpose: neither failed nor unconfirmed
     failed_ids = {f["stream"] for f in sender.failed}
     ended = [s.statistics() for s in sender.streams if s.stream_id not in failed_ids]
     ended_sent = sum(st.messages_sent for st in ended)

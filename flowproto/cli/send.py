@@ -119,9 +119,10 @@ def send(
     failed_streams (stream, sent, delivered, error).
     """
     from ._errors import run_trio
-    from ._printing import failed_stream_lines, json_summary, send_summary
+    from ._printing import failed_stream_lines, json_summary, per_stream_lines, send_summary
     from ._progress import progress_for
     from ._run_send import SendOptions, run_send
+    from ._signals import exit_status
 
     if isinstance(connect, UnixAddress):
         host, port = "", 0
@@ -156,6 +157,13 @@ def send(
         click.echo(json_summary(result))
     else:
         click.echo(send_summary(result), err=True)
+        if result["interrupted"]:
+            for line in per_stream_lines(result["per_stream"]):
+                click.echo(line, err=True)
+    if result["interrupted"]:
+        name = result["signal"]
+        click.echo(f"flowproto: interrupted ({name})", err=True)
+        click.get_current_context().exit(exit_status(name))
     if result["failed_streams"]:
         for line in failed_stream_lines(result["failed_streams"]):
             click.echo(line, err=True)
