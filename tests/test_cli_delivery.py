@@ -199,6 +199,32 @@ def test_a_stopped_sender_prints_its_summary_and_streams_to_the_terminal(tmp_pat
     assert stderr.rstrip().endswith("flowproto: interrupted (SIGINT)")
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_output_says_which_output_and_after_how_much(tmp_path: Path) -> None:
+    """'[Errno 28] No space left on device' said neither where nor when (issue #16): the
+    problem line names the output and how much was written to it before."""
+    from cli_helpers import FLOWPROTO, Proc
+
+    args = ["receive", "--listen", "127.0.0.1:0", "--once", "--raw", "--output", "-"]
+    command = " ".join([*FLOWPROTO, *args])
+    r = Proc(["sh", "-c", f"exec {command} > /dev/full"], tmp_path)
+    try:
+        port = int(r.wait_for(r"^listening on .*:(\d+)$").group(1))
+        sent = run_flowproto(
+            *("send", "--connect", f"127.0.0.1:{port}", "--raw", "--size", "100"),
+            *("--count", "10"),
+            cwd=tmp_path,
+        )
+        code, _, stderr = r.finish()
+    finally:
+        r.close()
+    assert code == 1, stderr
+    assert "cannot write the output: standard output: No space left on device" in stderr
+    assert "(after 0 bytes, 0 B, were written to it)" in stderr
+    assert sent.returncode == 1  # the sender learns that nothing was delivered
+    assert "Traceback" not in stderr + sent.stderr
+
+
 # --- 4. one file, one sender; --output-dir for many ---------------------------------------------
 
 

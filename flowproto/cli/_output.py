@@ -22,6 +22,23 @@ from typing import Any, BinaryIO, Final
 
 import trio
 
+from ._printing import fmt_bytes
+
+
+class OutputError(OSError):
+    """Writing an output failed: which output, after how many bytes, and why."""
+
+    def __init__(self, cause: OSError, name: str, written: int) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.name = name
+        self.written = written
+
+    def __str__(self) -> str:
+        return (
+            f"{self.name}: {self.strerror} (after {self.written:,} bytes, "
+            f"{fmt_bytes(self.written)}, were written to it)"
+        )
+
 
 class Sink:
     """One output: each batch is written and flushed at once, and fsynced on request."""
@@ -48,11 +65,15 @@ class Sink:
         """Write and flush: the bytes are the operating system's when this returns.
 
         Raises:
-            OSError: the output could not take them (disk full, a closed pipe).
+            OutputError: the output could not take them (disk full, a closed pipe); it
+                names the output and how much of it was written before.
         """
         data = b"".join(chunks)
-        self.file.write(data)
-        self.file.flush()
+        try:
+            self.file.write(data)
+            self.file.flush()
+        except OSError as exc:
+            raise OutputError(exc, self.path or "standard output", self.bytes) from exc
         self.messages += len(chunks)
         self.bytes += len(data)
 
