@@ -225,6 +225,31 @@ def test_a_full_output_says_which_output_and_after_how_much(tmp_path: Path) -> N
     assert "Traceback" not in stderr + sent.stderr
 
 
+def test_verbose_logs_each_connections_lifecycle_on_both_sides(tmp_path: Path) -> None:
+    """-v/--verbose (issue #16): the library's DEBUG log of the 'flowproto' logger on
+    stderr: handshake, closing with GOAWAY, the peer's GOAWAY, how the connection ended."""
+    with receiver("--once", "--raw", "-q", "-v", cwd=tmp_path) as (r, port):
+        sent = run_flowproto(
+            *("-v", "send", "--connect", f"127.0.0.1:{port}", "--raw", "-q"),
+            *("--size", "100", "--count", "10"),
+            cwd=tmp_path,
+        )
+        code, _, stderr = r.finish()
+    assert sent.returncode == 0 and code == 0, sent.stderr + stderr
+    for side in (sent.stderr, stderr):
+        assert re.search(
+            r"^flowproto: DEBUG: connection (to|from) 127\.0\.0\.1:\d+: "
+            r"handshake complete; the peer grants \d+ bytes",
+            side,
+            re.M,
+        ), side
+        assert "connection ended" in side
+    assert "closing: GOAWAY NO_ERROR sent" in sent.stderr + stderr
+    assert "GOAWAY from the peer: NO_ERROR" in sent.stderr + stderr
+    quiet = run_flowproto("send", "--connect", "127.0.0.1:1", "--count", "1", cwd=tmp_path)
+    assert "DEBUG" not in quiet.stderr  # nothing without -v
+
+
 # --- 4. one file, one sender; --output-dir for many ---------------------------------------------
 
 

@@ -25,12 +25,14 @@ from __future__ import annotations
 import click
 
 from . import bench, conformance, demo, receive, send
+from ._options import verbose_option
 
 __all__ = ["main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="flowproto")
+@verbose_option
 def main() -> None:
     """flowproto: a credit-based flow-control protocol for message streams.
 

@@ -7,7 +7,9 @@ them like any click option. Nothing here imports trio, so ``--help`` stays quick
 from __future__ import annotations
 
 import functools
+import logging
 import re
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -195,10 +197,38 @@ def json_option(help: str) -> Callable[[F], F]:
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 
+def _log_verbosely(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    # -v: the library's DEBUG log (the "flowproto" logger) to stderr, one line a record.
+    if not value:
+        return
+    logger = logging.getLogger("flowproto")
+    logger.setLevel(logging.DEBUG)
+    if not any(getattr(h, "_flowproto_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("flowproto: %(levelname)s: %(message)s"))
+        handler._flowproto_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
+#: ``-v/--verbose``, on the ``flowproto`` group and on each command that connects.
+verbose_option = click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_log_verbosely,
+    help="Log each connection's lifecycle to stderr: handshake, window changes, resets, "
+    "GOAWAY and how it ended (the library logs them at DEBUG under the 'flowproto' "
+    "logger, for applications' own logging too).",
+)
+
+
 def observability_options(quiet_help: str) -> Callable[[F], F]:
-    """``--metrics-port``, ``--json-lines``, ``--json`` and ``--quiet``, in that order."""
+    """``--metrics-port``, ``--json-lines``, ``--json``, ``--quiet`` and ``--verbose``."""
 
     def decorate(fn: F) -> F:
+        fn = verbose_option(fn)
         fn = click.option("--quiet", "-q", is_flag=True, help=quiet_help)(fn)
         fn = json_option("Print the summary as one JSON object.")(fn)
         fn = click.option("--json-lines", is_flag=True, help=_JSON_LINES_HELP)(fn)

@@ -98,6 +98,10 @@ class FlowConnection:
         self._link = StreamLink(self._core, pacing, self._stream_changed)
         if isinstance(transport, trio.SocketStream):
             self._link.socket = transport.socket  # direct writes (StreamLink.flush)
+        #: DEBUG logging of the lifecycle (``flowproto -v``), decided once: free when off.
+        self._debug = _log.isEnabledFor(logging.DEBUG)
+        self._name = _transport_name(transport, role) if self._debug else ""
+        self._logged_window = (0, 0)  # (connection window, its tuner's change count) logged
         self._write_timeout = write_timeout
         self._codec_spec = codec
         self._streams: dict[int, FlowStream] = {}
@@ -332,6 +336,8 @@ class FlowConnection:
         handlers = _EVENT_HANDLERS
         for event in events:
             handlers[type(event)](self, event)
+        if self._debug:
+            self._log_window()
         if self._goaway is not None:
             # After the whole batch: a RESET read with the GOAWAY still reaches its stream.
             self._end_if_finished()
@@ -379,9 +385,24 @@ class FlowConnection:
                     event.stream_id, event.error_code, event.reason, event.remote, consumed
                 )
             )
+        if self._debug:
+            _log.debug(
+                "%s: stream %d reset by %s: %s %s (consumed %s)",
+                self._name, event.stream_id, "the peer" if event.remote else "this side",
+                _code_name(event.error_code), event.reason or "-", event.consumed,
+            )  # fmt: skip
 
     def _on_handshake(self, event: HandshakeCompleted) -> None:
         self._handshake.set()
+        if self._debug:
+            peer = self._core.peer_settings
+            assert peer is not None
+            _log.debug(
+                "%s: handshake complete; the peer grants %d bytes / %d messages a stream, "
+                "%d bytes on the connection, messages up to %d bytes, %d streams",
+                self._name, peer.stream_bytes, peer.stream_messages, peer.connection_bytes,
+                peer.max_message_bytes, peer.max_streams,
+            )  # fmt: skip
 
     def _on_pong(self, event: PongReceived) -> None:
         # The core measured the round trip (its one RTT estimator, spec §8.9).
@@ -393,6 +414,12 @@ class FlowConnection:
 
     def _on_goaway(self, event: GoAwayReceived) -> None:
         self._goaway = event
+        if self._debug:
+            _log.debug(
+                "%s: GOAWAY from the peer: %s, last stream %d%s",
+                self._name, _code_name(event.error_code), event.last_stream_id,
+                f": {event.reason}" if event.reason else "",
+            )  # fmt: skip
         if event.error_code != ErrorCode.NO_ERROR:
             self._fail(self._closed_error())  # spec §10.2: every stream ends
         self._accept_send.close()  # spec §10.4: the peer opens no more streams
@@ -414,6 +441,8 @@ class FlowConnection:
         if self._lost is not None:
             return
         self._lost = exc
+        if self._debug:
+            _log.debug("%s: connection ended: %s", self._name, exc)
         self._link.backlog_lot.unpark_all()
         for stream in list(self._streams.values()):
             stream._on_lost(exc)
@@ -648,6 +677,17 @@ class FlowConnection:
         assert rtt is not None
         return rtt
 
+    def _log_window(self) -> None:
+        # The connection's receive window, when its tuner changed it (spec §8.9).
+        info = self._core.window_info(0)
+        if info is not None and (info.window_bytes, info.changes) != self._logged_window:
+            if self._logged_window != (0, 0):
+                _log.debug(
+                    "%s: connection window now %d bytes (%s)",
+                    self._name, info.window_bytes, info.reason.value,
+                )  # fmt: skip
+            self._logged_window = (info.window_bytes, info.changes)
+
     async def aclose(self, grace: float = DEFAULT_CLOSE_GRACE) -> None:
         """Graceful shutdown (spec §10.4): GOAWAY, let open streams finish, then close.
 
@@ -656,6 +696,11 @@ class FlowConnection:
         """
         core = self._core
         if self._lost is None and core.state is not ConnectionState.CLOSED:
+            if self._debug:
+                _log.debug(
+                    "%s: closing: GOAWAY NO_ERROR sent, %d streams get %g s to finish",
+                    self._name, len(self._streams), grace,
+                )  # fmt: skip
             core.close(ErrorCode.NO_ERROR)
             self._accept_send.close()
             self._wake_writer()
@@ -740,6 +785,33 @@ _SSL_SOURCE: Final = re.compile(r"\s*\(_ssl\.c:\d+\)$")
 
 
 #: What the layer does with each event the core reports (``flowproto._events``).
+def _code_name(code: int) -> str:
+    """An error code's name (spec §10.1), or its number if this side does not know it."""
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return f"code {code}"
+
+
+def _transport_name(transport: trio.abc.Stream, role: Role) -> str:
+    """How the debug log names a connection: its peer's address where there is one."""
+    side = "to" if role is Role.INITIATOR else "from"
+    sock = getattr(transport, "socket", None)
+    if sock is None:
+        inner = getattr(transport, "transport_stream", None)  # TLS: the stream under it
+        sock = getattr(inner, "socket", None)
+    try:
+        peer = sock.getpeername() if sock is not None else None
+    except OSError:
+        peer = None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = f"[{peer[0]}]" if ":" in str(peer[0]) else peer[0]
+        return f"connection {side} {host}:{peer[1]}"
+    if isinstance(peer, str) and peer:
+        return f"connection {side} unix:{peer}"
+    return f"connection {side} a {type(transport).__name__}"
+
+
 def _unsent(buffers: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
     """What is left of ``buffers`` after a write took their first ``sent`` bytes."""
     i = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections import deque
 from collections.abc import Iterable
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from ._connection import FlowConnection
 
 __all__ = ["FlowStream"]
+
+_log = logging.getLogger("flowproto")
 
 
 class FlowStream:
@@ -247,6 +250,9 @@ class FlowStream:
         """:meth:`reset` without a checkpoint, for a connection closing from a shield."""
         if self._reset is not None or self._lost is not None:
             return
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("stream %d reset by this side: %s %s", self.stream_id, error_code.name,
+                       reason or "-")  # fmt: skip
         core = self._link.core
         core.reset_stream(self.stream_id, error_code, reason)
         self._on_reset(
