@@ -83,6 +83,8 @@ def test_flowproto_bench_runs_from_a_wheel_in_a_fresh_venv(tmp_path: Path) -> No
         assert f"flowproto/bench/{module}.py" in names
     assert "flowproto/py.typed" in names
     assert not any(n.startswith(("benchmarks/", "tests/")) for n in names)
+    vectors = sorted(p.name for p in (ROOT / "spec" / "vectors").glob("*.json"))
+    assert sorted(n.split("/")[-1] for n in names if "/_vectors/" in n) == vectors
 
     venv = fresh_venv(tmp_path, wheel)
     assert not venv.resolve().is_relative_to(ROOT)
@@ -103,6 +105,26 @@ def test_flowproto_bench_runs_from_a_wheel_in_a_fresh_venv(tmp_path: Path) -> No
     code = "import flowproto, flowproto.bench, trio; print(flowproto.__file__)"
     where = run([python, "-I", "-c", code], cwd=cwd, timeout=60, env=env).strip()
     assert Path(where).resolve().is_relative_to(venv.resolve()), where
+
+    # The spec's vectors, installed, for implementations in other languages (issue #16).
+    listed = json.loads(run([str(venv / "bin" / "flowproto"), "vectors", "--json"], cwd=cwd,
+                            timeout=60, env=env))  # fmt: skip
+    assert Path(listed["directory"]).resolve().is_relative_to(venv.resolve())
+    for name, entry in listed["files"].items():
+        assert Path(entry["path"]).read_bytes() == (ROOT / "spec" / "vectors" / name).read_bytes()
+
+    # A regular install keeps the types visible: mypy --strict on code that uses it.
+    user = cwd / "user_code.py"
+    user.write_text(
+        "from flowproto.trio import FlowStream, open_connection\n\n\n"
+        "async def send(host: str, port: int) -> int:\n"
+        "    async with open_connection(host, port) as conn:\n"
+        "        stream: FlowStream = await conn.open_stream()\n"
+        "        await stream.send(b'x')\n"
+        "        return stream.messages_sent\n"
+    )
+    run([python, "-m", "mypy", "--strict", "--no-incremental", "user_code.py"], cwd=cwd,
+        timeout=300, env=env)  # fmt: skip
 
     out = tmp_path / "out"
     log = run(

@@ -309,3 +309,25 @@ def test_a_receiver_that_stops_early_fails_the_sender_with_one_error_line(tmp_pa
     assert lines[0].startswith("sent ") and lines[0].endswith("; 1 of 1 streams failed")
     assert lines[1].startswith("flowproto: error: stream 1 was reset by the peer: CANCEL")
     assert re.search(r"the receiver confirmed 10 of \d+ messages", lines[1]), lines[1]
+
+
+def test_vectors_prints_where_the_spec_vectors_are_and_they_are_the_specs() -> None:
+    """issue #16: the test vectors are usable from an installed package; in a checkout
+    flowproto/_vectors links to spec/vectors, and no vector file is left out."""
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from flowproto.cli import main
+
+    root = Path(__file__).resolve().parent.parent
+    result = CliRunner().invoke(main, ["vectors"])
+    assert result.exit_code == 0, result.output
+    where = Path(result.output.strip())
+    spec = sorted(p.name for p in (root / "spec" / "vectors").glob("*.json"))
+    assert sorted(p.name for p in where.glob("*.json")) == spec
+    for name in spec:
+        assert (where / name).read_bytes() == (root / "spec" / "vectors" / name).read_bytes()
+    listed = CliRunner().invoke(main, ["vectors", "--json"])
+    assert listed.exit_code == 0
+    assert '"vectors": 44' in listed.output  # frames.json's count

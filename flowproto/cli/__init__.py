@@ -8,7 +8,7 @@ once a second. Errors the user can act on end the command with one ``flowproto: 
 ...`` line and exit status 1; bad options exit with status 2.
 
 Layout: one module per command (``demo``, ``receive``, ``send``, ``conformance``,
-``bench``: options, checks, one run, printing); ``_options`` (the option blocks they
+``bench``, ``vectors``: options, checks, one run, printing); ``_options`` (the option blocks they
 share and the ``HOST:PORT`` parsers); ``_errors`` (exit codes); ``_printing`` (pure
 formatters); ``_progress`` (live lines, the progress bar); ``_run_receive``,
 ``_run_send``, ``_run_demo`` (the async runs); ``_metrics`` (``--json-lines``,
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import click
 
-from . import bench, conformance, demo, receive, send
+from . import bench, conformance, demo, receive, send, vectors
 from ._options import verbose_option
 
 __all__ = ["main"]
@@ -49,3 +49,4 @@ main.add_command(receive.receive)
 main.add_command(send.send)
 main.add_command(conformance.conformance)
 main.add_command(bench.bench)
+main.add_command(vectors.vectors)
