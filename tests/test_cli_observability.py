@@ -6,11 +6,15 @@ Options are checked with click's CliRunner; the commands run as subprocesses on 
 
 from __future__ import annotations
 
+import itertools
 import json
+import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -134,7 +138,10 @@ def test_no_autotune_keeps_the_window_the_options_gave(tmp_path: Path) -> None:
 
 def test_metrics_port_serves_the_prometheus_text_format(tmp_path: Path) -> None:
     pytest.importorskip("prometheus_client")
-    with receiver("--once", "--rate", "200", "--metrics-port", "0", "-q", cwd=tmp_path) as r:
+    with receiver(
+        *("--once", "--rate", "200", "--metrics-port", "0", "--metrics-per-connection", "-q"),
+        cwd=tmp_path,
+    ) as r:
         metrics_line = r.lines.get(timeout=TIMEOUT)
         r.stderr.append(metrics_line)
         assert metrics_line.startswith("metrics on http://127.0.0.1:"), metrics_line
@@ -164,3 +171,76 @@ def test_metrics_port_serves_the_prometheus_text_format(tmp_path: Path) -> None:
         "flowproto_connection_window_bytes",
     ):
         assert name in text, name
+
+
+def _scrape(url: str) -> dict[str, Any]:
+    """The metric families of one scrape, parsed by prometheus_client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def _value(families: dict[str, Any], name: str, **labels: str) -> float:
+    family = families[name]
+    for sample in family.samples:
+        if sample.name in (name, name + "_total") and all(
+            sample.labels.get(k) == v for k, v in labels.items()
+        ):
+            return float(sample.value)
+    raise AssertionError(f"{name} {labels} not in {family.samples}")
+
+
+def test_metrics_are_bounded_persist_past_each_connection_and_serve_only_metrics(
+    tmp_path: Path,
+) -> None:
+    """issue #16: series labelled by ephemeral peer ports vanished with the connection, so
+    a scrape after a transfer had no samples. By default no series is labelled by peer;
+    process-wide counters (messages, connections, blocked time) persist and never go
+    backwards across a connection's end; flowproto_info names the version; only /metrics
+    is served. Parsed with prometheus_client's parser, types checked."""
+    pytest.importorskip("prometheus_client")
+    with receiver("--rate", "500", "--metrics-port", "0", "-q", cwd=tmp_path) as r:
+        metrics_line = r.lines.get(timeout=TIMEOUT)
+        r.stderr.append(metrics_line)
+        url = metrics_line.split()[-1]
+        base = url.rsplit("/", 1)[0]
+        before = _scrape(url)
+        assert _value(before, "flowproto_info", role="receive") == 1.0
+        assert before["flowproto_info"].samples[0].labels["version"]
+        scrapes = []
+        for _ in range(2):  # two senders, one after the other: two connections that end
+            args = ["send", "--connect", f"127.0.0.1:{r.port}", "--size", "100", "--count"]
+            sender = subprocess.Popen([*FLOWPROTO, *args, "300", "-q"], env=ENV)
+            try:
+                while sender.poll() is None:
+                    scrapes.append(_scrape(url))
+            finally:
+                assert sender.wait(timeout=TIMEOUT) == 0
+            scrapes.append(_scrape(url))
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(base + "/", timeout=TIMEOUT)
+        info.value.close()
+        assert info.value.code == 404
+        r.proc.send_signal(signal.SIGTERM)
+        r.finish()
+    after = scrapes[-1]
+    assert _value(after, "flowproto_messages", direction="received") == 600
+    assert _value(after, "flowproto_connections_opened") == 2
+    assert _value(after, "flowproto_streams_closed") == 2
+    assert _value(after, "flowproto_open_connections") == 0
+    assert _value(after, "flowproto_blocked_on_app_seconds") > 0  # kept after the streams ended
+    for name, family in after.items():
+        for sample in family.samples:
+            assert "peer" not in sample.labels, (name, sample)  # bounded: no per-peer series
+    kinds = {name: family.type for name, family in after.items()}
+    assert kinds["flowproto_messages"] == "counter"
+    assert kinds["flowproto_queue_depth_messages"] == "gauge"
+    assert kinds["flowproto_blocked_on_peer_seconds"] == "counter"
+    counters = [name for name, kind in kinds.items() if kind == "counter"]
+    for earlier, later in itertools.pairwise(scrapes):
+        for name in counters:
+            if name in earlier and name in later:
+                assert _value(later, name) >= _value(earlier, name), name  # never backwards

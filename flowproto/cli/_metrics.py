@@ -59,6 +59,9 @@ STREAM_METRICS: Final = (
      "Times the tuner changed the window"),
 )  # fmt: skip
 
+#: The per-stream counters, kept process-wide past each stream's end.
+_COUNTER_FIELDS: Final = tuple(field for field, kind, _, _ in STREAM_METRICS if kind == "counter")
+
 #: spec §14, per connection.
 CONNECTION_METRICS: Final = (
     ("rtt", "gauge", "flowproto_rtt_seconds", "The latest round-trip time measured by PING"),
@@ -72,29 +75,88 @@ CONNECTION_METRICS: Final = (
 )  # fmt: skip
 
 
-class Watched:
-    """The connections (and their streams) a command exposes, with a label each."""
+#: How the per-stream figures add up over every stream when series are not labelled
+#: per connection (the default): counters and most gauges sum, the drain time is the
+#: longest.
+_MAX_FIELDS: Final = frozenset({"drain_seconds"})
 
-    def __init__(self) -> None:
+
+class Watched:
+    """The connections (and their streams) a command exposes, with a label each, and the
+    process-wide totals that outlive them (spec §14).
+
+    Counters of streams and connections that ended are folded into ``folded`` when they
+    are forgotten, so the process-wide series never go backwards when one ends.
+    """
+
+    def __init__(self, role: str = "", per_connection: bool = False) -> None:
+        self.role = role
+        self.per_connection = per_connection  # label series by peer and stream (opt-in)
         self.connections: dict[FlowConnection, str] = {}
         self.streams: dict[FlowStream, str] = {}
         self.start = trio.current_time()
+        self.folded: dict[str, float] = dict.fromkeys(_COUNTER_FIELDS, 0.0)
+        # Each live stream's counters as last seen: a closed stream may report less (its
+        # tuner is gone), and a counter must not go backwards when it is folded.
+        self._seen: dict[FlowStream, dict[str, float]] = {}
+        self.opened = {"connections": 0, "streams": 0}
+        self.closed = {"connections": 0, "streams": 0}
+
+    def add_connection(self, conn: FlowConnection, peer: str) -> None:
+        self.connections[conn] = peer
+        self.opened["connections"] += 1
+
+    def forget_connection(self, conn: FlowConnection) -> None:
+        if self.connections.pop(conn, None) is not None:
+            self.closed["connections"] += 1
+
+    def add_stream(self, stream: FlowStream, peer: str) -> None:
+        self.streams[stream] = peer
+        self.opened["streams"] += 1
+
+    def forget_stream(self, stream: FlowStream) -> None:
+        """The stream ended: its counters go into the process-wide totals."""
+        if self.streams.pop(stream, None) is None:
+            return
+        self.closed["streams"] += 1
+        final = self._counters(stream, dataclasses.asdict(stream.statistics()))
+        self._seen.pop(stream, None)
+        for field in _COUNTER_FIELDS:
+            self.folded[field] += final[field]
+
+    def _counters(self, stream: FlowStream, stats: dict[str, Any]) -> dict[str, float]:
+        """The stream's counters now: never below what was seen of them before."""
+        seen = self._seen.get(stream, {})
+        now = {f: max(float(stats.get(f) or 0.0), seen.get(f, 0.0)) for f in _COUNTER_FIELDS}
+        self._seen[stream] = now
+        return now
 
     def snapshot(self, **extra: Any) -> dict[str, Any]:
-        """One JSON-able snapshot: ``extra`` fields, then every connection and stream."""
+        """One JSON-able snapshot: ``extra`` fields, the process-wide ``totals``, then
+        every connection and stream."""
         conns = []
+        live: dict[str, float] = dict.fromkeys(_COUNTER_FIELDS, 0.0)
         for conn, peer in list(self.connections.items()):
             entry: dict[str, Any] = {"peer": peer}
             entry.update(dataclasses.asdict(conn.statistics()))
-            entry["streams"] = [
-                dataclasses.asdict(s.statistics())
-                for s in list(self.streams)
-                if s.connection is conn
-            ]
+            entry["streams"] = []
+            for stream in [s for s in list(self.streams) if s.connection is conn]:
+                stats = dataclasses.asdict(stream.statistics())
+                entry["streams"].append(stats)
+                for field, value in self._counters(stream, stats).items():
+                    live[field] += value
             conns.append(entry)
+        totals = {
+            "connections_opened": self.opened["connections"],
+            "connections_closed": self.closed["connections"],
+            "streams_opened": self.opened["streams"],
+            "streams_closed": self.closed["streams"],
+            **{field: self.folded[field] + live[field] for field in _COUNTER_FIELDS},
+        }
         return {
             "time": round(trio.current_time() - self.start, 3),
             **extra,
+            "totals": totals,
             "connections": conns,
         }
 
@@ -108,15 +170,58 @@ async def json_lines(snapshot: Callable[[], dict[str, Any]], interval: float = 1
         print(json.dumps(snapshot(), separators=(",", ":"), default=repr), flush=True)
 
 
-def _families(snap: dict[str, Any]) -> Iterator[Any]:
-    """Prometheus metric families for one snapshot (spec §14 names)."""
+def _families(snap: dict[str, Any], per_connection: bool = False) -> Iterator[Any]:
+    """Prometheus metric families for one snapshot (spec §14 names).
+
+    Always: ``flowproto_info``, the process-wide counters (messages and bytes, connections
+    and streams opened and closed, and every per-stream counter summed over all streams
+    ever, which never go backwards) and gauges summed over what is open now, none of them
+    labelled by peer. With ``per_connection`` the per-connection and per-stream series
+    come instead of the sums, labelled ``peer`` (and ``stream``): a new series for every
+    connection, which is why it is opt-in.
+    """
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-    def family(kind: str, name: str, doc: str, labels: list[str]) -> Any:
+    def family(kind: str, name: str, doc: str, labels: list[str] | None = None) -> Any:
         cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-        return cls(name, doc, labels=labels)
+        return cls(name, doc, labels=labels or [])
 
+    info = GaugeMetricFamily(
+        "flowproto_info", "flowproto's version and this process's role", labels=["version", "role"]
+    )
+    info.add_metric([_version(), str(snap.get("role", ""))], 1.0)
+    yield info
+    direction = "sent" if snap.get("role") == "send" else "received"
+    totals = snap.get("totals", {})
+    for unit, doc in (("messages", "Messages"), ("bytes", "Bytes")):
+        fam = family("counter", f"flowproto_{unit}", f"{doc} sent or received (consumed)",
+                     ["direction"])  # fmt: skip
+        fam.add_metric([direction], float(snap.get(unit, 0)))
+        yield fam
+    for what in ("connections", "streams"):
+        for event in ("opened", "closed"):
+            fam = family("counter", f"flowproto_{what}_{event}", f"{what.capitalize()} {event}")
+            fam.add_metric([], float(totals.get(f"{what}_{event}", 0)))
+            yield fam
     conns = snap["connections"]
+    streams = [(c["peer"], s) for c in conns for s in c["streams"]]
+    open_now = family("gauge", "flowproto_open_connections", "Connections open now")
+    open_now.add_metric([], float(len(conns)))
+    yield open_now
+    open_streams = family("gauge", "flowproto_open_streams", "Streams open now")
+    open_streams.add_metric([], float(len(streams)))
+    yield open_streams
+    if not per_connection:
+        for field, kind, name, doc in STREAM_METRICS:
+            fam = family(kind, name, doc + " (all streams)")
+            if kind == "counter":
+                fam.add_metric([], float(totals.get(field, 0.0)))
+            else:
+                values = [float(s[field]) for _, s in streams if s.get(field) is not None]
+                combine = max if field in _MAX_FIELDS else sum
+                fam.add_metric([], combine(values) if values else 0.0)
+            yield fam
+        return
     for field, kind, name, doc in CONNECTION_METRICS:
         fam = family(kind, name, doc, ["peer"])
         for c in conns:
@@ -130,7 +235,6 @@ def _families(snap: dict[str, Any]) -> Iterator[Any]:
     for c in conns:
         conn_reason.add_metric([c["peer"], c["window_reason"]], 1.0)
     yield conn_reason
-    streams = [(c["peer"], s) for c in conns for s in c["streams"]]
     for field, kind, name, doc in STREAM_METRICS:
         fam = family(kind, name, doc, ["peer", "stream"])
         for peer, s in streams:
@@ -146,14 +250,23 @@ def _families(snap: dict[str, Any]) -> Iterator[Any]:
     yield reason
 
 
-def prometheus_text(snap: dict[str, Any]) -> tuple[bytes, str]:
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("flowproto")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def prometheus_text(snap: dict[str, Any], per_connection: bool = False) -> tuple[bytes, str]:
     """The Prometheus text exposition of a snapshot, and its content type."""
     from prometheus_client import CollectorRegistry
     from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
     class _Snapshot:
         def collect(self) -> Iterable[Any]:
-            return _families(snap)
+            return _families(snap, per_connection)
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot())  # type: ignore[arg-type, unused-ignore]
@@ -165,9 +278,11 @@ async def serve_metrics(
     port: int,
     snapshot: Callable[[], dict[str, Any]],
     *,
+    per_connection: bool = False,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Answer every HTTP request with the metrics of a fresh snapshot; reports the port."""
+    """Answer ``GET /metrics`` with the metrics of a fresh snapshot (404 for any other
+    path, 405 for another method); reports the port."""
     prometheus_text({"connections": []})  # fail early if prometheus_client is broken
 
     async def answer(stream: trio.SocketStream) -> None:
@@ -178,11 +293,21 @@ async def serve_metrics(
                 if not chunk:
                     break
                 request += chunk
-        body, content_type = prometheus_text(snapshot())
+        method, _, rest = request.partition(b" ")
+        path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+        if method not in (b"GET", b"HEAD"):
+            status, body, content_type = "405 Method Not Allowed", b"GET only\n", "text/plain"
+        elif path != b"/metrics":
+            status, body, content_type = "404 Not Found", b"see /metrics\n", "text/plain"
+        else:
+            status = "200 OK"
+            body, content_type = prometheus_text(snapshot(), per_connection)
         head = (
-            f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n"
+            f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         ).encode("ascii")
+        if method == b"HEAD":
+            body = b""
         try:
             with trio.move_on_after(5):
                 await stream.send_all(head + body)

@@ -232,6 +232,13 @@ def observability_options(quiet_help: str) -> Callable[[F], F]:
         fn = click.option("--quiet", "-q", is_flag=True, help=quiet_help)(fn)
         fn = json_option("Print the summary as one JSON object.")(fn)
         fn = click.option("--json-lines", is_flag=True, help=_JSON_LINES_HELP)(fn)
+        fn = click.option(
+            "--metrics-per-connection",
+            is_flag=True,
+            help="With --metrics-port, serve each connection's and stream's series too, "
+            "labelled by peer and stream (a new series per connection; off by default, so "
+            "the number of series stays bounded).",
+        )(fn)
         return click.option(
             "--metrics-port", metavar="[HOST:]PORT", callback=metrics_address, help=_METRICS_HELP
         )(fn)

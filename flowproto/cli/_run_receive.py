@@ -97,6 +97,7 @@ class ReceiveOptions:
     autotune: AutoTune | None = None  # spec §8.9; None keeps the windows fixed
     memory_budget: int | None = None  # bytes, shared by every connection (spec §8.9)
     metrics: tuple[str, int] | None = None  # --metrics-port (spec §14)
+    metrics_per_connection: bool = False  # --metrics-per-connection
     json_lines: bool = False
     fsync: bool = False  # --fsync: the output is on disk before credit returns
     unix_path: str | None = None  # --listen unix:PATH (then host and port are unused)
@@ -160,7 +161,8 @@ class _Receiver:
         self.stopping = False
         self.nursery: trio.Nursery | None = None  # the listeners and the reporter
         self.accepting: set[trio.CancelScope] = set()  # each connection's accept loop
-        self.watched = Watched()  # for --json-lines and --metrics-port (spec §14)
+        # for --json-lines and --metrics-port (spec §14)
+        self.watched = Watched("receive", per_connection=opts.metrics_per_connection)
         self.budget = MemoryBudget(opts.memory_budget) if opts.memory_budget else None
         self.outputs = Outputs(
             file=opts.output if opts.output != "-" else None,
@@ -196,7 +198,7 @@ class _Receiver:
                 ) as conn,
                 trio.open_nursery() as nursery,
             ):
-                self.watched.connections[conn] = peer
+                self.watched.add_connection(conn, peer)
                 await self._accept_streams(conn, peer, number, nursery)
         except Exception as exc:
             leaves = flatten(exc)
@@ -207,7 +209,7 @@ class _Receiver:
         finally:
             for conn_done in [c for c, p in self.watched.connections.items() if p == peer]:
                 if conn_done.closed:
-                    del self.watched.connections[conn_done]
+                    self.watched.forget_connection(conn_done)
         if self.opts.once:
             self.stop()
 
@@ -246,7 +248,7 @@ class _Receiver:
         """Consume one stream into its output until it ends, or until :meth:`stop`."""
         scope = trio.CancelScope()
         self.open_streams[stream] = scope
-        self.watched.streams[stream] = peer
+        self.watched.add_stream(stream, peer)
         self.streams_seen += 1
         if self.first is None:
             self.first = trio.current_time()
@@ -294,7 +296,7 @@ class _Receiver:
             if not complete:
                 self.outputs.finish(sink, complete=False)
             self.open_streams.pop(stream, None)
-            self.watched.streams.pop(stream, None)
+            self.watched.forget_stream(stream)
 
     async def _consume(self, stream: FlowStream, sink: Sink | None) -> None:
         """Take the stream's messages until the sender ends it, ``--count`` is reached, or
@@ -478,7 +480,11 @@ async def run_receive(opts: ReceiveOptions) -> dict[str, Any]:
                 if opts.json_lines:
                     nursery.start_soon(json_lines, receiver.snapshot)
                 if opts.metrics is not None:
-                    await nursery.start(serve_metrics, *opts.metrics, receiver.snapshot)
+                    await nursery.start(
+                        partial(serve_metrics, per_connection=opts.metrics_per_connection),
+                        *opts.metrics,
+                        receiver.snapshot,
+                    )
                 if signals is not None:
                     nursery.start_soon(receiver.stop_on_signal, signals)
                 nursery.start_soon(

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, BinaryIO
 
 import trio
@@ -55,6 +56,7 @@ class SendOptions:
     live: bool = True
     pacing: bool = False  # spec §8.10
     metrics: tuple[str, int] | None = None  # --metrics-port (spec §14)
+    metrics_per_connection: bool = False  # --metrics-per-connection
     json_lines: bool = False
     unix_path: str | None = None  # --connect unix:PATH (then host and port are unused)
     access: SenderAccess = field(default_factory=SenderAccess)  # TLS, retries (issue 12)
@@ -300,11 +302,12 @@ async def _send_all(
     seconds it took. A stop signal ends the sending and resets the streams still open
     (CANCEL, spec §10.3): what the receiver confirmed by then is in their statistics."""
     opts = sender.opts
-    watched = Watched()  # spec §14, for --json-lines and --metrics-port
-    watched.connections[conn] = address
+    # spec §14, for --json-lines and --metrics-port
+    watched = Watched("send", per_connection=opts.metrics_per_connection)
+    watched.add_connection(conn, address)
 
     def opened(stream: FlowStream) -> None:
-        watched.streams[stream] = address
+        watched.add_stream(stream, address)
 
     def snapshot() -> dict[str, Any]:
         m, b = sender.totals()[:2]
@@ -317,7 +320,11 @@ async def _send_all(
         if opts.json_lines:
             nursery.start_soon(json_lines, snapshot)
         if opts.metrics is not None:
-            await nursery.start(serve_metrics, *opts.metrics, snapshot)
+            await nursery.start(
+                partial(serve_metrics, per_connection=opts.metrics_per_connection),
+                *opts.metrics,
+                snapshot,
+            )
         with trio.CancelScope() as sending:
             if signals is not None:
                 nursery.start_soon(_stop_on_signal, sender, signals, sending)
