@@ -197,17 +197,22 @@ def json_option(help: str) -> Callable[[F], F]:
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 
+class VerboseHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Where ``-v`` sends the library's log records: stderr, one line each."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("flowproto: %(levelname)s: %(message)s"))
+
+
 def _log_verbosely(ctx: click.Context, param: click.Parameter, value: int) -> None:
     # -v: the library's DEBUG log (the "flowproto" logger) to stderr, one line a record.
     if not value:
         return
     logger = logging.getLogger("flowproto")
     logger.setLevel(logging.DEBUG)
-    if not any(getattr(h, "_flowproto_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("flowproto: %(levelname)s: %(message)s"))
-        handler._flowproto_cli = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
+    if not any(isinstance(h, VerboseHandler) for h in logger.handlers):
+        logger.addHandler(VerboseHandler())
 
 
 #: ``-v/--verbose``, on the ``flowproto`` group and on each command that connects.
