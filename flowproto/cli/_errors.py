@@ -17,6 +17,8 @@ import trio
 
 from flowproto import FlowProtoError
 
+from ._progress import finish_live_output
+
 
 class CliError(Exception):
     """An error the user can act on; printed as one line, exit status 1."""
@@ -65,6 +67,7 @@ def run_trio(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return trio.run(fn, *args)
     except BaseException as exc:  # sorted out below; anything unexpected is re-raised
+        finish_live_output()  # the error starts a line of its own, after the bar's last
         leaves = flatten(exc)
         if any(isinstance(e, KeyboardInterrupt) for e in leaves):
             click.echo("flowproto: interrupted", err=True)
