@@ -88,6 +88,27 @@ def test_the_receive_summary_adds_latency_only_when_measured() -> None:
     assert lines[1] == "latency p50 1.5 ms, p99 9.0 ms, max 12.25 ms"
 
 
+def test_a_summary_gives_no_rate_over_a_moment() -> None:
+    """issue #16: 100 messages that arrived within 80 µs were "1225926 msg/s"."""
+    from flowproto.cli._printing import summary_rate
+
+    assert summary_rate(100, 0.00008) is None
+    assert summary_rate(2026, 1.0) == 2026.0
+    assert summary_rate(10_000_000, 2.0, 1e6, 3) == 5.0
+    result = {
+        "messages": 100,
+        "bytes": 10_000,
+        "seconds": 0.00008,
+        "msgs_per_s": None,
+        "mb_per_s": None,
+        "buffered_peak_messages": 100,
+    }
+    assert receive_summary(result) == [
+        "received 100 messages (10000 bytes) in 0.00 s (too short for a rate); "
+        "buffer peaked at 100 messages"
+    ]
+
+
 def test_a_msgpack_message_becomes_one_json_line() -> None:
     assert json_line({"a": b"\x00\x01", "n": 1}) == b'{"a": {"bytes_base64": "AAE="}, "n": 1}\n'
     assert json_line("héllo") == '"héllo"\n'.encode()

@@ -38,9 +38,29 @@ def format_address(sockname: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+#: A summary gives no rate over less time than this: 100 messages that arrive in 80 µs
+#: are not "1,225,926 msg/s".
+MIN_RATE_SECONDS = 0.01
+
+
 def per_second(count: float, seconds: float) -> float:
-    """``count`` per second, 0 over no time."""
+    """``count`` per second, 0 over no time (for live lines: see :func:`summary_rate`)."""
     return count / seconds if seconds > 0 else 0.0
+
+
+def summary_rate(count: float, seconds: float, scale: float = 1.0, digits: int = 1) -> float | None:
+    """A summary's rate, ``count / seconds / scale`` rounded; None (JSON null) over less
+    than :data:`MIN_RATE_SECONDS`."""
+    if seconds < MIN_RATE_SECONDS:
+        return None
+    return round(count / seconds / scale, digits)
+
+
+def _rates(result: dict[str, Any]) -> str:
+    """``": 306 msg/s, 0.03 MB/s"``, or ``""`` when the summary has no rate."""
+    if result.get("msgs_per_s") is None:
+        return " (too short for a rate)"
+    return f": {result['msgs_per_s']:.0f} msg/s, {result['mb_per_s']:.2f} MB/s"
 
 
 def json_summary(result: dict[str, Any]) -> str:
@@ -55,9 +75,8 @@ def receive_summary(result: dict[str, Any]) -> list[str]:
     """The receiver's readable summary (for stderr)."""
     lines = [
         f"received {result['messages']} messages ({result['bytes']} bytes) in "
-        f"{result['seconds']:.2f} s: {result['msgs_per_s']:.0f} msg/s, "
-        f"{result['mb_per_s']:.2f} MB/s; buffer peaked at {result['buffered_peak_messages']} "
-        f"messages"
+        f"{result['seconds']:.2f} s{_rates(result)}; buffer peaked at "
+        f"{result['buffered_peak_messages']} messages"
     ]
     lat = result.get("latency_ms")
     if lat:
@@ -88,8 +107,8 @@ def send_summary(result: dict[str, Any]) -> str:
     failed = result.get("failed_streams") or []
     return (
         f"sent {result['messages']} messages ({result['bytes']} bytes) in "
-        f"{result['seconds']:.2f} s: {result['msgs_per_s']:.0f} msg/s, "
-        f"{result['mb_per_s']:.2f} MB/s; blocked on credit {result['seconds_blocked']:.2f} s; "
+        f"{result['seconds']:.2f} s{_rates(result)}; blocked on credit "
+        f"{result['seconds_blocked']:.2f} s; "
         f"the receiver confirmed {result['delivered']} consumed"
         + (f"; {len(failed)} of {result['streams']} streams failed" if failed else "")
     )

@@ -47,7 +47,7 @@ from ._latency import Latencies
 from ._metrics import Watched, json_lines, serve_metrics
 from ._output import OutputRefused, Outputs, Sink
 from ._pace import Pace
-from ._printing import fmt_bytes, fmt_latency, json_line, per_second
+from ._printing import fmt_bytes, fmt_latency, json_line, per_second, summary_rate
 from ._progress import eprint, every_second
 from ._signals import stop_signal_receiver
 from ._transport import describe_access, listener_name, open_listeners, peer_name
@@ -175,6 +175,7 @@ class _Receiver:
         # before anything of its batch is released.
         self._decode = None if opts.codec == "raw" else get_codec(opts.codec).decode
         self._reported = (0, 0)  # messages, bytes at the last live line
+        self._reported_at = 0.0  # trio time of the last live line
 
     async def on_connection(self, transport: trio.abc.Stream) -> None:
         if self.stopping:
@@ -397,8 +398,13 @@ class _Receiver:
             return  # no stream yet: nothing to say
         dm, db = self.messages - self._reported[0], self.bytes - self._reported[1]
         self._reported = (self.messages, self.bytes)
+        # Per second over the interval really covered: the first one starts with the
+        # first stream, not with the previous tick.
+        since = max(self._reported_at, self.first)
+        self._reported_at = tick
         if not dm and not self.open_streams:
             return
+        rate_m, rate_b = per_second(dm, tick - since), per_second(db, tick - since)
         stats = [s.statistics() for s in self.open_streams]
         buffered_m = sum(s.buffered_messages for s in stats)
         buffered_b = sum(s.buffered_bytes for s in stats)
@@ -406,7 +412,7 @@ class _Receiver:
         credit_b = sum(s.receive_credit_bytes for s in stats)
         lat = self.latencies.summary(recent=True) if self.latencies else None
         eprint(
-            f"recv {max(0.0, tick - self.first):5.1f}s: {dm} msg/s {fmt_bytes(db)}/s"
+            f"recv {max(0.0, tick - self.first):5.1f}s: {rate_m:.0f} msg/s {fmt_bytes(rate_b)}/s"
             f" | total {self.messages} msgs {fmt_bytes(self.bytes)}"
             f" | buffered {buffered_m} msgs {fmt_bytes(buffered_b)}"
             f" | credit {credit_m} msgs {fmt_bytes(credit_b)}"
@@ -429,8 +435,8 @@ class _Receiver:
             "messages": self.messages,
             "bytes": self.bytes,
             "seconds": round(seconds, 6),
-            "msgs_per_s": round(per_second(self.messages, seconds), 1),
-            "mb_per_s": round(per_second(self.bytes, seconds) / 1e6, 3),
+            "msgs_per_s": summary_rate(self.messages, seconds),
+            "mb_per_s": summary_rate(self.bytes, seconds, 1e6, 3),
             "connections": self.connections,
             "streams": self.streams_seen,
             "buffered_peak_messages": self.peak_buffered,

@@ -34,7 +34,7 @@ from ._constants import BATCH_MESSAGES, CLOSE_GRACE, READ_BLOCK, TIMESTAMP_BYTES
 from ._errors import CliError
 from ._metrics import Watched, json_lines, serve_metrics
 from ._pace import Pace
-from ._printing import fmt_bytes, format_address, per_second
+from ._printing import fmt_bytes, format_address, per_second, summary_rate
 from ._progress import ProgressCallback, eprint, every_second
 from ._signals import stop_signal_receiver
 from ._transport import Retry, connect, connect_error, overloaded
@@ -73,6 +73,7 @@ class _Sender:
         # One entry per stream that failed (at most --streams): the others go on.
         self.failed: list[dict[str, Any]] = []
         self._last = (0, 0, 0)  # messages, bytes, delivered at the last report
+        self._last_report = 0.0  # seconds since the start, at the last report
         self.signal: str | None = None  # the name of the signal that stopped the sending
 
     def totals(self) -> tuple[int, int, float, int, int, int]:
@@ -92,8 +93,12 @@ class _Sender:
         m, b, blocked, delivered, credit_m, credit_b = self.totals()
         last_m, last_b, last_delivered = self._last
         self._last = (m, b, delivered)
+        # Per second over the interval really covered: the last one may be short.
+        interval, self._last_report = elapsed - self._last_report, elapsed
+        rate_m = per_second(m - last_m, interval)
+        rate_b = per_second(b - last_b, interval)
         line = (
-            f"send {elapsed:5.1f}s: {m - last_m} msg/s {fmt_bytes(b - last_b)}/s"
+            f"send {elapsed:5.1f}s: {rate_m:.0f} msg/s {fmt_bytes(rate_b)}/s"
             f" | total {m} msgs {fmt_bytes(b)} | credit {credit_m} msgs {fmt_bytes(credit_b)}"
             f" | blocked {blocked:.1f} s | delivered {delivered}"
         )
@@ -383,8 +388,8 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
         "messages": m,
         "bytes": b,
         "seconds": round(seconds, 6),
-        "msgs_per_s": round(per_second(m, seconds), 1),
-        "mb_per_s": round(per_second(b, seconds) / 1e6, 3),
+        "msgs_per_s": summary_rate(m, seconds),
+        "mb_per_s": summary_rate(b, seconds, 1e6, 3),
         "seconds_blocked": round(blocked, 6),
         "delivered": delivered,
         "streams": opts.streams,

@@ -115,9 +115,15 @@ def send(
     Live statistics go to stderr once a second, as a progress bar when stderr is a
     terminal and the total is known.
 
-    Summary fields: messages, bytes, seconds, msgs_per_s, mb_per_s (10^6 bytes),
+    Ctrl-C, SIGTERM or SIGHUP stop the sending: the streams are reset, the summary says
+    what each stream sent and the receiver confirmed, and the exit status is 130, 143 or
+    129.
+
+    Summary fields: messages, bytes, seconds, msgs_per_s, mb_per_s (10^6 bytes; null
+    over less than 10 ms),
     seconds_blocked (waiting for credit, summed over streams), delivered, streams,
-    failed_streams (stream, sent, delivered, error).
+    failed_streams (stream, sent, delivered, error), per_stream (stream, sent,
+    confirmed), interrupted, signal.
     """
     from ._errors import run_trio
     from ._printing import failed_stream_lines, json_summary, per_stream_lines, send_summary
