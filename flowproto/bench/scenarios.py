@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -138,7 +139,8 @@ def nc_command() -> str | None:
     if nc is None:
         return None
     helped = subprocess.run([nc, "-h"], capture_output=True, text=True, timeout=10)
-    return nc if " -N" in helped.stdout + helped.stderr else None
+    # "-N" as an option of its own in the help, after a space or a tab (Debian's has tabs).
+    return nc if re.search(r"\s-N\s", helped.stdout + helped.stderr) else None
 
 
 def make_source(path: Path, size: int) -> str:
