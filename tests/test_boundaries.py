@@ -1721,6 +1721,7 @@ def test_the_reference_values_are_those_of_spec_section_12() -> None:
         "latency target (auto-tuning)": tune.latency_target,
         "tuning epoch, at least": tune.min_epoch,
         "RTT probe interval (auto-tuning)": tune.rtt_probe_interval,
+        "consumption report interval": core("REPORT_INTERVAL"),
     }
     for name, code in seconds.items():
         assert math.isclose(spec_number(value[name]) / 1000, code), name
