@@ -230,6 +230,7 @@ def test_metrics_are_bounded_persist_past_each_connection_and_serve_only_metrics
     assert _value(after, "flowproto_messages", direction="received") == 600
     assert _value(after, "flowproto_connections_opened") == 2
     assert _value(after, "flowproto_streams_closed") == 2
+    assert _value(after, "flowproto_connections_refused") == 0
     assert _value(after, "flowproto_open_connections") == 0
     assert _value(after, "flowproto_blocked_on_app_seconds") > 0  # kept after the streams ended
     for name, family in after.items():
@@ -239,8 +240,43 @@ def test_metrics_are_bounded_persist_past_each_connection_and_serve_only_metrics
     assert kinds["flowproto_messages"] == "counter"
     assert kinds["flowproto_queue_depth_messages"] == "gauge"
     assert kinds["flowproto_blocked_on_peer_seconds"] == "counter"
-    counters = [name for name, kind in kinds.items() if kind == "counter"]
+
+    def counter_samples(families: dict[str, Any]) -> dict[tuple[str, str], float]:
+        return {
+            (s.name, repr(sorted(s.labels.items()))): s.value
+            for f in families.values()
+            if f.type == "counter"
+            for s in f.samples
+        }
+
     for earlier, later in itertools.pairwise(scrapes):
-        for name in counters:
-            if name in earlier and name in later:
-                assert _value(later, name) >= _value(earlier, name), name  # never backwards
+        before, now = counter_samples(earlier), counter_samples(later)
+        for key, value in before.items():
+            assert now.get(key, 0.0) >= value, key  # never backwards, never gone
+
+
+async def test_resets_and_errors_are_counted_by_code_with_a_bounded_label_set() -> None:
+    """flowproto_streams_reset_total and flowproto_connection_errors_total, by code; a
+    code this side does not know is UNKNOWN, so a peer cannot grow the label set."""
+    pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from flowproto import ErrorCode
+    from flowproto.cli._metrics import Watched, prometheus_text
+    from flowproto.trio import ConnectionLostError, StreamResetError
+
+    watched = Watched("receive")
+    watched.count_failure(StreamResetError(1, ErrorCode.REJECTED, "", True, 3))
+    watched.count_failure(StreamResetError(3, 0xDEAD, "", True, 0))
+    watched.count_failure(StreamResetError(5, 0xBEEF, "", True, 0))
+    watched.count_reset(ErrorCode.REFUSED_STREAM)
+    watched.count_failure(ConnectionLostError("gone", error_code=ErrorCode.PROTOCOL_ERROR))
+    watched.count_failure(ConnectionLostError("closed", error_code=0))  # not an error
+    watched.count_refused("too many connections")
+    text = prometheus_text(watched.snapshot(role="receive", messages=0, bytes=0))[0].decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    resets = {s.labels["code"]: s.value for s in families["flowproto_streams_reset"].samples}
+    assert resets == {"REJECTED": 1.0, "UNKNOWN": 2.0, "REFUSED_STREAM": 1.0}
+    errors = {s.labels["code"]: s.value for s in families["flowproto_connection_errors"].samples}
+    assert errors == {"PROTOCOL_ERROR": 1.0}
+    assert _value(families, "flowproto_connections_refused") == 1.0

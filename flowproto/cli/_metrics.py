@@ -18,7 +18,8 @@ from typing import Any, Final
 
 import trio
 
-from flowproto.trio import FlowConnection, FlowStream
+from flowproto import ErrorCode, MemoryBudget
+from flowproto.trio import ConnectionLostError, FlowConnection, FlowStream, StreamResetError
 
 #: What ``pip`` needs for ``--metrics-port``.
 #: What to run when prometheus_client is missing. flowproto installs from a checkout, so
@@ -101,6 +102,10 @@ class Watched:
         self._seen: dict[FlowStream, dict[str, float]] = {}
         self.opened = {"connections": 0, "streams": 0}
         self.closed = {"connections": 0, "streams": 0}
+        self.refused = 0  # connections refused (max_connections; a budget counts its own)
+        self.budget: MemoryBudget | None = None  # whose refusals count too
+        self.resets: dict[str, int] = {}  # streams reset, by code name (either side)
+        self.errors: dict[str, int] = {}  # connections ended by an error, by code name
 
     def add_connection(self, conn: FlowConnection, peer: str) -> None:
         self.connections[conn] = peer
@@ -109,6 +114,24 @@ class Watched:
     def forget_connection(self, conn: FlowConnection) -> None:
         if self.connections.pop(conn, None) is not None:
             self.closed["connections"] += 1
+
+    def count_refused(self, reason: str = "") -> None:
+        """A connection was refused before anything of it was processed."""
+        self.refused += 1
+
+    def count_failure(self, exc: BaseException) -> None:
+        """A stream was reset, or a connection ended by an error: count it by its code."""
+        if isinstance(exc, StreamResetError):
+            name = _code_label(exc.error_code)
+            self.resets[name] = self.resets.get(name, 0) + 1
+        elif isinstance(exc, ConnectionLostError) and exc.error_code:
+            name = _code_label(exc.error_code)
+            self.errors[name] = self.errors.get(name, 0) + 1
+
+    def count_reset(self, code: ErrorCode) -> None:
+        """This side reset a stream with ``code``."""
+        name = _code_label(code)
+        self.resets[name] = self.resets.get(name, 0) + 1
 
     def add_stream(self, stream: FlowStream, peer: str) -> None:
         self.streams[stream] = peer
@@ -146,9 +169,13 @@ class Watched:
                 for field, value in self._counters(stream, stats).items():
                     live[field] += value
             conns.append(entry)
+        refused = self.refused + (self.budget.refused if self.budget is not None else 0)
         totals = {
             "connections_opened": self.opened["connections"],
             "connections_closed": self.closed["connections"],
+            "connections_refused": refused,
+            "streams_reset": dict(self.resets),
+            "connection_errors": dict(self.errors),
             "streams_opened": self.opened["streams"],
             "streams_closed": self.closed["streams"],
             **{field: self.folded[field] + live[field] for field in _COUNTER_FIELDS},
@@ -198,11 +225,22 @@ def _families(snap: dict[str, Any], per_connection: bool = False) -> Iterator[An
                      ["direction"])  # fmt: skip
         fam.add_metric([direction], float(snap.get(unit, 0)))
         yield fam
-    for what in ("connections", "streams"):
-        for event in ("opened", "closed"):
-            fam = family("counter", f"flowproto_{what}_{event}", f"{what.capitalize()} {event}")
-            fam.add_metric([], float(totals.get(f"{what}_{event}", 0)))
-            yield fam
+    for what, event in (
+        ("connections", "opened"), ("connections", "closed"), ("connections", "refused"),
+        ("streams", "opened"), ("streams", "closed"),
+    ):  # fmt: skip
+        fam = family("counter", f"flowproto_{what}_{event}", f"{what.capitalize()} {event}")
+        fam.add_metric([], float(totals.get(f"{what}_{event}", 0)))
+        yield fam
+    for key, name, doc in (
+        ("streams_reset", "flowproto_streams_reset", "Streams reset, by error code (spec §10.1)"),
+        ("connection_errors", "flowproto_connection_errors",
+         "Connections ended by an error, by error code (spec §10.1)"),
+    ):  # fmt: skip
+        fam = family("counter", name, doc, ["code"])
+        for code, count in sorted(totals.get(key, {}).items()):
+            fam.add_metric([code], float(count))
+        yield fam
     conns = snap["connections"]
     streams = [(c["peer"], s) for c in conns for s in c["streams"]]
     open_now = family("gauge", "flowproto_open_connections", "Connections open now")
@@ -248,6 +286,15 @@ def _families(snap: dict[str, Any], per_connection: bool = False) -> Iterator[An
     for peer, s in streams:
         reason.add_metric([peer, str(s["stream_id"]), s["window_reason"]], 1.0)
     yield reason
+
+
+def _code_label(code: int) -> str:
+    """An error code as a label: its name, or UNKNOWN (a peer's codes must not make the
+    label set unbounded)."""
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return "UNKNOWN"
 
 
 def _version() -> str:

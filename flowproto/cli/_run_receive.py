@@ -164,6 +164,7 @@ class _Receiver:
         # for --json-lines and --metrics-port (spec §14)
         self.watched = Watched("receive", per_connection=opts.metrics_per_connection)
         self.budget = MemoryBudget(opts.memory_budget) if opts.memory_budget else None
+        self.watched.budget = self.budget
         self.outputs = Outputs(
             file=opts.output if opts.output != "-" else None,
             directory=opts.output_dir,
@@ -205,6 +206,7 @@ class _Receiver:
             leaves = flatten(exc)
             if not all(isinstance(e, EXPECTED_ERRORS) for e in leaves):
                 raise
+            self.watched.count_failure(leaves[0])
             if not _graceful(leaves[0]):
                 self.problem(f"connection from {peer}: {describe(leaves[0])}", peer, "connection")
         finally:
@@ -264,6 +266,7 @@ class _Receiver:
             except OutputRefused as exc:
                 # spec §6.4: nothing of this stream was processed, so REFUSED_STREAM.
                 self.refused_streams += 1
+                self.watched.count_reset(ErrorCode.REFUSED_STREAM)
                 self.problem(
                     f"stream {stream.stream_id} from {peer}: refused: {exc}", peer, "refused"
                 )
@@ -283,6 +286,7 @@ class _Receiver:
                 "rejected",
             )
             await stream.reject("message is not valid msgpack", accepted=accepted)
+            self.watched.count_reset(ErrorCode.REJECTED)
         except OSError as exc:
             self.problem(
                 f"stream {stream.stream_id} from {peer}: cannot write the output: {exc}",
@@ -290,7 +294,9 @@ class _Receiver:
                 "write",
             )
             await stream.reset(ErrorCode.CANCEL, f"the receiver cannot write its output: {exc}")
+            self.watched.count_reset(ErrorCode.CANCEL)
         except (StreamResetError, ConnectionLostError) as exc:
+            self.watched.count_failure(exc)
             if not self.stopping:
                 self.problem(f"stream {stream.stream_id} from {peer}: {exc}", peer, "stream")
         finally:
@@ -501,6 +507,7 @@ async def run_receive(opts: ReceiveOptions) -> dict[str, Any]:
                         handler_nursery=connections,
                         ssl_context=access.ssl_context,
                         max_connections=access.max_connections,
+                        on_refused=receiver.watched.count_refused,
                     )
                 )
     finally:

@@ -75,6 +75,7 @@ class _Sender:
         self._last = (0, 0, 0)  # messages, bytes, delivered at the last report
         self._last_report = 0.0  # seconds since the start, at the last report
         self.signal: str | None = None  # the name of the signal that stopped the sending
+        self.watched: Watched | None = None  # for --metrics-port: resets counted by code
 
     def totals(self) -> tuple[int, int, float, int, int, int]:
         """messages, bytes, seconds blocked, delivered, credit messages, credit bytes."""
@@ -140,6 +141,8 @@ class _Sender:
             await stream.aclose()
             await self._wait_consumed(stream)
         except (StreamResetError, ConnectionLostError) as exc:
+            if self.watched is not None:
+                self.watched.count_failure(exc)
             delivered = exc.delivered or 0
             sent = stream.messages_sent
             if _rejected(exc):
@@ -310,6 +313,7 @@ async def _send_all(
     # spec §14, for --json-lines and --metrics-port
     watched = Watched("send", per_connection=opts.metrics_per_connection)
     watched.add_connection(conn, address)
+    sender.watched = watched
 
     def opened(stream: FlowStream) -> None:
         watched.add_stream(stream, address)

@@ -369,6 +369,7 @@ async def serve_transports(
     max_connections: int | None = None,
     handler_nursery: trio.Nursery | None = None,
     log: RateLimitedLog | None = None,
+    on_refused: Callable[[str], object] | None = None,
     task_status: trio.TaskStatus[list[Any]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """``trio.serve_listeners`` with a server's caps: ``handler(transport)`` per connection.
@@ -398,6 +399,8 @@ async def serve_transports(
         log: where the warnings go (accept failures, refusals): one line per kind per
             10 s, with a count of those held back. Default: a new ``RateLimitedLog`` on
             the ``flowproto`` logger.
+        on_refused: called with the reason for each connection refused for
+            ``max_connections`` (to count them: every one, where the log holds some back).
         task_status: ``started`` with the listeners (the ``trio.SSLListener`` wrappers
             with ``ssl_context``).
 
@@ -415,6 +418,8 @@ async def serve_transports(
         try:
             if max_connections is not None and active[0] >= max_connections:
                 reason = f"too many connections (max_connections={max_connections})"
+                if on_refused is not None:
+                    on_refused(reason)
                 limited.warning(
                     ("refused", "max_connections"),
                     trio.current_time(),
