@@ -302,7 +302,11 @@ class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving
             # REPORT_INTERVAL has passed since the stream's last CREDIT (a funded CREDIT).
             if st.reported_at is None:
                 st.reported_at = now
-            update = st.recv.update(report=now - st.reported_at >= REPORT_INTERVAL)
+            report = (
+                now - st.reported_at >= REPORT_INTERVAL
+                and st.recv.consumed_messages > st.reported_consumed
+            )
+            update = st.recv.update(report=report)
             if update is not None:
                 rate, depth = self._feedback(st) if st.tuner is not None else (None, None)
                 self._output.queue(

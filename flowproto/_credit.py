@@ -355,6 +355,10 @@ class ReceiveWindow:
            limit; with ``report`` (a consumption report is due, spec §8.6 step 3), when
            it is above the advertised limit at all.
         3. If any unit is due, both limits are raised to their targets and returned.
+        4. A report with neither target above its limit (a tuned window shrinking) raises
+           the message limit by 1: funded (spec §10.7.1), since ``report`` means at least
+           one message was consumed since the last CREDIT, and the room it leaves the
+           peer does not grow, since that message was consumed.
         """
         target_bytes = self.consumed_bytes + self.window_bytes
         target_messages = self.consumed_messages + self.window_messages
@@ -364,18 +368,24 @@ class ReceiveWindow:
             target_bytes - self.advertised_bytes >= least_bytes
             or target_messages - self.advertised_messages >= least_messages
         ):
+            sliver = False
             if self.budget is not None and target_bytes > self.advertised_bytes:
                 # spec §8.9 B4: the shared budget may grant less, never below the floor.
                 need = self.consumed_bytes + self.min_progress_bytes - self.advertised_bytes
                 grant = self.budget.clip(target_bytes - self.advertised_bytes, need)
                 if grant < self.threshold_bytes and need <= 0:
-                    if target_messages - self.advertised_messages < self.threshold_messages:
-                        return None  # wait for room rather than send a sliver (spec §8.6)
+                    # wait for room rather than send a sliver (spec §8.6)
+                    sliver = target_messages - self.advertised_messages < self.threshold_messages
                     grant = 0
-                self.budget.committed += grant
-                self.budget.note_peak()
-                target_bytes = self.advertised_bytes + grant
-            self.advertised_bytes = max(self.advertised_bytes, target_bytes)
-            self.advertised_messages = max(self.advertised_messages, target_messages)
+                if not sliver:
+                    self.budget.committed += grant
+                    self.budget.note_peak()
+                    target_bytes = self.advertised_bytes + grant
+            if not sliver:
+                self.advertised_bytes = max(self.advertised_bytes, target_bytes)
+                self.advertised_messages = max(self.advertised_messages, target_messages)
+                return self.advertised_bytes, self.advertised_messages
+        if report:
+            self.advertised_messages += 1
             return self.advertised_bytes, self.advertised_messages
         return None

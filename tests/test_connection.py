@@ -1645,14 +1645,21 @@ def test_buffers_to_send_are_the_bytes_of_data_to_send_in_pieces(max_buffers: in
     assert not twins[0][0].has_data_to_send
 
 
-def test_a_slow_consumer_reports_its_consumption_at_least_once_per_report_interval() -> None:
+@pytest.mark.parametrize("tuned", [False, True], ids=["static", "tuned"])
+def test_a_slow_consumer_reports_its_consumption_at_least_once_per_report_interval(
+    tuned: bool,
+) -> None:
     """spec §8.6 step 3: below the thresholds a stream still sends a CREDIT once
     REPORT_INTERVAL has passed since its last one and something was consumed: the sender
-    learns what was consumed (its 'delivered') at least once a second. Each such CREDIT
-    is funded (§10.7.1): it raises the limits by no more than what was consumed since."""
-    from flowproto import REPORT_INTERVAL
+    learns what was consumed (its 'delivered') at least once a second, also while a tuned
+    window shrinks (then only the message limit goes up, by 1). Each such CREDIT is
+    funded (§10.7.1): it raises the limits by no more than what was consumed since."""
+    from flowproto import REPORT_INTERVAL, AutoTune
 
-    a, b = pair(acceptor=Settings(stream_messages=4096, keepalive_ms=0))
+    settings = Settings(stream_messages=4096, keepalive_ms=0)
+    a = Connection(Role.INITIATOR, Settings(keepalive_ms=0))
+    b = Connection(Role.ACCEPTOR, settings, autotune=AutoTune() if tuned else None)
+    pump(a, b)
     stream_id = opened(a, b)
     assert a.send_messages(stream_id, [b"m"] * 100) == 100
     events = b.receive_data(a.data_to_send(), 0.0)
@@ -1669,8 +1676,10 @@ def test_a_slow_consumer_reports_its_consumption_at_least_once_per_report_interv
     assert max(gaps) <= REPORT_INTERVAL + 0.3
     consumed = [f.consumed for _, f in reports]
     assert consumed == sorted(consumed) and consumed[-1] >= 37
-    previous = (4096, 0)  # (messages limit, consumed) of the HELLO
+    previous = (4096, 0, 4096 * 0 + settings.stream_bytes)  # the HELLO's limits
     for _, f in reports:
         assert f.messages_limit is not None and f.consumed is not None
+        assert f.bytes_limit is not None
         assert f.messages_limit - previous[0] <= f.consumed - previous[1]  # funded
-        previous = (f.messages_limit, f.consumed)
+        assert f.bytes_limit - previous[2] <= f.consumed - previous[1]  # 1-byte messages
+        previous = (f.messages_limit, f.consumed, f.bytes_limit)
