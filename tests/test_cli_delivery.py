@@ -143,6 +143,25 @@ def test_a_stop_signal_flushes_prints_the_summary_and_exits_128_plus_its_number(
     assert out.read_text(encoding="utf-8") == "one\ntwo\nthree\n"
 
 
+def stop_a_sender(tmp_path: Path, signum: signal.Signals, *args: str) -> tuple[int, str, str]:
+    """A sender of 1,000,000 messages to a receiver consuming 300/s, stopped by ``signum``
+    once it reports something delivered: its (status, stdout, stderr)."""
+    with (
+        receiver(*("--raw", "-q", "--rate", "300"), cwd=tmp_path) as (r, port),
+        flowproto(
+            *("send", "--connect", f"127.0.0.1:{port}", "--raw", *args),
+            *("--size", "100", "--count", "1000000"),
+            cwd=tmp_path,
+        ) as s,
+    ):
+        s.wait_for(r"delivered [1-9]\d*")
+        s.proc.send_signal(signum)
+        result = s.finish()
+        r.proc.send_signal(signal.SIGTERM)
+        r.finish()
+    return result
+
+
 @pytest.mark.parametrize(
     ("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
 )
@@ -152,19 +171,7 @@ def test_a_stopped_sender_says_what_was_sent_and_confirmed_per_stream_and_exits_
     """Ctrl-C on the sender printed only "flowproto: interrupted" (issue #16): now the
     sending stops, the streams are reset, and the summary says what each stream sent and
     the receiver confirmed; exit 128 + the signal's number."""
-    with (
-        receiver(*("--raw", "-q", "--rate", "300"), cwd=tmp_path) as (r, port),
-        flowproto(
-            *("send", "--connect", f"127.0.0.1:{port}", "--raw", "--streams", "2"),
-            *("--size", "100", "--count", "1000000", "--json"),
-            cwd=tmp_path,
-        ) as s,
-    ):
-        s.wait_for(r"delivered [1-9]\d*")
-        s.proc.send_signal(signum)
-        code, stdout, stderr = s.finish()
-        r.proc.send_signal(signal.SIGTERM)
-        r.finish()
+    code, stdout, stderr = stop_a_sender(tmp_path, signum, "--streams", "2", "--json")
     assert code == status, stderr
     summary = json.loads(stdout)
     assert summary["interrupted"] is True and summary["signal"] == signum.name
@@ -178,19 +185,7 @@ def test_a_stopped_sender_says_what_was_sent_and_confirmed_per_stream_and_exits_
 
 
 def test_a_stopped_sender_prints_its_summary_and_streams_to_the_terminal(tmp_path: Path) -> None:
-    with (
-        receiver(*("--raw", "-q", "--rate", "300"), cwd=tmp_path) as (r, port),
-        flowproto(
-            *("send", "--connect", f"127.0.0.1:{port}", "--raw"),
-            *("--size", "100", "--count", "1000000"),
-            cwd=tmp_path,
-        ) as s,
-    ):
-        s.wait_for(r"delivered [1-9]\d*")
-        s.proc.send_signal(signal.SIGINT)
-        code, _, stderr = s.finish()
-        r.proc.send_signal(signal.SIGTERM)
-        r.finish()
+    code, _, stderr = stop_a_sender(tmp_path, signal.SIGINT)
     assert code == 130, stderr
     assert re.search(
         r"^sent \d+ messages .* the receiver confirmed [1-9]\d* consumed", stderr, re.M

@@ -51,25 +51,33 @@ def on_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
     return status, b"".join(chunks).decode("utf-8", "replace")
 
 
+#: Terminal escape sequences (click's bar hides and shows the cursor).
+ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def drawn_rows(text: str) -> list[str]:
     """What each carriage return or newline leaves on one row (escape codes removed)."""
-    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
-    return [row for row in re.split(r"[\r\n]", plain) if row]
+    return [row for row in re.split(r"[\r\n]", ESCAPES.sub("", text)) if row]
+
+
+def send_on_terminal(tmp_path: Path, receiver_args: list[str], count: int) -> tuple[int, str]:
+    """``send --raw --size 100 --count COUNT`` on the pty, to a receiver with these args."""
+    with receiver("--raw", "-q", *receiver_args, cwd=tmp_path) as (_, port):
+        return on_terminal(
+            ["send", "--connect", f"127.0.0.1:{port}", "--raw", "--size", "100",
+             "--count", str(count)],
+            tmp_path,
+        )  # fmt: skip
 
 
 def test_the_bar_fits_80_columns_and_the_summary_starts_its_own_line(tmp_path: Path) -> None:
-    with receiver("--raw", "-q", "--rate", "1000", "--once", cwd=tmp_path) as (_, port):
-        status, drawn = on_terminal(
-            ["send", "--connect", f"127.0.0.1:{port}", "--raw", "--size", "100",
-             "--count", "2500"],
-            tmp_path,
-        )  # fmt: skip
+    status, drawn = send_on_terminal(tmp_path, ["--rate", "1000", "--once"], 2500)
     assert status == 0, drawn
     rows = drawn_rows(drawn)
     assert any(row.startswith("sending") for row in rows), rows  # the bar was drawn
     assert max(len(row) for row in rows if row.startswith("sending")) <= COLUMNS, rows
     # The summary is a line of its own, right after the bar's last state.
-    assert re.search(r"\n(?:\x1b\[[0-9;?]*[A-Za-z])*sent 2500 messages", drawn), drawn
+    assert re.search(r"\nsent 2500 messages", ESCAPES.sub("", drawn)), drawn
     assert "100%" in drawn
 
 
@@ -87,14 +95,9 @@ def test_no_bar_before_the_connection_and_an_error_starts_its_own_line(tmp_path:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="pty sizes as on Linux")
 def test_a_stream_failing_mid_transfer_ends_the_bar_before_the_error(tmp_path: Path) -> None:
-    with receiver("--raw", "-q", "--rate", "500", "--count", "300", cwd=tmp_path) as (_, port):
-        status, drawn = on_terminal(
-            ["send", "--connect", f"127.0.0.1:{port}", "--raw", "--size", "100",
-             "--count", "5000"],
-            tmp_path,
-        )  # fmt: skip
+    status, drawn = send_on_terminal(tmp_path, ["--rate", "500", "--count", "300"], 5000)
     assert status == 1, drawn
     assert "sending" in drawn
     for match in re.finditer(r"flowproto: error:", drawn):
-        before = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn[: match.start()])
+        before = ESCAPES.sub("", drawn[: match.start()])
         assert before.endswith("\n"), drawn  # never glued onto the bar

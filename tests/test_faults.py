@@ -23,7 +23,7 @@ import msgpack
 import pytest
 import trio
 import trio.testing
-from test_trio import HANG, BarePeer, bare_peer, flow_pair, tasks_living
+from test_trio import HANG, HUGE, BarePeer, bare_peer, flow_pair, tasks_living
 
 from flowproto import (
     MIN_FRAME_RATE,
@@ -50,13 +50,6 @@ from flowproto.trio import (
 
 QUIET = Settings(keepalive_ms=0)
 MIB = 1024 * 1024
-# Credit as large as the spec allows: the peer never makes us wait for it.
-HUGE = Settings(
-    stream_bytes=2**62 - 1,
-    stream_messages=2**31 - 1,
-    connection_bytes=2**62 - 1,
-    keepalive_ms=0,
-)
 
 
 # --- A15: slowloris and partial frames (spec §11) ------------------------------------------

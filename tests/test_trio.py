@@ -49,6 +49,13 @@ from flowproto.trio import (
 
 #: Virtual seconds any one test may take before it counts as hung.
 HANG: float = 600.0
+#: Credit as large as the spec allows: the peer never makes us wait for it.
+HUGE = Settings(
+    stream_bytes=2**62 - 1,
+    stream_messages=2**31 - 1,
+    connection_bytes=2**62 - 1,
+    keepalive_ms=0,
+)
 
 # Small windows, so that a few dozen messages exercise every limit (spec §3.2, §9 R3:
 # each byte window still holds one largest message).
@@ -1172,15 +1179,11 @@ async def test_a_woken_sender_whose_stream_was_reset_passes_the_wake_up_on(
     itself, or the sender behind it waits forever."""
     from flowproto.trio import MAX_SEND_BACKLOG
 
-    huge = Settings(
-        stream_bytes=2**62 - 1, stream_messages=2**31 - 1, connection_bytes=2**62 - 1,
-        keepalive_ms=0,
-    )  # fmt: skip
     chunk = bytes(64 * 1024)
     with trio.fail_after(HANG):
         async with (
             bare_peer(
-                peer_settings=huge,
+                peer_settings=HUGE,
                 lockstep=True,
                 settings=Settings(keepalive_ms=0),
                 write_timeout=3600.0,  # the peer reads nothing for a while on purpose
