@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from test_trio import HANG
 
 from flowproto.trio import FlowConnection, FlowStream, open_flow_connection
-from flowproto.trio._connection import _unsent
+from flowproto.trio._write import unsent
 
 KIB = 1024
 
@@ -157,7 +157,7 @@ def test_what_is_left_after_a_partial_vectored_write_is_the_rest_of_the_bytes(
     whole = b"".join(pieces)
     assume(whole)
     sent = data.draw(st.integers(0, len(whole) - 1))
-    rest = _unsent(list(pieces), sent)
+    rest = unsent(list(pieces), sent)
     assert b"".join(bytes(p) for p in rest) == whole[sent:]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import re
@@ -18,7 +17,6 @@ if sys.version_info < (3, 11):  # trio depends on the backport there
     pass  # type: ignore[import-not-found, unused-ignore]
 
 from .. import (
-    MIN_FRAME_RATE,
     AutoTune,
     Codec,
     CodecName,
@@ -55,11 +53,11 @@ from ._constants import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT,
     READ_SIZE,
-    WRITE_CHUNK,
 )
 from ._errors import ConnectionLostError, HandshakeTimeout, StreamLimitError, StreamResetError
 from ._link import StreamLink
 from ._stream import FlowStream
+from ._write import write_all, write_socket
 
 __all__ = ["FlowConnection"]
 
@@ -469,9 +467,9 @@ class FlowConnection:
                     self._mid_write = True  # until the write completes: see aclose
                     try:
                         if sock is not None:
-                            written = await self._write_socket(sock, data)
+                            written = await write_socket(sock, data, self._write_timeout)
                         else:
-                            written = await self._write(data[0])
+                            written = await write_all(self.transport, data[0], self._write_timeout)
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                         self._fail(_transport_failure(exc))
                         return
@@ -496,59 +494,6 @@ class FlowConnection:
             self._writer_exited = True
             self._link.backlog_lot.unpark_all()
             self._stream_change.unpark_all()
-
-    async def _write(self, data: bytes | memoryview) -> bool:
-        """Send ``data``; False if a chunk of it stalled for the write timeout (spec §11)."""
-        # spec §11 (1.1): a write of n bytes is allowed write_timeout + n / MIN_FRAME_RATE.
-        send_all = self.transport.send_all
-        if len(data) <= WRITE_CHUNK:
-            with trio.move_on_after(self._write_timeout + len(data) / MIN_FRAME_RATE):
-                await send_all(data)
-                return True
-            return False
-        view = memoryview(data)
-        for start in range(0, len(data), WRITE_CHUNK):
-            chunk = view[start : start + WRITE_CHUNK]
-            with trio.move_on_after(self._write_timeout + len(chunk) / MIN_FRAME_RATE):
-                await send_all(chunk)
-                continue
-            return False
-        return True
-
-    async def _write_socket(
-        self, sock: trio.socket.SocketType, buffers: list[bytes | memoryview]
-    ) -> bool:
-        """:meth:`_write` on a plain socket, vectored: each ``sendmsg`` takes what the
-        kernel accepts of the pieces (no joined copy of large payloads, one scheduler
-        round per call rather than per ``WRITE_CHUNK``). The allowance of spec §11 is
-        kept chunk by chunk: each ``WRITE_CHUNK`` of the whole gets write_timeout + its
-        size / MIN_FRAME_RATE from when the one before it was accepted."""
-        total = sum(map(len, buffers))
-        pos = 0
-        chunk_end = min(total, WRITE_CHUNK)
-        timeout = self._write_timeout
-        try:
-            with trio.move_on_after(timeout + chunk_end / MIN_FRAME_RATE) as scope:
-                while True:
-                    if len(buffers) == 1:
-                        sent = await sock.send(buffers[0])
-                    else:
-                        sent = await sock.sendmsg(buffers)
-                    pos += sent
-                    if pos >= total:
-                        return True
-                    buffers = _unsent(buffers, sent)
-                    if pos >= chunk_end:
-                        start = pos - pos % WRITE_CHUNK  # the chunk now being written
-                        chunk_end = min(total, start + WRITE_CHUNK)
-                        scope.deadline = (
-                            trio.current_time() + timeout + (chunk_end - start) / MIN_FRAME_RATE
-                        )
-        except OSError as exc:  # as trio.SocketStream.send_all reports them
-            if exc.errno in (errno.EBADF, errno.ENOTSOCK):
-                raise trio.ClosedResourceError("this socket was already closed") from None
-            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-        return False
 
     async def _timer(self) -> None:
         core = self._core
@@ -810,18 +755,6 @@ def _transport_name(transport: trio.abc.Stream, role: Role) -> str:
     if isinstance(peer, str) and peer:
         return f"connection {side} unix:{peer}"
     return f"connection {side} a {type(transport).__name__}"
-
-
-def _unsent(buffers: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
-    """What is left of ``buffers`` after a write took their first ``sent`` bytes."""
-    i = 0
-    while sent >= len(buffers[i]):
-        sent -= len(buffers[i])
-        i += 1
-    rest = buffers[i:]
-    if sent:
-        rest[0] = memoryview(rest[0])[sent:]
-    return rest
 
 
 _EVENT_HANDLERS: Final[dict[type[Event], Callable[[FlowConnection, Any], None]]] = {
