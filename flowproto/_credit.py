@@ -367,25 +367,27 @@ class ReceiveWindow:
         if (
             target_bytes - self.advertised_bytes >= least_bytes
             or target_messages - self.advertised_messages >= least_messages
-        ):
-            sliver = False
-            if self.budget is not None and target_bytes > self.advertised_bytes:
-                # spec §8.9 B4: the shared budget may grant less, never below the floor.
-                need = self.consumed_bytes + self.min_progress_bytes - self.advertised_bytes
-                grant = self.budget.clip(target_bytes - self.advertised_bytes, need)
-                if grant < self.threshold_bytes and need <= 0:
-                    # wait for room rather than send a sliver (spec §8.6)
-                    sliver = target_messages - self.advertised_messages < self.threshold_messages
-                    grant = 0
-                if not sliver:
-                    self.budget.committed += grant
-                    self.budget.note_peak()
-                    target_bytes = self.advertised_bytes + grant
-            if not sliver:
-                self.advertised_bytes = max(self.advertised_bytes, target_bytes)
-                self.advertised_messages = max(self.advertised_messages, target_messages)
-                return self.advertised_bytes, self.advertised_messages
+        ) and self._raise_to(target_bytes, target_messages):
+            return self.advertised_bytes, self.advertised_messages
         if report:
             self.advertised_messages += 1
             return self.advertised_bytes, self.advertised_messages
         return None
+
+    def _raise_to(self, target_bytes: int, target_messages: int) -> bool:
+        """Raise the advertised limits to the targets, the bytes within the budget (spec
+        §8.9 B4); False (nothing raised) rather than send a sliver of bytes alone."""
+        if self.budget is not None and target_bytes > self.advertised_bytes:
+            # spec §8.9 B4: the shared budget may grant less, never below the floor.
+            need = self.consumed_bytes + self.min_progress_bytes - self.advertised_bytes
+            grant = self.budget.clip(target_bytes - self.advertised_bytes, need)
+            if grant < self.threshold_bytes and need <= 0:
+                if target_messages - self.advertised_messages < self.threshold_messages:
+                    return False  # wait for room rather than send a sliver (spec §8.6)
+                grant = 0
+            self.budget.committed += grant
+            self.budget.note_peak()
+            target_bytes = self.advertised_bytes + grant
+        self.advertised_bytes = max(self.advertised_bytes, target_bytes)
+        self.advertised_messages = max(self.advertised_messages, target_messages)
+        return True

@@ -144,18 +144,21 @@ def _ratio_cell(p: Paired, digits: int = 2) -> str:
     return "–" if p.ratio is None else f"{p.ratio:.{digits}f}x"
 
 
+def _head(title: str, caption: str, columns: str, align: str) -> list[str]:
+    """A table's heading, its caption, and its header and alignment rows."""
+    return [f"## {title}", "", caption, "", columns, align]
+
+
 def latency_table(records: Records) -> list[str]:
     runs = _ok(records, group="latency")
     n = runs[0]["run"]["count"] if runs else 0
-    out = [
-        f"## Ping-pong latency, 64 B each way, awaited ({n:,} round trips after a warm-up)",
-        "",
+    out = _head(
+        f"Ping-pong latency, 64 B each way, awaited ({n:,} round trips after a warm-up)",
         "Round-trip times in µs, medians of repeats; ratios to raw Trio are medians of the "
         "per-repeat ratios.",
-        "",
         "| side | p50 µs | p99 µs | p50 vs raw | p99 vs raw |",
         "|---|---:|---:|---:|---:|",
-    ]
+    )
     for side in _sides(records, "latency"):
         mine = _ok(runs, strategy=side)
         if not mine:
@@ -172,15 +175,13 @@ def latency_table(records: Records) -> list[str]:
 def setup_table(records: Records) -> list[str]:
     runs = _ok(records, group="setup")
     n = runs[0]["run"]["count"] if runs else 0
-    out = [
-        f"## Connection setup ({n:,} connections, one after another)",
-        "",
+    out = _head(
+        f"Connection setup ({n:,} connections, one after another)",
         "Each: connect, handshake, one 64 B message sent and consumed, close. CPU in ms per "
         "connection, client + server processes (each measured over the timed connections).",
-        "",
         "| side | conn/s | CPU ms/conn (both) | client | server | conn/s vs raw |",
         "|---|---:|---:|---:|---:|---:|",
-    ]
+    )
     raw = _ok(runs, strategy="raw")
     for side in _sides(records, "setup"):
         mine = _ok(runs, strategy=side)
@@ -197,16 +198,14 @@ def setup_table(records: Records) -> list[str]:
 
 def idle_table(records: Records) -> list[str]:
     runs = _ok(records, group="idle-memory")
-    out = [
-        "## Server memory per idle connection and per idle open stream",
-        "",
+    out = _head(
+        "Server memory per idle connection and per idle open stream",
         "Server RSS growth (after a garbage collection) from 20 warm-up ones open to all "
         "open, divided by the count; medians of repeats. A raw Trio stream is a memory "
         "channel and a task per stream id on one connection.",
-        "",
         "| side | idle | KiB each | vs raw |",
         "|---|---|---:|---:|",
-    ]
+    )
     kinds = dict.fromkeys((r["run"]["unit"], r["run"]["count"]) for r in runs)
     for unit, count in kinds:
         raw = _ok(runs, strategy="raw", unit=unit, count=count)
@@ -222,16 +221,14 @@ def idle_table(records: Records) -> list[str]:
 def copy_table(records: Records) -> list[str]:
     runs = _ok(records, group="cli-copy")
     size = runs[0]["run"]["size"] / MIB if runs else 0
-    out = [
-        f"## File copy, {size:g} MiB, warm page cache, two processes",
-        "",
+    out = _head(
+        f"File copy, {size:g} MiB, warm page cache, two processes",
         "`flowproto receive --output` ← `flowproto send --input` as a user runs them, against "
         "a raw Trio copy (64 KiB chunks) and `nc`. MB/s from the sender's start until both "
         "processes exited (start-up included); the sender's own transfer time beside it.",
-        "",
         "| side | MB/s (wall) | MB/s (transfer) | output identical | vs raw copy |",
         "|---|---:|---:|---|---:|",
-    ]
+    )
     raw = _ok(runs, strategy="raw")
     for side in _sides(records, "cli-copy"):
         mine = _ok(runs, strategy=side)
@@ -247,14 +244,12 @@ def copy_table(records: Records) -> list[str]:
 def scaling_table(records: Records) -> list[str]:
     runs = _ok(records, group="streams-scaling")
     total = runs[0]["run"]["count"] * runs[0]["run"]["streams"] if runs else 0
-    out = [
-        f"## Streams scaling: one connection, {total:,} messages of 1 KiB in all",
-        "",
+    out = _head(
+        f"Streams scaling: one connection, {total:,} messages of 1 KiB in all",
         "CPU µs per message (medians of repeats); the ratio to 1 stream pairs repeats.",
-        "",
         "| streams | sender µs/msg | receiver µs/msg | sender vs 1 stream |",
         "|---:|---:|---:|---:|",
-    ]
+    )
     one = _ok(runs, streams=1)
     for n in SCALING_STREAMS:
         mine = _ok(runs, streams=n)

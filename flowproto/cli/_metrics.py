@@ -122,14 +122,13 @@ class Watched:
     def count_failure(self, exc: BaseException) -> None:
         """A stream was reset, or a connection ended by an error: count it by its code."""
         if isinstance(exc, StreamResetError):
-            name = _code_label(exc.error_code)
-            self.resets[name] = self.resets.get(name, 0) + 1
+            self.count_reset(exc.error_code)
         elif isinstance(exc, ConnectionLostError) and exc.error_code:
             name = _code_label(exc.error_code)
             self.errors[name] = self.errors.get(name, 0) + 1
 
-    def count_reset(self, code: ErrorCode) -> None:
-        """This side reset a stream with ``code``."""
+    def count_reset(self, code: int) -> None:
+        """A stream was reset with ``code`` (by this side, or seen from the peer)."""
         name = _code_label(code)
         self.resets[name] = self.resets.get(name, 0) + 1
 
@@ -289,12 +288,9 @@ def _families(snap: dict[str, Any], per_connection: bool = False) -> Iterator[An
 
 
 def _code_label(code: int) -> str:
-    """An error code as a label: its name, or UNKNOWN (a peer's codes must not make the
-    label set unbounded)."""
-    try:
-        return ErrorCode(code).name
-    except ValueError:
-        return "UNKNOWN"
+    """An error code as a label: its name, or UNKNOWN without the number (a peer's codes
+    must not make the label set unbounded)."""
+    return ErrorCode.describe(code).partition("(")[0]
 
 
 def _version() -> str:

@@ -55,7 +55,7 @@ from ._constants import (
     READ_SIZE,
 )
 from ._errors import ConnectionLostError, HandshakeTimeout, StreamLimitError, StreamResetError
-from ._link import StreamLink
+from ._link import MAX_WRITE_BUFFERS, StreamLink
 from ._stream import FlowStream
 from ._write import write_all, write_socket
 
@@ -223,21 +223,26 @@ class FlowConnection:
         # CLOSE_LINGER. Not after a write was cut off (half a frame may be out) or the
         # transport failed; after a normal end there is nothing left to write.
         if self._lost is None:
-            for stream in list(self._streams.values()):
-                if self._core.stream_state(stream.stream_id) is not StreamState.CLOSED:
-                    stream.reset_now(ErrorCode.CANCEL, "connection closing")
-            if self._core.state is not ConnectionState.CLOSED:
-                self._core.close(ErrorCode.NO_ERROR)
-            self._fail(ConnectionLostError("the connection was closed by this side", error_code=0))
+            self._abandon()
         if self._mid_write:
             return
-        data = self._link.take_output()
+        data = self._link.take()
         if data:
             with (
                 trio.move_on_after(CLOSE_LINGER),
                 suppress(trio.BrokenResourceError, trio.ClosedResourceError),
             ):
-                await self.transport.send_all(data)
+                await self.transport.send_all(data[0])
+
+    def _abandon(self) -> None:
+        # spec §10.4: the streams still open are reset with CANCEL, GOAWAY is queued if it
+        # was not yet, and the connection ends on this side.
+        for stream in list(self._streams.values()):
+            if self._core.stream_state(stream.stream_id) is not StreamState.CLOSED:
+                stream.reset_now(ErrorCode.CANCEL, "connection closing")
+        if self._core.state is not ConnectionState.CLOSED:
+            self._core.close(ErrorCode.NO_ERROR)
+        self._fail(ConnectionLostError("the connection was closed by this side", error_code=0))
 
     async def _flushed(self) -> None:
         while not self._writer_exited:
@@ -387,7 +392,7 @@ class FlowConnection:
             _log.debug(
                 "%s: stream %d reset by %s: %s %s (consumed %s)",
                 self._name, event.stream_id, "the peer" if event.remote else "this side",
-                _code_name(event.error_code), event.reason or "-", event.consumed,
+                ErrorCode.describe(event.error_code), event.reason or "-", event.consumed,
             )  # fmt: skip
 
     def _on_handshake(self, event: HandshakeCompleted) -> None:
@@ -415,7 +420,7 @@ class FlowConnection:
         if self._debug:
             _log.debug(
                 "%s: GOAWAY from the peer: %s, last stream %d%s",
-                self._name, _code_name(event.error_code), event.last_stream_id,
+                self._name, ErrorCode.describe(event.error_code), event.last_stream_id,
                 f": {event.reason}" if event.reason else "",
             )  # fmt: skip
         if event.error_code != ErrorCode.NO_ERROR:
@@ -462,8 +467,8 @@ class FlowConnection:
                     await trio.lowlevel.checkpoint()
                 sock = link.socket
                 # A plain socket takes the pieces themselves (vectored), others the bytes.
-                data = link.take_buffers() if sock is not None else [link.take_output()]
-                if data and data[0]:
+                data = link.take(MAX_WRITE_BUFFERS if sock is not None else 1)
+                if data:
                     self._mid_write = True  # until the write completes: see aclose
                     try:
                         if sock is not None:
@@ -652,10 +657,7 @@ class FlowConnection:
             with trio.move_on_after(grace):
                 while not core.finished and self._lost is None:
                     await self._stream_change.park()
-            for stream in list(self._streams.values()):
-                if core.stream_state(stream.stream_id) is not StreamState.CLOSED:
-                    await stream.reset(ErrorCode.CANCEL, "connection closing")
-            self._fail(ConnectionLostError("the connection was closed by this side", error_code=0))
+            self._abandon()
         self._writer_done = True
         self._wake_writer()
         with trio.move_on_after(grace):
@@ -729,15 +731,6 @@ def _transport_failure(exc: BaseException) -> ConnectionLostError:
 _SSL_SOURCE: Final = re.compile(r"\s*\(_ssl\.c:\d+\)$")
 
 
-#: What the layer does with each event the core reports (``flowproto._events``).
-def _code_name(code: int) -> str:
-    """An error code's name (spec §10.1), or its number if this side does not know it."""
-    try:
-        return ErrorCode(code).name
-    except ValueError:
-        return f"code {code}"
-
-
 def _transport_name(transport: trio.abc.Stream, role: Role) -> str:
     """How the debug log names a connection: its peer's address where there is one."""
     side = "to" if role is Role.INITIATOR else "from"
@@ -757,6 +750,7 @@ def _transport_name(transport: trio.abc.Stream, role: Role) -> str:
     return f"connection {side} a {type(transport).__name__}"
 
 
+#: What the layer does with each event the core reports (``flowproto._events``).
 _EVENT_HANDLERS: Final[dict[type[Event], Callable[[FlowConnection, Any], None]]] = {
     MessagesReceived: FlowConnection._on_messages,
     CreditGranted: FlowConnection._on_credit,

@@ -79,26 +79,16 @@ class StreamLink:
         if self.writer_lot:  # unpark_all() costs ~0.6 µs even with nobody parked
             self.writer_lot.unpark_all()
 
-    def take_output(self) -> bytes | memoryview:
+    def take(self, max_buffers: int = 1) -> list[bytes | memoryview]:
         """The bytes to write next, taken: a :meth:`flush`'s leftover first, then the
-        core's output. The backlog is empty again, so senders waiting on it go on."""
-        data: bytes | memoryview = self.leftover
-        if data:
-            self.leftover = b""
-        else:
-            data = self.core.data_to_send()
-        if data:
-            self._taken()
-        return data
-
-    def take_buffers(self) -> list[bytes | memoryview]:
-        """:meth:`take_output` as pieces for a vectored write (at most
-        ``MAX_WRITE_BUFFERS``; see ``Connection.buffers_to_send``)."""
+        core's output, as at most ``max_buffers`` pieces (``Connection.buffers_to_send``;
+        1: one piece, for a plain write). The backlog is empty again, so senders waiting
+        on it go on. Empty when there is nothing to write."""
         if self.leftover:
             data: list[bytes | memoryview] = [self.leftover]
             self.leftover = b""
         else:
-            data = self.core.buffers_to_send(MAX_WRITE_BUFFERS)
+            data = self.core.buffers_to_send(max_buffers)
         if data:
             self._taken()
         return data
@@ -125,9 +115,10 @@ class StreamLink:
         if sock is None or not self.writer_lot:
             self.wake_writer()
             return
-        data = self.take_output()
-        if not data:
+        pieces = self.take()
+        if not pieces:
             return
+        data = pieces[0]
         fd = sock.fileno()  # -1 once closed: never write to a number since reused
         written = 0
         if fd >= 0:
