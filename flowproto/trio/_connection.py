@@ -54,6 +54,7 @@ from ._constants import (
     DEFAULT_WRITE_TIMEOUT,
     READ_SIZE,
 )
+from ._debug import connection_name
 from ._errors import ConnectionLostError, HandshakeTimeout, StreamLimitError, StreamResetError
 from ._link import MAX_WRITE_BUFFERS, StreamLink
 from ._stream import FlowStream
@@ -98,7 +99,7 @@ class FlowConnection:
             self._link.socket = transport.socket  # direct writes (StreamLink.flush)
         #: DEBUG logging of the lifecycle (``flowproto -v``), decided once: free when off.
         self._debug = _log.isEnabledFor(logging.DEBUG)
-        self._name = _transport_name(transport, role) if self._debug else ""
+        self._name = connection_name(transport, role) if self._debug else ""
         self._logged_window = (0, 0)  # (connection window, its tuner's change count) logged
         self._write_timeout = write_timeout
         self._codec_spec = codec
@@ -729,25 +730,6 @@ def _transport_failure(exc: BaseException) -> ConnectionLostError:
 
 #: The " (_ssl.c:1006)" at the end of an ssl.SSLError's text.
 _SSL_SOURCE: Final = re.compile(r"\s*\(_ssl\.c:\d+\)$")
-
-
-def _transport_name(transport: trio.abc.Stream, role: Role) -> str:
-    """How the debug log names a connection: its peer's address where there is one."""
-    side = "to" if role is Role.INITIATOR else "from"
-    sock = getattr(transport, "socket", None)
-    if sock is None:
-        inner = getattr(transport, "transport_stream", None)  # TLS: the stream under it
-        sock = getattr(inner, "socket", None)
-    try:
-        peer = sock.getpeername() if sock is not None else None
-    except OSError:
-        peer = None
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host = f"[{peer[0]}]" if ":" in str(peer[0]) else peer[0]
-        return f"connection {side} {host}:{peer[1]}"
-    if isinstance(peer, str) and peer:
-        return f"connection {side} unix:{peer}"
-    return f"connection {side} a {type(transport).__name__}"
 
 
 #: What the layer does with each event the core reports (``flowproto._events``).

@@ -1,0 +1,26 @@
+"""How the DEBUG log of the Trio layer (``flowproto -v``) names a connection."""
+
+from __future__ import annotations
+
+import trio
+
+from .. import Role
+
+
+def connection_name(transport: trio.abc.Stream, role: Role) -> str:
+    """How the debug log names a connection: its peer's address where there is one."""
+    side = "to" if role is Role.INITIATOR else "from"
+    sock = getattr(transport, "socket", None)
+    if sock is None:
+        inner = getattr(transport, "transport_stream", None)  # TLS: the stream under it
+        sock = getattr(inner, "socket", None)
+    try:
+        peer = sock.getpeername() if sock is not None else None
+    except OSError:
+        peer = None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = f"[{peer[0]}]" if ":" in str(peer[0]) else peer[0]
+        return f"connection {side} {host}:{peer[1]}"
+    if isinstance(peer, str) and peer:
+        return f"connection {side} unix:{peer}"
+    return f"connection {side} a {type(transport).__name__}"
