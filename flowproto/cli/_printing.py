@@ -57,7 +57,7 @@ def summary_rate(count: float, seconds: float, scale: float = 1.0, digits: int =
 
 
 def _rates(result: dict[str, Any]) -> str:
-    """``": 306 msg/s, 0.03 MB/s"``, or ``""`` when the summary has no rate."""
+    """``": 306 msg/s, 0.03 MB/s"``, or what stands in for it when there is no rate."""
     if result.get("msgs_per_s") is None:
         return " (too short for a rate)"
     return f": {result['msgs_per_s']:.0f} msg/s, {result['mb_per_s']:.2f} MB/s"
@@ -117,23 +117,22 @@ def send_summary(result: dict[str, Any]) -> str:
 def per_stream_lines(per_stream: list[dict[str, Any]]) -> list[str]:
     """What each stream sent and the receiver confirmed (at most MAX_FAILED_LINES)."""
     lines = [
-        f"  stream {p['stream']}: sent {p['sent']}, confirmed {p['confirmed']}"
-        for p in per_stream[:MAX_FAILED_LINES]
+        f"  stream {p['stream']}: sent {p['sent']}, confirmed {p['confirmed']}" for p in per_stream
     ]
-    if len(per_stream) > MAX_FAILED_LINES:
-        lines.append(f"  and {len(per_stream) - MAX_FAILED_LINES} more streams (--json has all)")
-    return lines
+    return _capped(lines, "  and {} more streams (--json has all)")
 
 
 def failed_stream_lines(failed: list[dict[str, Any]]) -> list[str]:
     """One ``flowproto: error:`` line per failed stream (at most MAX_FAILED_LINES)."""
-    lines = [f"flowproto: error: {f['error']}" for f in failed[:MAX_FAILED_LINES]]
-    if len(failed) > MAX_FAILED_LINES:
-        lines.append(
-            f"flowproto: error: and {len(failed) - MAX_FAILED_LINES} more streams failed "
-            "(--json lists them all)"
-        )
-    return lines
+    lines = [f"flowproto: error: {f['error']}" for f in failed]
+    return _capped(lines, "flowproto: error: and {} more streams failed (--json lists them all)")
+
+
+def _capped(lines: list[str], more: str) -> list[str]:
+    """The first MAX_FAILED_LINES lines, then ``more`` with how many were left out."""
+    if len(lines) <= MAX_FAILED_LINES:
+        return lines
+    return [*lines[:MAX_FAILED_LINES], more.format(len(lines) - MAX_FAILED_LINES)]
 
 
 def fmt_latency(lat: dict[str, float] | None) -> str:

@@ -10,7 +10,6 @@ are the JSON field names. Pacing (``--rate``) follows an absolute schedule
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -49,7 +48,7 @@ from ._output import OutputRefused, Outputs, Sink
 from ._pace import Pace
 from ._printing import fmt_bytes, fmt_latency, json_line, per_second, summary_rate
 from ._progress import eprint, every_second
-from ._signals import stop_signal_receiver
+from ._signals import first_stop_signal, stop_signal_receiver
 from ._transport import describe_access, listener_name, open_listeners, peer_name
 
 
@@ -426,13 +425,11 @@ class _Receiver:
         )
 
     async def stop_on_signal(self, signals: AsyncIterator[int]) -> None:
-        async for signum in signals:
-            # Ctrl-C, SIGTERM (a service manager) and SIGHUP (a closed terminal) are how a
-            # server is stopped: stop cleanly, so the output is flushed and the summary printed.
-            self.interrupted = True
-            self.signal = signal.Signals(signum).name
-            self.stop()
-            return
+        # Ctrl-C, SIGTERM (a service manager) and SIGHUP (a closed terminal) are how a
+        # server is stopped: stop cleanly, so the output is flushed and the summary printed.
+        self.signal = await first_stop_signal(signals)
+        self.interrupted = True
+        self.stop()
 
     def summary(self, address: str) -> dict[str, Any]:
         seconds = (self.last - self.first) if self.first is not None and self.last else 0.0

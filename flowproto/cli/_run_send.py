@@ -11,7 +11,6 @@ confirmed than sent is reported "unconfirmed" (spec §10.5), not as a failure.
 from __future__ import annotations
 
 import math
-import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -36,7 +35,7 @@ from ._metrics import Watched, json_lines, serve_metrics
 from ._pace import Pace
 from ._printing import fmt_bytes, format_address, per_second, summary_rate
 from ._progress import ProgressCallback, eprint, every_second
-from ._signals import stop_signal_receiver
+from ._signals import first_stop_signal, stop_signal_receiver
 from ._transport import Retry, connect, connect_error, overloaded
 
 
@@ -293,10 +292,8 @@ async def _stop_on_signal(
     sender: _Sender, signals: AsyncIterator[int], sending: trio.CancelScope
 ) -> None:
     # Ctrl-C, SIGTERM, SIGHUP: stop sending, then say what was sent and confirmed.
-    async for signum in signals:
-        sender.signal = signal.Signals(signum).name
-        sending.cancel()
-        return
+    sender.signal = await first_stop_signal(signals)
+    sending.cancel()
 
 
 async def _send_all(

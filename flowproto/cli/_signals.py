@@ -26,6 +26,13 @@ def stop_signal_receiver() -> AbstractContextManager[AsyncIterator[int] | None]:
     return trio.open_signal_receiver(*STOP_SIGNALS)
 
 
+async def first_stop_signal(signals: AsyncIterator[int]) -> str:
+    """The name of the first of :data:`STOP_SIGNALS` to arrive (``"SIGINT"``, ...)."""
+    async for signum in signals:
+        return signal.Signals(signum).name
+    raise RuntimeError("the signal receiver ended")  # trio's never does
+
+
 def exit_status(signal_name: str) -> int:
     """128 + the signal's number, as shells report a process a signal stopped."""
     return 128 + int(signal.Signals[signal_name])
