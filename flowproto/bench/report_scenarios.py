@@ -8,7 +8,7 @@ lower: their targets say "at most".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +149,16 @@ def _head(title: str, caption: str, columns: str, align: str) -> list[str]:
     return [f"## {title}", "", caption, "", columns, align]
 
 
+def _per_side(
+    records: Records, group: str, runs: Records, **match: Any
+) -> Iterator[tuple[str, Records]]:
+    """Each side of the group that has runs (matching ``match``), with its runs."""
+    for side in _sides(records, group):
+        mine = _ok(runs, strategy=side, **match)
+        if mine:
+            yield side, mine
+
+
 def latency_table(records: Records) -> list[str]:
     runs = _ok(records, group="latency")
     n = runs[0]["run"]["count"] if runs else 0
@@ -159,11 +169,8 @@ def latency_table(records: Records) -> list[str]:
         "| side | p50 µs | p99 µs | p50 vs raw | p99 vs raw |",
         "|---|---:|---:|---:|---:|",
     )
-    for side in _sides(records, "latency"):
-        mine = _ok(runs, strategy=side)
-        if not mine:
-            continue
-        raw = _ok(runs, strategy="raw")
+    raw = _ok(runs, strategy="raw")
+    for side, mine in _per_side(records, "latency", runs):
         cells = [_ratio_cell(paired(mine, raw, f"{q}_us")) for q in ("p50", "p99")]
         out.append(
             f"| {side} | {_fmt(median_of(mine, 'p50_us'))} | "
@@ -183,16 +190,14 @@ def setup_table(records: Records) -> list[str]:
         "|---|---:|---:|---:|---:|---:|",
     )
     raw = _ok(runs, strategy="raw")
-    for side in _sides(records, "setup"):
-        mine = _ok(runs, strategy=side)
-        if mine:
-            out.append(
-                f"| {side} | {_fmt(median_of(mine, 'conn_per_s'))} | "
-                f"{_fmt(median_of(mine, 'cpu_ms_per_conn'), 3)} | "
-                f"{_fmt(median_of(mine, 'client_cpu_ms_per_conn'), 3)} | "
-                f"{_fmt(median_of(mine, 'server_cpu_ms_per_conn'), 3)} | "
-                f"{_ratio_cell(paired(mine, raw, 'conn_per_s'))} |"
-            )
+    for side, mine in _per_side(records, "setup", runs):
+        out.append(
+            f"| {side} | {_fmt(median_of(mine, 'conn_per_s'))} | "
+            f"{_fmt(median_of(mine, 'cpu_ms_per_conn'), 3)} | "
+            f"{_fmt(median_of(mine, 'client_cpu_ms_per_conn'), 3)} | "
+            f"{_fmt(median_of(mine, 'server_cpu_ms_per_conn'), 3)} | "
+            f"{_ratio_cell(paired(mine, raw, 'conn_per_s'))} |"
+        )
     return out
 
 
@@ -209,12 +214,10 @@ def idle_table(records: Records) -> list[str]:
     kinds = dict.fromkeys((r["run"]["unit"], r["run"]["count"]) for r in runs)
     for unit, count in kinds:
         raw = _ok(runs, strategy="raw", unit=unit, count=count)
-        for side in _sides(records, "idle-memory"):
-            mine = _ok(runs, strategy=side, unit=unit, count=count)
-            if mine:
-                each = _fmt(median_of(mine, "kib_per_idle"), 1)
-                vs = _ratio_cell(paired(mine, raw, "kib_per_idle"))
-                out.append(f"| {side} | {count:,} {unit} | {each} | {vs} |")
+        for side, mine in _per_side(records, "idle-memory", runs, unit=unit, count=count):
+            each = _fmt(median_of(mine, "kib_per_idle"), 1)
+            vs = _ratio_cell(paired(mine, raw, "kib_per_idle"))
+            out.append(f"| {side} | {count:,} {unit} | {each} | {vs} |")
     return out
 
 
@@ -230,14 +233,12 @@ def copy_table(records: Records) -> list[str]:
         "|---|---:|---:|---|---:|",
     )
     raw = _ok(runs, strategy="raw")
-    for side in _sides(records, "cli-copy"):
-        mine = _ok(runs, strategy=side)
-        if mine:
-            same = "yes" if all(r["derived"]["identical"] for r in mine) else "**no**"
-            wall = _fmt(median_of(mine, "mb_per_s"), 1)
-            transfer = _fmt(median_of(mine, "transfer_mb_per_s"), 1)
-            vs = _ratio_cell(paired(mine, raw, "mb_per_s"))
-            out.append(f"| {side} | {wall} | {transfer} | {same} | {vs} |")
+    for side, mine in _per_side(records, "cli-copy", runs):
+        same = "yes" if all(r["derived"]["identical"] for r in mine) else "**no**"
+        wall = _fmt(median_of(mine, "mb_per_s"), 1)
+        transfer = _fmt(median_of(mine, "transfer_mb_per_s"), 1)
+        vs = _ratio_cell(paired(mine, raw, "mb_per_s"))
+        out.append(f"| {side} | {wall} | {transfer} | {same} | {vs} |")
     return out
 
 
