@@ -176,9 +176,9 @@ def test_a_stopped_sender_says_what_was_sent_and_confirmed_per_stream_and_exits_
     summary = json.loads(stdout)
     assert summary["interrupted"] is True and summary["signal"] == signum.name
     assert [p["stream"] for p in summary["per_stream"]] == [1, 3]
-    for p in summary["per_stream"]:
-        assert 0 < p["confirmed"] <= p["sent"] < 1_000_000
-    assert summary["delivered"] == sum(p["confirmed"] for p in summary["per_stream"])
+    for p in summary["per_stream"]:  # each stream may or may not have reported yet
+        assert 0 <= p["confirmed"] <= p["sent"] < 1_000_000
+    assert summary["delivered"] == sum(p["confirmed"] for p in summary["per_stream"]) > 0
     assert summary["failed_streams"] == []  # stopped on purpose, not failed
     assert f"flowproto: interrupted ({signum.name})" in stderr
     assert "Traceback" not in stderr

@@ -378,6 +378,7 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
                     _note_stream_count(opts, peer)
                     seconds = await _send_all(sender, conn, address, progress, signals)
                     m, b, blocked, delivered, _, _ = sender.totals()
+                    final = [st.statistics() for st in sender.streams]  # the same moment
             break
         except Exception as exc:
             # spec §10.1: OVERLOADED means nothing was processed; retry while nothing was sent.
@@ -397,7 +398,7 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
         "failed_streams": sender.failed,
         "per_stream": [
             {"stream": st.stream_id, "sent": st.messages_sent, "confirmed": st.delivered or 0}
-            for st in (s.statistics() for s in sender.streams)
+            for st in final
         ],
         "interrupted": sender.signal is not None,
         "signal": sender.signal,
@@ -405,7 +406,7 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
     if sender.signal is not None:
         return result  # the streams were reset on purpose: neither failed nor unconfirmed
     failed_ids = {f["stream"] for f in sender.failed}
-    ended = [s.statistics() for s in sender.streams if s.stream_id not in failed_ids]
+    ended = [st for st in final if st.stream_id not in failed_ids]
     ended_sent = sum(st.messages_sent for st in ended)
     ended_delivered = sum(st.delivered or 0 for st in ended)
     if ended_delivered != ended_sent:
