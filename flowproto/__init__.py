@@ -41,6 +41,9 @@ from ._events import (
     PeerBlocked,
     PingReceived,
     PongReceived,
+    ResumeRequested,
+    SessionGranted,
+    SessionResumed,
     StreamEnded,
     StreamOpened,
     StreamReset,
@@ -63,6 +66,8 @@ from ._frames import (
     PingFrame,
     PongFrame,
     ResetFrame,
+    ResumeFrame,
+    SessionFrame,
     Settings,
     UnknownFrame,
     pack_body,
@@ -70,6 +75,7 @@ from ._frames import (
 from ._limits import FRAME_TIMEOUT, MIN_FRAME_RATE, REPORT_INTERVAL, Limits
 from ._logs import RateLimitedLog
 from ._pacing import Pacer
+from ._session import DEFAULT_SESSION_TIMEOUT, MAX_UNCONFIRMED_RECORDS, SessionStore, new_token
 from ._settings import MAX_COUNTER
 from ._state import ConnectionState, StreamState
 from ._statistics import ConnectionStatistics, StreamStatistics
@@ -78,12 +84,14 @@ from ._streams import StreamRecord
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_SESSION_TIMEOUT",
     "FLOOR_MESSAGES",
     "FRAME_TIMEOUT",
     "HEADER",
     "MAGIC",
     "MAX_CONTROL_BODY",
     "MAX_COUNTER",
+    "MAX_UNCONFIRMED_RECORDS",
     "MIN_FRAME_RATE",
     "PREFACE",
     "REPORT_INTERVAL",
@@ -133,9 +141,15 @@ __all__ = [
     "ReceiveWindow",
     "RemoteProtocolError",
     "ResetFrame",
+    "ResumeFrame",
+    "ResumeRequested",
     "Role",
     "RttEstimator",
     "SendCredit",
+    "SessionFrame",
+    "SessionGranted",
+    "SessionResumed",
+    "SessionStore",
     "Settings",
     "StreamClosedError",
     "StreamEnded",
@@ -149,6 +163,7 @@ __all__ = [
     "WindowReason",
     "WindowTuner",
     "get_codec",
+    "new_token",
     "pack_body",
     "tuned_floor",
 ]

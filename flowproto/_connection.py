@@ -19,6 +19,7 @@ message. Timed work (keepalive, BLOCKED repeats) takes ``now`` in
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from typing import Final
 
 from ._autotune import (
@@ -51,6 +52,7 @@ from ._frames import (
     Flags,
     FrameType,
     GoAwayFrame,
+    HelloFrame,
     PingFrame,
     ResetFrame,
     Settings,
@@ -61,6 +63,7 @@ from ._outbound import Outbound
 from ._queries import ConnectionQueries
 from ._receiving import DataReceiving
 from ._sending import DataSending
+from ._session import DEFAULT_SESSION_TIMEOUT, SessionResumption, SessionState
 from ._state import (
     RECEIVING_STATES,
     SENDING_STATES,
@@ -91,7 +94,14 @@ BUDGET_RETRY_AFTER_MS: Final = 1000
 MAX_OUTSTANDING_PINGS: Final = 16
 
 
-class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving, ConnectionTimers):
+class Connection(
+    ConnectionQueries,
+    DataSending,
+    DataReceiving,
+    ControlReceiving,
+    ConnectionTimers,
+    SessionResumption,
+):
     """One flowproto connection, as a state machine that does no I/O (spec §3-§11).
 
     The one clock rule: the core reads no clock. Every call where time matters takes the
@@ -119,6 +129,14 @@ class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving
             connection credit they grant together (spec §8.9). If it cannot admit this
             connection, GOAWAY(ENHANCE_YOUR_CALM) is queued after the HELLO at once.
             Call :meth:`leave_budget` when done with a connection that never closed.
+        session: sessions that outlive their transport (spec §15). The initiator asks for
+            one in its HELLO; the acceptor grants one when asked (a SESSION frame, the
+            :class:`SessionGranted` event). Then sent messages are retained until the
+            peer reports them consumed, and a lost transport is resumed with
+            :meth:`transport_lost`, :meth:`reconnect` (initiator) and :meth:`adopt`
+            (acceptor). Off by default.
+        session_timeout: seconds an acceptor keeps a session after losing its transport,
+            announced in its SESSION (spec §15.3.1).
 
     Attributes:
         glitches: frames the peer sent that cost work and made no progress
@@ -138,8 +156,12 @@ class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving
         limits: Limits | None = None,
         autotune: AutoTune | None = None,
         budget: MemoryBudget | None = None,
+        session: bool = False,
+        session_timeout: float = DEFAULT_SESSION_TIMEOUT,
     ) -> None:
         self.role = role
+        self._session = SessionState(role, session_timeout) if session else None
+        self._suspended = False  # spec §15.6: no DATA from a lost transport to reconciling
         self.local_settings = (settings or Settings()).validate()
         self.autotune = autotune.validate() if autotune is not None else None
         self.budget = budget
@@ -167,7 +189,10 @@ class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving
         self._conn_send = SendCredit(0)  # the peer's connection limit arrives in its HELLO
         self._conn_recv = ReceiveWindow(ls.connection_bytes, MAX_COUNTER, ls.max_message_bytes)
         self._inbound = Inbound(self._streams, self._conn_recv, ls)  # bytes in (spec §4)
-        self._output = Outbound(ls, self.limits.max_queued_replies)  # preface and HELLO
+        asks = self._session is not None and self._session.asked  # spec §15.2
+        hello = HelloFrame(ls, session=1) if asks else None
+        self._output = Outbound(ls, self.limits.max_queued_replies, hello)  # preface and HELLO
+        self._inbound.session = asks
         self._out = self._output.out  # the send hot path appends to it directly
         self._blocked = self._output.blocked
         self._next_ping_id = 0
@@ -258,6 +283,9 @@ class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving
             SendCredit(peer.stream_bytes, peer.stream_messages),
             ReceiveWindow(ls.stream_bytes, ls.stream_messages, ls.max_message_bytes),
         )
+        sess = self._session
+        if sess is not None and (sess.active or not sess.settled):
+            st.retained = deque()  # spec §15.5: kept until the peer reports it consumed
         if self.autotune is not None:
             st.rate = RateEstimator(self.autotune.rate_time_constant)
             st.tuner = WindowTuner(self.autotune, ls.max_message_bytes, st.rate)  # spec §8.9
@@ -381,6 +409,8 @@ class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving
                 )
             consumed = accepted
         if st.state is not StreamState.CLOSED and self.state is not ConnectionState.CLOSED:
+            st.reset_code = error_code  # spec §15.7: a resumption restates it
+            st.reset_consumed = consumed
             self._output.queue(ResetFrame(stream_id, error_code, reason, consumed))
             self._advance(st, StreamInput.SEND_RESET, local=True)
         self._discard(st)
@@ -388,6 +418,8 @@ class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving
     def _discard(self, st: StreamRecord) -> None:
         # spec §8.8: data that will never be consumed returns connection credit at once.
         self._conn_recv.consume(st.recv.consume_all(), 0)
+        if st.retained:
+            self._drop_all_retained(st)  # spec §15.5: nothing on it is sent again
         st.partial = None
         self._output.unblock(st.id)
         self._update_connection_credit()
@@ -397,6 +429,8 @@ class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving
         # spec §6.3: a closed stream leaves the table once its received messages are all
         # released; its max_streams slot was freed when it closed (see _advance).
         if st.state is StreamState.CLOSED and st.recv.held_messages == 0 and st.partial is None:
+            if st.retained is not None and not st.confirmed:
+                return  # spec §15.7: a session keeps it until a PONG confirms it
             self._streams.pop(st.id, None)
             self._output.unblock(st.id)
 
@@ -416,6 +450,10 @@ class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving
             # spec §6.4: only open and half-closed streams count, even while messages
             # received on a closed one wait to be released.
             self._table.closed(st)
+            st.state = new
+            if st.retained is not None:
+                self._note_closed(st)  # spec §15.7
+            return
         st.state = new
 
     # --- connection-level verbs ----------------------------------------------------------
@@ -455,6 +493,7 @@ class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving
         if self.state is ConnectionState.CLOSED:
             return
         last = self._table.goaway_last_stream()  # spec §10.4: never raises last_stream
+        self._end_session()  # spec §15.4: a GOAWAY ends a session
         self._output.queue(GoAwayFrame(last, error_code, reason, None, 0, retry_after_ms))
         graceful = error_code is ErrorCode.NO_ERROR
         self._move(ConnectionInput.GRACEFUL_GOAWAY if graceful else ConnectionInput.ERROR)
@@ -471,6 +510,7 @@ class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving
         if self.state is ConnectionState.CLOSED:
             return
         last = self._table.goaway_last_stream()
+        self._end_session()  # spec §15.4
         versions = (VERSION,) if exc.error_code is ErrorCode.VERSION_MISMATCH else None
         self._output.queue(GoAwayFrame(last, exc.error_code, str(exc), versions))
         self._move(ConnectionInput.ERROR)
@@ -508,6 +548,10 @@ class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving
             # it to the bytes held from the last one.
             chunks = ((data, 0),) if not inbound.buf else inbound.chunks(data)
             for chunk, pos in chunks:
+                if inbound.stopped:
+                    if inbound.paused:  # spec §15.6: kept for the session's connection
+                        inbound.buf += memoryview(chunk)[pos:]
+                    continue
                 if not inbound.preface_done:
                     pos = inbound.preface(chunk, pos)
                     if pos < 0:
@@ -515,8 +559,6 @@ class Connection(ConnectionQueries, DataSending, DataReceiving, ControlReceiving
                     self._move(ConnectionInput.RECV_PREFACE)
                 for item in inbound.walk(chunk, pos, rx):
                     self._receive_item(item, rx)
-                if inbound.stopped:
-                    break
         except RemoteProtocolError as exc:
             self._fail(exc)
             raise

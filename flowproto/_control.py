@@ -24,16 +24,21 @@ from ._events import (
 from ._frames import (
     BlockedFrame,
     CreditFrame,
+    DataFrame,
+    Flags,
     Frame,
     GoAwayFrame,
     HelloFrame,
     PingFrame,
     PongFrame,
     ResetFrame,
+    ResumeFrame,
+    SessionFrame,
     UnknownFrame,
 )
 from ._inbound import Received
 from ._parts import ConnectionParts
+from ._session import SessionResumption
 from ._state import (
     RECEIVING_STATES,
     SENDING_STATES,
@@ -44,6 +49,9 @@ from ._state import (
 )
 
 __all__ = ["CONTROL_HANDLERS", "ControlReceiving"]
+
+_END_MESSAGE: Final = int(Flags.END_MESSAGE)
+_END_STREAM: Final = int(Flags.END_STREAM)
 
 
 class ControlReceiving(ConnectionParts):
@@ -59,14 +67,36 @@ class ControlReceiving(ConnectionParts):
                 )
             self._on_hello(frame, rx)
             return
+        if self._session is not None:
+            self._session_gate(frame)  # spec §15.2, §15.6: what may come, and when
+            if type(frame) is DataFrame:
+                self._held_data(frame, rx)
+                return
         CONTROL_HANDLERS[type(frame)](self, frame, rx)
 
+    def _held_data(self, frame: DataFrame, rx: Received) -> None:
+        """DATA walked as a frame while the session's start was undecided (spec §15.2)."""
+        flags = (_END_MESSAGE if frame.end_message else 0) | (
+            _END_STREAM if frame.end_stream else 0
+        )
+        sid = frame.stream_id
+        self._check_data_header(sid, len(frame.data), flags, self._streams.get(sid), rx)
+        self._receive_data_frame(sid, flags, frame.data, rx)
+
     def _on_hello(self, frame: HelloFrame, rx: Received) -> None:
-        self.peer_settings = frame.settings
+        sess = self._session
+        # spec §15.6: a resumed HELLO's settings are ignored; the session keeps its first.
+        resumed = sess is not None and self._session_hello(frame, rx)
+        if not resumed:
+            self.peer_settings = frame.settings
+            self._conn_send.limit_bytes = frame.settings.connection_bytes
         self._inbound.awaiting_hello = False
-        self._conn_send.limit_bytes = frame.settings.connection_bytes
+        # spec §15.2, §15.6: DATA is judged frame by frame until the session's start is
+        # decided (a SESSION or another frame first) and any resumption reconciled.
+        self._inbound.hold_data = sess is not None and (sess.phase is not None or not sess.settled)
         self._move(ConnectionInput.RECV_HELLO)
-        rx.events.append(HandshakeCompleted(frame.settings))
+        if not resumed:
+            rx.events.append(HandshakeCompleted(frame.settings))
 
     def _on_second_hello(self, frame: HelloFrame, rx: Received) -> None:
         raise RemoteProtocolError("a second HELLO (spec §3.4)")
@@ -81,6 +111,10 @@ class ControlReceiving(ConnectionParts):
         rx.events.append(PingReceived(frame.id))
 
     def _on_pong(self, frame: PongFrame, rx: Received) -> None:
+        sess = self._session
+        if sess is not None and frame.id == sess.confirm_ping:
+            self._confirmed()  # spec §15.7: closed streams before its PING are confirmed
+            return
         if frame.id in self._pings:  # spec §5.6: an unmatched PONG is ignored
             self._pings.discard(frame.id)
             sent = self._ping_times.pop(frame.id, None)
@@ -155,6 +189,8 @@ class ControlReceiving(ConnectionParts):
         old_messages = send.limit_messages
         old_consumed = st.peer_consumed
         st.record_consumed(frame.consumed)
+        if st.retained is not None:
+            self._trim_retained(st)  # spec §15.5
         if frame.rate is not None or frame.depth is not None:
             st.feedback = (frame.rate, frame.depth)  # spec §8.10: advice, never credit
         if send.grant(frame.bytes_limit, frame.messages_limit) and st.state in SENDING_STATES:
@@ -197,17 +233,27 @@ class ControlReceiving(ConnectionParts):
         else:
             st.record_consumed(frame.consumed)
         if st.state is not StreamState.CLOSED:
+            st.reset_code = frame.code  # spec §15.7
+            st.reset_consumed = st.recv.consumed_messages
             self._advance(st, StreamInput.RECV_RESET, local=False)
             rx.events.append(StreamReset(sid, frame.code, frame.reason, True, frame.consumed))
-        self._discard(st)
+            self._discard(st)
+        # On a closed stream the RESET changes nothing (spec §5.7): the complete messages
+        # still held were handed to the application, which releases them as usual.
 
     def _on_goaway(self, frame: GoAwayFrame, rx: Received) -> None:
+        # spec §15.4, §15.6: a GOAWAY ends a session; one during a resumption, before the
+        # positions were reconciled, fails every stream whatever its code.
+        graceful = frame.code == ErrorCode.NO_ERROR and (
+            self._session is None or self._session.phase is None
+        )
+        self._end_session()
         self._goaways_received += 1
         if self._goaways_received > 1:
             self._glitch("a repeated GOAWAY")  # spec §10.7.1
         last = self._table.goaway_received(frame.last_stream)  # spec §10.4: the lowest
         rx.events.append(GoAwayReceived(last, frame.code, frame.reason, frame.retry_after_ms))
-        if frame.code != ErrorCode.NO_ERROR:
+        if not graceful:
             self._move(ConnectionInput.ERROR)  # spec §10.2: it sends nothing further
         # spec §10.4: our streams above last_stream were not processed: safe to retry.
         for st in list(self._streams.values()):
@@ -218,7 +264,7 @@ class ControlReceiving(ConnectionParts):
                     StreamReset(st.id, ErrorCode.REFUSED_STREAM, "not processed (GOAWAY)", True, 0)
                 )
                 self._discard(st)
-        if frame.code == ErrorCode.NO_ERROR:
+        if graceful:
             self._move(ConnectionInput.GRACEFUL_GOAWAY)
             return
         # spec §10.2: an error GOAWAY ends every stream with its code.
@@ -252,5 +298,7 @@ CONTROL_HANDLERS: Final[dict[type, Callable[[Any, Any, Received], None]]] = {
     BlockedFrame: ControlReceiving._on_blocked,
     GoAwayFrame: ControlReceiving._on_goaway,
     HelloFrame: ControlReceiving._on_second_hello,
+    SessionFrame: SessionResumption._on_session,  # spec §15.3, on session transports only
+    ResumeFrame: SessionResumption._on_resume,
     UnknownFrame: ControlReceiving._on_unknown,
 }

@@ -41,6 +41,8 @@ class ErrorCode(enum.IntEnum):
     VERSION_MISMATCH = 0xC
     OVERLOADED = 0xD  # spec 1.1: refused for now, nothing processed, retry later (GOAWAY)
     REJECTED = 0xE  # spec 1.1: the application refused a message (RESET, §5.7)
+    SESSION_UNKNOWN = 0xF  # spec 1.2 §15.6: no such session to resume (GOAWAY)
+    CANNOT_REPRODUCE = 0x10  # spec 1.2 §15.10: a cold resume the sender cannot serve (RESET)
 
     @classmethod
     def describe(cls, code: int) -> str:

@@ -21,6 +21,9 @@ __all__ = [
     "PeerBlocked",
     "PingReceived",
     "PongReceived",
+    "ResumeRequested",
+    "SessionGranted",
+    "SessionResumed",
     "StreamEnded",
     "StreamOpened",
     "StreamReset",
@@ -145,6 +148,40 @@ class ConnectionClosed:
     truncated: bool
 
 
+@dataclass(frozen=True, slots=True)
+class SessionGranted:
+    """The connection has a session (spec §15.2, §15.3.1): ``token`` resumes it once.
+
+    The initiator sees it when the acceptor's SESSION arrives; the acceptor when it
+    queues one. Each resumption brings a new token; the old one is spent.
+    """
+
+    token: bytes
+    timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRequested:
+    """On a new acceptor connection: the initiator's HELLO resumes the session of ``token``
+    (spec §15.6). Nothing after that HELLO is processed until the I/O layer hands this
+    connection to the session's own (``Connection.adopt``) or refuses it
+    (``Connection.refuse_resume``).
+    """
+
+    token: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SessionResumed:
+    """Both exchanges are in and reconciled (spec §15.8): sending may go on.
+
+    ``messages_retransmitted`` and ``bytes_retransmitted`` count what was queued again.
+    """
+
+    messages_retransmitted: int
+    bytes_retransmitted: int
+
+
 Event = (
     HandshakeCompleted
     | StreamOpened
@@ -157,4 +194,7 @@ Event = (
     | PongReceived
     | GoAwayReceived
     | ConnectionClosed
+    | SessionGranted
+    | ResumeRequested
+    | SessionResumed
 )

@@ -43,6 +43,8 @@ __all__ = [
     "PingFrame",
     "PongFrame",
     "ResetFrame",
+    "ResumeFrame",
+    "SessionFrame",
     "Settings",
     "UnknownFrame",
     "check_header",
@@ -72,6 +74,8 @@ MAX_REASON_BYTES: Final = 256
 MAX_PING_ID: Final = (1 << 64) - 1
 MAX_ERROR_CODE: Final = (1 << 32) - 1
 MAX_FEEDBACK_RATE: Final = (1 << 32) - 1  # a CREDIT's "rate" (spec §5.3, §8.10)
+MIN_TOKEN_BYTES: Final = 16  # spec §12, §15.2: a session token
+MAX_TOKEN_BYTES: Final = 64
 
 
 class FrameType(enum.IntEnum):
@@ -85,6 +89,8 @@ class FrameType(enum.IntEnum):
     PONG = 0x5
     RESET = 0x6
     GOAWAY = 0x7
+    SESSION = 0x8  # spec §15.3: only on a session transport; elsewhere an unknown type
+    RESUME = 0x9
 
 
 class Flags(enum.IntFlag):
@@ -97,10 +103,12 @@ class Flags(enum.IntFlag):
 
 # spec §4.5: which frames belong to the connection (stream id 0) and which to a stream.
 CONNECTION_ONLY: Final = frozenset(
-    {FrameType.HELLO, FrameType.PING, FrameType.PONG, FrameType.GOAWAY}
+    {FrameType.HELLO, FrameType.PING, FrameType.PONG, FrameType.GOAWAY, FrameType.SESSION}
 )
 STREAM_ONLY: Final = frozenset({FrameType.DATA, FrameType.RESET})
-CONTROL_TYPES: Final = frozenset(FrameType) - {FrameType.DATA}
+CONTROL_TYPES: Final = frozenset(range(FrameType.HELLO, FrameType.GOAWAY + 1))
+#: spec §15.3: control types too, but only on a session transport (§4.4 otherwise).
+SESSION_TYPES: Final = frozenset({FrameType.SESSION, FrameType.RESUME})
 
 
 # --- msgpack bodies (spec §4.3) -------------------------------------------------------
@@ -226,6 +234,7 @@ def _get_int(
     *,
     required: bool,
     code: ErrorCode = ErrorCode.PROTOCOL_ERROR,
+    any_code: bool = False,
 ) -> int | None:
     value = body.get(key)
     if value is None and key not in body:
@@ -234,13 +243,53 @@ def _get_int(
         return None
     if type(value) is not int or value < 0:
         raise RemoteProtocolError(
-            f"{frame_name} key {key!r} must be a non-negative integer, got {value!r} (spec §4.3.3)"
+            f"{frame_name} key {key!r} must be a non-negative integer, got {value!r} (spec §4.3.3)",
+            code if any_code else ErrorCode.PROTOCOL_ERROR,
         )
     if value > maximum:
         raise RemoteProtocolError(
             f"{frame_name} key {key!r} = {value} is above {maximum} (spec §4.3.3)", code
         )
     return value
+
+
+def _get_token(
+    body: dict[str, Any], key: str, frame_name: str, code: ErrorCode, *, required: bool = False
+) -> bytes | None:
+    """A session token: a msgpack bin of MIN_TOKEN_BYTES..MAX_TOKEN_BYTES (spec §15.2)."""
+    if key not in body:
+        if required:
+            raise RemoteProtocolError(f"{frame_name} lacks required key {key!r} (spec §15.3)")
+        return None
+    value = body[key]
+    if type(value) is not bytes or not MIN_TOKEN_BYTES <= len(value) <= MAX_TOKEN_BYTES:
+        raise RemoteProtocolError(
+            f"{frame_name} key {key!r} must be a bin of {MIN_TOKEN_BYTES} to {MAX_TOKEN_BYTES} "
+            f"bytes, got {type(value).__name__} {value!r:.40} (spec §15.2)",
+            code,
+        )
+    return value
+
+
+def _get_pair(body: dict[str, Any], key: str, frame_name: str, code: ErrorCode) -> tuple[int, int]:
+    """A required array of exactly two counters (spec §15.3.2)."""
+    value = body.get(key)
+    if key not in body:
+        raise RemoteProtocolError(f"{frame_name} lacks required key {key!r} (spec §15.3.2)")
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(type(v) is int and v >= 0 for v in value)
+    ):
+        raise RemoteProtocolError(
+            f"{frame_name} key {key!r} must be an array of two non-negative integers, got "
+            f"{value!r:.60} (spec §15.3.2)"
+        )
+    if max(value) > MAX_COUNTER:
+        raise RemoteProtocolError(
+            f"{frame_name} key {key!r} holds a value above MAX_COUNTER (spec §15.3.2)", code
+        )
+    return value[0], value[1]
 
 
 def _get_str(body: dict[str, Any], key: str, frame_name: str) -> str:
@@ -291,13 +340,30 @@ class HelloFrame:
     TYPE: ClassVar[FrameType] = FrameType.HELLO
     settings: Settings = field(default_factory=Settings)
     stream_id: int = 0
+    session: int | None = None  # spec §15.2: 1 = the initiator asks for a session
+    resume_token: bytes | None = None  # spec §15.2: the session the initiator resumes
 
     def encode(self) -> bytes:
-        return _control(FrameType.HELLO, 0, self.settings.to_body())
+        body = self.settings.to_body()
+        if self.session is not None:
+            body["session"] = self.session
+        if self.resume_token is not None:
+            body["resume_token"] = self.resume_token
+        return _control(FrameType.HELLO, 0, body)
 
     @classmethod
     def parse(cls, flags: int, stream_id: int, body: bytes) -> HelloFrame:
-        return cls(Settings.from_body(unpack_body(body, "HELLO")))
+        m = unpack_body(body, "HELLO")
+        settings = Settings.from_body(m)
+        # spec §15.2: the session keys; a bad value is a SETTINGS_ERROR like any HELLO value.
+        bad = ErrorCode.SETTINGS_ERROR
+        session = _get_int(m, "session", "HELLO", 1, required=False, code=bad, any_code=True)
+        token = _get_token(m, "resume_token", "HELLO", bad)
+        if session is not None and token is not None:
+            raise RemoteProtocolError(
+                "HELLO carries both 'session' and 'resume_token' (spec §15.2)", bad
+            )
+        return cls(settings, 0, session, token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,6 +538,91 @@ class GoAwayFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionFrame:
+    """SESSION (spec §15.3.1): the acceptor's token for the next resumption of a session."""
+
+    TYPE: ClassVar[FrameType] = FrameType.SESSION
+    token: bytes
+    timeout_ms: int
+    stream_id: int = 0
+
+    def encode(self) -> bytes:
+        return _control(FrameType.SESSION, 0, {"token": self.token, "timeout_ms": self.timeout_ms})
+
+    @classmethod
+    def parse(cls, flags: int, stream_id: int, body: bytes) -> SessionFrame:
+        m = unpack_body(body, "SESSION")
+        token = _get_token(m, "token", "SESSION", ErrorCode.PROTOCOL_ERROR, required=True)
+        timeout = _get_int(m, "timeout_ms", "SESSION", MAX_ERROR_CODE, required=True)
+        assert token is not None and timeout is not None
+        return cls(token, timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeFrame:
+    """RESUME (spec §15.3.2): what its sender holds of a stream, or of the connection.
+
+    On a stream: ``received`` is ``(messages, bytes)`` of whole messages received,
+    ``consumed`` the messages consumed, ``limits`` ``(bytes, messages)`` granted,
+    ``ended`` whether the peer's END_STREAM arrived, ``reset`` the code if the stream was
+    reset. On stream 0 (the last frame of an exchange): ``received`` is ``(0, bytes)``
+    of the connection, ``limits`` ``(bytes, 0)``, and ``highest`` the highest stream id
+    the peer opened that its sender has seen.
+    """
+
+    TYPE: ClassVar[FrameType] = FrameType.RESUME
+    stream_id: int
+    received: tuple[int, int]
+    consumed: int = 0
+    limits: tuple[int, int] = (0, 0)
+    ended: bool = False
+    reset: int | None = None
+    highest: int = 0
+
+    def encode(self) -> bytes:
+        if self.stream_id == 0:
+            body: dict[str, Any] = {
+                "received": self.received[1],
+                "limit": self.limits[0],
+                "highest": self.highest,
+            }
+        else:
+            body = {
+                "received": list(self.received),
+                "consumed": self.consumed,
+                "limits": list(self.limits),
+            }
+            if self.ended:
+                body["ended"] = 1
+            if self.reset is not None:
+                body["reset"] = self.reset
+        return _control(FrameType.RESUME, self.stream_id, body)
+
+    @classmethod
+    def parse(cls, flags: int, stream_id: int, body: bytes) -> ResumeFrame:
+        m = unpack_body(body, "RESUME")
+        fc = ErrorCode.FLOW_CONTROL_ERROR
+        if stream_id == 0:
+            received = _get_int(m, "received", "RESUME", MAX_COUNTER, required=True)
+            limit = _get_int(m, "limit", "RESUME", MAX_COUNTER, required=True, code=fc)
+            highest = _get_int(m, "highest", "RESUME", MAX_STREAM_ID, required=True)
+            assert received is not None and limit is not None and highest is not None
+            return cls(0, (0, received), 0, (limit, 0), False, None, highest)
+        got = _get_pair(m, "received", "RESUME", ErrorCode.PROTOCOL_ERROR)
+        consumed = _get_int(m, "consumed", "RESUME", MAX_COUNTER, required=True)
+        limits = _get_pair(m, "limits", "RESUME", fc)
+        ended = _get_int(m, "ended", "RESUME", 1, required=False)
+        reset = _get_int(m, "reset", "RESUME", MAX_ERROR_CODE, required=False)
+        assert consumed is not None
+        if consumed > got[0]:
+            raise RemoteProtocolError(
+                f"RESUME on stream {stream_id} reports {consumed} messages consumed of "
+                f"{got[0]} received (spec §15.3.2)"
+            )
+        return cls(stream_id, got, consumed, limits, bool(ended), reset)
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownFrame:
     """A frame of a type this version does not define; ignored on receipt (spec §4.4)."""
 
@@ -493,6 +644,8 @@ Frame = (
     | PongFrame
     | ResetFrame
     | GoAwayFrame
+    | SessionFrame
+    | ResumeFrame
     | UnknownFrame
 )
 
@@ -509,6 +662,8 @@ FRAME_TYPES: Final[dict[int, Any]] = {
         GoAwayFrame,
     )
 }
+#: spec §15.3: the frames parsed as such only on a session transport.
+SESSION_FRAME_TYPES: Final[dict[int, Any]] = {cls.TYPE: cls for cls in (SessionFrame, ResumeFrame)}
 
 
 def _present(body: dict[str, Any]) -> dict[str, Any]:
@@ -525,14 +680,19 @@ def encode_frame(frame: Frame) -> bytes:
     return frame.encode()
 
 
-def check_header(length: int, ftype: int, stream_id: int, max_frame_bytes: int) -> None:
+def check_header(
+    length: int, ftype: int, stream_id: int, max_frame_bytes: int, session: bool = False
+) -> None:
     """Reject a frame from its header alone, before its body is buffered (spec §4.2, §4.5).
+
+    ``session``: this is a session transport, where SESSION and RESUME are control
+    frames (spec §15.3); elsewhere they are unknown types (spec §4.4).
 
     Raises:
         RemoteProtocolError: FRAME_SIZE_ERROR for a body over the limit of its type,
             PROTOCOL_ERROR for a stream id of the wrong kind.
     """
-    if ftype in CONTROL_TYPES:
+    if ftype in CONTROL_TYPES or (session and ftype in SESSION_TYPES):
         if length > MAX_CONTROL_BODY:
             raise RemoteProtocolError(
                 f"{FrameType(ftype).name} frame declares a {length}-byte body, over the "
@@ -557,9 +717,13 @@ def check_header(length: int, ftype: int, stream_id: int, max_frame_bytes: int) 
         )
 
 
-def parse_frame(ftype: int, flags: int, stream_id: int, body: bytes) -> Frame:
-    """One frame object from a checked header and its whole body (spec §5)."""
+def parse_frame(
+    ftype: int, flags: int, stream_id: int, body: bytes, session: bool = False
+) -> Frame:
+    """One frame object from a checked header and its whole body (spec §5, §15.3)."""
     cls = FRAME_TYPES.get(ftype)
+    if cls is None and session:
+        cls = SESSION_FRAME_TYPES.get(ftype)
     if cls is None:
         return UnknownFrame(ftype, flags, stream_id, body)
     frame: Frame = cls.parse(flags, stream_id, body)
@@ -574,8 +738,9 @@ class FrameDecoder:
     After it raises, it must not be used again.
     """
 
-    def __init__(self, max_frame_bytes: int = 65536) -> None:
+    def __init__(self, max_frame_bytes: int = 65536, *, session: bool = False) -> None:
         self.max_frame_bytes = max_frame_bytes
+        self.session = session  # decode SESSION and RESUME too (a session transport, §15.3)
         self._buffer = bytearray()
 
     @property
@@ -592,11 +757,12 @@ class FrameDecoder:
         while len(buf) - pos >= HEADER_SIZE:
             length, ftype, flags, stream_id = HEADER.unpack_from(buf, pos)
             stream_id &= STREAM_ID_MASK
-            check_header(length, ftype, stream_id, self.max_frame_bytes)
+            check_header(length, ftype, stream_id, self.max_frame_bytes, self.session)
             end = pos + HEADER_SIZE + length
             if end > len(buf):
                 break
-            frames.append(parse_frame(ftype, flags, stream_id, bytes(buf[pos + HEADER_SIZE : end])))
+            body = bytes(buf[pos + HEADER_SIZE : end])
+            frames.append(parse_frame(ftype, flags, stream_id, body, self.session))
             pos = end
         del buf[:pos]
         return frames

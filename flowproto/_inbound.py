@@ -137,10 +137,13 @@ class Inbound:
         "awaiting_hello",
         "buf",
         "conn",
+        "hold_data",
         "max_frame",
         "max_message",
         "need",
+        "paused",
         "preface_done",
+        "session",
         "stopped",
         "streams",
     )
@@ -156,11 +159,21 @@ class Inbound:
         self.need = 0  # bytes buf must reach before parsing can make progress
         self.preface_done = False
         self.awaiting_hello = True  # the connection clears it once HELLO is processed
+        # DATA is walked as a frame object, not on the hot path, until HELLO (and, when
+        # resuming, the peer's exchange, spec §15.6) is processed: the connection judges it.
+        self.hold_data = True
+        self.session = False  # a session transport: SESSION and RESUME are frames (§15.3)
         self.stopped = False  # the connection closed: the rest of the chunk is dropped
+        self.paused = False  # stopped, but the rest is kept for another connection (§15.6)
         self.activity = True  # whole frames arrived since the connection last looked (§11)
 
     def stop(self) -> None:
         self.stopped = True
+
+    def pause(self) -> None:
+        """Stop walking, but keep every byte after the current frame (spec §15.6)."""
+        self.stopped = True
+        self.paused = True
 
     @property
     def partial_frame_length(self) -> int | None:
@@ -237,7 +250,7 @@ class Inbound:
         while n - pos >= HEADER_SIZE:
             length, ftype, flags, sid = _unpack_header(data, pos)
             end = pos + HEADER_SIZE + length
-            if ftype == _DATA and not self.awaiting_hello:
+            if ftype == _DATA and not self.hold_data:
                 # spec §4.2, §4.5 and §8.4 checked from the header.
                 sid &= STREAM_ID_MASK
                 if length > max_frame or not sid:
@@ -282,15 +295,15 @@ class Inbound:
                     else f"the first frame after the preface must be HELLO, got type {ftype} "
                     "(spec §3.4)"
                 )
-            check_header(length, ftype, sid, max_frame)
+            check_header(length, ftype, sid, max_frame, self.session)
             if end > n:
                 break
-            frame = parse_frame(ftype, flags, sid, data[pos + HEADER_SIZE : end])
+            frame = parse_frame(ftype, flags, sid, data[pos + HEADER_SIZE : end], self.session)
             pos = end
             yield frame
             if self.stopped:
                 break
-        self._keep(data, n if self.stopped else pos)
+        self._keep(data, n if self.stopped and not self.paused else pos)
 
     def _whole_messages(
         self, data: bytes, pos: int, length: int, st: StreamRecord, rx: Received

@@ -38,13 +38,28 @@ class Outbound:
 
     __slots__ = ("blocked", "max_replies", "out", "preface_queued", "replies", "urgent")
 
-    def __init__(self, settings: Settings, max_replies: int) -> None:
-        self.out: list[bytes | memoryview] = [PREFACE, HelloFrame(settings).encode()]
+    def __init__(
+        self, settings: Settings, max_replies: int, hello: HelloFrame | None = None
+    ) -> None:
+        hello = hello if hello is not None else HelloFrame(settings)
+        self.out: list[bytes | memoryview] = [PREFACE, hello.encode()]
         self.urgent: list[bytes] = []  # PONG goes ahead of queued DATA (spec §5.5)
         self.preface_queued = True
         self.replies = 0
         self.max_replies = max_replies
         self.blocked: dict[int, _Blocked] = {}  # stream id (0 = connection) -> last report
+
+    def restart(self, hello: HelloFrame | None) -> None:
+        """A new transport (spec §15.4, §15.6): drop everything queued for the old one,
+        and queue the preface and ``hello`` if given. The lists are cleared in place: the
+        send hot path holds ``out``."""
+        self.out.clear()
+        self.urgent.clear()
+        self.blocked.clear()
+        self.replies = 0
+        self.preface_queued = hello is not None
+        if hello is not None:
+            self.out += (PREFACE, hello.encode())
 
     def data_to_send(self) -> bytes:
         """Everything queued so far, possibly ``b""``; the queue is then empty."""

@@ -196,6 +196,7 @@ class DataReceiving(ConnectionParts):
                 rx.message(sid, message)
         if end_stream:
             rx.flush(sid)
+            st.got_end = True  # spec §15.3.2: a RESUME's "ended"
             self._advance(st, StreamInput.RECV_END, local=False)
             rx.events.append(StreamEnded(sid))
             self._final_report(st)
@@ -210,6 +211,8 @@ class DataReceiving(ConnectionParts):
         self._glitch(f"{code.name} on stream {st.id}")  # spec §10.7.1: resets we are made to send
         self._output.queue(ResetFrame(st.id, code, reason, st.recv.consumed_messages))
         self._output.count_reply()
+        st.reset_code = code  # spec §15.7
+        st.reset_consumed = st.recv.consumed_messages
         self._advance(st, StreamInput.SEND_RESET, local=True)
         rx.events.append(StreamReset(st.id, code, reason, False, None))
         self._discard(st)

@@ -55,6 +55,8 @@ class DataSending(ConnectionParts):
             LocalProtocolError: MESSAGE_TOO_LARGE if over the peer's max_message_bytes.
         """
         st = self._sendable(stream_id)
+        if self._suspended:
+            return False  # spec §15.6: resuming; wait for SessionResumed
         n = len(payload)
         peer = self.peer_settings
         assert peer is not None
@@ -68,8 +70,14 @@ class DataSending(ConnectionParts):
             self._has_credit(st, n)  # notes BLOCKED
             return False
         self._blocked.pop(stream_id, None)
+        retained = st.retained
+        if retained is not None:  # spec §15.5: kept until reported consumed
+            retained.append(payload if type(payload) is bytes else bytes(payload))
+            st.retained_bytes += n
+            self._retained_grew(n)
         if end_stream:
             self._report_before_close(st)
+            st.sent_end = True
             self._advance(st, StreamInput.SEND_END, local=True)
         if n <= peer.max_frame_bytes and not end_stream:
             self._out += (_pack_header(n, _DATA, _END_MESSAGE, stream_id), payload)
@@ -94,6 +102,8 @@ class DataSending(ConnectionParts):
         if count == 1:  # the Trio layer's send(): the single-message path, same rules
             return 1 if self.send_message(stream_id, payloads[0], end_stream=end_stream) else 0
         st = self._sendable(stream_id)
+        if self._suspended:
+            return 0  # spec §15.6: resuming; wait for SessionResumed
         peer = self.peer_settings
         assert peer is not None
         max_message = peer.max_message_bytes
@@ -106,6 +116,8 @@ class DataSending(ConnectionParts):
             nbytes = sum(lengths)
             if nbytes <= bytes_left and max(lengths) <= min(max_message, max_frame):
                 spend(st.send, self._conn_send, nbytes, count)
+                if st.retained is not None:
+                    self._retain(st, payloads, nbytes)
                 self._output.whole_messages(st.id, payloads, lengths)
                 self._output.unblock(st.id)
                 if end_stream:
@@ -119,6 +131,8 @@ class DataSending(ConnectionParts):
             nbytes += n
             sent += 1
         spend(st.send, self._conn_send, nbytes, sent)
+        if st.retained is not None and sent:
+            self._retain(st, payloads[:sent], nbytes)
         output = self._output
         out = self._out
         sid = st.id
@@ -145,6 +159,19 @@ class DataSending(ConnectionParts):
             self.end_stream(st.id)
         return sent
 
+    def _retain(self, st: StreamRecord, payloads: list[bytes], nbytes: int) -> None:
+        """Keep sent messages until the peer reports them consumed (spec §15.5)."""
+        retained = st.retained
+        assert retained is not None
+        retained.extend(p if type(p) is bytes else bytes(p) for p in payloads)
+        st.retained_bytes += nbytes
+        self._retained_grew(nbytes)
+
+    def _retained_grew(self, nbytes: int) -> None:
+        sess = self._session
+        assert sess is not None
+        sess.retained_bytes += nbytes
+
     def _has_credit(self, st: StreamRecord, n: int) -> bool:
         """Whether credit covers an ``n``-byte message; if not, BLOCKED names the limit."""
         bytes_left, messages_left = send_room(st.send, self._conn_send)
@@ -162,8 +189,10 @@ class DataSending(ConnectionParts):
         """Half-close: send END_STREAM on an empty DATA frame; needs no credit (spec §7.2)."""
         st = self._sendable(stream_id)
         self._report_before_close(st)
+        st.sent_end = True
         self._advance(st, StreamInput.SEND_END, local=True)
-        self._output.end_stream(stream_id)
+        if not self._suspended:  # resuming: reconciling sends it (spec §15.8 step 3.4)
+            self._output.end_stream(stream_id)
         self._maybe_forget(st)
 
     def _report_before_close(self, st: StreamRecord) -> None:

@@ -86,6 +86,7 @@ class ConnectionState(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"  # GOAWAY sent or received: no new streams, open ones finish
     CLOSED = "closed"  # after a connection error or the transport's end: nothing more
+    RESUMING = "resuming"  # spec §15.4: a session whose transport was lost, waiting for one
 
 
 class ConnectionInput(enum.Enum):
@@ -95,6 +96,9 @@ class ConnectionInput(enum.Enum):
     RECV_HELLO = "receive HELLO"
     GRACEFUL_GOAWAY = "send or receive GOAWAY(NO_ERROR)"
     ERROR = "connection error, error GOAWAY, or the transport's end"
+    LOSE_TRANSPORT = "lose the transport of a resumable session"  # spec §15.4
+    NEW_TRANSPORT = "reconnect on a new transport"  # spec §15.6, the initiator
+    ADOPT_TRANSPORT = "take over a resuming transport"  # spec §15.6, the acceptor
 
 
 C = ConnectionState
@@ -106,6 +110,11 @@ CONNECTION_TRANSITIONS: Final[dict[tuple[ConnectionState, ConnectionInput], Conn
     (C.PREFACE, CI.RECV_PREFACE): C.HELLO,  # spec §3.1
     (C.HELLO, CI.RECV_HELLO): C.OPEN,  # spec §3.4
     (C.OPEN, CI.GRACEFUL_GOAWAY): C.CLOSING,  # spec §10.4
+    # spec §15.4, §15.6: a session outlives its transport; a loss during a resumption
+    # (before the peer's HELLO, or in the exchange) leaves it resumable as well.
+    **{(state, CI.LOSE_TRANSPORT): C.RESUMING for state in (C.PREFACE, C.HELLO, C.OPEN)},
+    (C.RESUMING, CI.NEW_TRANSPORT): C.PREFACE,
+    (C.RESUMING, CI.ADOPT_TRANSPORT): C.OPEN,
     **{(state, CI.ERROR): C.CLOSED for state in ConnectionState},  # spec §10.2, §10.6
 }
 

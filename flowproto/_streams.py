@@ -10,6 +10,7 @@ bounds the ids either side still processes (spec §10.4). Nothing here sends fra
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Iterator
 
 from ._autotune import STATIC_RATE_TIME_CONSTANT, RateEstimator, WindowTuner
@@ -32,7 +33,9 @@ class StreamRecord:
     """One stream's state and credit in both directions."""
 
     __slots__ = (
+        "confirmed",
         "feedback",
+        "got_end",
         "id",
         "partial",
         "partial_len",
@@ -41,7 +44,14 @@ class StreamRecord:
         "recv",
         "reported_at",
         "reported_consumed",
+        "reset_code",
+        "reset_consumed",
+        "retained",
+        "retained_base",
+        "retained_base_bytes",
+        "retained_bytes",
         "send",
+        "sent_end",
         "state",
         "tuner",
     )
@@ -59,6 +69,18 @@ class StreamRecord:
         self.tuner: WindowTuner | None = None  # spec §8.9: sizes recv's window
         self.rate = RateEstimator(STATIC_RATE_TIME_CONSTANT)  # how fast it is consumed
         self.feedback: tuple[int | None, int | None] | None = None  # the peer's (rate, depth)
+        # spec §15: what a session keeps. ``retained`` holds the messages sent and not yet
+        # reported consumed (None without a session); ``retained_base`` messages of
+        # ``retained_base_bytes`` bytes precede its first.
+        self.retained: deque[bytes] | None = None
+        self.retained_bytes = 0
+        self.retained_base = 0
+        self.retained_base_bytes = 0
+        self.sent_end = False  # our END_STREAM is counted as sent (spec §15.8 step 3.4)
+        self.got_end = False  # the peer's END_STREAM arrived (a RESUME's "ended")
+        self.reset_code: int | None = None  # the stream was reset, either way (spec §15.7)
+        self.reset_consumed = 0  # the final count that reset carried or will carry
+        self.confirmed = False  # a PONG confirmed its closing (spec §15.7)
 
     def record_consumed(self, consumed: int | None) -> None:
         """The peer's ``consumed`` (spec §5.3, §10.5): never down, never past what we sent."""
@@ -71,6 +93,19 @@ class StreamRecord:
             )
         if self.peer_consumed is None or consumed > self.peer_consumed:
             self.peer_consumed = consumed
+
+    def drop_retained(self, upto: int) -> int:
+        """Forget the retained messages up to message ``upto`` (spec §15.5); returns their
+        bytes. ``upto`` past the last retained drops them all."""
+        retained = self.retained
+        assert retained is not None
+        dropped = 0
+        while self.retained_base < upto and retained:
+            dropped += len(retained.popleft())
+            self.retained_base += 1
+        self.retained_base_bytes += dropped
+        self.retained_bytes -= dropped
+        return dropped
 
     def record_accepted(self, accepted: int) -> None:
         """A RESET(REJECTED)'s count (spec §5.7, 1.1): the messages the peer's application

@@ -31,6 +31,8 @@ class ConnectionTimers(ConnectionParts):
         if self.state is ConnectionState.CLOSED:
             self.leave_budget()  # spec §8.9 B1: a closed connection holds no more credit
             return None  # handle_timeout does nothing then: a deadline would spin the caller
+        if self.state is ConnectionState.RESUMING:
+            return None  # spec §15.4: no transport, no timers; the I/O layer's deadline
         deadlines: list[float] = []
         keepalive = self.local_settings.keepalive_ms / 1000
         frame = self._frame_deadline()
@@ -60,6 +62,8 @@ class ConnectionTimers(ConnectionParts):
         if self.state is ConnectionState.CLOSED:
             self.leave_budget()  # spec §8.9 B1
             return
+        if self.state is ConnectionState.RESUMING:
+            return  # spec §15.4
         self._glitch_budget.tick(now)  # spec §10.7.1: the glitch budget refills with time
         self._note_receipt(now)
         inbound = self._inbound

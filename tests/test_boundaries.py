@@ -1685,7 +1685,11 @@ def test_the_wire_constants_are_the_named_limits_of_spec_section_12() -> None:
     # 1.1: the least non-final fragment and the least rate a frame or a write must keep
     assert spec_number(rows["MIN_FRAGMENT_BYTES"][0]) == Limits().min_fragment_bytes
     assert spec_number(rows["MIN_FRAME_RATE"][0]) == core("MIN_FRAME_RATE")
+    # 1.2: session tokens (spec §15.2)
+    tokens = numbers(rows["MIN_TOKEN_BYTES / MAX_TOKEN_BYTES"][0])[:2]
+    assert tokens == [core("MIN_TOKEN_BYTES"), core("MAX_TOKEN_BYTES")]
     checked = {
+        "MIN_TOKEN_BYTES / MAX_TOKEN_BYTES",
         "MIN_FRAGMENT_BYTES",
         "MIN_FRAME_RATE",
         "MAGIC",
@@ -1752,6 +1756,12 @@ def test_the_reference_values_are_those_of_spec_section_12() -> None:
     assert core("FLOOR_MESSAGES") == floor_messages
     (headroom,) = numbers(value["pacing headroom (pacing off by default)"])
     assert math.isclose(core("PACING_HEADROOM"), 1 + headroom / 100)
+    # 1.2: sessions (spec §15.3.1, §15.7)
+    timeout_ms = spec_number(value["session timeout (`timeout_ms` of SESSION)"])
+    assert timeout_ms / 1000 == connection_defaults["session_timeout"].default
+    records = numbers(value["unconfirmed closed-stream records kept per session, at most"])
+    assert records == [core("MAX_UNCONFIRMED_RECORDS")]
+    seconds["session timeout (`timeout_ms` of SESSION)"] = timeout_ms / 1000
     not_constants = {"stream handlers running at once"}  # max_streams itself (spec §6.4)
     assert set(rows) == {*seconds, *not_constants} | {
         "queued control frames",
@@ -1764,6 +1774,7 @@ def test_the_reference_values_are_those_of_spec_section_12() -> None:
         "largest tuned window",
         "tuned window floor",
         "pacing headroom (pacing off by default)",
+        "unconfirmed closed-stream records kept per session, at most",
     }, "a row of spec §12 that no test compares with the code"
 
 

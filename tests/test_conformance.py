@@ -147,9 +147,11 @@ async def test_a_peer_that_answers_with_the_wrong_code_fails_that_case(
 
     original = frames.check_header
 
-    def wrong(length: int, ftype: int, stream_id: int, max_frame_bytes: int) -> None:
+    def wrong(
+        length: int, ftype: int, stream_id: int, max_frame_bytes: int, session: bool = False
+    ) -> None:
         try:
-            original(length, ftype, stream_id, max_frame_bytes)
+            original(length, ftype, stream_id, max_frame_bytes, session)
         except RemoteProtocolError as exc:
             raise RemoteProtocolError(str(exc), ErrorCode.PROTOCOL_ERROR) from None
 

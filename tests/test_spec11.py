@@ -63,10 +63,12 @@ def _section(number: str) -> str:
 # --- the document -----------------------------------------------------------------------------
 
 
-def test_the_spec_is_revision_1_1_of_wire_version_1_with_a_changes_appendix() -> None:
-    """spec 1.1: the revision note, the wire version unchanged, Appendix C listing changes."""
+def test_the_spec_is_revision_1_2_of_wire_version_1_with_changes_appendices() -> None:
+    """spec 1.1, 1.2: the revision note, the wire version unchanged, Appendices C and D
+    listing the changes, each row citing sections that exist."""
     text = SPEC.read_text("utf-8")
-    assert "Revision: **1.1**" in text
+    assert "Revision: **1.2**" in text
+    assert "## Appendix D. Changes in 1.2" in text
     assert "The complete v1 preface is `89 46 4c 4f 57 0d 0a 1a 00 01`." in text
     appendix = text[text.index("## Appendix C. Changes in 1.1") :]
     rows = [

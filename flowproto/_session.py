@@ -1,0 +1,777 @@
+"""Sessions that outlive their transport (spec §15): retention, the exchange, reconciling.
+
+A session is the state of a connection that survives the loss of its transport: the
+stream table, every limit and counter, and the messages each side retains because the
+peer has not yet reported them consumed (spec §15.5). The initiator asks for one in its
+HELLO (``session``) and the acceptor grants it with a SESSION frame carrying a token.
+
+When the transport is lost, :meth:`SessionResumption.transport_lost` rolls back what a
+lost transport leaves half done (a partial message) and keeps the rest. The initiator
+then calls :meth:`~SessionResumption.reconnect` on a new transport: its HELLO carries the
+token, and its *exchange* follows at once: one RESUME per stream it holds (what it
+received, consumed and grants) and a connection RESUME. On the acceptor a fresh
+connection sees the HELLO and reports :class:`ResumeRequested`; the I/O layer finds the
+session's connection by the token (:class:`SessionStore`) and calls
+:meth:`~SessionResumption.adopt`, which answers with a new token and its own exchange.
+When each side has the other's exchange it reconciles (spec §15.8): it rewinds each
+stream's send counters to what the peer received and retransmits exactly the retained
+messages after that position.
+
+Records of closed streams are kept until a PONG confirms the peer processed everything
+sent on them (spec §15.7); one PING at a time confirms every stream closed before it.
+Nothing here reads a clock or does I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections import deque
+from collections.abc import Iterator
+from itertools import islice
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
+
+from ._credit import spend
+from ._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from ._events import (
+    Event,
+    ResumeRequested,
+    SessionGranted,
+    SessionResumed,
+    StreamReset,
+)
+from ._frames import (
+    MAX_PING_ID,
+    MIN_TOKEN_BYTES,
+    Frame,
+    GoAwayFrame,
+    HelloFrame,
+    PingFrame,
+    PongFrame,
+    ResumeFrame,
+    SessionFrame,
+)
+from ._inbound import Inbound, Received
+from ._parts import ConnectionParts
+from ._state import ConnectionInput, ConnectionState, StreamInput, StreamState
+from ._streams import Role, StreamRecord
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__ = [
+    "DEFAULT_SESSION_TIMEOUT",
+    "MAX_UNCONFIRMED_RECORDS",
+    "SessionResumption",
+    "SessionState",
+    "SessionStore",
+    "new_token",
+]
+
+#: spec §12: how long an acceptor keeps a session without a transport, by default.
+DEFAULT_SESSION_TIMEOUT: Final = 30.0
+#: spec §12, §15.7: closed-stream records awaiting a PONG; past it, no more resuming.
+MAX_UNCONFIRMED_RECORDS: Final = 4096
+
+#: Where a resumption is (spec §15.6), on a connection with a transport.
+_HELLO: Final = "hello"  # the initiator reconnected; the acceptor's HELLO is next
+_SESSION: Final = "session"  # the initiator has the acceptor's HELLO; SESSION is next
+_EXCHANGE: Final = "exchange"  # our exchange is out; the peer's connection RESUME is next
+
+_ALLOWED: Final[dict[str, tuple[type, ...]]] = {
+    # spec §15.6: what the peer may send while a resumption is under way.
+    _SESSION: (PingFrame, PongFrame, GoAwayFrame, SessionFrame),
+    _EXCHANGE: (PingFrame, PongFrame, GoAwayFrame, ResumeFrame),
+}
+
+
+def new_token() -> bytes:
+    """A session token: MIN_TOKEN_BYTES from a CSPRNG, 128 bits (spec §15.9)."""
+    return secrets.token_bytes(MIN_TOKEN_BYTES)
+
+
+class SessionState:
+    """What a connection knows of its session (spec §15); None on a connection without."""
+
+    __slots__ = (
+        "active",
+        "asked",
+        "bytes_retransmitted",
+        "closed_next",
+        "closed_waiting",
+        "confirm_ping",
+        "gave_up",
+        "grants",
+        "messages_retransmitted",
+        "peer_resumes",
+        "phase",
+        "prev_token",
+        "reconnects",
+        "requested",
+        "resumed",
+        "retained_bytes",
+        "retained_peak",
+        "settled",
+        "timeout_ms",
+        "token",
+    )
+
+    def __init__(self, role: Role, timeout: float) -> None:
+        self.asked = role is Role.INITIATOR  # the initiator asks in its HELLO (spec §15.2)
+        self.grants = role is Role.ACCEPTOR  # the acceptor grants when asked
+        self.settled = not self.asked  # the initiator: SESSION arrived, or cannot any more
+        self.active = False  # a token was issued and the session has not ended
+        self.gave_up = False  # a record was dropped unconfirmed: no resuming (spec §15.7)
+        self.token: bytes | None = None
+        self.prev_token: bytes | None = None  # acceptor: the token resumed with, until retired
+        self.requested: bytes | None = None  # a fresh acceptor: the token its HELLO presented
+        self.timeout_ms = round(timeout * 1000)
+        self.phase: str | None = None
+        self.peer_resumes: dict[int, ResumeFrame] = {}
+        self.closed_waiting: list[int] = []  # closed before the confirming PING went out
+        self.closed_next: list[int] = []  # closed since
+        self.confirm_ping: int | None = None
+        self.retained_bytes = 0
+        self.retained_peak = 0
+        self.reconnects = 0  # the initiator's resumptions begun
+        self.resumed = 0  # resumptions completed (both sides)
+        self.messages_retransmitted = 0
+        self.bytes_retransmitted = 0
+
+
+class SessionResumption(ConnectionParts):
+    """The session verbs of a connection (spec §15); a mixin of ``Connection``."""
+
+    # --- what the application may read ---------------------------------------------------
+
+    @property
+    def session_token(self) -> bytes | None:
+        """The token that resumes this session next, or None without a session (§15.3.1)."""
+        sess = self._session
+        return None if sess is None or not sess.active else sess.token
+
+    @property
+    def resumable(self) -> bool:
+        """Whether a lost transport can be resumed now (spec §15.4): a session was granted,
+        no GOAWAY went either way, and no connection error happened."""
+        sess = self._session
+        return (
+            sess is not None
+            and sess.active
+            and not sess.gave_up
+            and self.state is not ConnectionState.CLOSED
+            and self.state is not ConnectionState.CLOSING
+        )
+
+    @property
+    def suspended(self) -> bool:
+        """True from a lost transport until the resumption is reconciled: no DATA goes out,
+        and ``send_message`` returns False (spec §15.6)."""
+        return self._suspended
+
+    @property
+    def retained(self) -> tuple[int, int]:
+        """(messages, bytes) kept for a resumption now (spec §15.5)."""
+        messages = sum(len(st.retained) for st in self._streams.values() if st.retained)
+        sess = self._session
+        return messages, 0 if sess is None else sess.retained_bytes
+
+    @property
+    def retained_peak_bytes(self) -> int:
+        """The most bytes retained at once (spec §15.11)."""
+        sess = self._session
+        return 0 if sess is None else max(sess.retained_peak, sess.retained_bytes)
+
+    @property
+    def session_counts(self) -> tuple[int, int, int, int]:
+        """(reconnects, resumptions completed, messages retransmitted, bytes retransmitted),
+        the counters of spec §15.11."""
+        sess = self._session
+        if sess is None:
+            return 0, 0, 0, 0
+        return (
+            sess.reconnects,
+            sess.resumed,
+            sess.messages_retransmitted,
+            sess.bytes_retransmitted,
+        )
+
+    def retained_on(self, stream_id: int) -> tuple[int, int]:
+        """(messages, bytes) retained on one stream now (spec §15.5)."""
+        st = self._streams.get(stream_id)
+        if st is None or st.retained is None:
+            return 0, 0
+        return len(st.retained), st.retained_bytes
+
+    def accepts_token_hash(self, key: bytes) -> bool:
+        """Whether ``key`` is the hash of a token this session accepts (for the store)."""
+        sess = self._session
+        return sess is not None and any(
+            token is not None and _key(token) == key for token in (sess.token, sess.prev_token)
+        )
+
+    def accepts_token(self, token: bytes) -> bool:
+        """Whether ``token`` resumes this session now, compared in constant time (§15.9)."""
+        sess = self._session
+        if sess is None or not self.resumable:
+            return False
+        ok = False
+        for valid in (sess.token, sess.prev_token):
+            if valid is not None and hmac.compare_digest(valid, token):
+                ok = True
+        return ok
+
+    # --- losing and regaining the transport (spec §15.4, §15.6) --------------------------
+
+    def transport_lost(self) -> bool:
+        """The transport ended or failed. Returns True if the session is kept (spec §15.4).
+
+        A partial message is rolled back (its bytes and its count), queued output,
+        outstanding PINGs and BLOCKED notes are dropped; everything else is kept, including
+        complete messages not yet released. Then the initiator calls :meth:`reconnect` on a
+        new transport, and the acceptor waits for one (:meth:`adopt`). Returns False, and
+        changes nothing, when the session cannot be resumed (none granted, a GOAWAY went
+        either way, a connection error): handle the end as on any connection
+        (``receive_data(b"")``).
+        """
+        if not self.resumable:
+            return False
+        sess = self._session
+        assert sess is not None
+        if self.state is not ConnectionState.RESUMING:
+            self._move(ConnectionInput.LOSE_TRANSPORT)
+        self._suspended = True
+        sess.phase = None
+        sess.peer_resumes.clear()
+        conn = self._conn_recv
+        for st in self._streams.values():
+            if st.partial is not None:  # spec §15.4 step 2: a partial message is rolled back
+                st.recv.received_bytes -= st.partial_len
+                st.recv.received_messages -= 1
+                conn.received_bytes -= st.partial_len
+                st.partial = None
+                st.partial_len = 0
+        self._output.restart(None)  # step 3
+        self._pings.clear()
+        self._ping_times.clear()
+        self._keepalive_ping = None
+        self._probe = None
+        self._frame_started = None
+        if sess.confirm_ping is not None:
+            sess.closed_next = sess.closed_waiting + sess.closed_next
+            sess.closed_waiting = []
+            sess.confirm_ping = None
+        self._inbound = self._new_inbound()
+        return True
+
+    def reconnect(self, now: float) -> None:
+        """Resume the session on a new transport (the initiator, spec §15.6).
+
+        Queues the preface, a HELLO with the token, and the exchange; send
+        ``data_to_send()`` on the new transport. DATA waits until the acceptor's exchange
+        is reconciled (:class:`SessionResumed`).
+
+        Raises:
+            LocalProtocolError: not an initiator whose session lost its transport.
+        """
+        sess = self._session
+        if (
+            sess is None
+            or sess.token is None
+            or self.role is not Role.INITIATOR
+            or self.state is not ConnectionState.RESUMING
+        ):
+            raise LocalProtocolError(
+                "reconnect() resumes an initiator's session after transport_lost() (spec §15.6)"
+            )
+        hello = HelloFrame(self.local_settings, resume_token=sess.token)
+        self._output.restart(hello)
+        self._queue_exchange()
+        self._inbound = self._new_inbound()
+        self._move(ConnectionInput.NEW_TRANSPORT)
+        sess.phase = _HELLO
+        sess.reconnects += 1
+        self._last_rx = now
+
+    def adopt(self, new: Connection, now: float) -> list[Event]:
+        """Take over ``new``'s transport, which resumes this session (the acceptor, §15.6).
+
+        ``new`` is the fresh connection that reported :class:`ResumeRequested` with a
+        token this connection accepts (:meth:`accepts_token`). This connection answers on
+        that transport with a SESSION carrying a new token and its exchange, and processes
+        the bytes ``new`` held after the HELLO. From now on feed the transport's bytes to
+        this connection and drop ``new``. If the old transport was still open, it is
+        abandoned (spec §15.6 step 2): stop using it.
+
+        Returns:
+            The events of the bytes ``new`` held, after a :class:`SessionGranted`.
+        """
+        sess = self._session
+        if sess is None or self.role is not Role.ACCEPTOR or not self.resumable:
+            raise LocalProtocolError("adopt() needs an acceptor's resumable session (§15.6)")
+        if self.state is not ConnectionState.RESUMING:
+            self.transport_lost()
+        presented = None if new._session is None else new._session.requested
+        if presented is None or not self.accepts_token(presented):
+            raise LocalProtocolError("adopt() needs a connection that resumes this session")
+        pending = new.data_to_send()  # its preface and HELLO, if not yet written
+        rest = bytes(new._inbound.buf)
+        new._abandon_for_resume()
+        self._output.restart(None)
+        if pending:
+            self._out.append(pending)
+        # spec §15.6: the presented token stays valid until the PONG below proves the
+        # initiator has the new one, so a loss before it reaches the initiator is resumable.
+        sess.prev_token = presented
+        sess.token = new_token()
+        self._output.queue(SessionFrame(sess.token, sess.timeout_ms))
+        self._queue_exchange()
+        self._inbound = self._new_inbound()
+        self._inbound.preface_done = True
+        self._inbound.awaiting_hello = False
+        self._move(ConnectionInput.ADOPT_TRANSPORT)
+        sess.phase = _EXCHANGE
+        self._last_rx = now
+        self._send_confirm_ping()  # its PONG retires the token just spent (spec §15.6)
+        events: list[Event] = [SessionGranted(sess.token, sess.timeout_ms)]
+        if rest:
+            events += self.receive_data(rest, now)
+        return events
+
+    def refuse_resume(self) -> None:
+        """Answer a :class:`ResumeRequested` whose token names no session: a connection
+        error SESSION_UNKNOWN (spec §15.6). Send ``data_to_send()``, then close."""
+        self._fail(
+            RemoteProtocolError(
+                "no session to resume with that token (spec §15.6)", ErrorCode.SESSION_UNKNOWN
+            )
+        )
+
+    def _abandon_for_resume(self) -> None:
+        self.leave_budget()
+        self._move(ConnectionInput.ERROR)
+
+    def _new_inbound(self) -> Inbound:
+        inbound = Inbound(self._streams, self._conn_recv, self.local_settings)
+        inbound.session = True
+        return inbound
+
+    def _queue_exchange(self) -> None:
+        """Our exchange (spec §15.6, §15.7): a RESUME per stream held, then the connection's."""
+        queue = self._output.queue
+        for sid in sorted(self._streams):
+            st = self._streams[sid]
+            rw = st.recv
+            consumed = rw.consumed_messages if st.reset_code is None else st.reset_consumed
+            queue(
+                ResumeFrame(
+                    sid,
+                    (rw.received_messages, rw.received_bytes),
+                    min(consumed, rw.received_messages),
+                    (rw.advertised_bytes, rw.advertised_messages),
+                    st.got_end,
+                    st.reset_code,
+                )
+            )
+        conn = self._conn_recv
+        queue(
+            ResumeFrame(
+                0,
+                (0, conn.received_bytes),
+                0,
+                (conn.advertised_bytes, 0),
+                highest=self._table.highest_peer_id,
+            )
+        )
+
+    # --- the HELLO, SESSION and RESUME frames (spec §15.2, §15.3) ------------------------
+
+    def _session_hello(self, frame: HelloFrame, rx: Received) -> bool:
+        """The peer's HELLO on a session connection; True if it was a resumed one (its
+        settings are then ignored: a session keeps those of its first transport)."""
+        sess = self._session
+        assert sess is not None
+        if self.role is Role.INITIATOR:
+            if sess.phase == _HELLO:
+                sess.phase = _SESSION
+                return True
+            return False
+        if not sess.grants:
+            return False
+        if frame.resume_token is not None:
+            self._inbound.session = True
+            sess.requested = frame.resume_token
+            rx.events.append(ResumeRequested(frame.resume_token))
+            self._inbound.pause()  # the rest is for the session's own connection
+            return False
+        if frame.session == 1:
+            self._inbound.session = True
+            sess.token = new_token()
+            sess.active = True
+            self._retain_all()
+            self._output.queue(SessionFrame(sess.token, sess.timeout_ms))  # spec §15.2
+            rx.events.append(SessionGranted(sess.token, sess.timeout_ms))
+        else:
+            self._end_session()
+        return False
+
+    def _session_gate(self, frame: Frame) -> None:
+        """What the peer may send while a resumption is under way (spec §15.2, §15.6)."""
+        sess = self._session
+        assert sess is not None
+        phase = sess.phase
+        if phase is not None and phase != _HELLO:
+            if not isinstance(frame, _ALLOWED[phase]):
+                raise RemoteProtocolError(
+                    f"{type(frame).__name__.removesuffix('Frame').upper()} while resuming, "
+                    f"before the peer's {'SESSION' if phase == _SESSION else 'exchange'} "
+                    "(spec §15.6)"
+                )
+        elif not sess.settled and not isinstance(
+            frame, (PingFrame, PongFrame, GoAwayFrame, SessionFrame)
+        ):
+            self._end_session()  # spec §15.2: no SESSION first, so no session
+            self._inbound.hold_data = False
+
+    def _on_session(self, frame: SessionFrame, rx: Received) -> None:
+        sess = self._session
+        assert sess is not None
+        first = not sess.settled and self.role is Role.INITIATOR
+        if not first and sess.phase != _SESSION:
+            raise RemoteProtocolError("a SESSION this side did not ask for (spec §15.3.1)")
+        sess.settled = True
+        sess.active = True
+        sess.token = frame.token
+        sess.timeout_ms = frame.timeout_ms
+        if sess.phase == _SESSION:
+            sess.phase = _EXCHANGE
+        else:
+            self._inbound.hold_data = False  # spec §15.2: decided; DATA on the hot path
+        rx.events.append(SessionGranted(frame.token, frame.timeout_ms))
+
+    def _on_resume(self, frame: ResumeFrame, rx: Received) -> None:
+        sess = self._session
+        assert sess is not None
+        if sess.phase != _EXCHANGE:
+            raise RemoteProtocolError("a RESUME outside a resumption's exchange (spec §15.6)")
+        sid = frame.stream_id
+        if sid:
+            if sid in sess.peer_resumes:
+                raise RemoteProtocolError(f"a second RESUME for stream {sid} (spec §15.6)")
+            peer = self.peer_settings
+            assert peer is not None
+            if len(sess.peer_resumes) > len(self._streams) + self.local_settings.max_streams:
+                # The peer's table holds at most what ours does plus what it may open.
+                raise RemoteProtocolError(
+                    "more RESUME frames than streams (spec §15.7)", ErrorCode.ENHANCE_YOUR_CALM
+                )
+            sess.peer_resumes[sid] = frame
+            return
+        self._reconcile(frame, rx)
+
+    # --- reconciling (spec §15.8) --------------------------------------------------------
+
+    def _reconcile(self, conn_resume: ResumeFrame, rx: Received) -> None:
+        sess = self._session
+        peer = self.peer_settings
+        assert sess is not None and peer is not None
+        resumes = sess.peer_resumes
+        conn = self._conn_send
+        received = conn_resume.received[1]
+        if received > conn.sent_bytes:
+            raise RemoteProtocolError(
+                f"peer resumes the connection at {received} bytes, but {conn.sent_bytes} "
+                "were sent (spec §15.8)"
+            )
+        conn.sent_bytes = received
+        conn.grant(conn_resume.limits[0])
+        count = nbytes = 0
+        for sid in sorted(self._streams.keys() | resumes.keys()):
+            st = self._streams.get(sid)
+            resume = resumes.get(sid)
+            if st is None:
+                assert resume is not None
+                st = self._resumed_peer_stream(resume, rx)  # step 5
+                if st is None:
+                    continue
+            if resume is None:
+                if self._table.is_ours(sid) and sid > conn_resume.highest:
+                    # step 4: the peer never saw it; our exchange has just opened it there.
+                    resume = ResumeFrame(sid, (0, 0), 0, (0, 0))
+                else:
+                    self._peer_forgot(st)  # step 4
+                    continue
+            if resume.reset is not None:
+                self._resumed_reset(st, resume, rx)  # step 1
+                continue
+            if st.reset_code is not None:
+                continue  # step 2: our exchange carried the reset; the peer closes it
+            sent = self._retransmit(st, resume)  # step 3
+            count += sent[0]
+            nbytes += sent[1]
+        resumes.clear()
+        sess.phase = None
+        sess.resumed += 1
+        sess.messages_retransmitted += count
+        sess.bytes_retransmitted += nbytes
+        self._suspended = False
+        self._inbound.hold_data = False
+        if sess.closed_next:
+            self._send_confirm_ping()
+        self._update_connection_credit()
+        rx.events.append(SessionResumed(count, nbytes))
+
+    def _resumed_peer_stream(self, resume: ResumeFrame, rx: Received) -> StreamRecord | None:
+        """Step 5: a stream only the peer has."""
+        sid = resume.stream_id
+        if not self._table.is_idle(sid):
+            self._glitch(f"RESUME of forgotten stream {sid}")
+            return None  # we forgot it after confirming it; the peer forgets it too
+        if self._table.is_ours(sid):
+            raise RemoteProtocolError(f"RESUME of stream {sid}, never opened here (spec §15.8)")
+        if resume.received != (0, 0):
+            raise RemoteProtocolError(
+                f"peer resumes stream {sid} at {resume.received}, but nothing was sent on it "
+                "(spec §15.8 step 5)"
+            )
+        st = self._open_peer_stream(sid, rx)
+        if st is not None:
+            st.send.grant(*resume.limits)
+        return st
+
+    def _peer_forgot(self, st: StreamRecord) -> None:
+        """Step 4: the peer forgot a stream only after confirming it closed at both ends."""
+        if st.state is not StreamState.CLOSED:
+            raise RemoteProtocolError(
+                f"peer holds no record of stream {st.id}, which is {st.state.value} here "
+                "(spec §15.8 step 4)"
+            )
+        self._drop_all_retained(st)
+        st.confirmed = True
+        self._maybe_forget(st)
+
+    def _resumed_reset(self, st: StreamRecord, resume: ResumeFrame, rx: Received) -> None:
+        """Step 1: the peer's exchange says the stream was reset; as a RESET received."""
+        if st.state is StreamState.CLOSED:
+            return
+        code = resume.reset
+        assert code is not None
+        if code == ErrorCode.REJECTED:
+            st.record_accepted(resume.consumed)
+        else:
+            st.record_consumed(resume.consumed)
+        st.reset_code = code
+        st.reset_consumed = st.recv.consumed_messages
+        rx.flush(st.id)
+        self._advance(st, StreamInput.RECV_RESET, local=False)
+        rx.events.append(StreamReset(st.id, code, "reset (resumed)", True, resume.consumed))
+        self._discard(st)
+
+    def _retransmit(self, st: StreamRecord, resume: ResumeFrame) -> tuple[int, int]:
+        """Step 3: rewind the stream to what the peer received; queue what follows."""
+        messages, nbytes = resume.received
+        send = st.send
+        retained = st.retained
+        assert retained is not None
+        if messages > send.sent_messages or nbytes > send.sent_bytes:
+            raise RemoteProtocolError(
+                f"peer resumes stream {st.id} at {resume.received}, past the "
+                f"{send.sent_messages} messages / {send.sent_bytes} bytes sent (spec §15.8)"
+            )
+        skip = messages - st.retained_base
+        if skip < 0:
+            raise RemoteProtocolError(
+                f"peer resumes stream {st.id} at message {messages}, before the "
+                f"{st.retained_base} it reported consumed (spec §15.8)"
+            )
+        at = st.retained_base_bytes + sum(map(len, islice(retained, skip)))
+        if at != nbytes:
+            raise RemoteProtocolError(
+                f"peer resumes stream {st.id} at {nbytes} bytes, but message {messages} ends "
+                f"at byte {at} (spec §15.8)"
+            )
+        if resume.ended and (messages != send.sent_messages or not st.sent_end):
+            raise RemoteProtocolError(
+                f"peer says stream {st.id} ended, but not all was sent (spec §15.8)"
+            )
+        st.record_consumed(resume.consumed)
+        self._trim_retained(st)
+        send.grant(*resume.limits)
+        conn = self._conn_send
+        conn.sent_messages -= send.sent_messages - messages
+        send.sent_bytes = nbytes
+        send.sent_messages = messages
+        peer = self.peer_settings
+        assert peer is not None
+        output = self._output
+        count = total = 0
+        for payload in islice(retained, messages - st.retained_base, None):
+            n = len(payload)
+            spend(send, conn, n, 1)  # spec §15.8 step 3.3: each counted as a new send
+            output.message(st.id, payload, peer.max_frame_bytes, False)
+            count += 1
+            total += n
+        if st.sent_end and not resume.ended:
+            output.end_stream(st.id)  # step 3.4
+        return count, total
+
+    # --- retention (spec §15.5) ----------------------------------------------------------
+
+    def _retain_all(self) -> None:
+        for st in self._streams.values():
+            if st.retained is None:
+                st.retained = deque()
+
+    def _trim_retained(self, st: StreamRecord) -> None:
+        """Drop what the peer reported consumed (spec §15.5)."""
+        consumed = st.peer_consumed
+        if st.retained is not None and consumed is not None and consumed > st.retained_base:
+            sess = self._session
+            assert sess is not None
+            if sess.retained_bytes > sess.retained_peak:
+                sess.retained_peak = sess.retained_bytes
+            sess.retained_bytes -= st.drop_retained(consumed)
+
+    def _drop_all_retained(self, st: StreamRecord) -> None:
+        """The stream was reset or forgotten: nothing on it is sent again (spec §15.5)."""
+        if st.retained:
+            sess = self._session
+            assert sess is not None
+            if sess.retained_bytes > sess.retained_peak:
+                sess.retained_peak = sess.retained_bytes
+            sess.retained_bytes -= st.drop_retained(st.retained_base + len(st.retained))
+
+    def _end_session(self) -> None:
+        """No session, or not any more (a GOAWAY, an error, none granted; spec §15.4)."""
+        sess = self._session
+        if sess is None:
+            return
+        sess.settled = True
+        sess.active = False
+        sess.phase = None
+        self._suspended = False
+        if sess.retained_bytes > sess.retained_peak:
+            sess.retained_peak = sess.retained_bytes
+        sess.retained_bytes = 0
+        for st in list(self._streams.values()):
+            st.retained = None
+            self._maybe_forget(st)
+        sess.closed_waiting = []
+        sess.closed_next = []
+        sess.confirm_ping = None
+
+    # --- records of closed streams (spec §15.7) ------------------------------------------
+
+    def _note_closed(self, st: StreamRecord) -> None:
+        """A session stream closed here: keep its record until a PONG confirms it."""
+        sess = self._session
+        assert sess is not None
+        if st.reset_code is not None:
+            self._drop_all_retained(st)
+        sess.closed_next.append(st.id)
+        if len(sess.closed_waiting) + len(sess.closed_next) > MAX_UNCONFIRMED_RECORDS:
+            sess.gave_up = True  # spec §15.7: past our bound, the session cannot resume
+            self._end_session()
+            return
+        if sess.confirm_ping is None and not self._suspended:
+            self._send_confirm_ping()
+
+    def _send_confirm_ping(self) -> None:
+        sess = self._session
+        assert sess is not None
+        ping_id = self._next_ping_id
+        self._next_ping_id = (ping_id + 1) & MAX_PING_ID
+        sess.confirm_ping = ping_id
+        sess.closed_waiting = sess.closed_next
+        sess.closed_next = []
+        self._output.queue(PingFrame(ping_id))
+
+    def _confirmed(self) -> None:
+        """The PONG of the confirming PING: the peer processed all we sent before it."""
+        sess = self._session
+        assert sess is not None
+        sess.confirm_ping = None
+        sess.prev_token = None  # spec §15.6: the peer has the new token
+        for sid in sess.closed_waiting:
+            st = self._streams.get(sid)
+            if st is not None:
+                st.confirmed = True
+                self._drop_all_retained(st)
+                self._maybe_forget(st)
+        sess.closed_waiting = []
+        if sess.closed_next:
+            self._send_confirm_ping()
+
+
+S = TypeVar("S")
+
+
+class SessionStore(Generic[S]):
+    """An acceptor's sessions without a transport, found by token (spec §15.6, §15.9).
+
+    Sessions are looked up by a hash of the token, then the token is compared in
+    constant time by the connection (``accepts_token``). At most ``max_sessions`` are
+    kept; each is forgotten at its deadline. The I/O layer stores whatever it keeps per
+    session (``S``: its connection object, say) with the session's ``Connection``.
+    """
+
+    def __init__(self, max_sessions: int = 1024) -> None:
+        self.max_sessions = max_sessions
+        self._by_hash: dict[bytes, tuple[Connection, S]] = {}
+        self._deadline: dict[int, float] = {}  # id(connection) -> when it is forgotten
+
+    def __len__(self) -> int:
+        return len({id(c) for c, _ in self._by_hash.values()})
+
+    def add(self, conn: Connection, value: S, token: bytes) -> bool:
+        """Register ``token`` of ``conn`` (each :class:`SessionGranted`). False if full."""
+        if conn not in self and len(self) >= self.max_sessions:
+            return False
+        for key, (other, _) in list(self._by_hash.items()):
+            if other is conn and not other.accepts_token_hash(key):
+                del self._by_hash[key]
+        self._by_hash[_key(token)] = (conn, value)
+        return True
+
+    def __contains__(self, conn: object) -> bool:
+        return any(c is conn for c, _ in self._by_hash.values())
+
+    def find(self, token: bytes) -> tuple[Connection, S] | None:
+        """The session ``token`` resumes now, or None (spec §15.6 step 1)."""
+        entry = self._by_hash.get(_key(token))
+        if entry is None or not entry[0].accepts_token(token):
+            return None
+        return entry
+
+    def lost(self, conn: Connection, deadline: float) -> None:
+        """``conn``'s transport is gone: forget it at ``deadline`` unless resumed."""
+        self._deadline[id(conn)] = deadline
+
+    def resumed(self, conn: Connection) -> None:
+        """``conn`` has a transport again: no deadline."""
+        self._deadline.pop(id(conn), None)
+
+    def discard(self, conn: Connection) -> None:
+        """Forget ``conn`` (closed, or expired)."""
+        for key, (other, _) in list(self._by_hash.items()):
+            if other is conn:
+                del self._by_hash[key]
+        self._deadline.pop(id(conn), None)
+
+    def next_deadline(self) -> float | None:
+        return min(self._deadline.values(), default=None)
+
+    def expire(self, now: float) -> Iterator[tuple[Connection, S]]:
+        """Forget, and yield, every session whose deadline has passed."""
+        due = {key for key, deadline in self._deadline.items() if deadline <= now}
+        if not due:
+            return
+        for conn, value in list({id(c): (c, v) for c, v in self._by_hash.values()}.values()):
+            if id(conn) in due:
+                self.discard(conn)
+                yield conn, value
+
+
+def _key(token: bytes) -> bytes:
+    return hashlib.sha256(token).digest()
