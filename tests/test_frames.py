@@ -37,7 +37,9 @@ from flowproto import (
     PongFrame,
     RemoteProtocolError,
     ResetFrame,
+    ResumeFrame,
     Role,
+    SessionFrame,
     Settings,
     StreamReset,
     UnknownFrame,
@@ -59,6 +61,22 @@ NEXT_FRAME = bytes.fromhex("0000000504000000000081a2696409")
 #: Invalid vectors flowproto does not pass yet, with the reason. They are strict xfails, so
 #: fixing one turns its test red until its entry here is removed.
 KNOWN_DEVIATIONS: dict[str, str] = {}
+
+
+def _decoder(vector: dict[str, Any]) -> FrameDecoder:
+    """A decoder for the vector's transport: a session transport when it says so (§15.3)."""
+    return FrameDecoder(session=bool(vector["frame"].get("session")))
+
+
+def _json_body(body: Any) -> Any:
+    """A decoded body as the vectors write it: a bin as {"bin_hex": ...} (spec §13.1)."""
+    if isinstance(body, bytes):
+        return {"bin_hex": body.hex()}
+    if isinstance(body, dict):
+        return {key: _json_body(value) for key, value in body.items()}
+    if isinstance(body, list):
+        return [_json_body(value) for value in body]
+    return body
 
 
 def _wire(vector: dict[str, Any], key: str = "hex") -> bytes:
@@ -86,7 +104,28 @@ def expected_frame(meaning: dict[str, Any]) -> Frame:
         return UnknownFrame(meaning["type_code"], flags, sid, bytes.fromhex(meaning["body_hex"]))
     body = meaning["body"]
     if kind == "HELLO":
-        return HelloFrame(Settings(**meaning["settings"]))
+        token = meaning.get("resume_token_hex")  # spec §15.2 (1.2)
+        return HelloFrame(
+            Settings(**meaning["settings"]),
+            0,
+            meaning.get("session"),
+            None if token is None else bytes.fromhex(token),
+        )
+    if kind == "SESSION":  # spec §15.3.1 (1.2)
+        return SessionFrame(bytes.fromhex(body["token"]["bin_hex"]), body["timeout_ms"])
+    if kind == "RESUME":  # spec §15.3.2 (1.2)
+        if sid == 0:
+            return ResumeFrame(
+                0, (0, body["received"]), 0, (body["limit"], 0), highest=body["highest"]
+            )
+        return ResumeFrame(
+            sid,
+            tuple(body["received"]),  # type: ignore[arg-type]
+            body["consumed"],
+            tuple(body["limits"]),  # type: ignore[arg-type]
+            bool(body.get("ended", 0)),
+            body.get("reset"),
+        )
     if kind == "CREDIT":
         if sid == 0:
             return CreditFrame(0, body["bytes"])
@@ -150,7 +189,7 @@ def test_frame_vectors_cover_every_frame_type_and_data_flag_combination() -> Non
 @pytest.mark.parametrize("vector", _params(FRAME_VECTORS))
 def test_frame_vector_decodes_whole(vector: dict[str, Any]) -> None:
     """spec §4.1, §5: the whole frame decodes to the vector's meaning."""
-    decoder = FrameDecoder()
+    decoder = _decoder(vector)
     assert decoder.feed(_wire(vector)) == [expected_frame(vector["frame"])]
     assert decoder.buffered == 0
 
@@ -158,7 +197,7 @@ def test_frame_vector_decodes_whole(vector: dict[str, Any]) -> None:
 @pytest.mark.parametrize("vector", _params(FRAME_VECTORS))
 def test_frame_vector_decodes_the_same_when_fed_byte_by_byte(vector: dict[str, Any]) -> None:
     """spec §13: a receiver decodes the same frames from input split at every byte."""
-    decoder = FrameDecoder()
+    decoder = _decoder(vector)
     wire = _wire(vector)
     frames: list[Frame] = []
     for i in range(len(wire)):
@@ -171,7 +210,7 @@ def test_frame_vector_decodes_the_same_when_fed_byte_by_byte(vector: dict[str, A
 @pytest.mark.parametrize("vector", _params(FRAME_VECTORS))
 def test_frame_vector_decodes_before_another_frame(vector: dict[str, Any]) -> None:
     """spec §4.1: the length field alone delimits a frame; the next one follows intact."""
-    frames = FrameDecoder().feed(_wire(vector) + NEXT_FRAME)
+    frames = _decoder(vector).feed(_wire(vector) + NEXT_FRAME)
     assert frames == [expected_frame(vector["frame"]), PingFrame(9)]
 
 
@@ -180,7 +219,7 @@ def test_frame_vector_meaning_encodes_to_the_canonical_bytes(vector: dict[str, A
     """spec §4.3.1: every body has exactly one encoding, so encoding the meaning gives the
     vector's bytes (or its canonical form, for vectors showing other accepted encodings)."""
     canonical = _wire(vector, "reencoded_hex" if "reencoded_hex" in vector else "hex")
-    (decoded,) = FrameDecoder().feed(_wire(vector))
+    (decoded,) = _decoder(vector).feed(_wire(vector))
     assert encode_frame(decoded) == canonical
     assert decoded.encode() == canonical
     assert expected_frame(vector["frame"]).encode() == canonical
@@ -195,7 +234,7 @@ def test_frame_vector_body_is_the_msgpack_map_it_states(vector: dict[str, Any]) 
     if meaning["type"] == "DATA":
         assert wire[10:] == bytes.fromhex(meaning["data_hex"])
     elif meaning["type"] != "UNKNOWN":
-        assert msgpack.unpackb(wire[10:], raw=False) == meaning["body"]
+        assert _json_body(msgpack.unpackb(wire[10:], raw=False)) == meaning["body"]
     assert wire[5] == meaning["flags"]
     assert int.from_bytes(wire[6:10], "big") & 0x7FFF_FFFF == meaning["stream_id"]
     assert int.from_bytes(wire[:4], "big") == len(wire) - 10
@@ -259,13 +298,18 @@ def test_unknown_frame_type_is_ignored_by_a_connection(vector: dict[str, Any]) -
 def _receiver(vector: dict[str, Any] | None = None) -> Connection:
     """An acceptor in the state an invalid vector names, its own preface and HELLO sent."""
     vector = vector or {}
-    conn = Connection(Role.ACCEPTOR, Settings(**vector.get("settings", {})))
+    session = bool(vector.get("session"))  # spec §15 (1.2): a receiver with sessions
+    conn = Connection(Role.ACCEPTOR, Settings(**vector.get("settings", {})), session=session)
     conn.data_to_send()  # our own preface and HELLO
     if not vector.get("before_preface"):
         assert conn.receive_data(bytes.fromhex(INVALID_FILE["peer_preface_hex"]), 0.0) == []
         if not vector.get("before_hello"):
-            conn.receive_data(bytes.fromhex(INVALID_FILE["peer_hello_hex"]), 0.0)
+            hello = INVALID_FILE["peer_session_hello_hex" if session else "peer_hello_hex"]
+            conn.receive_data(bytes.fromhex(hello), 0.0)
             assert conn.handshake_complete
+            if session:
+                (grant,) = FrameDecoder(session=True).feed(conn.data_to_send())
+                assert isinstance(grant, SessionFrame)  # spec §15.2: the session is granted
     assert conn.data_to_send() == b""
     return conn
 

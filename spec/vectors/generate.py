@@ -40,6 +40,8 @@ TYPES = {
     "PONG": 0x5,
     "RESET": 0x6,
     "GOAWAY": 0x7,
+    "SESSION": 0x8,  # 1.2, spec §15.3: on a session transport only
+    "RESUME": 0x9,
 }
 END_MESSAGE = 0x1
 END_STREAM = 0x2
@@ -61,6 +63,8 @@ CODES = {
     "VERSION_MISMATCH": 0xC,
     "OVERLOADED": 0xD,  # 1.1
     "REJECTED": 0xE,  # 1.1
+    "SESSION_UNKNOWN": 0xF,  # 1.2
+    "CANNOT_REPRODUCE": 0x10,  # 1.2
 }
 
 # spec §3.2: the settings in table order, with their defaults.
@@ -100,6 +104,20 @@ def control(name: str, stream_id: int, body: Any, flags: int = 0) -> bytes:
 def control_raw(name: str, stream_id: int, raw: bytes) -> bytes:
     """A control frame around a hand-written body (for non-canonical or broken encodings)."""
     return header(len(raw), TYPES[name], 0, stream_id) + raw
+
+
+def json_body(body: Any) -> Any:
+    """A decoded body as JSON: a msgpack bin becomes {"bin_hex": ...} (spec §13.1)."""
+    if isinstance(body, bytes):
+        return {"bin_hex": body.hex()}
+    if isinstance(body, dict):
+        return {key: json_body(value) for key, value in body.items()}
+    if isinstance(body, list):
+        return [json_body(value) for value in body]
+    return body
+
+
+TOKEN = bytes(range(16))  # spec §15.3.1's example token
 
 
 def settings(**overrides: int) -> dict[str, int]:
@@ -508,6 +526,88 @@ def frame_vectors() -> list[dict[str, Any]]:
         control_meaning("RESET", 1, rejected),
     )
 
+    # Sessions (1.2, spec §15). "session": true means decoded on a session transport.
+    asking = {**settings(), "session": 1}
+    add(
+        "hello_asking_for_a_session",
+        "HELLO with every setting at its default and session 1: the initiator asks for a "
+        "session (spec §15.2).",
+        control("HELLO", 0, asking),
+        {**control_meaning("HELLO", 0, asking), "settings": settings(), "session": 1},
+    )
+    resuming = {**settings(), "resume_token": TOKEN}
+    add(
+        "hello_resuming_a_session",
+        "HELLO with every setting at its default and a 16-byte resume_token (a msgpack bin): "
+        "the initiator resumes that session (spec §15.2, §15.6).",
+        control("HELLO", 0, resuming),
+        {
+            **control_meaning("HELLO", 0, json_body(resuming)),
+            "settings": settings(),
+            "resume_token_hex": TOKEN.hex(),
+        },
+    )
+    grant = {"token": TOKEN, "timeout_ms": 30000}
+    add(
+        "session_grant",
+        "SESSION with the token 00 01 .. 0f and timeout_ms 30000 (spec §15.3.1).",
+        control("SESSION", 0, grant),
+        {**control_meaning("SESSION", 0, json_body(grant)), "session": True},
+        spec_example="§15.3.1",
+    )
+    resume = {"received": [3, 30], "consumed": 2, "limits": [4194304, 4096]}
+    add(
+        "resume_stream",
+        "RESUME on stream 1: 3 whole messages of 30 bytes received, 2 consumed, limits "
+        "4194304 bytes and 4096 messages, END_STREAM not received (spec §15.3.2).",
+        control("RESUME", 1, resume),
+        {**control_meaning("RESUME", 1, resume), "session": True},
+        spec_example="§15.3.2",
+    )
+    ended = {
+        "received": [5, 1000],
+        "consumed": 4,
+        "limits": [80000, 10],
+        "ended": 1,
+        "reset": CODES["CANCEL"],
+    }
+    add(
+        "resume_stream_ended_and_reset",
+        "RESUME on stream 2 with every key: END_STREAM received, and the stream reset with "
+        "CANCEL after 4 messages were consumed (spec §15.3.2, §15.7).",
+        control("RESUME", 2, ended),
+        {**control_meaning("RESUME", 2, ended), "session": True},
+    )
+    conn_resume = {"received": 1234, "limit": 16777216, "highest": 3}
+    add(
+        "resume_connection",
+        "Connection RESUME, the last frame of an exchange: 1234 connection bytes received, "
+        "limit 16777216, highest peer stream seen 3 (spec §15.3.2).",
+        control("RESUME", 0, conn_resume),
+        {**control_meaning("RESUME", 0, conn_resume), "session": True},
+    )
+    unknown_session = {"last_stream": 0, "code": CODES["SESSION_UNKNOWN"]}
+    add(
+        "goaway_session_unknown",
+        "GOAWAY with SESSION_UNKNOWN (0xf) and last_stream 0: the answer to a resumption of "
+        "a session the acceptor does not keep (spec §15.6).",
+        control("GOAWAY", 0, unknown_session),
+        control_meaning("GOAWAY", 0, unknown_session),
+    )
+    add(
+        "session_frame_on_plain_transport_ignored",
+        "The SESSION of session_grant received on a transport whose initiator did not ask "
+        "for a session: an unknown type there, ignored (spec §4.4, §15.3).",
+        control("SESSION", 0, grant),
+        {
+            "type": "UNKNOWN",
+            "type_code": TYPES["SESSION"],
+            "flags": 0,
+            "stream_id": 0,
+            "body_hex": pack(grant).hex(),
+        },
+    )
+
     # Unknown types (spec §4.4)
     add(
         "unknown_type_ignored",
@@ -549,6 +649,7 @@ def invalid_vectors() -> list[dict[str, Any]]:
         settings: dict[str, int] | None = None,
         stream_id: int | None = None,
         last_stream: int | None = None,
+        session: bool = False,
         spec: str,
     ) -> None:
         assert error in CODES
@@ -573,7 +674,89 @@ def invalid_vectors() -> list[dict[str, Any]]:
         if last_stream is not None:
             assert scope == "connection"
             vector["last_stream"] = last_stream
+        if session:
+            vector["session"] = True
         vectors.append(vector)
+
+    # Sessions (1.2, spec §15): the receiver implements §15, and the peer's HELLO
+    # ('peer_session_hello_hex') asked for a session, so SESSION and RESUME are frames.
+    add(
+        "hello_resume_token_too_short",
+        "HELLO whose resume_token is a bin of 8 bytes, below MIN_TOKEN_BYTES (16).",
+        control("HELLO", 0, {**settings(), "resume_token": TOKEN[:8]}),
+        "SETTINGS_ERROR",
+        before_hello=True,
+        session=True,
+        spec="§15.2",
+    )
+    add(
+        "hello_resume_token_not_bin",
+        "HELLO whose resume_token is a str of 16 characters, not a bin.",
+        control("HELLO", 0, {**settings(), "resume_token": "x" * 16}),
+        "SETTINGS_ERROR",
+        before_hello=True,
+        session=True,
+        spec="§15.2",
+    )
+    add(
+        "hello_session_and_resume_token",
+        "HELLO carrying both session 1 and a resume_token.",
+        control("HELLO", 0, {**settings(), "session": 1, "resume_token": TOKEN}),
+        "SETTINGS_ERROR",
+        before_hello=True,
+        session=True,
+        spec="§15.2",
+    )
+    add(
+        "hello_session_out_of_range",
+        "HELLO with session 2 (the range is 0..1).",
+        control("HELLO", 0, {**settings(), "session": 2}),
+        "SETTINGS_ERROR",
+        before_hello=True,
+        session=True,
+        spec="§15.2",
+    )
+    add(
+        "session_token_too_short",
+        "SESSION with an 8-byte token, sent to an acceptor (which never receives SESSION).",
+        control("SESSION", 0, {"token": TOKEN[:8], "timeout_ms": 30000}),
+        "PROTOCOL_ERROR",
+        session=True,
+        spec="§15.3.1",
+    )
+    add(
+        "resume_stream_consumed_above_received",
+        "RESUME on stream 1 reporting 4 messages consumed of 3 received.",
+        control("RESUME", 1, {"received": [3, 30], "consumed": 4, "limits": [4194304, 4096]}),
+        "PROTOCOL_ERROR",
+        session=True,
+        spec="§15.3.2",
+    )
+    add(
+        "resume_stream_received_not_a_pair",
+        "RESUME on stream 1 whose received is an array of one element.",
+        control("RESUME", 1, {"received": [3], "consumed": 0, "limits": [4194304, 4096]}),
+        "PROTOCOL_ERROR",
+        session=True,
+        spec="§15.3.2",
+    )
+    add(
+        "resume_stream_limits_above_max_counter",
+        "RESUME on stream 1 whose byte limit is 2^62, above MAX_COUNTER: the body check "
+        "decides, as for CREDIT (flow control), before the frame's place is judged.",
+        control("RESUME", 1, {"received": [0, 0], "consumed": 0, "limits": [1 << 62, 1]}),
+        "FLOW_CONTROL_ERROR",
+        session=True,
+        spec="§15.3.2",
+    )
+    add(
+        "resume_outside_an_exchange",
+        "A well-formed connection RESUME on a session transport that is not resuming.",
+        control("RESUME", 0, {"received": 0, "limit": 16777216, "highest": 0}),
+        "PROTOCOL_ERROR",
+        session=True,
+        spec="§15.6",
+    )
 
     # Preface (spec §3.1, §3.3)
     add(
@@ -1744,7 +1927,9 @@ def main() -> None:
             "whole frame; 'frame' is what a receiver decodes from it; 'reencoded_hex', when "
             "present, is what a sender produces for that meaning (the canonical encoding of "
             "spec §4.3.1, with every HELLO setting listed as the reference implementation "
-            "sends it); otherwise re-encoding gives 'hex' exactly.",
+            "sends it); otherwise re-encoding gives 'hex' exactly. In a 'body', a msgpack bin "
+            "is written {\"bin_hex\": ...}. 'session': true (1.2) marks a frame decoded on a "
+            "session transport (spec §15.3); elsewhere its type is unknown (spec §4.4).",
             "preface": {"hex": PREFACE.hex()},
             "vectors": frames,
         },
@@ -1759,9 +1944,12 @@ def main() -> None:
             "with 'before_preface' nothing. 'scope' connection: the receiver sends GOAWAY with "
             "'error' and closes; scope stream: it sends RESET with 'error' on 'stream_id' and "
             "the connection continues. 'header_only': the bytes end before the body of the "
-            "offending frame, so the error must be found from its header alone.",
+            "offending frame, so the error must be found from its header alone. 'session' "
+            "(1.2, spec §15): the receiver implements sessions, and the peer's HELLO is "
+            "'peer_session_hello_hex', which asks for one.",
             "peer_preface_hex": PREFACE.hex(),
             "peer_hello_hex": hello().hex(),
+            "peer_session_hello_hex": control("HELLO", 0, {**settings(), "session": 1}).hex(),
             "vectors": invalid,
         },
     )
