@@ -75,6 +75,7 @@ from ._frames import (
 from ._limits import FRAME_TIMEOUT, MIN_FRAME_RATE, REPORT_INTERVAL, Limits
 from ._logs import RateLimitedLog
 from ._pacing import Pacer
+from ._reconnect import Reconnect
 from ._session import DEFAULT_SESSION_TIMEOUT, MAX_UNCONFIRMED_RECORDS, SessionStore, new_token
 from ._settings import MAX_COUNTER
 from ._state import ConnectionState, StreamState
@@ -139,6 +140,7 @@ __all__ = [
     "RateLimitedLog",
     "RawCodec",
     "ReceiveWindow",
+    "Reconnect",
     "RemoteProtocolError",
     "ResetFrame",
     "ResumeFrame",

@@ -112,6 +112,10 @@ class ConnectionStatistics:
         budget_bytes / budget_committed_bytes / budget_share_bytes: the memory budget's
             capacity, what all its connections committed, and this connection's fair
             share; ``None`` without a budget.
+        reconnects / resumed_sessions / messages_retransmitted / bytes_retransmitted /
+            retained_bytes / retained_bytes_peak: a session's resumptions (spec §15.11):
+            transports the initiator resumed, resumptions completed, what was sent again,
+            and what is kept for a resumption now and at most (spec §15.5).
     """
 
     state: str
@@ -135,3 +139,10 @@ class ConnectionStatistics:
     budget_committed_bytes: int | None = None
     budget_share_bytes: int | None = None
     blocked_on_stream_limit_seconds: float = 0.0
+    # spec §15.11: sessions
+    reconnects: int = 0
+    resumed_sessions: int = 0
+    messages_retransmitted: int = 0
+    bytes_retransmitted: int = 0
+    retained_bytes: int = 0
+    retained_bytes_peak: int = 0

@@ -58,6 +58,8 @@ class ConnectionTimers(ConnectionParts):
         Raises:
             KeepaliveTimeout: a keepalive PING went unanswered for ``ping_timeout`` with
                 nothing else received; GOAWAY(TIMEOUT) is queued and the connection closed.
+                With a resumable session (spec §15.4) the transport is lost instead: the
+                state is then RESUMING, and nothing is queued.
         """
         if self.state is ConnectionState.CLOSED:
             self.leave_budget()  # spec §8.9 B1
@@ -75,7 +77,8 @@ class ConnectionTimers(ConnectionParts):
                 f"not arrive whole by {frame - (self._frame_started or 0.0):.1f} s after its "
                 "first byte (spec §11)"
             )
-            self._fail(exc)
+            if not self.transport_lost():  # spec §15.4: a session outlives it
+                self._fail(exc)
             raise exc
         keepalive = self.local_settings.keepalive_ms / 1000
         # Each test is the same sum as in next_deadline(): ``now - t >= d`` can be false at
@@ -86,7 +89,8 @@ class ConnectionTimers(ConnectionParts):
                     f"no frame from the peer for {now - self._last_rx:.1f} s, and no answer to "
                     f"a PING for {self.ping_timeout:.1f} s (spec §11)"
                 )
-                self._fail(exc)
+                if not self.transport_lost():  # spec §15.4: a session outlives it
+                    self._fail(exc)
                 raise exc
         elif keepalive and now >= self._last_rx + keepalive:
             self._keepalive_ping = self.ping(now)

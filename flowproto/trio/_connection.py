@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import re
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any, Final
 
@@ -36,8 +37,13 @@ from .. import (
     PeerTimeout,
     PingReceived,
     PongReceived,
+    Reconnect,
     RemoteProtocolError,
+    ResumeRequested,
     Role,
+    SessionGranted,
+    SessionResumed,
+    SessionStore,
     Settings,
     StreamEnded,
     StreamOpened,
@@ -82,8 +88,15 @@ class FlowConnection:
         autotune: AutoTune | None = None,
         memory_budget: MemoryBudget | None = None,
         pacing: bool = False,
+        reconnect: Reconnect | None = None,
+        connect: Callable[[], Awaitable[trio.abc.Stream]] | None = None,
+        sessions: SessionStore[FlowConnection] | None = None,
+        resume_timeout: float = 30.0,
     ) -> None:
         self.transport = transport
+        # spec §15: the initiator asks for a session when it can reconnect; the acceptor
+        # grants one when it keeps a store to find sessions in.
+        session = reconnect is not None if role is Role.INITIATOR else sessions is not None
         self._core = Connection(
             role,
             settings,
@@ -92,7 +105,21 @@ class FlowConnection:
             limits=limits,
             autotune=autotune,
             budget=memory_budget,
+            session=session,
+            session_timeout=resume_timeout,
         )
+        self._reconnect = reconnect
+        self._connect = connect
+        self._sessions = sessions
+        self._resume_timeout = resume_timeout
+        self._no_transport = False  # spec §15.4: the transport is lost, the session kept
+        self._transport_gen = 0  # which transport a write began on
+        self._adoption: tuple[trio.abc.Stream, Connection, trio.Event] | None = None
+        self._adopted = trio.Event()
+        self._resume_request: bytes | None = None  # a fresh acceptor: the token presented
+        self._handed_over: trio.Event | None = None  # set once the session is done with it
+        self._transport_done = trio.Event()  # for a handed-over transport's first owner
+        self._write_done = trio.lowlevel.ParkingLot()
         # What this connection shares with its streams (counters, backlog, wake-ups).
         self._link = StreamLink(self._core, pacing, self._stream_changed)
         if isinstance(transport, trio.SocketStream):
@@ -198,8 +225,15 @@ class FlowConnection:
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._timer)
                 task_status.started()
-                with self._reader_scope:
-                    await self._reader()
+                while True:
+                    with self._reader_scope:
+                        await self._reader()
+                    # spec §15.4: a lost transport of a session: get another, read on.
+                    if not self._no_transport or self._lost is not None:
+                        break
+                    if not await self._regain_transport():
+                        break
+                    self._reader_scope = trio.CancelScope()
                 # The reader ended: let the writer flush what is queued (GOAWAY), then stop.
                 self._writer_done = True
                 self._wake_writer()
@@ -212,8 +246,16 @@ class FlowConnection:
             budget = self._core.budget
             self._core.leave_budget()  # spec §8.9 B1: nothing more arrives
             room_freed(budget)  # spec §8.9 B2: its room may admit a waiting newcomer
+            if self._sessions is not None:
+                self._sessions.discard(self._core)
+            self._transport_done.set()
             with trio.CancelScope(shield=True):
-                await self._last_words()
+                if self._handed_over is not None:
+                    # The transport now carries the session it resumed; its server task
+                    # closes it when this returns, so wait until the session is done.
+                    await self._handed_over.wait()
+                else:
+                    await self._last_words()
                 self._closed.set()
                 await trio.aclose_forcefully(self.transport)
 
@@ -276,11 +318,15 @@ class FlowConnection:
                     # cancel scope around each read would cost about as much as parsing it.
                     data = await self.transport.receive_some(READ_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    if self._transport_gone(exc):
+                        return  # spec §15.4: the session is kept; _run gets a transport
                     self._fail(_transport_failure(exc))
                     # Nothing can be written either (a writer may be stuck in a failed TLS
                     # handshake): stop now rather than wait to flush.
                     self._nursery.cancel_scope.cancel()
                     return
+                if not data and self._transport_gone(None):
+                    return  # EOF without GOAWAY: lost, and the session is kept (§15.4)
                 try:
                     events = core.receive_data(bytes(data), trio.current_time())
                 except RemoteProtocolError as exc:
@@ -292,6 +338,9 @@ class FlowConnection:
                     self._linger = True
                     return
                 self._dispatch(events)
+                if self._resume_request is not None:
+                    await self._hand_over(self._resume_request)  # spec §15.6
+                    return
                 if data:
                     # spec §11: keepalive and frame timeouts count from this receipt.
                     held = core.partial_input
@@ -312,6 +361,9 @@ class FlowConnection:
     _timing_frame = False  # the reader saw a frame in progress (the timer knows its deadline)
 
     def _on_timeout(self, exc: PeerTimeout) -> None:
+        if self._core.state is ConnectionState.RESUMING:
+            self._transport_gone(exc)  # spec §15.4: the session outlives a dead transport
+            return
         # spec §11, §10.2: the core queued GOAWAY(TIMEOUT); flush it, then close.
         self._fail(ConnectionLostError(str(exc), error_code=exc.error_code))
         self._writer_done = True
@@ -438,6 +490,147 @@ class FlowConnection:
                 what += " before its HELLO (spec §3.4)"  # a refusal: TLS, not flowproto, ...
             self._fail(ConnectionLostError(f"the peer closed the connection {what}"))
 
+    # --- sessions (spec §15) ---------------------------------------------------------------
+
+    def _on_session_granted(self, event: SessionGranted) -> None:
+        # The acceptor finds the session by this token when its initiator comes back.
+        if self._sessions is not None and not self._sessions.add(self._core, self, event.token):
+            _log.warning("flowproto: too many sessions kept; this one cannot be resumed")
+        if self._debug:
+            _log.debug("%s: session granted (resumable for %d ms)", self._name, event.timeout_ms)
+
+    def _on_resume_requested(self, event: ResumeRequested) -> None:
+        self._resume_request = event.token  # the reader hands the transport over (§15.6)
+
+    def _on_resumed(self, event: SessionResumed) -> None:
+        # spec §15.8: positions reconciled; senders waiting while resuming go on.
+        for stream in self._streams.values():
+            stream._send_lot.unpark_all()
+        if self._debug:
+            _log.debug(
+                "%s: session resumed; %d messages (%d bytes) sent again",
+                self._name, event.messages_retransmitted, event.bytes_retransmitted,
+            )  # fmt: skip
+
+    def _transport_gone(self, exc: BaseException | None) -> bool:
+        """The transport failed, ended without GOAWAY, or timed out. True if the session
+        is kept (spec §15.4): reading stops, and ``_run`` gets another transport."""
+        if self._no_transport:
+            return True
+        if self._lost is not None or not self._core.transport_lost():
+            return False
+        self._no_transport = True
+        link = self._link
+        link.socket = None
+        link.leftover = b""
+        link._taken()  # the core dropped its output: the backlog is empty
+        self._reader_scope.cancel()
+        self._nursery.start_soon(trio.aclose_forcefully, self.transport)
+        self._transport_done.set()
+        self._wake_writer()
+        if self._debug:
+            _log.debug("%s: transport lost (%s); the session is kept", self._name, exc)
+        return True
+
+    def _install(self, transport: trio.abc.Stream) -> None:
+        self.transport = transport
+        self._transport_gen += 1
+        self._transport_done = trio.Event()
+        self._link.socket = transport.socket if isinstance(transport, trio.SocketStream) else None
+        self._timing_frame = False
+        self._no_transport = False
+
+    async def _regain_transport(self) -> bool:
+        """A new transport for the session (spec §15.6): the initiator reconnects, the
+        acceptor waits for its peer to. False, with the connection failed, past the
+        deadline."""
+        core = self._core
+        if core.role is Role.INITIATOR:
+            policy, connect = self._reconnect, self._connect
+            assert policy is not None and connect is not None
+            deadline = trio.current_time() + policy.deadline
+            for delay in policy.delays(random.Random()):
+                transport = None
+                with trio.move_on_at(deadline):
+                    try:
+                        transport = await connect()
+                    except (OSError, trio.BrokenResourceError):
+                        transport = None
+                if transport is not None:
+                    self._install(transport)
+                    core.reconnect(trio.current_time())
+                    self._wake_writer()
+                    self._wake_timer()
+                    return True
+                if trio.current_time() + delay >= deadline:
+                    break
+                await trio.sleep(delay)
+            self._fail(
+                ConnectionLostError(
+                    f"the connection was lost and not resumed within {policy.deadline} s "
+                    "(spec §15.4)"
+                )
+            )
+            return False
+        with trio.move_on_after(self._resume_timeout):
+            await self._adopted.wait()
+        adoption, self._adoption = self._adoption, None
+        self._adopted = trio.Event()
+        if adoption is None or self._lost is not None:
+            if adoption is not None:
+                adoption[2].set()  # its first owner may close it
+            self._fail(
+                ConnectionLostError(
+                    f"the peer did not resume the session within {self._resume_timeout} s "
+                    "(spec §15.4)"
+                )
+            )
+            return False
+        transport, fresh, released = adoption
+        self._install(transport)
+        self._transport_done = released
+        self._dispatch(core.adopt(fresh, trio.current_time()))
+        self._wake_writer()
+        self._wake_timer()
+        return True
+
+    async def _hand_over(self, token: bytes) -> None:
+        """This fresh connection's peer resumes a session (spec §15.6): give the transport
+        to that session's connection, or refuse with SESSION_UNKNOWN."""
+        entry = self._sessions.find(token) if self._sessions is not None else None
+        owner = entry[1] if entry is not None else None
+        while self._mid_write:  # our preface and HELLO may be on their way out
+            await self._write_done.park()
+        released = trio.Event()
+        if owner is None or not owner._offer_transport(self.transport, self._core, released):
+            self._core.refuse_resume()
+            self._fail(
+                ConnectionLostError(
+                    "the peer resumes a session this side does not keep; sent "
+                    "GOAWAY(SESSION_UNKNOWN) (spec §15.6)",
+                    error_code=ErrorCode.SESSION_UNKNOWN,
+                )
+            )
+            return
+        self._handed_over = released
+        self.transport = _NoTransport()
+        self._link.socket = None
+        self._fail(ConnectionLostError("handed over to the session it resumes"))
+
+    def _offer_transport(
+        self, transport: trio.abc.Stream, fresh: Connection, released: trio.Event
+    ) -> bool:
+        # The acceptor's session connection: a transport that resumes it (spec §15.6).
+        # If the old one still looks alive, it is abandoned (step 2). ``released`` is set
+        # once this connection no longer uses the transport.
+        if self._lost is not None or self._adoption is not None:
+            return False
+        if not self._transport_gone(None):
+            return False  # no longer resumable (a GOAWAY, an error)
+        self._adoption = (transport, fresh, released)
+        self._adopted.set()
+        return True
+
     def _ignore(self, event: Event) -> None:
         """PeerBlocked and PingReceived: the core already acted (spec §8.7, §5.5)."""
 
@@ -462,6 +655,14 @@ class FlowConnection:
         link = self._link
         try:
             while True:
+                if self._handed_over is not None:
+                    return  # the transport belongs to the session it resumed (§15.6)
+                if self._no_transport:
+                    # spec §15.4: nothing to write to until the session has a transport.
+                    if self._writer_done or self._lost is not None:
+                        return
+                    await self._link.writer_lot.park()
+                    continue
                 if trio.current_effective_deadline() == -math.inf:
                     # Cancelled from outside: leave the output to _last_words rather than
                     # start a write that the cancellation would cut off.
@@ -471,14 +672,23 @@ class FlowConnection:
                 data = link.take(MAX_WRITE_BUFFERS if sock is not None else 1)
                 if data:
                     self._mid_write = True  # until the write completes: see aclose
+                    generation = self._transport_gen
                     try:
                         if sock is not None:
                             written = await write_socket(sock, data, self._write_timeout)
                         else:
                             written = await write_all(self.transport, data[0], self._write_timeout)
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                        self._mid_write = False
+                        self._write_done.unpark_all()
+                        if generation != self._transport_gen or self._transport_gone(exc):
+                            continue  # spec §15.4: kept; the core sends it all again
                         self._fail(_transport_failure(exc))
                         return
+                    self._write_done.unpark_all()
+                    if not written and self._transport_gone(None):
+                        self._mid_write = False
+                        continue  # spec §15.4: a write timeout loses the transport
                     if not written:
                         # spec §11, §10.7.2: the peer stopped reading; half a frame may be
                         # out, so nothing more can be written (not even GOAWAY).
@@ -684,6 +894,7 @@ class FlowConnection:
         )
         info = core.window_info(0)
         budget = core.budget
+        reconnects, resumed, retransmitted, retransmitted_bytes = core.session_counts
         return ConnectionStatistics(
             state=core.state.value,
             streams=len(self._streams),
@@ -706,6 +917,12 @@ class FlowConnection:
             budget_committed_bytes=budget.committed if budget is not None else None,
             budget_share_bytes=core.budget_share,
             blocked_on_stream_limit_seconds=self._stream_limit_seconds,
+            reconnects=reconnects,
+            resumed_sessions=resumed,
+            messages_retransmitted=retransmitted,
+            bytes_retransmitted=retransmitted_bytes,
+            retained_bytes=core.retained[1],
+            retained_bytes_peak=core.retained_peak_bytes,
         )
 
 
@@ -745,4 +962,23 @@ _EVENT_HANDLERS: Final[dict[type[Event], Callable[[FlowConnection, Any], None]]]
     ConnectionClosed: FlowConnection._on_closed,
     PeerBlocked: FlowConnection._ignore,
     PingReceived: FlowConnection._ignore,
+    SessionGranted: FlowConnection._on_session_granted,
+    ResumeRequested: FlowConnection._on_resume_requested,
+    SessionResumed: FlowConnection._on_resumed,
 }
+
+
+class _NoTransport(trio.abc.Stream):
+    """What a connection that handed its transport over holds instead (spec §15.6)."""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        raise trio.ClosedResourceError
+
+    async def wait_send_all_might_not_block(self) -> None:
+        raise trio.ClosedResourceError
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        raise trio.ClosedResourceError
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()

@@ -37,7 +37,9 @@ from .. import (
     Limits,
     MemoryBudget,
     RateLimitedLog,
+    Reconnect,
     Role,
+    SessionStore,
     Settings,
 )
 from ._admission import wait_for_room
@@ -84,6 +86,10 @@ async def open_flow_connection(
     autotune: AutoTune | bool = True,
     memory_budget: MemoryBudget | None = None,
     pacing: bool = False,
+    reconnect: Reconnect | None = None,
+    connect: Callable[[], Awaitable[trio.abc.Stream]] | None = None,
+    resume_timeout: float | None = None,
+    sessions: SessionStore[FlowConnection] | None = None,
 ) -> AsyncIterator[FlowConnection]:
     """Run flowproto over an existing Trio stream (TLS, memory streams, ...).
 
@@ -115,12 +121,29 @@ async def open_flow_connection(
             such as a client and a server in one process, compete and refuse each other).
         pacing: space each stream's messages from the peer's feedback while the peer's
             consumer is the bottleneck (spec §8.10); off by default.
+        reconnect: the initiator asks for a session (spec §15) and, when the transport is
+            lost, calls ``connect()`` for a new one by this policy (backoff with jitter,
+            within its deadline) and resumes: its streams go on, nothing lost or sent
+            twice; ``send()`` and ``receive()`` wait meanwhile. Past the deadline they
+            raise :class:`ConnectionLostError` with ``delivered``. Needs ``connect``;
+            :func:`open_connection` passes one. Sent messages are kept until the peer
+            reports them consumed: at most the windows it grants (spec §15.5).
+        connect: opens a new transport to the same peer, for ``reconnect``.
+        resume_timeout: the acceptor grants sessions and keeps one this many seconds
+            after its transport is lost (spec §15.4); ``None`` (the default): no sessions.
+            Resumptions are found in ``sessions``, shared by the connections of a server.
+        sessions: where an acceptor's sessions are found by token (spec §15.6);
+            :func:`serve` makes one per server when ``resume_timeout`` is set.
 
     Raises:
         HandshakeTimeout: the peer did not complete the handshake in time.
         ConnectionLostError: the transport failed or the peer broke the protocol.
     """
     role = Role.INITIATOR if initiator else Role.ACCEPTOR
+    if reconnect is not None and (connect is None or not initiator):
+        raise ValueError("reconnect needs connect, on the initiator (spec §15.6)")
+    if resume_timeout is not None and not initiator and sessions is None:
+        sessions = SessionStore()
     if memory_budget is not None:
         # spec §8.9 B2: floors that fit but room lent out: wait (within the handshake
         # time) for members to consume, then make the connection without yielding.
@@ -137,6 +160,10 @@ async def open_flow_connection(
         autotune=(AutoTune() if autotune is True else autotune or None),
         memory_budget=memory_budget,
         pacing=pacing,
+        reconnect=reconnect,
+        connect=connect,
+        sessions=sessions if resume_timeout is not None and not initiator else None,
+        resume_timeout=resume_timeout if resume_timeout is not None else 30.0,
     )
     grace = close_grace
     try:
@@ -188,7 +215,9 @@ async def open_connection(
             present a client certificate). The TLS handshake happens inside the flowproto
             handshake, so ``handshake_timeout`` bounds both.
         server_hostname: the name the server's certificate must carry; defaults to ``host``.
-        **kwargs: those of :func:`open_flow_connection`.
+        **kwargs: those of :func:`open_flow_connection`; ``reconnect=True`` (or a
+            :class:`flowproto.Reconnect`) resumes the session on a new TCP connection
+            when this one is lost (spec §15).
 
     Raises:
         OSError: the TCP connection could not be made.
@@ -197,12 +226,23 @@ async def open_connection(
             connection; ``retryable`` if it said OVERLOADED.
         HandshakeTimeout: no flowproto handshake within ``handshake_timeout``.
     """
-    transport: trio.abc.Stream = await trio.open_tcp_stream(host, port)
-    if ssl_context is not None:
-        transport = trio.SSLStream(
-            transport, ssl_context, server_hostname=server_hostname or host, https_compatible=True
-        )
-    async with open_flow_connection(transport, initiator=True, **kwargs) as conn:
+
+    async def connect() -> trio.abc.Stream:
+        transport: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        if ssl_context is not None:
+            transport = trio.SSLStream(
+                transport,
+                ssl_context,
+                server_hostname=server_hostname or host,
+                https_compatible=True,
+            )
+        return transport
+
+    if kwargs.get("reconnect") is True:
+        kwargs["reconnect"] = Reconnect()
+    async with open_flow_connection(
+        await connect(), initiator=True, connect=connect, **kwargs
+    ) as conn:
         yield conn
 
 
@@ -347,6 +387,8 @@ async def serve_listeners(
     line per 10 s, with a count of the failures held back; the listeners close on exit.
     """
     log = RateLimitedLog(_log)  # this server's warnings, one line per kind per 10 s
+    if kwargs.get("resume_timeout") is not None and kwargs.get("sessions") is None:
+        kwargs["sessions"] = SessionStore()  # spec §15.6: this server's sessions, by token
 
     async def on_transport(transport: trio.abc.Stream) -> None:
         await serve_connection(transport, handler, kwargs, log=log)
