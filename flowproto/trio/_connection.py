@@ -8,7 +8,7 @@ import random
 import re
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import suppress
 from typing import Any, Final
 
@@ -120,6 +120,11 @@ class FlowConnection:
         self._handed_over: trio.Event | None = None  # set once the session is done with it
         self._transport_done = trio.Event()  # for a handed-over transport's first owner
         self._write_done = trio.lowlevel.ParkingLot()
+        # spec §15.4: since when the session has had no working transport, and the waits
+        # between attempts; both run on until a resumption completes.
+        self._lost_since: float | None = None
+        self._delays: Iterator[float] | None = None
+        self._attempts = 0
         # What this connection shares with its streams (counters, backlog, wake-ups).
         self._link = StreamLink(self._core, pacing, self._stream_changed)
         if isinstance(transport, trio.SocketStream):
@@ -504,6 +509,9 @@ class FlowConnection:
 
     def _on_resumed(self, event: SessionResumed) -> None:
         # spec §15.8: positions reconciled; senders waiting while resuming go on.
+        self._lost_since = None
+        self._delays = None
+        self._attempts = 0
         for stream in self._streams.values():
             stream._send_lot.unpark_all()
         if self._debug:
@@ -548,23 +556,35 @@ class FlowConnection:
         if core.role is Role.INITIATOR:
             policy, connect = self._reconnect, self._connect
             assert policy is not None and connect is not None
-            deadline = trio.current_time() + policy.deadline
-            for delay in policy.delays(random.Random()):
+            if self._lost_since is None or self._delays is None:
+                # A loss after the last resumption completed. A loss during a resumption
+                # goes on with the same deadline and backoff.
+                self._lost_since = trio.current_time()
+                self._delays = policy.delays(random.Random())
+                self._attempts = 0
+            deadline = self._lost_since + policy.deadline
+            for delay in self._delays:
+                if self._attempts:  # the first attempt after a loss is at once
+                    if trio.current_time() + delay >= deadline:
+                        break
+                    await trio.sleep(delay)
+                self._attempts += 1
                 transport = None
                 with trio.move_on_at(deadline):
                     try:
                         transport = await connect()
                     except (OSError, trio.BrokenResourceError):
                         transport = None
-                if transport is not None:
+                if transport is not None and trio.current_time() < deadline:
                     self._install(transport)
                     core.reconnect(trio.current_time())
                     self._wake_writer()
                     self._wake_timer()
                     return True
-                if trio.current_time() + delay >= deadline:
+                if transport is not None:
+                    await trio.aclose_forcefully(transport)
+                if trio.current_time() >= deadline:
                     break
-                await trio.sleep(delay)
             self._fail(
                 ConnectionLostError(
                     f"the connection was lost and not resumed within {policy.deadline} s "
