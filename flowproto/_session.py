@@ -388,8 +388,9 @@ class SessionResumption(ConnectionParts):
     # --- the HELLO, SESSION and RESUME frames (spec §15.2, §15.3) ------------------------
 
     def _session_hello(self, frame: HelloFrame, rx: Received) -> bool:
-        """The peer's HELLO on a session connection; True if it was a resumed one (its
-        settings are then ignored: a session keeps those of its first transport)."""
+        """The peer's HELLO on a session connection; True if it resumes a session (its
+        settings are then ignored: a session keeps those of its first transport, and the
+        handshake completes for the session's connection, not this one)."""
         sess = self._session
         assert sess is not None
         if self.role is Role.INITIATOR:
@@ -404,7 +405,7 @@ class SessionResumption(ConnectionParts):
             sess.requested = frame.resume_token
             rx.events.append(ResumeRequested(frame.resume_token))
             self._inbound.pause()  # the rest is for the session's own connection
-            return False
+            return True  # its handshake is the session's: no HandshakeCompleted here
         if frame.session == 1:
             self._inbound.session = True
             sess.token = new_token()

@@ -67,7 +67,8 @@ def test_killing_the_receiver_never_loses_what_the_sender_was_told_was_consumed(
     tmp_path: Path,
 ) -> None:
     """kill -9 of the receiver mid-transfer: every message the sender saw confirmed is in
-    the file (credit goes back per message here, so any lag would show)."""
+    the file (credit goes back per message here, so any lag would show). The sender tries
+    to resume for --reconnect-timeout (spec §15.4), then fails."""
     out = tmp_path / "out.bin"
     with (
         receiver(
@@ -76,7 +77,7 @@ def test_killing_the_receiver_never_loses_what_the_sender_was_told_was_consumed(
             cwd=tmp_path,
         ) as (r, port),
         flowproto(
-            *("send", "--connect", f"127.0.0.1:{port}", "--raw"),
+            *("send", "--connect", f"127.0.0.1:{port}", "--raw", "--reconnect-timeout", "0.5"),
             *("--size", str(MESSAGE), "--count", "100000"),
             cwd=tmp_path,
         ) as s,
@@ -313,13 +314,14 @@ def test_output_dir_writes_one_safely_named_file_per_stream(tmp_path: Path) -> N
 
 def test_a_killed_sender_leaves_a_partial_file_that_the_summary_names(tmp_path: Path) -> None:
     """The issue: after the sender was killed, the receiver kept a truncated output that
-    looked like any other file."""
+    looked like any other file. The receiver keeps the session for --resume-timeout
+    (spec §15.4) in case the sender comes back; then the stream fails."""
     out = tmp_path / "out.bin"
     partial = tmp_path / "out.bin.partial"
     with (
         receiver(
             *("--output", str(out), "--raw", "-q", "--once", "--json", "--rate", "300"),
-            *("--window-messages", "16", "--no-autotune"),
+            *("--window-messages", "16", "--no-autotune", "--resume-timeout", "0.5"),
             cwd=tmp_path,
         ) as (r, port),
         flowproto(

@@ -95,6 +95,11 @@ def receive_summary(result: dict[str, Any]) -> list[str]:
         )
     if result.get("refused_streams"):
         lines.append(f"refused {result['refused_streams']} streams: --output FILE takes one stream")
+    if result.get("resumed"):
+        lines.append(
+            f"senders resumed their sessions {result['resumed']} times after lost connections "
+            "(spec §15); nothing was lost or received twice"
+        )
     return lines
 
 
@@ -111,6 +116,19 @@ def send_summary(result: dict[str, Any]) -> str:
         f"{result['seconds_blocked']:.2f} s; "
         f"the receiver confirmed {result['delivered']} consumed"
         + (f"; {len(failed)} of {result['streams']} streams failed" if failed else "")
+        + _resumed(result)
+    )
+
+
+def _resumed(result: dict[str, Any]) -> str:
+    """The sender's resumptions (spec §15), if there were any."""
+    reconnects = result.get("reconnects")
+    if not reconnects:
+        return ""
+    return (
+        f"; the connection was lost and resumed {reconnects} times, "
+        f"{result['messages_retransmitted']} messages sent again, "
+        "none lost or received twice"
     )
 
 

@@ -25,6 +25,7 @@ from flowproto import (
     ErrorCode,
     MemoryBudget,
     RateLimitedLog,
+    SessionStore,
     Settings,
     StreamState,
     get_codec,
@@ -101,6 +102,7 @@ class ReceiveOptions:
     fsync: bool = False  # --fsync: the output is on disk before credit returns
     unix_path: str | None = None  # --listen unix:PATH (then host and port are unused)
     access: ReceiverAccess = field(default_factory=ReceiverAccess)  # TLS, caps (issue 12)
+    resume_timeout: float | None = 60.0  # spec §15: keep a lost sender's session; None: no
 
 
 #: The RESET reason of a refused stream: it tells the peer nothing about the stream that has
@@ -171,6 +173,10 @@ class _Receiver:
             fsync=opts.fsync,
         )
         self.refused_streams = 0  # refused because the output has its stream
+        self.resumed = 0  # connections that resumed a session (spec §15.6)
+        self.sessions: SessionStore[FlowConnection] | None = (
+            SessionStore() if opts.resume_timeout is not None else None
+        )
         # Streams carry raw bytes; --msgpack decodes here, so a bad message is found
         # before anything of its batch is released.
         self._decode = None if opts.codec == "raw" else get_codec(opts.codec).decode
@@ -196,6 +202,8 @@ class _Receiver:
                     memory_budget=self.budget,
                     handshake_timeout=self.opts.access.handshake_timeout,
                     idle_timeout=self.opts.access.idle_timeout,
+                    resume_timeout=self.opts.resume_timeout,
+                    sessions=self.sessions,
                 ) as conn,
                 trio.open_nursery() as nursery,
             ):
@@ -205,6 +213,11 @@ class _Receiver:
             leaves = flatten(exc)
             if not all(isinstance(e, EXPECTED_ERRORS) for e in leaves):
                 raise
+            if getattr(leaves[0], "handed_over", False):
+                # spec §15.6: a resumption; its session's connection goes on with it.
+                self.connections -= 1
+                self.resumed += 1
+                return
             self.watched.count_failure(leaves[0])
             if not _graceful(leaves[0]):
                 self.problem(f"connection from {peer}: {describe(leaves[0])}", peer, "connection")
@@ -441,6 +454,7 @@ class _Receiver:
             "msgs_per_s": summary_rate(self.messages, seconds),
             "mb_per_s": summary_rate(self.bytes, seconds, 1e6, 3),
             "connections": self.connections,
+            "resumed": self.resumed,
             "streams": self.streams_seen,
             "buffered_peak_messages": self.peak_buffered,
             "problems": self.problems,

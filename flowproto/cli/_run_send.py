@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import trio
 
-from flowproto import CodecName, ErrorCode, Settings
+from flowproto import CodecName, ErrorCode, Reconnect, Settings
 from flowproto.trio import (
     ConnectionLostError,
     FlowConnection,
@@ -59,6 +59,7 @@ class SendOptions:
     json_lines: bool = False
     unix_path: str | None = None  # --connect unix:PATH (then host and port are unused)
     access: SenderAccess = field(default_factory=SenderAccess)  # TLS, retries (issue 12)
+    reconnect_timeout: float | None = 60.0  # spec §15: resume a lost connection; None: never
 
 
 class _Sender:
@@ -248,6 +249,9 @@ async def _connect(stack: AsyncExitStack, opts: SendOptions, address: str) -> Fl
         codec=opts.codec,
         close_grace=CLOSE_GRACE,
         pacing=opts.pacing,
+        reconnect=(
+            None if opts.reconnect_timeout is None else Reconnect(deadline=opts.reconnect_timeout)
+        ),
     )
     try:
         return await stack.enter_async_context(connection)
@@ -379,6 +383,7 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
                     seconds = await _send_all(sender, conn, address, progress, signals)
                     m, b, blocked, delivered, _, _ = sender.totals()
                     final = [st.statistics() for st in sender.streams]  # the same moment
+                    session = conn.statistics()
             break
         except Exception as exc:
             # spec §10.1: OVERLOADED means nothing was processed; retry while nothing was sent.
@@ -403,6 +408,11 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
         "interrupted": sender.signal is not None,
         "signal": sender.signal,
     }
+    if opts.reconnect_timeout is not None:  # spec §15.11
+        result["reconnects"] = session.reconnects
+        result["messages_retransmitted"] = session.messages_retransmitted
+        result["bytes_retransmitted"] = session.bytes_retransmitted
+        result["retained_bytes_peak"] = session.retained_bytes_peak
     if sender.signal is not None:
         return result  # the streams were reset on purpose: neither failed nor unconfirmed
     failed_ids = {f["stream"] for f in sender.failed}

@@ -153,6 +153,15 @@ def _output_file(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="Cap the credit that all connections grant together, in fair shares; a "
     "connection that does not fit is refused with GOAWAY (spec §8.9).",
 )
+@click.option(
+    "--resume-timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="S",
+    help="Keep a sender's session S seconds after its connection is lost, so that it can "
+    "reconnect and resume: nothing lost or received twice (spec §15). 0: no sessions.",
+)
 @receiver_access_options
 @observability_options("No live statistics.")
 def receive(
@@ -173,6 +182,7 @@ def receive(
     latency_target: float,
     no_autotune: bool,
     memory_budget: int | None,
+    resume_timeout: float,
     metrics_port: tuple[str, int] | None,
     metrics_per_connection: bool,
     json_lines: bool,
@@ -225,6 +235,7 @@ def receive(
         fsync=fsync,
         unix_path=listen.path if isinstance(listen, UnixAddress) else None,
         access=access,
+        resume_timeout=resume_timeout or None,
     )
     result = run_trio(run_receive, opts)
     if as_json:

@@ -81,6 +81,20 @@ from ._printing import human_size
     help="Pace each stream from the receiver's feedback while its consumer is the "
     "bottleneck: at most 5% above the rate it reports (spec §8.10).",
 )
+@click.option(
+    "--reconnect-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    metavar="S",
+    help="When the connection is lost, connect again for up to S seconds and resume: "
+    "nothing is lost or sent twice (spec §15).",
+)
+@click.option(
+    "--no-reconnect",
+    is_flag=True,
+    help="Fail at once when the connection is lost (and keep nothing for a resumption).",
+)
 @sender_access_options
 @observability_options("No live statistics and no progress bar.")
 def send(
@@ -95,6 +109,8 @@ def send(
     streams: int,
     raw: bool,
     pace: bool,
+    reconnect_timeout: float,
+    no_reconnect: bool,
     metrics_port: tuple[str, int] | None,
     metrics_per_connection: bool,
     json_lines: bool,
@@ -123,7 +139,8 @@ def send(
     over less than 10 ms),
     seconds_blocked (waiting for credit, summed over streams), delivered, streams,
     failed_streams (stream, sent, delivered, error), per_stream (stream, sent,
-    confirmed), interrupted, signal.
+    confirmed), interrupted, signal; with a session: reconnects, messages_retransmitted,
+    bytes_retransmitted, retained_bytes_peak.
     """
     from ._errors import run_trio
     from ._printing import failed_stream_lines, json_summary, per_stream_lines, send_summary
@@ -158,6 +175,7 @@ def send(
         json_lines=json_lines,
         unix_path=connect.path if isinstance(connect, UnixAddress) else None,
         access=access,
+        reconnect_timeout=None if no_reconnect else reconnect_timeout,
     )
     with progress_for(opts, quiet) as progress:
         result = run_trio(run_send, opts, progress)

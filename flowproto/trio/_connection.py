@@ -321,7 +321,12 @@ class FlowConnection:
                 try:
                     # The timer enforces the frame timeout (the core's next_deadline): a
                     # cancel scope around each read would cost about as much as parsing it.
+                    generation = self._transport_gen
                     data = await self.transport.receive_some(READ_SIZE)
+                    if self._no_transport or generation != self._transport_gen:
+                        # spec §15.4: the writer found the transport dead while this read
+                        # completed; what it read belongs to the lost transport.
+                        return
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     if self._transport_gone(exc):
                         return  # spec §15.4: the session is kept; _run gets a transport
@@ -635,7 +640,13 @@ class FlowConnection:
         self._handed_over = released
         self.transport = _NoTransport()
         self._link.socket = None
-        self._fail(ConnectionLostError("handed over to the session it resumes"))
+        self._fail(
+            ConnectionLostError(
+                "handed over to the session it resumes (spec §15.6)",
+                error_code=ErrorCode.NO_ERROR,
+                handed_over=True,
+            )
+        )
 
     def _offer_transport(
         self, transport: trio.abc.Stream, fresh: Connection, released: trio.Event

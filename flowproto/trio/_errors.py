@@ -37,6 +37,9 @@ class ConnectionLostError(trio.BrokenResourceError):
             that stream (spec §10.5); later messages may or may not have been.
         retry_after: with OVERLOADED, the seconds the peer asked us to wait before a new
             connection (GOAWAY ``retry_after_ms``, spec §5.8), else ``None``.
+        handed_over: on a server, this connection's peer resumed a session (spec §15.6):
+            its transport now carries that session's connection, which goes on. Not a
+            failure.
     """
 
     def __init__(
@@ -47,8 +50,10 @@ class ConnectionLostError(trio.BrokenResourceError):
         last_stream_id: int | None = None,
         delivered: int | None = None,
         retry_after: float | None = None,
+        handed_over: bool = False,
     ) -> None:
         super().__init__(reason)
+        self.handed_over = handed_over
         self.reason = reason
         self.error_code = error_code
         self.last_stream_id = last_stream_id

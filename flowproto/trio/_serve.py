@@ -264,12 +264,19 @@ async def open_unix_connection(
             ``ssl_context`` that checks host names.
         **kwargs: those of :func:`open_flow_connection`.
     """
-    transport: trio.abc.Stream = await trio.open_unix_socket(path)
-    if ssl_context is not None:
-        transport = trio.SSLStream(
-            transport, ssl_context, server_hostname=server_hostname, https_compatible=True
-        )
-    async with open_flow_connection(transport, initiator=True, **kwargs) as conn:
+
+    async def connect() -> trio.abc.Stream:
+        transport: trio.abc.Stream = await trio.open_unix_socket(path)
+        if ssl_context is not None:
+            transport = trio.SSLStream(
+                transport, ssl_context, server_hostname=server_hostname, https_compatible=True
+            )
+        return transport
+
+    if kwargs.get("reconnect") is True:
+        kwargs["reconnect"] = Reconnect()
+    transport = await connect()
+    async with open_flow_connection(transport, initiator=True, connect=connect, **kwargs) as conn:
         yield conn
 
 
