@@ -47,6 +47,7 @@ from ._events import (
     StreamEnded,
     StreamOpened,
     StreamReset,
+    StreamStarted,
 )
 from ._frames import (
     HEADER,
@@ -158,6 +159,7 @@ __all__ = [
     "StreamOpened",
     "StreamRecord",
     "StreamReset",
+    "StreamStarted",
     "StreamState",
     "StreamStatistics",
     "UnknownFrame",

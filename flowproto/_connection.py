@@ -55,6 +55,7 @@ from ._frames import (
     HelloFrame,
     PingFrame,
     ResetFrame,
+    ResumeFrame,
     Settings,
 )
 from ._inbound import DataBody, DataHeader, Inbound, Item, Received
@@ -189,8 +190,9 @@ class Connection(
         self._conn_send = SendCredit(0)  # the peer's connection limit arrives in its HELLO
         self._conn_recv = ReceiveWindow(ls.connection_bytes, MAX_COUNTER, ls.max_message_bytes)
         self._inbound = Inbound(self._streams, self._conn_recv, ls)  # bytes in (spec §4)
-        asks = self._session is not None and self._session.asked  # spec §15.2
-        hello = HelloFrame(ls, session=1) if asks else None
+        # spec §15.2: the initiator asks for a session; the acceptor offers them.
+        hello = HelloFrame(ls, session=1) if self._session is not None else None
+        asks = self._session is not None and self._session.asked
         self._output = Outbound(ls, self.limits.max_queued_replies, hello)  # preface and HELLO
         self._inbound.session = asks
         self._out = self._output.out  # the send hot path appends to it directly
@@ -248,16 +250,23 @@ class Connection(
 
     # --- streams -------------------------------------------------------------------------
 
-    def open_stream(self) -> int:
+    def open_stream(self, *, await_start: bool = False) -> int:
         """Open a stream and return its id (spec §6.2).
 
         A CREDIT restating our initial limits is queued so the peer learns of the
         stream at once, even before a message is sent.
 
+        ``await_start`` (spec §15.10, cold resume): the peer says where the stream starts
+        (:class:`StreamStarted`) before anything is sent on it; meanwhile
+        ``send_message`` returns False. Only with a session the peer granted.
+
         Raises:
             LocalProtocolError: before the peer's HELLO, after GOAWAY, at the peer's
-                max_streams, or when stream ids are exhausted.
+                max_streams, when stream ids are exhausted, or ``await_start`` without
+                a session.
         """
+        if await_start and self.session_token is None:
+            raise LocalProtocolError("await_start needs a session the peer granted (spec §15.10)")
         if not self.can_open_stream:
             if self.state is not ConnectionState.OPEN or self.peer_settings is None:
                 raise ConnectionClosedError(
@@ -269,10 +278,55 @@ class Connection(
             )
         stream_id = self._table.allocate_local_id()
         st = self._new_stream(stream_id)
+        if await_start:
+            st.start = "sending"
         self._output.queue(
-            CreditFrame(stream_id, st.recv.advertised_bytes, st.recv.advertised_messages, 0)
+            CreditFrame(
+                stream_id,
+                st.recv.advertised_bytes,
+                st.recv.advertised_messages,
+                0,
+                await_start=1 if await_start else None,
+            )
         )
         return stream_id
+
+    def start_stream(self, stream_id: int, messages: int = 0, nbytes: int = 0) -> None:
+        """Say where a stream the peer opened with ``await_start`` starts (spec §15.10).
+
+        ``(0, 0)``: from the beginning (a CREDIT). Otherwise the position the receiving
+        application vouches for (what it holds durably, say): both ends count the stream
+        from there, as if those messages had been sent, received and consumed, and the
+        peer sends what follows (a RESUME). A claim, not the protocol's knowledge.
+
+        Raises:
+            LocalProtocolError: the stream is not waiting for a start.
+        """
+        st = self._streams.get(stream_id)
+        if st is None or st.start != "receiving":
+            raise LocalProtocolError(
+                f"stream {stream_id} was not opened with await_start (spec §15.10)"
+            )
+        st.start = None
+        rw = st.recv
+        if messages or nbytes:
+            rw.received_messages = rw.consumed_messages = messages
+            rw.received_bytes = rw.consumed_bytes = nbytes
+            rw.advertised_bytes = nbytes + rw.window_bytes
+            rw.advertised_messages = messages + rw.window_messages
+            st.reported_consumed = messages
+            self._output.queue(
+                ResumeFrame(
+                    stream_id,
+                    (messages, nbytes),
+                    messages,
+                    (rw.advertised_bytes, rw.advertised_messages),
+                )
+            )
+        else:
+            self._output.queue(
+                CreditFrame(stream_id, rw.advertised_bytes, rw.advertised_messages, 0)
+            )
 
     def _new_stream(self, stream_id: int) -> StreamRecord:
         peer = self.peer_settings

@@ -19,7 +19,9 @@ from ._events import (
     PeerBlocked,
     PingReceived,
     PongReceived,
+    StreamOpened,
     StreamReset,
+    StreamStarted,
 )
 from ._frames import (
     BlockedFrame,
@@ -184,6 +186,15 @@ class ControlReceiving(ConnectionParts):
             if not was_idle:
                 self._glitch(f"CREDIT on closed stream {sid}")  # spec §10.7.1
             return  # spec §6.5: CREDIT on a closed stream is ignored
+        if frame.await_start and was_idle and self._session is not None:
+            # spec §15.10: the opener waits for us to say where the stream starts.
+            st.start = "receiving"
+            opened = rx.events[-1]
+            assert isinstance(opened, StreamOpened) and opened.stream_id == sid
+            rx.events[-1] = StreamOpened(sid, True)
+        elif st.start == "sending":
+            st.start = None  # spec §15.10: a CREDIT starts it from the beginning
+            rx.events.append(StreamStarted(sid, 0, 0))
         send = st.send
         old_bytes = send.limit_bytes
         old_messages = send.limit_messages

@@ -27,6 +27,7 @@ __all__ = [
     "StreamEnded",
     "StreamOpened",
     "StreamReset",
+    "StreamStarted",
 ]
 
 
@@ -39,9 +40,14 @@ class HandshakeCompleted:
 
 @dataclass(frozen=True, slots=True)
 class StreamOpened:
-    """The peer opened a stream (spec §6.2)."""
+    """The peer opened a stream (spec §6.2).
+
+    ``await_start``: the peer waits to be told where the stream starts (spec §15.10):
+    answer with ``Connection.start_stream`` before it can send anything.
+    """
 
     stream_id: int
+    await_start: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +178,17 @@ class ResumeRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamStarted:
+    """The receiver said where a stream opened with ``await_start`` starts (spec §15.10):
+    send from message ``messages`` + 1, byte ``nbytes`` of the source on. ``(0, 0)``: from
+    the beginning."""
+
+    stream_id: int
+    messages: int
+    nbytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class SessionResumed:
     """Both exchanges are in and reconciled (spec §15.8): sending may go on.
 
@@ -197,4 +214,5 @@ Event = (
     | SessionGranted
     | ResumeRequested
     | SessionResumed
+    | StreamStarted
 )

@@ -381,6 +381,7 @@ class CreditFrame:
     consumed: int | None = None
     rate: int | None = None
     depth: int | None = None
+    await_start: int | None = None  # spec §15.10: the opener waits for the receiver's start
 
     def encode(self) -> bytes:
         body = _present(
@@ -390,6 +391,7 @@ class CreditFrame:
                 "consumed": self.consumed,
                 "rate": self.rate,
                 "depth": self.depth,
+                "await_start": self.await_start,
             }
         )
         return _control(FrameType.CREDIT, self.stream_id, body)
@@ -409,6 +411,7 @@ class CreditFrame:
             _get_int(m, "consumed", "CREDIT", MAX_COUNTER, required=False),
             _get_int(m, "rate", "CREDIT", MAX_FEEDBACK_RATE, required=False),  # spec §8.10
             _get_int(m, "depth", "CREDIT", MAX_COUNTER, required=False),
+            _get_int(m, "await_start", "CREDIT", 1, required=False),  # spec §15.10
         )
 
 

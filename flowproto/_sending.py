@@ -55,8 +55,9 @@ class DataSending(ConnectionParts):
             LocalProtocolError: MESSAGE_TOO_LARGE if over the peer's max_message_bytes.
         """
         st = self._sendable(stream_id)
-        if self._suspended:
-            return False  # spec §15.6: resuming; wait for SessionResumed
+        if self._suspended or st.start is not None:
+            # spec §15.6: resuming, wait for SessionResumed; §15.10: for StreamStarted.
+            return False
         n = len(payload)
         peer = self.peer_settings
         assert peer is not None
@@ -102,8 +103,8 @@ class DataSending(ConnectionParts):
         if count == 1:  # the Trio layer's send(): the single-message path, same rules
             return 1 if self.send_message(stream_id, payloads[0], end_stream=end_stream) else 0
         st = self._sendable(stream_id)
-        if self._suspended:
-            return 0  # spec §15.6: resuming; wait for SessionResumed
+        if self._suspended or st.start is not None:
+            return 0  # spec §15.6, §15.10: wait for SessionResumed or StreamStarted
         peer = self.peer_settings
         assert peer is not None
         max_message = peer.max_message_bytes

@@ -40,6 +40,7 @@ from ._events import (
     SessionGranted,
     SessionResumed,
     StreamReset,
+    StreamStarted,
 )
 from ._frames import (
     MAX_PING_ID,
@@ -163,6 +164,13 @@ class SessionResumption(ConnectionParts):
             and self.state is not ConnectionState.CLOSED
             and self.state is not ConnectionState.CLOSING
         )
+
+    @property
+    def session_pending(self) -> bool:
+        """The initiator asked for a session, the acceptor's HELLO offered them, and its
+        SESSION has not arrived yet (spec §15.2): it comes next."""
+        sess = self._session
+        return sess is not None and not sess.settled and self.peer_settings is not None
 
     @property
     def suspended(self) -> bool:
@@ -397,6 +405,8 @@ class SessionResumption(ConnectionParts):
             if sess.phase == _HELLO:
                 sess.phase = _SESSION
                 return True
+            if frame.session != 1 and not sess.settled:
+                self._end_session()  # spec §15.2: no offer, so no SESSION will come
             return False
         if not sess.grants:
             return False
@@ -455,6 +465,10 @@ class SessionResumption(ConnectionParts):
         sess = self._session
         assert sess is not None
         if sess.phase != _EXCHANGE:
+            st = self._streams.get(frame.stream_id)
+            if st is not None and st.start == "sending":
+                self._cold_start(st, frame, rx)  # spec §15.10
+                return
             raise RemoteProtocolError("a RESUME outside a resumption's exchange (spec §15.6)")
         sid = frame.stream_id
         if sid:
@@ -470,6 +484,20 @@ class SessionResumption(ConnectionParts):
             sess.peer_resumes[sid] = frame
             return
         self._reconcile(frame, rx)
+
+    def _cold_start(self, st: StreamRecord, resume: ResumeFrame, rx: Received) -> None:
+        """spec §15.10: the receiver starts our stream at the position it vouches for."""
+        messages, nbytes = resume.received
+        st.start = None
+        send = st.send
+        send.sent_messages = messages
+        send.sent_bytes = nbytes
+        send.grant(*resume.limits)
+        st.record_consumed(resume.consumed)
+        if st.retained is not None:
+            st.retained_base = messages
+            st.retained_base_bytes = nbytes
+        rx.events.append(StreamStarted(st.id, messages, nbytes))
 
     # --- reconciling (spec §15.8) --------------------------------------------------------
 
@@ -508,6 +536,10 @@ class SessionResumption(ConnectionParts):
                 continue
             if st.reset_code is not None:
                 continue  # step 2: our exchange carried the reset; the peer closes it
+            if st.start == "sending" and sid in resumes:
+                # spec §15.10: the receiver's start was lost with the transport; its
+                # RESUME states the same position.
+                self._cold_start(st, resume, rx)
             sent = self._retransmit(st, resume)  # step 3
             count += sent[0]
             nbytes += sent[1]

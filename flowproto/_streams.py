@@ -52,6 +52,7 @@ class StreamRecord:
         "retained_bytes",
         "send",
         "sent_end",
+        "start",
         "state",
         "tuner",
     )
@@ -81,6 +82,9 @@ class StreamRecord:
         self.reset_code: int | None = None  # the stream was reset, either way (spec §15.7)
         self.reset_consumed = 0  # the final count that reset carried or will carry
         self.confirmed = False  # a PONG confirmed its closing (spec §15.7)
+        # spec §15.10: "sending" while we opened it with await_start and wait for the
+        # receiver's start; "receiving" while the peer did, until we start it.
+        self.start: str | None = None
 
     def record_consumed(self, consumed: int | None) -> None:
         """The peer's ``consumed`` (spec §5.3, §10.5): never down, never past what we sent."""

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import sys
 from pathlib import Path
 
-from cli_helpers import Proc, receiver, run_flowproto
+from cli_helpers import Proc, flowproto, receiver, run_flowproto
 
 
 def cut_proxy(target: int, cut_every: int, cwd: Path) -> tuple[Proc, int]:
@@ -92,3 +93,41 @@ def test_no_reconnect_fails_at_the_first_cut_and_says_what_was_confirmed(tmp_pat
     assert "flowproto: error:" in sent.stderr
     assert "confirmed" in sent.stderr
     assert "resumed" not in sent.stderr
+
+
+def test_a_receiver_killed_and_restarted_on_the_same_output_resumes_from_what_it_holds(
+    tmp_path: Path,
+) -> None:
+    """spec §15.10 (cold resume) end to end: kill -9 of the receiver mid-transfer; a new
+    receiver on the same port and --output goes on after the bytes FILE.partial holds,
+    the sender seeks there, and the file ends byte-identical."""
+    data = random.Random(17).randbytes(8_000_000)
+    source = tmp_path / "in.bin"
+    source.write_bytes(data)
+    out = tmp_path / "out.bin"
+    partial = tmp_path / "out.bin.partial"
+    slow = ("--output", str(out), "--raw", "-q", "--once", "--rate", "100")
+    with (
+        receiver(*slow, cwd=tmp_path) as (first, port),
+        flowproto(
+            *("send", "--connect", f"127.0.0.1:{port}", "--raw", "--input", str(source)),
+            cwd=tmp_path,
+        ) as s,
+    ):
+        s.wait_for(r"delivered [1-9]\d*$")  # some of it is in the file
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait()
+        held = partial.stat().st_size
+        assert 0 < held < len(data)
+        with flowproto(
+            *("receive", "--listen", f"127.0.0.1:{port}", "--output", str(out), "--raw"),
+            *("--once", "-q"),
+            cwd=tmp_path,
+        ) as second:
+            second.wait_for(rf"resuming stream \d+ after its {held} bytes held")
+            status, _, stderr = s.finish()
+            assert status == 0, stderr
+            assert f"resuming after the {held} bytes" in stderr
+            second_status, _, second_err = second.finish()
+            assert second_status == 0, second_err
+    assert out.read_bytes() == data

@@ -25,6 +25,7 @@ from flowproto import (
     FrameDecoder,
     GoAwayReceived,
     HelloFrame,
+    LocalProtocolError,
     MessagesReceived,
     RemoteProtocolError,
     ResumeFrame,
@@ -37,6 +38,7 @@ from flowproto import (
     Settings,
     StreamOpened,
     StreamReset,
+    StreamStarted,
     StreamState,
 )
 
@@ -360,21 +362,27 @@ def test_a_session_is_granted_and_both_ends_know_the_token() -> None:
 
 
 def test_without_session_on_either_side_nothing_is_retained() -> None:
-    """spec §15.2: an acceptor that does not grant sends no SESSION; the initiator then
-    retains nothing once the acceptor's first other frame shows there is no session."""
+    """spec §15.2: an acceptor that does not offer sessions says so by its HELLO (no
+    `session` 1): the initiator knows at once that it has none, and retains nothing."""
     a = Connection(Role.INITIATOR, SMALL, session=True)
     b = Connection(Role.ACCEPTOR, SMALL)  # sessions off
     pump(a, b)
+    assert a.session_token is None and not a.resumable and not a.session_pending
     sid = a.open_stream()
-    pump(a, b)
     assert a.send_message(sid, b"x" * 100)
     pump(a, b)
-    assert a.retained == (1, 100)  # undecided: the acceptor has sent nothing since its HELLO
-    b.open_stream()  # its CREDIT is the acceptor's first frame after processing our HELLO
-    pump(a, b)
-    assert a.session_token is None and not a.resumable
     assert a.retained == (0, 0)
     assert not a.transport_lost()
+
+
+def test_an_acceptor_offering_sessions_says_so_in_its_hello() -> None:
+    """spec §15.2: `session` 1 in the acceptor's HELLO; its SESSION follows."""
+    a = Connection(Role.INITIATOR, session=True)
+    b = Connection(Role.ACCEPTOR, session=True)
+    (hello,) = FrameDecoder().feed(b.data_to_send()[10:])
+    assert isinstance(hello, HelloFrame) and hello.session == 1
+    a.receive_data(hello_wire(hello), 0.0)
+    assert a.session_pending  # offered; the SESSION is next
 
 
 def test_a_plain_connection_ignores_session_frame_types() -> None:
@@ -544,3 +552,66 @@ def test_the_session_store_finds_a_session_by_token_only() -> None:
     assert list(store.expire(4.0)) == []
     assert list(store.expire(5.0)) == [(link.b.conn, "b")]
     assert store.find(token) is None
+
+
+# --- cold resume (spec §15.10) --------------------------------------------------------------
+
+
+def test_a_stream_opened_with_await_start_starts_where_the_receiver_says() -> None:
+    """spec §15.10: the receiver vouches for a position; both ends count from there."""
+    link = establish(20)
+    a, b = link.a.conn, link.b.conn
+    sid = a.open_stream(await_start=True)
+    assert not a.send_message(sid, b"too early")  # nothing before the start
+    link.collect()
+    link.deliver(len(link.to_b), 0)
+    opened = [e for e in link.b.events if isinstance(e, StreamOpened) and e.stream_id == sid]
+    assert opened == [StreamOpened(sid, True)]
+    b.start_stream(sid, 3, 300)  # it holds 3 messages, 300 bytes
+    link.settle()
+    assert [e for e in link.a.events if isinstance(e, StreamStarted)] == [
+        StreamStarted(sid, 3, 300)
+    ]
+    assert a.peer_consumed(sid) == 3  # known delivered: what the receiver vouched for
+    link.a.pending[sid] = [b"fourth", b"fifth"]
+    link.b.inbox.setdefault(sid, [])
+    drain(link)
+    assert link.b.delivered[sid] == [b"fourth", b"fifth"]
+    assert b.receive_capacity(sid)[0] > 0
+    assert a.peer_consumed(sid) in (3, 5)
+
+
+def test_a_start_from_the_beginning_is_a_credit() -> None:
+    """spec §15.10: start_stream() with no position answers with CREDIT: (0, 0)."""
+    link = establish(21)
+    sid = link.a.conn.open_stream(await_start=True)
+    link.settle()
+    link.b.conn.start_stream(sid)
+    link.settle()
+    assert StreamStarted(sid, 0, 0) in link.a.events
+    link.a.pending[sid] = [b"first"]
+    drain(link)
+    assert link.b.delivered[sid] == [b"first"]
+
+
+def test_await_start_needs_a_session() -> None:
+    """spec §15.10: without a session the peer may not understand the answer."""
+    a = Connection(Role.INITIATOR)
+    b = Connection(Role.ACCEPTOR)
+    pump(a, b)
+    with pytest.raises(LocalProtocolError):
+        a.open_stream(await_start=True)
+
+
+def test_a_start_lost_in_a_cut_comes_back_in_the_exchange() -> None:
+    """spec §15.8, §15.10: the receiver's RESUME in the exchange carries its start."""
+    link = establish(22)
+    sid = link.a.conn.open_stream(await_start=True)
+    link.settle()
+    link.b.conn.start_stream(sid, 2, 20)
+    link.cut(0, 0)  # the answer is lost
+    link.settle()
+    assert StreamStarted(sid, 2, 20) in link.a.events
+    link.a.pending[sid] = [b"third"]
+    drain(link)
+    assert link.b.delivered[sid] == [b"third"]

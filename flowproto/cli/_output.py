@@ -51,6 +51,7 @@ class Sink:
         self.final = final  # the name it gets once complete
         self.messages = 0
         self.bytes = 0
+        self.held = 0  # bytes it held before this stream wrote (a resumed .partial)
         # fsync is for files: a pipe or a terminal (stdout) has nothing to sync.
         self._fsync_fd: int | None = None
         if fsync:
@@ -159,8 +160,14 @@ class Outputs:
     def active(self) -> bool:
         return self._stdout is not None or self.file is not None or self.directory is not None
 
-    def claim(self, peer: str, connection: int, stream_id: int) -> Sink | None:
+    def claim(
+        self, peer: str, connection: int, stream_id: int, *, resume: bool = False
+    ) -> Sink | None:
         """The sink this stream writes to (``None``: no output).
+
+        ``resume`` (spec §15.10): the sender can start anywhere, so ``--output FILE``
+        goes on after what ``FILE.partial`` holds (from a receiver that stopped before
+        the stream ended) instead of starting it again; the sink's ``held`` says how much.
 
         Raises:
             OutputRefused: --output FILE already has its stream.
@@ -175,14 +182,19 @@ class Outputs:
                     "the receiver uses --output-dir for many senders"
                 )
             self._owner = f"stream {stream_id} from {peer}"
-            return self._open(self.file)
+            return self._open(self.file, resume=resume)
         if self.directory is not None:
             name = stream_file_name(peer, connection, stream_id)
             return self._open(os.path.join(self.directory, name))
         return None
 
-    def _open(self, final: str) -> Sink:
+    def _open(self, final: str, *, resume: bool = False) -> Sink:
         partial = final + PARTIAL_SUFFIX
+        if resume and os.path.isfile(partial):
+            file = open(partial, "ab")  # noqa: SIM115 - the Sink closes it
+            sink = Sink(file, fsync=self.fsync, path=partial, final=final)
+            sink.held = file.tell()
+            return sink
         return Sink(open(partial, "wb"), fsync=self.fsync, path=partial, final=final)
 
     def finish(self, sink: Sink | None, *, complete: bool) -> None:

@@ -218,6 +218,12 @@ class _Receiver:
                 self.connections -= 1
                 self.resumed += 1
                 return
+            if getattr(leaves[0], "error_code", None) == ErrorCode.SESSION_UNKNOWN:
+                # spec §15.6: a sender resuming a session this receiver does not have (it
+                # restarted, or the session expired): refused, and it may connect anew.
+                self.connections -= 1
+                eprint(f"a sender ({peer}) resumed a session this receiver does not have")
+                return
             self.watched.count_failure(leaves[0])
             if not _graceful(leaves[0]):
                 self.problem(f"connection from {peer}: {describe(leaves[0])}", peer, "connection")
@@ -274,7 +280,9 @@ class _Receiver:
                 await stream.reset(ErrorCode.CANCEL, "the receiver is stopping")
                 return
             try:
-                sink = self.outputs.claim(peer, connection, stream.stream_id)
+                sink = self.outputs.claim(
+                    peer, connection, stream.stream_id, resume=stream.awaits_start
+                )
             except OutputRefused as exc:
                 # spec §6.4: nothing of this stream was processed, so REFUSED_STREAM.
                 self.refused_streams += 1
@@ -284,6 +292,12 @@ class _Receiver:
                 )
                 await stream.reset(ErrorCode.REFUSED_STREAM, REFUSED_REASON)
                 return
+            if stream.awaits_start:
+                # spec §15.10: the sender goes on after what the output already holds
+                held = sink.held if sink is not None else 0
+                stream.start_at(0, held)
+                if held:
+                    eprint(f"resuming stream {stream.stream_id} after its {held} bytes held")
             with scope:
                 await self._consume(stream, sink)
             complete = await self._end(stream, sink)

@@ -11,6 +11,8 @@ confirmed than sent is reported "unconfirmed" (spec §10.5), not as a failure.
 from __future__ import annotations
 
 import math
+import os
+import stat
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -75,6 +77,17 @@ class _Sender:
         self._last = (0, 0, 0)  # messages, bytes, delivered at the last report
         self._last_report = 0.0  # seconds since the start, at the last report
         self.signal: str | None = None  # the name of the signal that stopped the sending
+        # spec §15.10: --input FILE, raw, one stream, with sessions: a receiver restarted
+        # on the same output resumes after what it holds.
+        self.cold = (
+            opts.reconnect_timeout is not None
+            and opts.codec == "raw"
+            and opts.streams == 1
+            and opts.input is not None
+            and _seekable(opts.input)
+        )
+        self.restart = False  # the receiver lost the session: go on on a new connection
+        self.resumed_at = 0  # where the last connection's stream started (bytes)
         self.watched: Watched | None = None  # for --metrics-port: resets counted by code
 
     def totals(self) -> tuple[int, int, float, int, int, int]:
@@ -121,9 +134,10 @@ class _Sender:
         stream alone (spec §10.3): it is recorded in ``failed`` and the others go on.
         """
         stream: FlowStream | None = None
+        cold = self.cold and conn.resumable  # spec §15.10: the receiver says where to start
         with trio.move_on_at(deadline):
             try:
-                stream = await conn.open_stream()
+                stream = await conn.open_stream(await_start=cold)
             except ConnectionLostError as exc:
                 self.unopened.append(exc)
                 return
@@ -141,6 +155,11 @@ class _Sender:
             await stream.aclose()
             await self._wait_consumed(stream)
         except (StreamResetError, ConnectionLostError) as exc:
+            if cold and exc.error_code == ErrorCode.SESSION_UNKNOWN:
+                # spec §15.6, §15.10: the receiver restarted and lost the session; a new
+                # connection goes on from what its output holds.
+                self.restart = True
+                return
             if self.watched is not None:
                 self.watched.count_failure(exc)
             delivered = exc.delivered or 0
@@ -182,6 +201,22 @@ class _Sender:
                 sent += stream.messages_sent - before
 
     async def _send_input(self, stream: FlowStream, source: BinaryIO) -> None:
+        _, start = await stream.started()  # spec §15.10: (0, 0) unless cold
+        if self.cold:
+            size = os.fstat(source.fileno()).st_size
+            if start > size:
+                await stream.reset(
+                    ErrorCode.CANNOT_REPRODUCE,
+                    f"the receiver holds {start} bytes, the input only {size}",
+                )
+                raise CliError(
+                    f"the receiver's output holds {start} bytes, more than the {size} of "
+                    "--input: not the same file?"
+                )
+            source.seek(start)
+            if start:
+                eprint(f"resuming after the {start} bytes the receiver's output holds")
+            self.resumed_at = start
         read: Callable[[int], bytes] = getattr(source, "read1", source.read)
         msgpack_mode = self.opts.codec == "msgpack"
         if not self.opts.lines:
@@ -233,6 +268,14 @@ class _Sender:
                 return
 
 
+def _seekable(source: BinaryIO) -> bool:
+    """A regular file, which a cold resume can start anywhere (spec §15.10)."""
+    try:
+        return source.seekable() and stat.S_ISREG(os.fstat(source.fileno()).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def _rejected(exc: Exception) -> bool:
     """A RESET(REJECTED): the receiving application refused a message (spec §5.7, 1.1)."""
     return isinstance(exc, StreamResetError) and exc.error_code == ErrorCode.REJECTED
@@ -262,6 +305,26 @@ async def _connect(stack: AsyncExitStack, opts: SendOptions, address: str) -> Fl
         if error is None:
             raise
         raise error from None
+
+
+#: New connections after a receiver lost the session (spec §15.10), at most.
+MAX_RESTARTS = 100
+
+
+async def _connect_again(
+    stack: AsyncExitStack, opts: SendOptions, address: str, deadline: float
+) -> FlowConnection:
+    """:func:`_connect`; after a restart (a ``deadline`` ahead), again with backoff until the
+    receiver is back or the deadline passes."""
+    delay = 0.05
+    while True:
+        try:
+            return await _connect(stack, opts, address)
+        except CliError:
+            if trio.current_time() + delay >= deadline:
+                raise
+        await trio.sleep(delay)
+        delay = min(1.0, 2 * delay)
 
 
 def _share(total: int | None, parts: int, index: int) -> int | None:
@@ -370,12 +433,14 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
     """
     address = f"unix:{opts.unix_path}" if opts.unix_path else format_address((opts.host, opts.port))
     retry = Retry(opts.access.retry_for, address)
+    restarts = 0
+    restart_deadline = -math.inf  # no retrying the first connection (see --retry-for)
     while True:
         sender = _Sender(opts)
         try:
             with stop_signal_receiver() as signals:
                 async with AsyncExitStack() as stack:
-                    conn = await _connect(stack, opts, address)
+                    conn = await _connect_again(stack, opts, address, restart_deadline)
                     peer = conn.peer_settings
                     assert peer is not None
                     _check_message_size(opts, peer)
@@ -384,6 +449,14 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
                     m, b, blocked, delivered, _, _ = sender.totals()
                     final = [st.statistics() for st in sender.streams]  # the same moment
                     session = conn.statistics()
+            if sender.restart and restarts < MAX_RESTARTS:
+                # spec §15.10: the receiver restarted and lost the session: a new
+                # connection, whose stream starts after what the receiver's output holds.
+                restarts += 1
+                assert opts.reconnect_timeout is not None
+                restart_deadline = trio.current_time() + opts.reconnect_timeout
+                eprint("flowproto: the receiver lost the session (restarted?); connecting anew")
+                continue
             break
         except Exception as exc:
             # spec §10.1: OVERLOADED means nothing was processed; retry while nothing was sent.
@@ -409,6 +482,8 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
         "signal": sender.signal,
     }
     if opts.reconnect_timeout is not None:  # spec §15.11
+        result["restarts"] = restarts
+        result["resumed_at_bytes"] = sender.resumed_at
         result["reconnects"] = session.reconnects
         result["messages_retransmitted"] = session.messages_retransmitted
         result["bytes_retransmitted"] = session.bytes_retransmitted

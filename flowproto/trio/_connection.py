@@ -48,6 +48,7 @@ from .. import (
     StreamEnded,
     StreamOpened,
     StreamReset,
+    StreamStarted,
     StreamState,
     get_codec,
 )
@@ -168,6 +169,12 @@ class FlowConnection:
     def local_settings(self) -> Settings:
         """What this side accepts (sent in our HELLO)."""
         return self._core.local_settings
+
+    @property
+    def resumable(self) -> bool:
+        """True while the connection has a session that a lost transport would not end
+        (spec §15.4): the peer granted one, and no GOAWAY went either way."""
+        return self._core.resumable
 
     @property
     def closed(self) -> bool:
@@ -426,6 +433,8 @@ class FlowConnection:
 
     def _on_stream_opened(self, event: StreamOpened) -> None:
         stream = FlowStream(self, self._link, event.stream_id, get_codec(self._codec_spec))
+        if event.await_start:
+            stream._start = "receiving"  # spec §15.10: the peer waits for start_at()
         self._streams[event.stream_id] = stream
         try:
             self._accept_send.send_nowait(stream)
@@ -503,6 +512,7 @@ class FlowConnection:
     # --- sessions (spec §15) ---------------------------------------------------------------
 
     def _on_session_granted(self, event: SessionGranted) -> None:
+        self._stream_change.unpark_all()  # _wait_handshake may wait for it
         # The acceptor finds the session by this token when its initiator comes back.
         if self._sessions is not None and not self._sessions.add(self._core, self, event.token):
             _log.warning("flowproto: too many sessions kept; this one cannot be resumed")
@@ -511,6 +521,11 @@ class FlowConnection:
 
     def _on_resume_requested(self, event: ResumeRequested) -> None:
         self._resume_request = event.token  # the reader hands the transport over (§15.6)
+
+    def _on_stream_started(self, event: StreamStarted) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None:
+            stream._on_started(event.messages, event.nbytes)  # spec §15.10
 
     def _on_resumed(self, event: SessionResumed) -> None:
         # spec §15.8: positions reconciled; senders waiting while resuming go on.
@@ -777,6 +792,10 @@ class FlowConnection:
     async def _wait_handshake(self, timeout: float) -> None:
         with trio.move_on_after(timeout) as scope:
             await self._handshake.wait()
+            while self._core.session_pending and self._lost is None:
+                # spec §15.2: the acceptor offered sessions; its SESSION comes next, and
+                # the connection is ready once it has (streams may then await_start).
+                await self._stream_change.park()
         if self._lost is not None:
             raise self._lost
         if scope.cancelled_caught:
@@ -788,7 +807,11 @@ class FlowConnection:
             raise HandshakeTimeout(message)
 
     async def open_stream(
-        self, *, codec: CodecName | Codec | None = None, wait: bool = True
+        self,
+        *,
+        codec: CodecName | Codec | None = None,
+        wait: bool = True,
+        await_start: bool = False,
     ) -> FlowStream:
         """Open a stream; waits while the peer's max_streams are all in use (spec §6.4).
 
@@ -797,6 +820,10 @@ class FlowConnection:
         Args:
             codec: this stream's codec; defaults to the connection's.
             wait: ``False`` to fail at once rather than wait for a stream to close.
+            await_start: the peer says where the stream starts (spec §15.10, cold
+                resume): ``await stream.started()`` gives the position (what it already
+                holds) and the stream sends what follows. Needs a session
+                (``reconnect``) the peer granted.
 
         Raises:
             ConnectionLostError: the connection ended, or the peer sent GOAWAY.
@@ -810,7 +837,7 @@ class FlowConnection:
                 await self._wait_for_stream_slot(wait)
             finally:
                 self._stream_limit_seconds += trio.current_time() - started
-        stream_id = core.open_stream()
+        stream_id = core.open_stream(await_start=await_start)
         stream = FlowStream(
             self,
             self._link,
@@ -818,6 +845,8 @@ class FlowConnection:
             get_codec(codec if codec is not None else self._codec_spec),
         )
         self._streams[stream_id] = stream
+        if await_start:
+            stream._start = "sending"
         self._wake_writer()
         return stream
 
@@ -996,6 +1025,7 @@ _EVENT_HANDLERS: Final[dict[type[Event], Callable[[FlowConnection, Any], None]]]
     SessionGranted: FlowConnection._on_session_granted,
     ResumeRequested: FlowConnection._on_resume_requested,
     SessionResumed: FlowConnection._on_resumed,
+    StreamStarted: FlowConnection._on_stream_started,
 }
 
 

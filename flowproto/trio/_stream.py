@@ -77,6 +77,11 @@ class FlowStream:
         self.starved_seconds = 0.0
         # spec §8.10: the one pacer; max_lag=0: a sender that fell behind never bursts
         self._pacer = Pacer(max_lag=0.0)
+        # spec §15.10: "sending": we opened it with await_start and wait for the peer's
+        # start; "receiving": the peer did, and waits for ours.
+        self._start: str | None = None
+        self._started = trio.Event()
+        self._start_position = (0, 0)
 
     def __repr__(self) -> str:
         return f"<FlowStream {self.stream_id} {self._link.core.stream_state(self.stream_id).value}>"
@@ -85,6 +90,50 @@ class FlowStream:
     def connection(self) -> FlowConnection:
         """The connection this stream belongs to."""
         return self._conn
+
+    # where the stream starts (spec §15.10, cold resume) ------------------------------------
+
+    @property
+    def awaits_start(self) -> bool:
+        """The peer opened this stream with ``await_start``: it sends nothing until
+        :meth:`start_at` says where the stream starts (the first ``receive()`` starts it
+        from the beginning)."""
+        return self._start == "receiving"
+
+    def start_at(self, messages: int = 0, nbytes: int = 0) -> None:
+        """Tell the peer where this stream starts (spec §15.10): after ``messages``
+        messages of ``nbytes`` bytes this side already holds (say, a file it wrote
+        before it restarted). The peer sends what follows. A claim of this application,
+        not the protocol's knowledge: vouch only for what you hold.
+
+        Raises:
+            flowproto.LocalProtocolError: the peer did not open the stream with
+                ``await_start``, or it was started already.
+        """
+        self._link.core.start_stream(self.stream_id, messages, nbytes)
+        self._start = None
+        self._link.wake_writer()
+
+    async def started(self) -> tuple[int, int]:
+        """For a stream opened with ``open_stream(await_start=True)``: wait until the
+        peer says where it starts; ``(messages, bytes)`` already there, ``(0, 0)`` for the
+        beginning. Send what follows. At once for any other stream.
+
+        Raises:
+            StreamResetError, ConnectionLostError: the stream ended first.
+        """
+        if self._start == "sending":
+            await self._started.wait()
+            self._check_send()
+        else:
+            await trio.lowlevel.checkpoint()
+        return self._start_position
+
+    def _on_started(self, messages: int, nbytes: int) -> None:
+        self._start = None
+        self._start_position = (messages, nbytes)
+        self._started.set()
+        self._send_lot.unpark_all()
 
     # sending -----------------------------------------------------------------------------
 
@@ -376,6 +425,8 @@ class FlowStream:
     async def _starve(self) -> None:
         """Wait for a message (raising as ``_check_receive`` does); spec §14 counts it."""
         self._check_receive()
+        if self._start == "receiving":
+            self.start_at()  # spec §15.10: nothing comes until the stream is started
         start = trio.current_time()
         self.starvation_events += 1
         self._link.starvation_events += 1
@@ -430,6 +481,7 @@ class FlowStream:
         self._link.stream_changed(self.stream_id, bool(self._inbox))
 
     def _on_reset(self, exc: StreamResetError) -> None:
+        self._started.set()  # a started() waiter sees the reset
         if self._reset is None:
             self._reset = exc
         if self._send_done_at is None:
@@ -446,6 +498,7 @@ class FlowStream:
         self._link.stream_changed(self.stream_id, bool(self._inbox))
 
     def _on_lost(self, exc: ConnectionLostError) -> None:
+        self._started.set()  # a started() waiter sees the loss
         if self._lost is None:
             self._lost = exc.for_stream(self._delivered())
         if self._send_done_at is None:
