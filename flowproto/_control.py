@@ -117,6 +117,9 @@ class ControlReceiving(ConnectionParts):
         if sess is not None and frame.id == sess.confirm_ping:
             self._confirmed()  # spec §15.7: closed streams before its PING are confirmed
             return
+        if sess is not None and frame.id == sess.token_ping:
+            self._token_confirmed()  # spec §15.6: the presented token is spent
+            return
         if frame.id in self._pings:  # spec §5.6: an unmatched PONG is ignored
             self._pings.discard(frame.id)
             sent = self._ping_times.pop(frame.id, None)

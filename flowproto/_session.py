@@ -116,6 +116,7 @@ class SessionState:
         "settled",
         "timeout_ms",
         "token",
+        "token_ping",
     )
 
     def __init__(self, role: Role, timeout: float) -> None:
@@ -133,6 +134,7 @@ class SessionState:
         self.closed_waiting: list[int] = []  # closed before the confirming PING went out
         self.closed_next: list[int] = []  # closed since
         self.confirm_ping: int | None = None
+        self.token_ping: int | None = None  # acceptor: its PONG retires prev_token (§15.6)
         self.retained_bytes = 0
         self.retained_peak = 0
         self.reconnects = 0  # the initiator's resumptions begun
@@ -270,6 +272,7 @@ class SessionResumption(ConnectionParts):
             sess.closed_next = sess.closed_waiting + sess.closed_next
             sess.closed_waiting = []
             sess.confirm_ping = None
+        sess.token_ping = None  # the presented token stays valid: its PONG never came
         self._inbound = self._new_inbound()
         return True
 
@@ -341,7 +344,9 @@ class SessionResumption(ConnectionParts):
         self._move(ConnectionInput.ADOPT_TRANSPORT)
         sess.phase = _EXCHANGE
         self._last_rx = now
-        self._send_confirm_ping()  # its PONG retires the token just spent (spec §15.6)
+        # spec §15.6: the PONG of this PING retires the presented token. It confirms no
+        # closed stream: their closing frames may be sent again when reconciling, after it.
+        sess.token_ping = self._queue_ping()
         events: list[Event] = [SessionGranted(sess.token, sess.timeout_ms)]
         if rest:
             events += self.receive_data(rest, now)
@@ -711,14 +716,25 @@ class SessionResumption(ConnectionParts):
             self._send_confirm_ping()
 
     def _send_confirm_ping(self) -> None:
+        """A PING after the closing frames of every stream in ``closed_next`` (spec §15.7)."""
         sess = self._session
         assert sess is not None
-        ping_id = self._next_ping_id
-        self._next_ping_id = (ping_id + 1) & MAX_PING_ID
-        sess.confirm_ping = ping_id
+        sess.confirm_ping = self._queue_ping()
         sess.closed_waiting = sess.closed_next
         sess.closed_next = []
+
+    def _queue_ping(self) -> int:
+        ping_id = self._next_ping_id
+        self._next_ping_id = (ping_id + 1) & MAX_PING_ID
         self._output.queue(PingFrame(ping_id))
+        return ping_id
+
+    def _token_confirmed(self) -> None:
+        """The PONG of the PING sent after a SESSION: the initiator has the new token."""
+        sess = self._session
+        assert sess is not None
+        sess.token_ping = None
+        sess.prev_token = None
 
     def _confirmed(self) -> None:
         """The PONG of the confirming PING: the peer processed all we sent before it."""

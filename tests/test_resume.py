@@ -303,6 +303,29 @@ def test_cuts_at_any_byte_lose_nothing_and_duplicate_nothing(
     assert link.a.conn.resumable and link.b.conn.resumable
 
 
+def test_a_close_is_confirmed_only_by_a_ping_after_its_end_stream_was_sent_again() -> None:
+    """spec §15.7 (found by the property above): the acceptor's PING that retires a token
+    goes out before reconciling resends an END_STREAM, so its PONG must not confirm the
+    stream; the next cut would otherwise find the stream forgotten at one end only."""
+    ops = [
+        ("open", 0, 0, 0),
+        ("end", 1, 0, 0),  # the initiator ends stream 1
+        ("send", 0, 0, 0),
+        ("send", 0, 0, 0),
+        ("cut", 10, 0, 0),  # the acceptor gets the END_STREAM; its messages are lost
+        ("end", 0, 0, 0),  # it ends its side while reconnecting: closed there
+        ("deliver", 176, 0, 0),
+        ("deliver", 0, 0, 454),
+        ("cut", 197, 0, 0),
+    ]
+    link = establish(0)
+    streams = open_streams(link, 2, 1)
+    for seq, op in enumerate(ops):
+        apply(link, streams, op, seq)
+    drain(link)
+    check_exactly_once(link)
+
+
 def test_thousands_of_random_cuts_lose_nothing() -> None:
     """The same model, driven by a seeded generator over many long runs (several
     thousand cuts in all), so the search is not limited to what hypothesis shrinks."""
