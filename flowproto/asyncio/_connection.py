@@ -723,6 +723,13 @@ class FlowConnection(asyncio.Protocol):
             self.abort()
             raise
 
+    async def wait_closed(self) -> None:
+        """Wait until the connection has ended and its transport is closed (by either
+        side, or lost); :attr:`close_reason` then says why."""
+        if self.transport is None and self._lost is not None:
+            return  # never connected
+        await self._closed.wait()
+
     async def _wait_until(self, done: Callable[[], bool], timeout: float) -> None:
         # Wait for a stream or connection change until done(), at most `timeout` seconds.
         deadline = self._loop.time() + timeout
