@@ -42,3 +42,27 @@ def test_asyncio_refuses_the_options_it_does_not_have(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "--backend asyncio does not support --latency" in done.stderr
+
+
+def test_conformance_passes_strictly_against_an_asyncio_receiver(tmp_path: Path) -> None:
+    """CI's run against `flowproto receive --backend asyncio`, minus the timers."""
+    import re
+
+    from test_cli import receiver as receive_process
+
+    with receive_process("--quiet", "--backend", "asyncio", cwd=tmp_path) as r:
+        proc = run_flowproto(
+            "conformance", f"127.0.0.1:{r.port}", "--strict", "--no-timers", cwd=tmp_path
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert re.search(r"\n(\d+) passed, 0 failed, 0 skipped", proc.stdout)
+
+
+def test_conformance_passes_strictly_against_asyncio_senders(tmp_path: Path) -> None:
+    """CI's sender run: one `flowproto send --backend asyncio --streams 3` per case."""
+    from test_conformance import SENDER_CASES, check_senders
+
+    _, stdout, _ = check_senders(
+        tmp_path, "--count", "100", "--streams", "3", "-q", "--backend", "asyncio"
+    )
+    assert f"{len(SENDER_CASES)} passed, 0 failed" in stdout
