@@ -235,6 +235,9 @@ class FlowConnection(asyncio.Protocol):
                 self._fail(transport_failure(exc))
             else:
                 self._fail(self._closed_error())
+        if self._core.state is not ConnectionState.CLOSED:
+            # The core learns the transport ended (spec §10.6): it is CLOSED, its timers stop.
+            self._dispatch(self._core.receive_data(b"", self._loop.time()))
         for handle in (self._timer, self._idle, self._write_watch, self._abort_handle):
             if handle is not None:
                 handle.cancel()
@@ -263,6 +266,8 @@ class FlowConnection(asyncio.Protocol):
 
     def _arm_timer(self) -> None:
         # After each flush: the core's next deadline (spec §8.7, §11), and the write watch.
+        if self._closed.is_set():
+            return  # the transport is gone: nothing is timed any more
         transport = self.transport
         if (
             transport is not None
