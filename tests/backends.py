@@ -27,6 +27,9 @@ import flowproto.asyncio as fa
 import flowproto.trio as ft
 from flowproto import Connection, Role, Settings
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
+
 Scenario = Callable[[Any], Awaitable[None]]
 
 #: close_grace for every connection a test makes (unless it passes its own): a stream
@@ -94,10 +97,15 @@ class TrioBackend:
         self, handler: Callable[[Any], Awaitable[None]], path: str, **kwargs: Any
     ) -> AsyncIterator[None]:
         kwargs.setdefault("close_grace", GRACE)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(partial(ft.serve_unix, handler, path, **kwargs))
-            yield
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(partial(ft.serve_unix, handler, path, **kwargs))
+                yield
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # what failed, as asyncio raises it
+            if len(group.exceptions) != 1:
+                raise
+            raise group.exceptions[0] from None
 
     def unix_connect(self, path: str, **kwargs: Any) -> AbstractAsyncContextManager[Any]:
         kwargs.setdefault("close_grace", GRACE)

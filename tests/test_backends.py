@@ -418,6 +418,33 @@ def test_unix_sockets_carry_flowproto(backend: Any, tmp_path: Path) -> None:
     backend.run(scenario)
 
 
+def test_a_unix_socket_file_is_private_kept_and_removed(backend: Any, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    path = tmp_path / "flow.sock"
+    regular = tmp_path / "file"
+    regular.write_text("not a socket")
+
+    async def scenario(b: Any) -> None:
+        async with b.unix_server(echo, str(path)):
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600  # only this user connects
+            with pytest.raises(OSError):  # a live server's socket is never replaced
+                async with b.unix_server(echo, str(path)):
+                    pass
+            async with b.unix_connect(str(path)) as conn:  # still serving
+                stream = await conn.open_stream()
+                await stream.send(1)
+                assert await stream.receive() == 1
+        assert not path.exists()  # removed on close
+        with pytest.raises(FileExistsError):
+            async with b.unix_server(echo, str(regular)):
+                pass
+        assert regular.read_text() == "not a socket"
+
+    backend.run(scenario)
+
+
 def test_statistics_count_both_ways(backend: Any) -> None:
     async def scenario(b: Any) -> None:
         async with b.server(echo, codec="raw") as port, b.connect(port, codec="raw") as conn:

@@ -49,6 +49,7 @@ from .. import (
     StreamResetError,
     StreamStatistics,
 )
+from ..unix_sockets import DEFAULT_UNIX_MODE
 from ._connection import FlowConnection
 from ._constants import (
     CLOSE_LINGER,
@@ -78,6 +79,7 @@ __all__ = [
     "DEFAULT_CLOSE_GRACE",
     "DEFAULT_FRAME_TIMEOUT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_UNIX_MODE",
     "DEFAULT_WRITE_TIMEOUT",
     "MAX_SEND_BACKLOG",
     "PACING_HEADROOM",

@@ -31,6 +31,7 @@ from .. import (
     Role,
     Settings,
 )
+from ..unix_sockets import DEFAULT_UNIX_MODE, bind_unix_socket
 from ._admission import wait_for_room
 from ._connection import FlowConnection, transport_failure
 from ._constants import (
@@ -351,6 +352,7 @@ class FlowServer:
         options: _Options,
         *,
         max_connections: int | None = None,
+        on_close: Callable[[], object] | None = None,
     ) -> None:
         if max_connections is not None and max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
@@ -358,6 +360,7 @@ class FlowServer:
         self._listen = listen
         self._options = options
         self._max_connections = max_connections
+        self._on_close = on_close  # serve_unix: remove the socket file
         self._server: asyncio.Server | None = None
         self._connections: set[FlowConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # one per connection
@@ -404,6 +407,8 @@ class FlowServer:
         self._closing = True
         if self._server is not None:
             self._server.close()
+        if self._on_close is not None:
+            self._on_close()
         for conn in list(self._connections):
             conn.close_soon()
         loop = asyncio.get_running_loop()
@@ -562,6 +567,7 @@ async def serve_unix(
     handler: StreamHandler,
     path: str,
     *,
+    mode: int | None = DEFAULT_UNIX_MODE,
     ssl: _ssl.SSLContext | None = None,
     max_connections: int | None = None,
     backlog: int = 100,
@@ -569,26 +575,42 @@ async def serve_unix(
 ) -> FlowServer:
     """Serve flowproto on a Unix socket at ``path``, as :func:`serve` does on TCP.
 
+    The socket file is made as the Trio layer makes it (``flowproto.unix_sockets``):
+    permissions ``mode`` (0600 by default: only this user may connect), a stale socket
+    replaced and anything else refused, and the file removed when the server closes.
+
     Args:
         handler: ``await handler(stream)`` for every stream a peer opens.
-        path: the socket file (``loop.create_unix_server`` replaces a stale socket there).
+        path: the socket file.
+        mode: its permissions; ``None`` honours the umask.
         ssl: serve TLS over the socket.
         max_connections: as :func:`serve`.
         backlog: the listen backlog.
         **kwargs: those of :func:`open_flow_connection`.
+
+    Raises:
+        FileExistsError: ``path`` exists and is not a socket.
+        OSError: another server listens on ``path``, or binding failed.
     """
     options = _Options(**kwargs)
     loop = asyncio.get_running_loop()
+    sock, socket_file = bind_unix_socket(path, mode=mode, backlog=backlog)
 
     def listen(factory: Callable[[], asyncio.BaseProtocol]) -> Awaitable[asyncio.Server]:
         return loop.create_unix_server(
             factory,
-            path,
+            sock=sock,
             ssl=ssl,
             ssl_handshake_timeout=options.handshake_timeout if ssl is not None else None,
-            backlog=backlog,
         )
 
-    server = FlowServer(handler, listen, options, max_connections=max_connections)
-    await server.start_serving()
+    server = FlowServer(
+        handler, listen, options, max_connections=max_connections, on_close=socket_file.remove
+    )
+    try:
+        await server.start_serving()
+    except BaseException:
+        socket_file.remove()
+        sock.close()
+        raise
     return server
