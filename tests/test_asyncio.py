@@ -343,3 +343,59 @@ def test_flow_server_is_an_async_context_manager_with_its_sockets() -> None:
         await server.wait_closed()
 
     run(main)
+
+
+async def until(done: Callable[[], bool]) -> None:
+    """Yield to the loop until ``done()`` (bounded by the test's timeout)."""
+    while not done():
+        await asyncio.sleep(0)
+
+
+def test_a_server_connection_waits_for_room_in_the_memory_budget() -> None:
+    """spec §8.9 B2: the second connection's HELLO waits while the first holds the room,
+    and goes out once the first's consumer takes its messages; nothing is refused."""
+    from flowproto import MemoryBudget, tuned_floor
+
+    m = 16 * 1024
+    floor = tuned_floor(m)
+    greedy = Settings(max_message_bytes=m, connection_bytes=4 * floor, stream_bytes=4 * floor)
+    budget = MemoryBudget(4 * floor)
+
+    async def main() -> None:
+        consume_more = asyncio.Event()
+        admitted = asyncio.Event()
+        release = asyncio.Event()
+
+        async def handler(stream: FlowStream) -> None:
+            await stream.receive()
+            await consume_more.wait()
+            async for _ in stream:
+                pass
+
+        async def second(port: int) -> None:
+            async with open_connection("127.0.0.1", port, codec="raw", handshake_timeout=30):
+                admitted.set()
+                await release.wait()
+
+        options = {"settings": greedy, "memory_budget": budget, "autotune": False}
+        async with await serve(
+            handler, 0, host="127.0.0.1", codec="raw", close_grace=0.2, **options
+        ) as server:
+            port = server.sockets[0].getsockname()[1]
+            async with open_connection("127.0.0.1", port, codec="raw", close_grace=0.2) as first:
+                sender = await first.open_stream()
+                await sender.send(b"x" * m)
+                await until(lambda: budget.free < floor)  # consumed: the window took the room
+                await sender.send_many([b"x" * m] * 4)  # within the credit
+                task = asyncio.get_running_loop().create_task(second(port))
+                await until(lambda: budget.waiting == floor)
+                assert not admitted.is_set()
+                consume_more.set()
+                await admitted.wait()
+                assert budget.refused == 0 and budget.waits == 1 and budget.waiting == 0
+                assert budget.members == 2 and budget.peak <= budget.capacity
+                release.set()
+                await task
+                await sender.aclose()
+
+    run(main)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import socket
 import ssl as _ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Final
@@ -336,6 +336,55 @@ class _Refusal(asyncio.Protocol):
         return False
 
 
+class _Admission(asyncio.Protocol):
+    """A connection waiting for room in the server's memory budget (spec §8.9 B2), before
+    its preface and HELLO: reading is paused (what arrives meanwhile is kept), and once
+    ``wait()`` returns, ``admitted(transport, pending, eof)`` hands the transport to a new
+    FlowConnection, which the budget then admits or refuses with GOAWAY(OVERLOADED)."""
+
+    def __init__(
+        self,
+        wait: Callable[[], Awaitable[None]],
+        admitted: Callable[[asyncio.Transport, list[bytes], bool], None],
+        track: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+    ) -> None:
+        self.wait = wait
+        self.admitted = admitted
+        self.track = track
+        self.transport: asyncio.Transport | None = None
+        self.pending: list[bytes] = []
+        self.eof = False
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.pause_reading()
+        self.task = self.track(self.admit())
+
+    async def admit(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        try:
+            await self.wait()
+        except asyncio.CancelledError:  # the server closed first
+            transport.abort()
+            raise
+        if not transport.is_closing():
+            self.admitted(transport, self.pending, self.eof)
+
+    def data_received(self, data: bytes) -> None:
+        self.pending.append(data)  # what a TLS layer had decrypted before the pause
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True  # the connection-to-be decides
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
 class FlowServer:
     """A flowproto server, made by :func:`serve` or :func:`serve_unix` (as
     ``asyncio.start_server`` makes an ``asyncio.Server``).
@@ -448,11 +497,31 @@ class FlowServer:
                 OVERLOADED_RETRY_AFTER_MS,
             )
             return _Refusal(reason)
+        if self._options.memory_budget is not None:
+            # spec §8.9 B2: the connection may have to wait for room before its HELLO.
+            return _Admission(self._options.admitted, self._admitted, self._track)
         conn = self._options.connection(Role.ACCEPTOR)
-        task = asyncio.get_running_loop().create_task(self._serve_connection(conn))
+        self._track(self._serve_connection(conn))
+        return conn
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        # A connection's task (waiting for admission, or served): wait_closed waits for it.
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return conn
+        return task
+
+    def _admitted(self, transport: asyncio.Transport, pending: list[bytes], eof: bool) -> None:
+        # The budget admits it: the connection takes the transport over, as if just made.
+        conn = self._options.connection(Role.ACCEPTOR)
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+        for data in pending:
+            conn.data_received(data)
+        if eof:
+            conn.eof_received()
+        transport.resume_reading()
+        self._track(self._serve_connection(conn))
 
     async def _serve_connection(self, conn: FlowConnection) -> None:
         options = self._options
