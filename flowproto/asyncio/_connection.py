@@ -242,6 +242,11 @@ class FlowConnection(asyncio.Protocol):
             if handle is not None:
                 handle.cancel()
         self._timer = self._idle = self._write_watch = self._abort_handle = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            # The peer closed first: Python 3.10's TLS transport is left open otherwise
+            # (a ResourceWarning when it is collected); closing a closed one does nothing.
+            transport.close()
         budget = self._core.budget
         self._core.leave_budget()  # spec §8.9 B1: nothing more arrives
         room_freed(budget)  # spec §8.9 B2: its room may admit a waiting newcomer
