@@ -111,6 +111,7 @@ class FlowConnection(asyncio.Protocol):
         #: DEBUG logging of the lifecycle (``flowproto -v``), decided once: free when off.
         self._debug = _log.isEnabledFor(logging.DEBUG)
         self._name = ""
+        self._logged_window = (0, 0)  # (connection window, its tuner's change count) logged
         self._write_timeout = write_timeout
         self._codec_spec = codec
         self._ports: dict[int, StreamPort] = {}
@@ -408,9 +409,22 @@ class FlowConnection(asyncio.Protocol):
         handlers = self._handlers
         for event in events:
             handlers[type(event)](event)
+        if self._debug:
+            self._log_window()
         if self._goaway is not None:
             # After the whole batch: a RESET read with the GOAWAY still reaches its stream.
             self._end_if_finished()
+
+    def _log_window(self) -> None:
+        # The connection's receive window, when its tuner changed it (spec §8.9).
+        info = self._core.window_info(0)
+        if info is not None and (info.window_bytes, info.changes) != self._logged_window:
+            if self._logged_window != (0, 0):
+                _log.debug(
+                    "%s: connection window now %d bytes (%s)",
+                    self._name, info.window_bytes, info.reason.value,
+                )  # fmt: skip
+            self._logged_window = (info.window_bytes, info.changes)
 
     def _new_stream(self, stream_id: int, codec: CodecName | Codec | None) -> FlowStream:
         port = StreamPort()
@@ -476,7 +490,14 @@ class FlowConnection(asyncio.Protocol):
     def _on_handshake(self, event: HandshakeCompleted) -> None:
         self._handshake.set()
         if self._debug:
-            _log.debug("%s: handshake complete", self._name)
+            peer = self._core.peer_settings
+            assert peer is not None
+            _log.debug(
+                "%s: handshake complete; the peer grants %d bytes / %d messages a stream, "
+                "%d bytes on the connection, messages up to %d bytes, %d streams",
+                self._name, peer.stream_bytes, peer.stream_messages, peer.connection_bytes,
+                peer.max_message_bytes, peer.max_streams,
+            )  # fmt: skip
 
     def _on_pong(self, event: PongReceived) -> None:
         # The core measured the round trip (its one RTT estimator, spec §8.9).
