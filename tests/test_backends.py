@@ -543,3 +543,60 @@ def test_a_server_survives_a_client_that_is_not_flowproto(backend: Any) -> None:
                     assert await stream.receive() == "still"
 
     backend.run(scenario)
+
+
+def test_held_messages_are_reported_consumed_only_once_released(backend: Any) -> None:
+    # spec §8.5, §10.5: receive_many(release=False) keeps the credit until release().
+    async def scenario(b: Any) -> None:
+        taken = b.Event()
+        release_now = b.Event()
+
+        async def holder(stream: Any) -> None:
+            got = await stream.receive_many(3, release=False)
+            assert got == [0, 1, 2]
+            taken.set()
+            await release_now.wait()
+            stream.release(2)
+            with pytest.raises(ValueError):
+                stream.release(5)
+            stream.release()
+            async for _ in stream:
+                pass
+
+        async with (
+            b.server(holder, settings=SMALL, autotune=False) as port,
+            b.connect(port) as conn,
+        ):
+            stream = await conn.open_stream()
+            await stream.send_many([0, 1, 2])
+            await taken.wait()
+            await conn.ping()
+            assert (stream.statistics().delivered or 0) == 0  # held: not consumed yet
+            release_now.set()
+            await stream.aclose()
+            with pytest.raises(b.EndOfStream):
+                await stream.receive()
+            assert stream.statistics().delivered == 3
+
+    backend.run(scenario)
+
+
+def test_a_rejected_message_tells_the_sender_what_was_accepted(backend: Any) -> None:
+    # spec §5.7 (1.1): RESET(REJECTED) with the count of accepted messages.
+    async def scenario(b: Any) -> None:
+        async def picky(stream: Any) -> None:
+            async for message in stream:
+                if message == "bad":
+                    await stream.reject("no thanks")
+                    return
+
+        async with b.server(picky) as port, b.connect(port) as conn:
+            stream = await conn.open_stream()
+            await stream.send_many(["ok", "ok", "bad", "later"])
+            with pytest.raises(StreamResetError) as info:
+                await stream.receive()
+            assert info.value.error_code == ErrorCode.REJECTED
+            assert info.value.delivered == 2
+            assert not info.value.retryable
+
+    backend.run(scenario)

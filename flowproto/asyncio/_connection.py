@@ -364,6 +364,8 @@ class FlowConnection(asyncio.Protocol):
             return
         transport.close()  # writes what it holds first
         # A peer that takes nothing more would keep it open: abort after the allowance.
+        if self._abort_handle is not None:
+            self._abort_handle.cancel()
         self._abort_handle = self._loop.call_later(
             CLOSE_LINGER + self._write_timeout, transport.abort
         )
