@@ -2,7 +2,8 @@
 
 ``import flowproto`` gives the protocol without any I/O: a :class:`Connection` that
 turns received bytes into events and queues bytes to send. Trio users import
-``flowproto.trio``; the wire contract is ``spec/PROTOCOL.md``.
+``flowproto.trio``, asyncio users ``flowproto.asyncio``; the wire contract is
+``spec/PROTOCOL.md``.
 """
 
 from ._autotune import (
@@ -25,11 +26,14 @@ from ._errors import (
     ErrorCode,
     FlowProtoError,
     FrameTimeout,
+    HandshakeTimeout,
     KeepaliveTimeout,
     LocalProtocolError,
     PeerTimeout,
     RemoteProtocolError,
     StreamClosedError,
+    StreamLimitError,
+    StreamResetError,
 )
 from ._events import (
     ConnectionClosed,
@@ -122,6 +126,7 @@ __all__ = [
     "GoAwayFrame",
     "GoAwayReceived",
     "HandshakeCompleted",
+    "HandshakeTimeout",
     "HelloFrame",
     "KeepaliveTimeout",
     "Limits",
@@ -156,9 +161,11 @@ __all__ = [
     "Settings",
     "StreamClosedError",
     "StreamEnded",
+    "StreamLimitError",
     "StreamOpened",
     "StreamRecord",
     "StreamReset",
+    "StreamResetError",
     "StreamStarted",
     "StreamState",
     "StreamStatistics",

@@ -15,11 +15,14 @@ __all__ = [
     "ErrorCode",
     "FlowProtoError",
     "FrameTimeout",
+    "HandshakeTimeout",
     "KeepaliveTimeout",
     "LocalProtocolError",
     "PeerTimeout",
     "RemoteProtocolError",
     "StreamClosedError",
+    "StreamLimitError",
+    "StreamResetError",
 ]
 
 
@@ -124,3 +127,41 @@ class KeepaliveTimeout(PeerTimeout):
 
 class FrameTimeout(PeerTimeout):
     """A frame begun by the peer did not arrive whole within its frame timeout (spec §11)."""
+
+
+# --- what the I/O layers raise (shared by the Trio and asyncio layers) ------------------
+
+
+class StreamLimitError(FlowProtoError):
+    """``open_stream(wait=False)``: the peer's max_streams are all in use (spec §6.4)."""
+
+
+class StreamResetError(FlowProtoError):
+    """The stream was reset (spec §10.3); no more messages either way.
+
+    Attributes:
+        error_code: the RESET's code.
+        reason: its reason text.
+        remote: True if the peer reset it.
+        delivered: messages the peer reported consumed on this stream (spec §10.5).
+        retryable: True if the peer never processed the stream (REFUSED_STREAM).
+    """
+
+    def __init__(
+        self, stream_id: int, error_code: int, reason: str, remote: bool, delivered: int | None
+    ) -> None:
+        who = "the peer" if remote else "this side"
+        super().__init__(
+            f"stream {stream_id} was reset by {who}: {ErrorCode.describe(error_code)}"
+            + (f" ({reason})" if reason else "")
+        )
+        self.stream_id = stream_id
+        self.error_code = error_code
+        self.reason = reason
+        self.remote = remote
+        self.delivered = delivered
+        self.retryable = error_code == ErrorCode.REFUSED_STREAM
+
+
+class HandshakeTimeout(FlowProtoError, TimeoutError):
+    """The peer did not complete the preface and HELLO exchange in time (spec §3.4)."""

@@ -1,5 +1,6 @@
-"""The layers stay apart: ``import flowproto`` leaves trio unloaded, the core does no I/O,
-and every ``spec §N.M`` the code and tests cite names a section of spec/PROTOCOL.md.
+"""The layers stay apart: ``import flowproto`` leaves trio and asyncio unloaded, each I/O
+layer loads without the other, the core does no I/O, and every ``spec §N.M`` the code and
+tests cite names a section of spec/PROTOCOL.md.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import flowproto
 
@@ -29,21 +32,39 @@ def core_modules() -> list[Path]:
     return paths
 
 
-def test_importing_flowproto_and_its_core_modules_does_not_load_trio() -> None:
+def test_importing_flowproto_and_its_core_modules_does_not_load_trio_or_asyncio() -> None:
     names = [f"flowproto.{p.stem}" for p in core_modules() if p.name != "__init__.py"]
     code = (
         "import importlib, sys\n"
         "import flowproto\n"
         f"for name in {names!r}:\n"
         "    importlib.import_module(name)\n"
-        "loaded = sorted(m for m in sys.modules if m == 'trio' or m.startswith('trio.'))\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('trio', 'asyncio')\n"
+        "                or m.startswith(('flowproto.trio', 'flowproto.asyncio')))\n"
         "print(' '.join(loaded))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "", f"trio modules loaded: {proc.stdout.strip()}"
+    assert proc.stdout.strip() == "", f"I/O layer modules loaded: {proc.stdout.strip()}"
+
+
+@pytest.mark.parametrize(
+    ("layer", "other"), [("flowproto.asyncio", "trio"), ("flowproto.trio", "flowproto.asyncio")]
+)
+def test_each_io_layer_loads_without_the_other(layer: str, other: str) -> None:
+    code = (
+        "import sys\n"
+        f"import {layer}\n"
+        f"print(' '.join(sorted(m for m in sys.modules if m == {other!r}\n"
+        f"                      or m.startswith({other + '.'!r}))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"{layer} loaded {proc.stdout.strip()}"
 
 
 def imported_top_level_names(tree: ast.AST) -> set[str]:

@@ -26,8 +26,8 @@ import pytest
 import flowproto
 
 FLOWPROTO = Path(flowproto.__file__).resolve().parent
-#: The packages held to the public API; flowproto/trio and flowproto/asyncio join later.
-PACKAGES = ("cli", "conformance")
+#: The packages held to the public API; flowproto/trio joins later.
+PACKAGES = ("asyncio", "cli", "conformance")
 #: Built-ins that read or write an attribute named by a string.
 ATTRIBUTE_FUNCTIONS = frozenset({"getattr", "setattr", "hasattr", "delattr"})
 

@@ -33,6 +33,22 @@ def test_the_embedding_example_runs_and_shows_backpressure(tmp_path: Path) -> No
     assert waited > 0  # 300 messages against 16 of credit: the sender must have waited
 
 
+def test_the_asyncio_embedding_example_runs_and_shows_backpressure(tmp_path: Path) -> None:
+    """The asyncio twin of the example above: the same output."""
+    script = tmp_path / "example_asyncio.py"
+    script.write_text(python_block_after("## Embedding in an asyncio service"))
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "server consumed 300 messages"
+    assert lines[1] == "delivered (reported by the server): 300"
+    waited = float(re.fullmatch(r"sender waited ([0-9.]+) s for credit", lines[2]).group(1))  # type: ignore[union-attr]
+    assert waited > 0
+    assert result.stderr == ""
+
+
 def test_the_readme_starts_with_the_demo_and_the_test_command() -> None:
     blocks = re.findall(r"```sh\n(.*?)```", README, re.S)
     assert blocks[0].strip().endswith("flowproto demo")

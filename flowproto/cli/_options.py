@@ -433,3 +433,15 @@ def sender_access_options(fn: F) -> F:
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def backend_option(fn: F) -> F:
+    """``--backend trio|asyncio``: which I/O layer runs the command."""
+    return click.option(
+        "--backend",
+        type=click.Choice(["trio", "asyncio"]),
+        default="trio",
+        show_default=True,
+        help="The I/O layer: flowproto.trio, or flowproto.asyncio (fewer options so far: "
+        "those it lacks are refused).",
+    )(fn)

@@ -13,6 +13,7 @@ from ._access import ReceiverAccess, UnixAddress
 from ._options import (
     UNIX_LISTEN_HELP,
     Quantity,
+    backend_option,
     codec_option,
     listen_address,
     observability_options,
@@ -164,6 +165,7 @@ def _output_file(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @receiver_access_options
 @observability_options("No live statistics.")
+@backend_option
 def receive(
     listen: tuple[str, int] | UnixAddress,
     rate: float | None,
@@ -189,6 +191,7 @@ def receive(
     as_json: bool,
     quiet: bool,
     access: ReceiverAccess,
+    backend: str,
 ) -> None:
     """Accept connections and consume every stream's messages, printing statistics.
 
@@ -237,7 +240,24 @@ def receive(
         access=access,
         resume_timeout=resume_timeout or None,
     )
-    result = run_trio(run_receive, opts)
+    if backend == "asyncio":
+        from ._run_asyncio import receive_asyncio, refuse_unsupported, run_asyncio
+
+        refuse_unsupported(
+            {
+                "--rate": rate is not None,
+                "--output": output is not None,
+                "--output-dir": output_dir is not None,
+                "--fsync": fsync,
+                "--latency": latency,
+                "--memory-budget": memory_budget is not None,
+                "--metrics-port": metrics_port is not None,
+                "--json-lines": json_lines,
+            }
+        )
+        result = run_asyncio(receive_asyncio, opts)
+    else:
+        result = run_trio(run_receive, opts)
     if as_json:
         click.echo(json_summary(result))
     else:

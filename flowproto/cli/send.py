@@ -10,6 +10,7 @@ from ._access import SenderAccess, UnixAddress
 from ._options import (
     UNIX_CONNECT_HELP,
     Quantity,
+    backend_option,
     codec_option,
     listen_address,
     needs_host_and_port,
@@ -97,6 +98,7 @@ from ._printing import human_size
 )
 @sender_access_options
 @observability_options("No live statistics and no progress bar.")
+@backend_option
 def send(
     connect: tuple[str, int] | UnixAddress,
     source: BinaryIO | None,
@@ -117,6 +119,7 @@ def send(
     as_json: bool,
     quiet: bool,
     access: SenderAccess,
+    backend: str,
 ) -> None:
     """Connect to a receiver, send messages, and wait until it has consumed them all.
 
@@ -177,8 +180,25 @@ def send(
         access=access,
         reconnect_timeout=None if no_reconnect else reconnect_timeout,
     )
-    with progress_for(opts, quiet) as progress:
-        result = run_trio(run_send, opts, progress)
+    if backend == "asyncio":
+        from ._run_asyncio import refuse_unsupported, run_asyncio, send_asyncio
+
+        refuse_unsupported(
+            {
+                "--input": source is not None,
+                "--duration": duration is not None,
+                "--rate": rate is not None,
+                "--pace": pace,
+                "--metrics-port": metrics_port is not None,
+                "--json-lines": json_lines,
+            }
+        )
+        if count is None:
+            raise click.UsageError("--backend asyncio sends --count N generated messages")
+        result = run_asyncio(send_asyncio, opts)
+    else:
+        with progress_for(opts, quiet) as progress:
+            result = run_trio(run_send, opts, progress)
     if as_json:
         click.echo(json_summary(result))
     else:

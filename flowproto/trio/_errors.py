@@ -9,7 +9,13 @@ import trio
 if sys.version_info < (3, 11):  # trio depends on the backport there
     pass  # type: ignore[import-not-found, unused-ignore]
 
-from .. import ErrorCode, FlowProtoError, MessageDecodeError
+from .. import (
+    ErrorCode,
+    HandshakeTimeout,
+    MessageDecodeError,
+    StreamLimitError,
+    StreamResetError,
+)
 
 __all__ = [
     "ConnectionLostError",
@@ -18,10 +24,6 @@ __all__ = [
     "StreamLimitError",
     "StreamResetError",
 ]
-
-
-class StreamLimitError(FlowProtoError):
-    """``open_stream(wait=False)``: the peer's max_streams are all in use (spec §6.4)."""
 
 
 class ConnectionLostError(trio.BrokenResourceError):
@@ -75,34 +77,3 @@ class ConnectionLostError(trio.BrokenResourceError):
             delivered=delivered,
             retry_after=self.retry_after,
         )
-
-
-class StreamResetError(FlowProtoError):
-    """The stream was reset (spec §10.3); no more messages either way.
-
-    Attributes:
-        error_code: the RESET's code.
-        reason: its reason text.
-        remote: True if the peer reset it.
-        delivered: messages the peer reported consumed on this stream (spec §10.5).
-        retryable: True if the peer never processed the stream (REFUSED_STREAM).
-    """
-
-    def __init__(
-        self, stream_id: int, error_code: int, reason: str, remote: bool, delivered: int | None
-    ) -> None:
-        who = "the peer" if remote else "this side"
-        super().__init__(
-            f"stream {stream_id} was reset by {who}: {ErrorCode.describe(error_code)}"
-            + (f" ({reason})" if reason else "")
-        )
-        self.stream_id = stream_id
-        self.error_code = error_code
-        self.reason = reason
-        self.remote = remote
-        self.delivered = delivered
-        self.retryable = error_code == ErrorCode.REFUSED_STREAM
-
-
-class HandshakeTimeout(FlowProtoError, TimeoutError):
-    """The peer did not complete the preface and HELLO exchange in time (spec §3.4)."""

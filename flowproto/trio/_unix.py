@@ -1,21 +1,16 @@
-"""Unix socket listeners: the socket file's permissions, a stale file replaced, removal."""
+"""Unix socket listeners: the socket file's permissions, a stale file replaced, removal.
+
+The socket file itself is made and removed by :mod:`flowproto.unix_sockets`, which the
+asyncio layer shares; this wraps the listening socket in a Trio listener.
+"""
 
 from __future__ import annotations
 
-import errno
-import os
-import socket as _stdlib_socket
-import stat
-from contextlib import suppress
-from typing import Final
-
 import trio
 
-__all__ = ["DEFAULT_UNIX_MODE", "UnixSocketListener", "open_unix_listener"]
+from ..unix_sockets import DEFAULT_UNIX_MODE, SocketFile, bind_unix_socket
 
-#: The permissions of a Unix socket file made by :func:`open_unix_listener`: only its owner
-#: may connect (connecting needs write permission on the file).
-DEFAULT_UNIX_MODE: Final = 0o600
+__all__ = ["DEFAULT_UNIX_MODE", "UnixSocketListener", "open_unix_listener"]
 
 
 class UnixSocketListener(trio.abc.Listener[trio.SocketStream]):
@@ -30,18 +25,14 @@ class UnixSocketListener(trio.abc.Listener[trio.SocketStream]):
         self.listener = listener
         self.socket = listener.socket
         self.path = path
-        st = os.stat(path)
-        self._identity = (st.st_dev, st.st_ino)
+        self._file = SocketFile(path)
 
     async def accept(self) -> trio.SocketStream:
         return await self.listener.accept()
 
     async def aclose(self) -> None:
         """Remove the socket file (if it is still ours), then close the socket."""
-        with suppress(OSError):
-            st = os.lstat(self.path)
-            if (st.st_dev, st.st_ino) == self._identity:
-                os.unlink(self.path)
+        self._file.remove()
         await self.listener.aclose()
 
 
@@ -64,45 +55,10 @@ def open_unix_listener(
         FileExistsError: ``path`` exists and is not a socket.
         OSError: another server listens on ``path`` (EADDRINUSE), or binding failed.
     """
-    _remove_stale_socket(path)
-    sock = _stdlib_socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
+    sock, _ = bind_unix_socket(path, mode=mode, backlog=backlog)
     try:
-        # Bound synchronously, so no other task runs under the narrowed umask.
-        old_umask = os.umask(0o777 & ~mode) if mode is not None else None
-        try:
-            sock.bind(path)
-        finally:
-            if old_umask is not None:
-                os.umask(old_umask)
-        if mode is not None:
-            os.chmod(path, mode)
-        sock.listen(backlog)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
     except BaseException:
         sock.close()
         raise
     return UnixSocketListener(listener, path)
-
-
-def _remove_stale_socket(path: str) -> None:
-    """Unlink ``path`` if it is a socket nobody listens on; refuse anything else there."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise FileExistsError(errno.EEXIST, f"{path} exists and is not a socket; not replacing it")
-    probe = _stdlib_socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
-    probe.setblocking(False)  # a full backlog answers EAGAIN instead of blocking
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        os.unlink(path)  # stale: its server is gone
-        return
-    except FileNotFoundError:
-        return
-    except BlockingIOError:
-        pass  # somebody listens, with a full backlog
-    finally:
-        probe.close()
-    raise OSError(errno.EADDRINUSE, f"another server is listening on {path}")

@@ -1,0 +1,840 @@
+"""FlowConnection: one transport and one sans-IO core, driven by asyncio's callbacks.
+
+The connection is the transport's ``asyncio.Protocol`` (as aioquic's connection is its
+datagram protocol): the event loop calls :meth:`FlowConnection.data_received` with every
+chunk read, which feeds the core and hands the events out at once — messages to their
+stream's inbox, credit to blocked senders. Nothing waits on the application there, so
+CREDIT and PING are processed while nothing is being consumed (spec §9 R2), and there is
+no reader task, no writer task and no timer task:
+
+- output is written by whoever queued it (:meth:`StreamLink.flush`, one ``write`` per
+  turn of the loop for many sends); the transport buffers what the socket does not
+  take, and past ``MAX_SEND_BACKLOG`` it pauses the protocol, which makes ``send()`` wait
+  (spec §10.7.2); a transport that takes no ``WRITE_CHUNK`` within the write allowance
+  loses the connection (spec §11);
+- one ``call_at`` handle follows the core's ``next_deadline()`` (keepalive, frame
+  timeouts, BLOCKED repeats, tuning probes; spec §8.7, §11).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import ssl
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final, cast
+
+from .. import (
+    MIN_FRAME_RATE,
+    AutoTune,
+    Codec,
+    CodecName,
+    Connection,
+    ConnectionClosed,
+    ConnectionState,
+    ConnectionStatistics,
+    CreditGranted,
+    ErrorCode,
+    Event,
+    GoAwayReceived,
+    HandshakeCompleted,
+    Limits,
+    MemoryBudget,
+    MessagesReceived,
+    PeerBlocked,
+    PeerTimeout,
+    PingReceived,
+    PongReceived,
+    RemoteProtocolError,
+    Role,
+    Settings,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+    StreamState,
+    get_codec,
+)
+from ._admission import room_freed
+from ._constants import (
+    CLOSE_LINGER,
+    DEFAULT_CLOSE_GRACE,
+    DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
+    MAX_SEND_BACKLOG,
+    WRITE_CHUNK,
+)
+from ._errors import ConnectionLostError, HandshakeTimeout, StreamLimitError, StreamResetError
+from ._link import StreamLink, StreamPort, Waiters
+from ._stream import FlowStream
+
+__all__ = ["FlowConnection", "transport_failure"]
+
+_log = logging.getLogger("flowproto")
+
+
+class FlowConnection(asyncio.Protocol):
+    """One flowproto connection over an asyncio transport. Open it with an ``open_*``
+    function or :func:`serve`; the ``asyncio.Protocol`` methods are the event loop's."""
+
+    def __init__(
+        self,
+        role: Role,
+        settings: Settings | None = None,
+        codec: CodecName | Codec = "msgpack",
+        ping_timeout: float = 15.0,
+        *,
+        limits: Limits | None = None,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        autotune: AutoTune | None = None,
+        memory_budget: MemoryBudget | None = None,
+        pacing: bool = False,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._core = Connection(
+            role,
+            settings,
+            ping_timeout=ping_timeout,
+            frame_timeout=frame_timeout,  # spec §11: the core times frames in progress
+            limits=limits,
+            autotune=autotune,
+            budget=memory_budget,
+        )
+        self._role = role
+        self._link = StreamLink(self._core, loop, pacing, self._stream_changed, self._arm_timer)
+        #: The asyncio transport, once the event loop connected it.
+        self.transport: asyncio.Transport | None = None
+        #: DEBUG logging of the lifecycle (``flowproto -v``), decided once: free when off.
+        self._debug = _log.isEnabledFor(logging.DEBUG)
+        self._name = ""
+        self._logged_window = (0, 0)  # (connection window, its tuner's change count) logged
+        self._write_timeout = write_timeout
+        self._codec_spec = codec
+        self._ports: dict[int, StreamPort] = {}
+        # The accept queue is bounded by max_streams: the core refuses streams past it.
+        self._accept: deque[FlowStream] = deque()
+        self._accept_closed = False
+        self._accept_waiters = Waiters()
+        self._handshake = asyncio.Event()
+        self._closed = asyncio.Event()  # connection_lost ran: the transport is closed
+        self._stream_change = Waiters()
+        self._lost: ConnectionLostError | None = None
+        self._refusal: ConnectionLostError | None = None
+        if memory_budget is not None and self._core.state is ConnectionState.CLOSED:
+            # spec §8.9 B2, §10.1: the core refused the connection as it was made (not even
+            # the floor window fits) and queued GOAWAY(OVERLOADED): say so, not just "closed".
+            self._refusal = ConnectionLostError(
+                f"refused: the memory budget of {memory_budget.capacity} bytes is exhausted "
+                "(spec §8.9); sent GOAWAY(OVERLOADED)",
+                error_code=ErrorCode.OVERLOADED,
+            )
+        self._goaway: GoAwayReceived | None = None
+        self._goaway_sent = False
+        self._pings: dict[int, asyncio.Future[float | None]] = {}  # ping() calls waiting
+        self._rtt: float | None = None
+        self._stream_limit_seconds = 0.0  # spec §14: time open_stream() waited on max_streams
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._idle_timeout: float | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        # spec §11: the write allowance, watched while the transport holds unwritten bytes.
+        self._write_watch: asyncio.TimerHandle | None = None
+        self._write_mark = (0, 0)  # (progress, buffered) when the watch was armed
+        self._linger = False  # the peer broke the protocol: more of its input may come
+        self._discarding = False  # spec §10.2 step 3: input is read and dropped
+        self._finishing = False
+        self._abort_handle: asyncio.TimerHandle | None = None
+        #: What the layer does with each event the core reports (``flowproto._events``).
+        self._handlers: dict[type[Event], Callable[[Any], None]] = {
+            MessagesReceived: self._on_messages,
+            CreditGranted: self._on_credit,
+            StreamOpened: self._on_stream_opened,
+            StreamEnded: self._on_stream_ended,
+            StreamReset: self._on_stream_reset,
+            HandshakeCompleted: self._on_handshake,
+            PongReceived: self._on_pong,
+            GoAwayReceived: self._on_goaway,
+            ConnectionClosed: self._on_closed,
+            PeerBlocked: self._ignore,
+            PingReceived: self._ignore,
+        }
+
+    @property
+    def peer_settings(self) -> Settings | None:
+        """What the peer accepts (from its HELLO), once the handshake is done."""
+        return self._core.peer_settings
+
+    @property
+    def local_settings(self) -> Settings:
+        """What this side accepts (sent in our HELLO)."""
+        return self._core.local_settings
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has ended (closed by either side, or lost)."""
+        return self._lost is not None
+
+    @property
+    def close_reason(self) -> ConnectionLostError | None:
+        """Why the connection ended (the error its streams raise), or None while it runs."""
+        return self._lost
+
+    # asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """The event loop connected the transport: send the preface and HELLO (spec §3)."""
+        self.transport = cast(asyncio.Transport, transport)
+        self._link.transport = self.transport
+        # spec §10.7.2: past this much unwritten output, send() waits (pause_writing).
+        self.transport.set_write_buffer_limits(high=MAX_SEND_BACKLOG)
+        if self._debug:
+            self._name = _connection_name(self.transport, self._role)
+        self._flush()
+        if self._core.state is ConnectionState.CLOSED:  # refused by the memory budget
+            self._fail(self._closed_error())
+            self._finish()
+
+    def data_received(self, data: bytes) -> None:
+        """Feed a chunk to the core and hand out what it reports."""
+        if self._discarding:
+            return  # spec §10.2 step 3
+        core = self._core
+        try:
+            events = core.receive_data(data, self._loop.time())
+        except RemoteProtocolError as exc:
+            self._fail(
+                ConnectionLostError(f"peer broke the protocol: {exc}", error_code=exc.error_code)
+            )
+            self._linger = True
+            self._finish()
+            return
+        if events:
+            self._dispatch(events)
+        self._flush()  # replies (CREDIT, PONG) go out now; the timer follows the deadline
+        if core.state is ConnectionState.CLOSED:
+            if self._lost is None:
+                self._fail(self._closed_error())
+            self._finish()
+
+    def eof_received(self) -> bool:
+        """The peer ended its side: the core decides whether that was clean (spec §10.6)."""
+        if not self._discarding:
+            self._dispatch(self._core.receive_data(b"", self._loop.time()))
+        if self._lost is None:
+            self._fail(self._closed_error())
+        self._flush()
+        return False  # the transport closes (after writing what it holds)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The transport is closed: everything waiting on the connection ends."""
+        if self._lost is None:
+            if exc is not None:
+                self._fail(transport_failure(exc))
+            else:
+                self._fail(self._closed_error())
+        if self._core.state is not ConnectionState.CLOSED:
+            # The core learns the transport ended (spec §10.6): it is CLOSED, its timers stop.
+            self._dispatch(self._core.receive_data(b"", self._loop.time()))
+        for handle in (self._timer, self._idle, self._write_watch, self._abort_handle):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._idle = self._write_watch = self._abort_handle = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            # The peer closed first: Python 3.10's TLS transport is left open otherwise
+            # (a ResourceWarning when it is collected); closing a closed one does nothing.
+            transport.close()
+        budget = self._core.budget
+        self._core.leave_budget()  # spec §8.9 B1: nothing more arrives
+        room_freed(budget)  # spec §8.9 B2: its room may admit a waiting newcomer
+        self._link.paused = False
+        self._link.drain_waiters.wake_all()
+        self._closed.set()
+        self._stream_change.wake_all()
+
+    def pause_writing(self) -> None:
+        """The transport holds more than ``MAX_SEND_BACKLOG`` bytes: senders wait."""
+        self._link.paused = True
+
+    def resume_writing(self) -> None:
+        """The transport drained below its low-water mark: senders go on."""
+        self._link.paused = False
+        self._link.drain_waiters.wake_all()
+
+    # output, timers, the end --------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._link.flush()
+
+    def _arm_timer(self) -> None:
+        # After each flush: the core's next deadline (spec §8.7, §11), and the write watch.
+        if self._closed.is_set():
+            return  # the transport is gone: nothing is timed any more
+        transport = self.transport
+        if (
+            transport is not None
+            and self._write_watch is None
+            and transport.get_write_buffer_size()
+        ):
+            self._watch_writes()
+        deadline = self._core.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = None if deadline is None else self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        deadline = self._timer_at
+        self._timer = None
+        self._timer_at = None
+        # call_at may fire a clock resolution early: the deadline is reached.
+        now = max(self._loop.time(), deadline or 0.0)
+        try:
+            self._core.handle_timeout(now)
+        except PeerTimeout as exc:
+            # spec §11, §10.2: the core queued GOAWAY(TIMEOUT); flush it, then close.
+            self._fail(ConnectionLostError(str(exc), error_code=exc.error_code))
+            self._finish()
+            return
+        self._flush()
+
+    def _watch_writes(self) -> None:
+        # spec §11 (1.1): each WRITE_CHUNK of what the transport holds must be taken within
+        # write_timeout + its size / MIN_FRAME_RATE; progress is what the socket took.
+        transport = self.transport
+        assert transport is not None
+        buffered = transport.get_write_buffer_size()
+        self._write_mark = (self._link.written - buffered, buffered)
+        chunk = min(buffered, WRITE_CHUNK)
+        self._write_watch = self._loop.call_later(
+            self._write_timeout + chunk / MIN_FRAME_RATE, self._check_writes
+        )
+
+    def _check_writes(self) -> None:
+        self._write_watch = None
+        transport = self.transport
+        if transport is None or (transport.is_closing() and self._lost is not None):
+            return
+        buffered = transport.get_write_buffer_size()
+        if not buffered:
+            return
+        progress, before = self._write_mark
+        if self._link.written - buffered - progress >= min(before, WRITE_CHUNK):
+            self._watch_writes()
+            return
+        # spec §11, §10.7.2: the peer stopped reading; half a frame may be out, so nothing
+        # more can be written (not even GOAWAY).
+        self._fail(
+            ConnectionLostError(
+                f"the peer accepted no data for {self._write_timeout} s (write timeout, spec §11)",
+                error_code=ErrorCode.TIMEOUT,
+            )
+        )
+        transport.abort()
+
+    def _finish(self) -> None:
+        """The connection is over: write what is queued (GOAWAY), then close the transport.
+
+        After the peer broke the protocol, spec §10.2 step 3: end our side and read and
+        discard the peer's input for ``CLOSE_LINGER``, so that closing with unread input
+        (a TCP reset) does not destroy the GOAWAY before the peer reads it.
+        """
+        self._flush()
+        transport = self.transport
+        if transport is None or self._finishing:
+            return
+        self._finishing = True
+        if self._linger:
+            self._discarding = True
+            if transport.can_write_eof():
+                transport.write_eof()
+            self._abort_handle = self._loop.call_later(CLOSE_LINGER, self._close_transport)
+        else:
+            self._close_transport()
+
+    def _close_transport(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        transport.close()  # writes what it holds first
+        # A peer that takes nothing more would keep it open: abort after the allowance.
+        if self._abort_handle is not None:
+            self._abort_handle.cancel()
+        self._abort_handle = self._loop.call_later(
+            CLOSE_LINGER + self._write_timeout, transport.abort
+        )
+
+    def abort(self) -> None:
+        """Close the transport at once, writing nothing more (no GOAWAY)."""
+        if self._lost is None:
+            self._fail(ConnectionLostError("the connection was aborted by this side"))
+        if self.transport is not None:
+            self.transport.abort()
+
+    # events ---------------------------------------------------------------------------------
+
+    def _stream_changed(self, stream_id: int, buffered: bool) -> None:
+        # A stream ended, was reset or drained: forget it once closed and read out.
+        if not buffered and self._core.stream_state(stream_id) is StreamState.CLOSED:
+            self._ports.pop(stream_id, None)
+            if not self._ports:
+                self._arm_idle()
+        self._stream_change.wake_all()
+        self._end_if_finished()
+
+    def _end_if_finished(self) -> None:
+        # spec §10.4: after the peer's GOAWAY, once no stream is open, flush and close.
+        if self._goaway is not None and self._core.finished:
+            if self._lost is None:
+                self._fail(self._closed_error())
+            self._finish()
+
+    def _closed_error(self) -> ConnectionLostError:
+        g = self._goaway
+        if g is not None:
+            return ConnectionLostError(
+                f"peer closed the connection: GOAWAY {ErrorCode.describe(g.error_code)}"
+                + (f" ({g.reason})" if g.reason else ""),
+                error_code=g.error_code,
+                last_stream_id=g.last_stream_id,
+                retry_after=None if g.retry_after_ms is None else g.retry_after_ms / 1000,
+            )
+        return self._refusal or ConnectionLostError("the connection is closed")
+
+    def _dispatch(self, events: list[Any]) -> None:
+        handlers = self._handlers
+        for event in events:
+            handlers[type(event)](event)
+        if self._debug:
+            self._log_window()
+        if self._goaway is not None:
+            # After the whole batch: a RESET read with the GOAWAY still reaches its stream.
+            self._end_if_finished()
+
+    def _log_window(self) -> None:
+        # The connection's receive window, when its tuner changed it (spec §8.9).
+        info = self._core.window_info(0)
+        if info is not None and (info.window_bytes, info.changes) != self._logged_window:
+            if self._logged_window != (0, 0):
+                _log.debug(
+                    "%s: connection window now %d bytes (%s)",
+                    self._name, info.window_bytes, info.reason.value,
+                )  # fmt: skip
+            self._logged_window = (info.window_bytes, info.changes)
+
+    def _new_stream(self, stream_id: int, codec: CodecName | Codec | None) -> FlowStream:
+        port = StreamPort()
+        self._ports[stream_id] = port
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        return FlowStream(
+            self,
+            self._link,
+            port,
+            stream_id,
+            get_codec(codec if codec is not None else self._codec_spec),
+        )
+
+    def _on_messages(self, event: MessagesReceived) -> None:
+        port = self._ports.get(event.stream_id)
+        if port is not None:
+            port.deliver(event.messages, event.nbytes)
+
+    def _on_credit(self, event: CreditGranted) -> None:
+        if event.stream_id == 0:
+            for port in self._ports.values():
+                port.send_waiters.wake_all()
+        else:
+            one = self._ports.get(event.stream_id)
+            if one is not None:
+                one.send_waiters.wake_all()
+
+    def _on_stream_opened(self, event: StreamOpened) -> None:
+        if self._accept_closed:
+            # spec §10.4: opened after a GOAWAY; nobody will accept it.
+            self._core.reset_stream(event.stream_id, ErrorCode.REFUSED_STREAM)
+            self._end_if_finished()
+            return
+        self._accept.append(self._new_stream(event.stream_id, None))
+        self._accept_waiters.wake_all()
+
+    def _on_stream_ended(self, event: StreamEnded) -> None:
+        port = self._ports.get(event.stream_id)
+        if port is not None:
+            port.end()
+            self._stream_changed(event.stream_id, bool(port.inbox))
+
+    def _on_stream_reset(self, event: StreamReset) -> None:
+        port = self._ports.get(event.stream_id)
+        if port is not None and self._lost is None:
+            consumed = event.consumed
+            if consumed is None:
+                consumed = self._core.peer_consumed(event.stream_id)
+            exc = StreamResetError(
+                event.stream_id, event.error_code, event.reason, event.remote, consumed
+            )
+            port.reset_by(exc, self._loop.time())
+            self._stream_changed(event.stream_id, False)
+        if self._debug:
+            _log.debug(
+                "%s: stream %d reset by %s: %s %s (consumed %s)",
+                self._name, event.stream_id, "the peer" if event.remote else "this side",
+                ErrorCode.describe(event.error_code), event.reason or "-", event.consumed,
+            )  # fmt: skip
+
+    def _on_handshake(self, event: HandshakeCompleted) -> None:
+        self._handshake.set()
+        if self._debug:
+            peer = self._core.peer_settings
+            assert peer is not None
+            _log.debug(
+                "%s: handshake complete; the peer grants %d bytes / %d messages a stream, "
+                "%d bytes on the connection, messages up to %d bytes, %d streams",
+                self._name, peer.stream_bytes, peer.stream_messages, peer.connection_bytes,
+                peer.max_message_bytes, peer.max_streams,
+            )  # fmt: skip
+
+    def _on_pong(self, event: PongReceived) -> None:
+        # The core measured the round trip (its one RTT estimator, spec §8.9).
+        self._rtt = event.rtt if event.rtt is not None else self._rtt
+        future = self._pings.get(event.ping_id)
+        if future is not None and event.rtt is not None and not future.done():
+            future.set_result(event.rtt)
+
+    def _on_goaway(self, event: GoAwayReceived) -> None:
+        self._goaway = event
+        if self._debug:
+            _log.debug(
+                "%s: GOAWAY from the peer: %s, last stream %d%s",
+                self._name, ErrorCode.describe(event.error_code), event.last_stream_id,
+                f": {event.reason}" if event.reason else "",
+            )  # fmt: skip
+        if event.error_code != ErrorCode.NO_ERROR:
+            self._fail(self._closed_error())  # spec §10.2: every stream ends
+        self._close_accept()  # spec §10.4: the peer opens no more streams
+        self._stream_change.wake_all()  # _dispatch ends the connection if nothing is open
+
+    def _on_closed(self, event: ConnectionClosed) -> None:
+        if event.clean and self._goaway is not None:
+            self._fail(self._closed_error())
+        else:
+            what = "in the middle of a frame" if event.truncated else "without GOAWAY"
+            if self._core.peer_settings is None:
+                what += " before its HELLO (spec §3.4)"  # a refusal: TLS, not flowproto, ...
+            self._fail(ConnectionLostError(f"the peer closed the connection {what}"))
+
+    def _ignore(self, event: Event) -> None:
+        """PeerBlocked and PingReceived: the core already acted (spec §8.7, §5.5)."""
+
+    def _close_accept(self) -> None:
+        self._accept_closed = True
+        self._accept_waiters.wake_all()
+
+    def _fail(self, exc: ConnectionLostError) -> None:
+        if self._lost is not None:
+            return
+        self._lost = exc
+        if self._debug:
+            _log.debug("%s: connection ended: %s", self._name, exc)
+        now = self._loop.time()
+        self._link.drain_waiters.wake_all()
+        for port in list(self._ports.values()):
+            port.lose(exc, now)
+        for future in self._pings.values():
+            if not future.done():
+                future.set_result(None)
+        self._handshake.set()
+        self._close_accept()
+        self._stream_change.wake_all()
+
+    def _abandon(self) -> None:
+        # spec §10.4: the streams still open are reset with CANCEL, GOAWAY is queued if it
+        # was not yet, and the connection ends on this side.
+        for port in list(self._ports.values()):
+            stream = port.stream
+            if stream is not None and self._core.stream_state(stream.stream_id) is not (
+                StreamState.CLOSED
+            ):
+                stream.reset_now(ErrorCode.CANCEL, "connection closing")
+        if self._core.state is not ConnectionState.CLOSED and not self._goaway_sent:
+            self._goaway_sent = True
+            self._core.close(ErrorCode.NO_ERROR)
+        self._fail(ConnectionLostError("the connection was closed by this side", error_code=0))
+
+    # idle timeout -------------------------------------------------------------------------
+
+    def _arm_idle(self) -> None:
+        timeout = self._idle_timeout
+        if timeout is not None and self._idle is None and self._lost is None:
+            self._idle = self._loop.call_later(timeout, self._on_idle)
+
+    def _on_idle(self) -> None:
+        # spec §11: a connection with no stream for `timeout` seconds is closed.
+        self._idle = None
+        if self._lost is not None or self._ports:
+            return
+        if self._core.stream_ids:
+            self._arm_idle()
+            return
+        message = f"no stream for {self._idle_timeout} s (idle timeout, spec §11)"
+        self._core.close(ErrorCode.TIMEOUT, message)
+        self._fail(ConnectionLostError(message, error_code=ErrorCode.TIMEOUT))
+        self._finish()
+
+    # public API ---------------------------------------------------------------------------
+
+    async def start(self, *, handshake_timeout: float, idle_timeout: float | None = None) -> None:
+        """Wait for the peer's preface and HELLO (spec §3.4); the open functions call it.
+
+        Args:
+            handshake_timeout: seconds to wait for the handshake.
+            idle_timeout: if set, close with GOAWAY(TIMEOUT) after that many seconds
+                without any stream (spec §11).
+
+        Raises:
+            HandshakeTimeout: no preface and HELLO within ``handshake_timeout``.
+            ConnectionLostError: the connection ended before the handshake completed.
+        """
+        self._idle_timeout = idle_timeout
+        if not self._ports:
+            self._arm_idle()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._handshake.wait(), handshake_timeout)
+        if self._lost is not None:
+            raise self._lost
+        if not self._handshake.is_set():
+            message = f"no flowproto handshake from the peer within {handshake_timeout} s"
+            # spec §11: a connection error TIMEOUT: GOAWAY, then close without a grace period.
+            self._core.close(ErrorCode.TIMEOUT, message)
+            self._fail(ConnectionLostError(message, error_code=ErrorCode.TIMEOUT))
+            self._finish()
+            raise HandshakeTimeout(message)
+
+    async def open_stream(
+        self, *, codec: CodecName | Codec | None = None, wait: bool = True
+    ) -> FlowStream:
+        """Open a stream; waits while the peer's max_streams are all in use (spec §6.4).
+
+        The time waited is the statistic ``blocked_on_stream_limit_seconds``.
+
+        Args:
+            codec: this stream's codec; defaults to the connection's.
+            wait: ``False`` to fail at once rather than wait for a stream to close.
+
+        Cancellation: a cancelled call opened no stream.
+
+        Raises:
+            ConnectionLostError: the connection ended, or the peer sent GOAWAY.
+            StreamLimitError: ``wait=False`` and no stream may be opened now.
+        """
+        core = self._core
+        if not core.can_open_stream:
+            started = self._loop.time()
+            try:
+                await self._wait_for_stream_slot(wait)
+            finally:
+                self._stream_limit_seconds += self._loop.time() - started
+        stream_id = core.open_stream()
+        stream = self._new_stream(stream_id, codec)
+        self._link.flush_soon()
+        return stream
+
+    async def _wait_for_stream_slot(self, wait: bool) -> None:
+        core = self._core
+        while not core.can_open_stream:
+            if self._lost is not None:
+                raise self._lost
+            if self._goaway is not None or core.state is not ConnectionState.OPEN:
+                raise ConnectionLostError(
+                    "the connection is shutting down (GOAWAY); open a new connection",
+                    error_code=self._goaway.error_code if self._goaway else ErrorCode.NO_ERROR,
+                    last_stream_id=self._goaway.last_stream_id if self._goaway else None,
+                )
+            if not wait:
+                peer = core.peer_settings
+                limit = peer.max_streams if peer is not None else 0
+                raise StreamLimitError(
+                    f"the peer allows {limit} concurrent streams, all in use (spec §6.4)"
+                )
+            await self._stream_change.wait()
+
+    async def accept_stream(self) -> FlowStream:
+        """Wait for the next stream the peer opens.
+
+        Cancellation: a cancelled call took no stream.
+
+        Raises:
+            ConnectionLostError: the connection ended (or is shutting down) first.
+        """
+        while not self._accept:
+            if self._accept_closed:
+                raise self._lost or ConnectionLostError(
+                    "the connection is shutting down (GOAWAY)",
+                    error_code=self._goaway.error_code if self._goaway else ErrorCode.NO_ERROR,
+                )
+            await self._accept_waiters.wait()
+        return self._accept.popleft()
+
+    async def ping(self) -> float:
+        """Send a PING and wait for its PONG (spec §5.5); returns the round-trip time in seconds.
+
+        Raises:
+            ConnectionLostError: the connection ended first.
+        """
+        if self._lost is not None:
+            raise self._lost
+        ping_id = self._core.ping(self._loop.time())  # the core measures the round trip
+        future: asyncio.Future[float | None] = self._loop.create_future()
+        self._pings[ping_id] = future
+        self._flush()
+        try:
+            rtt = await future
+        finally:
+            del self._pings[ping_id]
+        if rtt is None:
+            raise self._lost or ConnectionLostError("the connection is closed")
+        return rtt
+
+    def close_soon(self) -> None:
+        """Begin a graceful shutdown without waiting: GOAWAY(NO_ERROR) (spec §10.4).
+
+        The peer opens no more streams; open streams may finish. :meth:`aclose` waits
+        for them and closes the transport.
+        """
+        if self.transport is None:  # not connected yet: nothing to say GOAWAY on
+            self._fail(ConnectionLostError("the connection was closed before it was made"))
+            return
+        if (
+            self._lost is None
+            and not self._goaway_sent
+            and self._core.state is not (ConnectionState.CLOSED)
+        ):
+            self._goaway_sent = True
+            if self._debug:
+                _log.debug(
+                    "%s: closing: GOAWAY NO_ERROR sent, %d streams open",
+                    self._name, len(self._ports),
+                )  # fmt: skip
+            self._core.close(ErrorCode.NO_ERROR)
+            self._close_accept()
+            self._flush()
+
+    async def aclose(self, grace: float = DEFAULT_CLOSE_GRACE) -> None:
+        """Graceful shutdown (spec §10.4): GOAWAY, let open streams finish, then close.
+
+        New streams from the peer are refused at once. Streams still open after ``grace``
+        seconds are reset with CANCEL. Closing twice does nothing. If cancelled, the
+        transport is aborted.
+        """
+        core = self._core
+        if self.transport is None:  # never connected (a TLS handshake that failed)
+            self._fail(ConnectionLostError("the connection was closed before it was made"))
+            self._closed.set()
+            return
+        try:
+            if self._lost is None and core.state is not ConnectionState.CLOSED:
+                self.close_soon()
+                await self._wait_until(lambda: core.finished or self._lost is not None, grace)
+                self._abandon()
+            self._flush()
+            # spec §10.2, §10.4: the GOAWAY is out; wait a little for the peer to close
+            # first, unless it sent GOAWAY too.
+            self._end_if_finished()
+            await self._wait_until(self._closed.is_set, min(grace, CLOSE_LINGER))
+            if not self._closed.is_set():
+                self._finish()
+                self._close_transport()
+                await self._closed.wait()
+        except BaseException:
+            self.abort()
+            raise
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection has ended and its transport is closed (by either
+        side, or lost); :attr:`close_reason` then says why."""
+        if self.transport is None and self._lost is not None:
+            return  # never connected
+        await self._closed.wait()
+
+    async def _wait_until(self, done: Callable[[], bool], timeout: float) -> None:
+        # Wait for a stream or connection change until done(), at most `timeout` seconds.
+        deadline = self._loop.time() + timeout
+        while not done():
+            left = deadline - self._loop.time()
+            if left <= 0:
+                return
+            await self._stream_change.wait(left)
+
+    def statistics(self) -> ConnectionStatistics:
+        """A snapshot of the connection's credit, buffers and traffic (spec §14)."""
+        core = self._core
+        link = self._link
+        now = self._loop.time()
+        held, _ = core.received_held(0)
+        blocked = link.seconds_blocked + sum(
+            now - port.blocked_since
+            for port in self._ports.values()
+            if port.blocked_since is not None
+        )
+        info = core.window_info(0)
+        budget = core.budget
+        return ConnectionStatistics(
+            state=core.state.value,
+            streams=len(self._ports),
+            send_credit_bytes=core.connection_send_capacity,
+            buffered_bytes=held,
+            receive_window_bytes=core.local_settings.connection_bytes,
+            messages_sent=link.messages_sent,
+            bytes_sent=link.bytes_sent,
+            messages_received=link.messages_received,
+            bytes_received=link.bytes_received,
+            seconds_blocked=blocked,
+            rtt=self._rtt,
+            glitches=core.glitches,
+            blocked_on_peer_seconds=blocked,  # spec §14 from here on
+            starvation_events=link.starvation_events,
+            rtt_min=core.rtt.minimum,
+            window_bytes=info.window_bytes if info is not None else 0,
+            window_reason=info.reason.value if info is not None else "static",
+            budget_bytes=budget.capacity if budget is not None else None,
+            budget_committed_bytes=budget.committed if budget is not None else None,
+            budget_share_bytes=core.budget_share,
+            blocked_on_stream_limit_seconds=self._stream_limit_seconds,
+        )
+
+
+def transport_failure(exc: BaseException) -> ConnectionLostError:
+    """The error for a transport that failed: its reason in words, TLS errors above all;
+    the original is the ``__cause__``."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        what = f"TLS: certificate verify failed: {exc.verify_message}"
+    elif isinstance(exc, ssl.SSLError):
+        what = "TLS: " + _SSL_SOURCE.sub("", str(exc.strerror or exc))
+    else:
+        what = str(exc) or type(exc).__name__
+    lost = ConnectionLostError(f"transport failed: {what}")
+    lost.__cause__ = exc
+    return lost
+
+
+#: The " (_ssl.c:1006)" at the end of an ssl.SSLError's text.
+_SSL_SOURCE: Final = re.compile(r"\s*\(_ssl\.c:\d+\)$")
+
+
+def _connection_name(transport: asyncio.BaseTransport, role: Role) -> str:
+    """How the debug log names a connection: its peer's address where there is one."""
+    side = "to" if role is Role.INITIATOR else "from"
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = f"[{peer[0]}]" if ":" in str(peer[0]) else peer[0]
+        return f"connection {side} {host}:{peer[1]}"
+    if isinstance(peer, str) and peer:
+        return f"connection {side} unix:{peer}"
+    return f"connection {side} a {type(transport).__name__}"

@@ -1,0 +1,225 @@
+"""What a FlowConnection shares with its FlowStreams: one StreamLink, one StreamPort each.
+
+The connection is an ``asyncio.Protocol``: the event loop calls it with every chunk read,
+and it writes to the transport itself, so there is no reader or writer task. A stream
+queues messages in the core and asks the link to :meth:`StreamLink.flush` (now, or once
+at the end of this turn of the loop); the connection hands each stream what the core
+reported through its :class:`StreamPort`. Everything the classes share goes through these
+two objects, so neither reads the other's private attributes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .. import Connection
+from ._errors import ConnectionLostError, StreamResetError
+
+if TYPE_CHECKING:
+    from ._stream import FlowStream
+
+__all__ = ["StreamLink", "StreamPort", "Waiters"]
+
+
+class Waiters:
+    """Tasks waiting for something to change (asyncio's ``ParkingLot``).
+
+    :meth:`wait` returns after the next :meth:`wake_all`; the waiter then checks again
+    what it waits for. Cancelling a wait leaves nothing behind.
+    """
+
+    __slots__ = ("_futures",)
+
+    def __init__(self) -> None:
+        self._futures: list[asyncio.Future[None]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._futures)
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Wait for the next :meth:`wake_all`, or at most ``timeout`` seconds.
+
+        The waiter is registered before this suspends, so a wake-up between the
+        caller's check and its wait is never missed.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._futures.append(future)
+        try:
+            if timeout is None:
+                await future
+            else:
+                await asyncio.wait((future,), timeout=timeout)
+        finally:
+            if not future.done():  # cancelled, or timed out: forget it
+                future.cancel()
+                self._futures.remove(future)
+
+    def wake_all(self) -> None:
+        """Let every waiting task go on."""
+        futures = self._futures
+        if futures:
+            self._futures = []
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+
+
+class StreamPort:
+    """One stream's side of the seam: what arrived for it and why it ended.
+
+    The connection fills it (:meth:`deliver`, :meth:`end`, :meth:`reset_by`,
+    :meth:`lose`); the stream reads it. The inbox holds at most what we advertised,
+    because the core rejects anything past it (spec §8.4).
+    """
+
+    __slots__ = (
+        "blocked_since",
+        "ended",
+        "handler_task",
+        "held",
+        "inbox",
+        "inbox_bytes",
+        "lost",
+        "receive_waiters",
+        "reset",
+        "send_done_at",
+        "send_waiters",
+        "stream",
+    )
+
+    def __init__(self) -> None:
+        self.inbox: deque[bytes] = deque()
+        self.inbox_bytes = 0
+        # Sizes of messages taken with receive_many(release=False) and not yet released.
+        self.held: deque[int] = deque()
+        self.ended = False  # the peer sent END_STREAM
+        self.reset: StreamResetError | None = None
+        self.lost: ConnectionLostError | None = None
+        self.receive_waiters = Waiters()  # receive() waiting for a message
+        self.send_waiters = Waiters()  # send() waiting for credit
+        self.blocked_since: float | None = None  # when the send() waiting now began
+        self.send_done_at: float | None = None  # when the stream stopped being able to send
+        #: The serve() handler's task, cancelled when the peer resets the stream.
+        self.handler_task: asyncio.Task[Any] | None = None
+        self.stream: FlowStream | None = None  # the stream this port belongs to
+
+    def deliver(self, messages: list[bytes], nbytes: int) -> None:
+        """Messages arrived for the stream (spec §7.1)."""
+        self.inbox.extend(messages)
+        self.inbox_bytes += nbytes
+        self.receive_waiters.wake_all()
+
+    def end(self) -> None:
+        """The peer sent END_STREAM (spec §7.2)."""
+        self.ended = True
+        self.receive_waiters.wake_all()
+
+    def reset_by(self, exc: StreamResetError, now: float) -> None:
+        """The stream was reset (spec §10.3): buffered messages are dropped."""
+        if self.reset is None:
+            self.reset = exc
+        if self.send_done_at is None:
+            self.send_done_at = now
+        task = self.handler_task
+        if exc.remote and task is not None and task is not asyncio.current_task():
+            # spec §10.3: the peer abandoned the stream, so its handler's work is wasted;
+            # cancelling it keeps reset streams from piling up work ("Rapid Reset").
+            task.cancel()
+        self.inbox.clear()
+        self.inbox_bytes = 0
+        self.held.clear()  # the core released them with the reset (spec §8.8)
+        self.receive_waiters.wake_all()
+        self.send_waiters.wake_all()
+
+    def lose(self, exc: ConnectionLostError, now: float) -> None:
+        """The connection ended; messages that arrived before it are still received."""
+        if self.lost is None:
+            self.lost = exc
+        if self.send_done_at is None:
+            self.send_done_at = now
+        self.receive_waiters.wake_all()
+        self.send_waiters.wake_all()
+
+
+class StreamLink:
+    """The seam between a :class:`FlowConnection` and its :class:`FlowStream` objects.
+
+    Output: the core queues it, :meth:`flush` writes it to the transport in one write
+    (``flush_soon`` once per turn of the loop, so many sends make one write). The
+    transport buffers what the socket does not take; past ``MAX_SEND_BACKLOG`` it pauses
+    the protocol (``paused``) and ``send()`` waits in ``drain_waiters``.
+    """
+
+    __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "core",
+        "drain_waiters",
+        "flush_scheduled",
+        "loop",
+        "messages_received",
+        "messages_sent",
+        "on_flush",
+        "pacing",
+        "paused",
+        "seconds_blocked",
+        "starvation_events",
+        "stream_changed",
+        "transport",
+        "unyielded_bytes",
+        "written",
+    )
+
+    def __init__(
+        self,
+        core: Connection,
+        loop: asyncio.AbstractEventLoop,
+        pacing: bool,
+        stream_changed: Callable[[int, bool], None],
+        on_flush: Callable[[], None],
+    ) -> None:
+        self.core = core  # the sans-IO connection both drive
+        self.loop = loop
+        self.pacing = pacing  # spec §8.10: streams pace from the peer's feedback
+        self.transport: asyncio.Transport | None = None  # set by connection_made
+        self.paused = False  # the transport's buffer is over its high-water mark
+        self.drain_waiters = Waiters()  # send() waiting for the transport to drain
+        self.flush_scheduled = False
+        self.unyielded_bytes = 0  # queued by send() since the loop last ran other tasks
+        self.written = 0  # bytes handed to the transport (the write timeout's progress)
+        # The connection's totals (spec §14), counted by its streams.
+        self.messages_sent = 0
+        self.bytes_sent = 0
+        self.messages_received = 0
+        self.bytes_received = 0
+        self.seconds_blocked = 0.0
+        self.starvation_events = 0
+        #: Called as ``stream_changed(stream_id, buffered)`` when a stream ended, was reset
+        #: or was drained; ``buffered``: messages still wait in its inbox.
+        self.stream_changed = stream_changed
+        #: Called after each flush: the connection re-arms its timer (spec §11).
+        self.on_flush = on_flush
+
+    def flush(self) -> None:
+        """Write everything the core has queued to the transport, now, in one write.
+
+        ``transport.write`` never blocks: what the socket does not take at once is
+        buffered by the transport, which pauses the protocol past its high-water mark.
+        """
+        self.flush_scheduled = False
+        core = self.core
+        transport = self.transport
+        if transport is not None and core.has_data_to_send and not transport.is_closing():
+            data = core.data_to_send()
+            self.written += len(data)
+            transport.write(data)
+        self.on_flush()
+
+    def flush_soon(self) -> None:
+        """Flush once the running task lets the loop run: sends of one turn, one write."""
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
