@@ -89,7 +89,7 @@ async def test_every_case_passes_strictly_against_serve(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """Against our own serve(): every case passes, floods end in ENHANCE_YOUR_CALM."""
-    async with served() as connect:
+    async with served(resume_timeout=10.0) as connect:  # sessions on: the 15.x cases run
         results = await run_suite(connect, strict=True)
     failed = [(r.case.id, r.detail) for r in results if r.outcome != "pass"]
     assert failed == []

@@ -31,6 +31,8 @@ from flowproto import (
     PingFrame,
     PongFrame,
     ResetFrame,
+    ResumeFrame,
+    SessionFrame,
     UnknownFrame,
     pack_body,
 )
@@ -647,3 +649,49 @@ async def _(p: Probe, wait: float) -> str:
             return "closed without a GOAWAY of its own"
         if isinstance(f, GoAwayFrame):
             raise CaseFailed(f"answered with {describe(f)}; spec §5.8 forbids any answer")
+
+
+# spec 1.2 (issue 14): sessions. Appended after the others, so the recorded fuzz seeds keep
+# their positions. A peer that offers no sessions skips the cases that need one.
+
+
+@case("15.3/1", "SESSION and RESUME off a session transport are unknown types, ignored (1.2)")
+async def _(p: Probe, wait: float) -> str:
+    await p.handshake()
+    await p.send(SessionFrame(bytes(16), 30_000).encode(), ResumeFrame(0, (0, 0)).encode())
+    return await p.expect_alive()
+
+
+async def _offered(p: Probe, resume_token: bytes | None = None) -> None:
+    hello = await p.session_handshake(resume_token)
+    if hello.resume_token is not None:
+        raise CaseFailed("the peer's HELLO carries a resume_token: only an initiator's may")
+    if hello.session != 1:
+        raise CaseSkipped("the peer's HELLO offers no sessions (spec §15.2)")
+
+
+@case("15.2/1", "asked for a session, a peer that offers them answers with SESSION first (1.2)")
+async def _(p: Probe, wait: float) -> str:
+    await _offered(p)
+    while True:
+        f = await p.next_frame()
+        if isinstance(f, (PingFrame, PongFrame)):
+            continue
+        if not isinstance(f, SessionFrame):
+            raise CaseFailed(f"{describe(f)} where SESSION must come first (spec §15.2)")
+        if not 16 <= len(f.token) <= 64:
+            raise CaseFailed(f"a {len(f.token)}-byte token (spec §15.3.1: 16 to 64)")
+        return f"SESSION with a {len(f.token)}-byte token, {f.timeout_ms} ms"
+
+
+@case("15.6/1", "resuming with a token the peer never issued: GOAWAY SESSION_UNKNOWN (1.2)")
+async def _(p: Probe, wait: float) -> str:
+    await _offered(p, resume_token=bytes(range(100, 116)))
+    return await p.expect_connection_error(ErrorCode.SESSION_UNKNOWN)
+
+
+@case("15.6/2", "a RESUME outside a resumption's exchange is PROTOCOL_ERROR (1.2)")
+async def _(p: Probe, wait: float) -> str:
+    await _offered(p)
+    await p.send(ResumeFrame(0, (0, 0), limits=(p.peer.connection_bytes, 0)).encode())
+    return await p.expect_connection_error(ErrorCode.PROTOCOL_ERROR)

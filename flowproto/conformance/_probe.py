@@ -157,6 +157,23 @@ class Probe:
             return self._frames.pop(0)
         raise CaseFailed(f"no answer within {self.timeout if timeout is None else timeout} s")
 
+    async def session_handshake(self, resume_token: bytes | None = None) -> HelloFrame:
+        """The handshake of a session transport (spec §15.2): our HELLO asks for a session
+        (or, with ``resume_token``, resumes one), and SESSION and RESUME decode as frames
+        from now on. Returns the peer's HELLO (its ``session`` 1: it offers them)."""
+        self._decoder.session = True
+        hello = HelloFrame(
+            Settings(keepalive_ms=0),
+            session=None if resume_token is not None else 1,
+            resume_token=resume_token,
+        )
+        await self.send(PREFACE, hello.encode())
+        first = await self.next_frame()
+        if not isinstance(first, HelloFrame):
+            raise CaseFailed(f"the peer's first frame is {describe(first)}, not HELLO")
+        self.peer = first.settings
+        return first
+
     async def handshake(self, settings: Settings | None = None) -> Settings:
         """Send the preface and a HELLO, and read the peer's HELLO (spec §3.1, §3.4)."""
         await self.send(PREFACE, HelloFrame(settings or Settings(keepalive_ms=0)).encode())
