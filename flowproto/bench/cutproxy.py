@@ -46,6 +46,7 @@ class CutProxy:
         *,
         half_open: bool = False,
         max_cuts: int | None = None,
+        cut_interval: float | None = None,
     ) -> None:
         if cut_every < 1:
             raise ValueError(f"cut_every must be at least 1, not {cut_every}")
@@ -53,6 +54,7 @@ class CutProxy:
         self.cut_every = cut_every
         self.half_open = half_open
         self.max_cuts = max_cuts
+        self.cut_interval = cut_interval  # also cut each connection this many seconds in
         self.cuts = 0
         self.connections = 0
         self.forwarded = 0
@@ -120,6 +122,14 @@ class CutProxy:
             self._active[nursery.cancel_scope] = cut
             nursery.start_soon(pipe, client, server)
             nursery.start_soon(pipe, server, client)
+            if self.cut_interval is not None and self.enabled:
+
+                async def timed_cut(interval: float) -> None:
+                    await trio.sleep(interval)
+                    cut[0] = True
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(timed_cut, self.cut_interval)
         del self._active[nursery.cancel_scope]
         if cut[0]:
             self.cuts += 1
@@ -156,10 +166,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--target", type=_parse_target, required=True, help="HOST:PORT")
     parser.add_argument("--port", type=int, default=0, help="listen port (0: a free one)")
     parser.add_argument("--cut-every", type=int, required=True, help="bytes per connection")
+    parser.add_argument(
+        "--cut-interval", type=float, default=None, help="also cut each connection after S s"
+    )
     parser.add_argument("--half-open", action="store_true", help="leave the target side open")
     parser.add_argument("--max-cuts", type=int, default=None, help="exit after this many")
     args = parser.parse_args(argv)
-    proxy = CutProxy(args.target, args.cut_every, half_open=args.half_open, max_cuts=args.max_cuts)
+    proxy = CutProxy(
+        args.target,
+        args.cut_every,
+        half_open=args.half_open,
+        max_cuts=args.max_cuts,
+        cut_interval=args.cut_interval,
+    )
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
