@@ -74,6 +74,12 @@ __all__ = [
 DEFAULT_SESSION_TIMEOUT: Final = 30.0
 #: spec §12, §15.7: closed-stream records awaiting a PONG; past it, no more resuming.
 MAX_UNCONFIRMED_RECORDS: Final = 4096
+#: spec §12, §15.9: failed resumptions a peer address may make per window before it is
+#: answered ENHANCE_YOUR_CALM without a lookup; the window, in seconds.
+MAX_FAILED_RESUMES: Final = 10
+FAILED_RESUME_WINDOW: Final = 60.0
+#: Peer addresses whose failures a store remembers at once (the oldest goes first).
+MAX_FAILING_PEERS: Final = 1024
 
 #: Where a resumption is (spec §15.6), on a connection with a transport.
 _HELLO: Final = "hello"  # the initiator reconnected; the acceptor's HELLO is next
@@ -769,6 +775,27 @@ class SessionStore(Generic[S]):
         self.max_sessions = max_sessions
         self._by_hash: dict[bytes, tuple[Connection, S]] = {}
         self._deadline: dict[int, float] = {}  # id(connection) -> when it is forgotten
+        # spec §15.9: failed resumptions by peer address: (window start, count)
+        self._failures: dict[str, tuple[float, int]] = {}
+
+    def over_budget(self, peer: str, now: float) -> bool:
+        """Whether ``peer`` made MAX_FAILED_RESUMES failed resumptions within the window
+        (spec §15.9): answer it ENHANCE_YOUR_CALM, without looking its token up."""
+        entry = self._failures.get(peer)
+        return (
+            entry is not None
+            and now - entry[0] < FAILED_RESUME_WINDOW
+            and entry[1] >= MAX_FAILED_RESUMES
+        )
+
+    def failed(self, peer: str, now: float) -> None:
+        """Count a resumption from ``peer`` that named no session (spec §15.9)."""
+        start, count = self._failures.pop(peer, (now, 0))
+        if now - start >= FAILED_RESUME_WINDOW:
+            start, count = now, 0
+        self._failures[peer] = (start, count + 1)  # re-inserted: the newest
+        while len(self._failures) > MAX_FAILING_PEERS:
+            del self._failures[next(iter(self._failures))]  # bounded: the oldest goes
 
     def __len__(self) -> int:
         return len({id(c) for c, _ in self._by_hash.values()})

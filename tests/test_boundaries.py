@@ -1762,6 +1762,9 @@ def test_the_reference_values_are_those_of_spec_section_12() -> None:
     records = numbers(value["unconfirmed closed-stream records kept per session, at most"])
     assert records == [core("MAX_UNCONFIRMED_RECORDS")]
     seconds["session timeout (`timeout_ms` of SESSION)"] = timeout_ms / 1000
+    failures, window_ms = numbers(value["failed resumptions per peer address"])[:2]
+    assert failures == core("MAX_FAILED_RESUMES")
+    assert window_ms / 1000 == core("FAILED_RESUME_WINDOW")
     not_constants = {"stream handlers running at once"}  # max_streams itself (spec §6.4)
     assert set(rows) == {*seconds, *not_constants} | {
         "queued control frames",
@@ -1775,6 +1778,7 @@ def test_the_reference_values_are_those_of_spec_section_12() -> None:
         "tuned window floor",
         "pacing headroom (pacing off by default)",
         "unconfirmed closed-stream records kept per session, at most",
+        "failed resumptions per peer address",
     }, "a row of spec §12 that no test compares with the code"
 
 

@@ -638,3 +638,35 @@ def test_a_start_lost_in_a_cut_comes_back_in_the_exchange() -> None:
     link.a.pending[sid] = [b"third"]
     drain(link)
     assert link.b.delivered[sid] == [b"third"]
+
+
+def test_a_spent_token_resumes_nothing_once_the_new_one_is_known_to_have_arrived() -> None:
+    """spec §15.6, §15.9: after a resumption the presented token stays valid only until
+    the PONG of the acceptor's PING after its SESSION; then only the new one works."""
+    link = establish(23)
+    old = link.a.conn.session_token
+    assert old is not None
+    link.cut(0, 0)
+    link.settle()
+    new = link.a.conn.session_token
+    assert new is not None and new != old
+    assert link.b.conn.accepts_token(new)
+    assert not link.b.conn.accepts_token(old)
+
+
+def test_the_store_answers_an_address_past_its_failed_resumptions_without_a_lookup() -> None:
+    """spec §15.9: MAX_FAILED_RESUMES per FAILED_RESUME_WINDOW per address; the count
+    starts again after the window, and the addresses remembered are bounded."""
+    from flowproto._session import FAILED_RESUME_WINDOW, MAX_FAILED_RESUMES, MAX_FAILING_PEERS
+
+    store: SessionStore[str] = SessionStore()
+    for _ in range(MAX_FAILED_RESUMES - 1):
+        store.failed("10.0.0.1", 0.0)
+    assert not store.over_budget("10.0.0.1", 1.0)
+    store.failed("10.0.0.1", 1.0)
+    assert store.over_budget("10.0.0.1", 2.0)
+    assert not store.over_budget("10.0.0.2", 2.0)  # per address
+    assert not store.over_budget("10.0.0.1", FAILED_RESUME_WINDOW + 0.5)  # a new window
+    for i in range(MAX_FAILING_PEERS + 10):
+        store.failed(f"10.1.{i // 256}.{i % 256}", 3.0)
+    assert len(store._failures) == MAX_FAILING_PEERS  # bounded: the oldest went first

@@ -20,6 +20,7 @@ from flowproto import (
     Reconnect,
     Settings,
 )
+from flowproto._session import MAX_FAILED_RESUMES
 from flowproto.bench.cutproxy import CutProxy
 from flowproto.trio import ConnectionLostError, FlowStream, open_connection, serve
 
@@ -120,25 +121,35 @@ async def test_a_stale_or_guessed_token_gets_session_unknown_and_disturbs_nothin
             ) as conn:
                 stream = await conn.open_stream()
                 await stream.send(b"before")
-                thief = await trio.open_tcp_stream("127.0.0.1", port)
-                hello = HelloFrame(Settings(), resume_token=secrets.token_bytes(16))
-                await thief.send_all(PREFACE + hello.encode())
-                wire = b""
-                while True:
-                    data = await thief.receive_some(65536)
-                    if not data:
-                        break
-                    wire += data
-                frames = FrameDecoder(session=True).feed(wire[len(PREFACE) :])
-                goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
-                assert [g.code for g in goaways] == [ErrorCode.SESSION_UNKNOWN]
-                await thief.aclose()
+                # spec §15.9: ten guesses from one address are refused one by one; past
+                # them the address is answered ENHANCE_YOUR_CALM without a lookup.
+                codes = [await guess(port) for _ in range(MAX_FAILED_RESUMES + 1)]
+                assert codes == [ErrorCode.SESSION_UNKNOWN] * MAX_FAILED_RESUMES + [
+                    ErrorCode.ENHANCE_YOUR_CALM
+                ]
                 await stream.send(b"after")
                 await stream.aclose()
                 await trio.testing.wait_all_tasks_blocked()
                 assert conn.statistics().reconnects == 0
             nursery.cancel_scope.cancel()
     assert got == [b"before", b"after"]
+
+
+async def guess(port: int) -> int:
+    """Resume a session with a random token; the code of the GOAWAY that answers."""
+    thief = await trio.open_tcp_stream("127.0.0.1", port)
+    hello = HelloFrame(Settings(), resume_token=secrets.token_bytes(16))
+    await thief.send_all(PREFACE + hello.encode())
+    wire = b""
+    while True:
+        data = await thief.receive_some(65536)
+        if not data:
+            break
+        wire += data
+    await thief.aclose()
+    frames = FrameDecoder(session=True).feed(wire[len(PREFACE) :])
+    (goaway,) = [f for f in frames if isinstance(f, GoAwayFrame)]
+    return goaway.code
 
 
 async def test_past_the_reconnect_deadline_send_fails_with_what_was_delivered() -> None:

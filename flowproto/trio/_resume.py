@@ -210,12 +210,23 @@ class SessionTransport:
     async def _hand_over(self, token: bytes) -> None:
         """This fresh connection's peer resumes a session (spec §15.6): give the transport
         to that session's connection, or refuse with SESSION_UNKNOWN."""
-        entry = self._sessions.find(token) if self._sessions is not None else None
+        store = self._sessions
+        peer = _peer_host(self.transport)
+        now = trio.current_time()
+        if store is not None and store.over_budget(peer, now):
+            # spec §15.9: too many failed resumptions from this address: no lookup at all.
+            message = "too many failed resumptions from this address (spec §15.9)"
+            self._core.close(ErrorCode.ENHANCE_YOUR_CALM, message)
+            self._fail(ConnectionLostError(message, error_code=ErrorCode.ENHANCE_YOUR_CALM))
+            return
+        entry = store.find(token) if store is not None else None
         owner = entry[1] if entry is not None else None
         while self._mid_write:  # our preface and HELLO may be on their way out
             await self._write_done.park()
         released = trio.Event()
         if owner is None or not owner._offer_transport(self.transport, self._core, released):
+            if store is not None:
+                store.failed(peer, now)
             self._core.refuse_resume()
             self._fail(
                 ConnectionLostError(
@@ -249,6 +260,19 @@ class SessionTransport:
         self._adoption = (transport, fresh, released)
         self._adopted.set()
         return True
+
+
+def _peer_host(transport: trio.abc.Stream) -> str:
+    """The peer's address without its port (spec §15.9 counts failures by address)."""
+    while isinstance(transport, trio.SSLStream):
+        transport = transport.transport_stream
+    if isinstance(transport, trio.SocketStream):
+        try:
+            name = transport.socket.getpeername()
+        except OSError:
+            return "?"
+        return str(name[0]) if isinstance(name, tuple) else "unix"
+    return type(transport).__name__
 
 
 class _NoTransport(trio.abc.Stream):
