@@ -76,6 +76,22 @@ CONNECTION_METRICS: Final = (
 )  # fmt: skip
 
 
+#: spec §15.11, per connection: a session's resumptions (process-wide counters, folded in
+#: when a connection is forgotten) and what it retains now (gauges, summed).
+SESSION_METRICS: Final = (
+    ("reconnects", "counter", "flowproto_reconnects", "Lost transports resumed (sender)"),
+    ("resumed_sessions", "counter", "flowproto_resumed_sessions", "Resumptions completed"),
+    ("messages_retransmitted", "counter", "flowproto_messages_retransmitted",
+     "Messages sent again after a resumption"),
+    ("bytes_retransmitted", "counter", "flowproto_bytes_retransmitted",
+     "Bytes sent again after a resumption"),
+    ("retained_bytes", "gauge", "flowproto_retained_bytes",
+     "Bytes kept for a resumption now (spec §15.5)"),
+    ("retained_bytes_peak", "gauge", "flowproto_retained_bytes_peak",
+     "The most bytes kept for a resumption at once"),
+)  # fmt: skip
+_SESSION_COUNTERS: Final = tuple(f for f, kind, _, _ in SESSION_METRICS if kind == "counter")
+
 #: How the per-stream figures add up over every stream when series are not labelled
 #: per connection (the default): counters and most gauges sum, the drain time is the
 #: longest.
@@ -96,7 +112,7 @@ class Watched:
         self.connections: dict[FlowConnection, str] = {}
         self.streams: dict[FlowStream, str] = {}
         self.start = trio.current_time()
-        self.folded: dict[str, float] = dict.fromkeys(_COUNTER_FIELDS, 0.0)
+        self.folded: dict[str, float] = dict.fromkeys(_COUNTER_FIELDS + _SESSION_COUNTERS, 0.0)
         # Each live stream's counters as last seen: a closed stream may report less (its
         # tuner is gone), and a counter must not go backwards when it is folded.
         self._seen: dict[FlowStream, dict[str, float]] = {}
@@ -114,6 +130,9 @@ class Watched:
     def forget_connection(self, conn: FlowConnection) -> None:
         if self.connections.pop(conn, None) is not None:
             self.closed["connections"] += 1
+            stats = conn.statistics()  # spec §15.11: its resumptions go into the totals
+            for field in _SESSION_COUNTERS:
+                self.folded[field] += getattr(stats, field)
 
     def count_refused(self, reason: str = "") -> None:
         """A connection was refused before anything of it was processed."""
@@ -157,10 +176,12 @@ class Watched:
         """One JSON-able snapshot: ``extra`` fields, the process-wide ``totals``, then
         every connection and stream."""
         conns = []
-        live: dict[str, float] = dict.fromkeys(_COUNTER_FIELDS, 0.0)
+        live: dict[str, float] = dict.fromkeys(_COUNTER_FIELDS + _SESSION_COUNTERS, 0.0)
         for conn, peer in list(self.connections.items()):
             entry: dict[str, Any] = {"peer": peer}
             entry.update(dataclasses.asdict(conn.statistics()))
+            for field in _SESSION_COUNTERS:
+                live[field] += entry[field]
             entry["streams"] = []
             for stream in [s for s in list(self.streams) if s.connection is conn]:
                 stats = dataclasses.asdict(stream.statistics())
@@ -177,7 +198,10 @@ class Watched:
             "connection_errors": dict(self.errors),
             "streams_opened": self.opened["streams"],
             "streams_closed": self.closed["streams"],
-            **{field: self.folded[field] + live[field] for field in _COUNTER_FIELDS},
+            **{
+                field: self.folded[field] + live[field]
+                for field in _COUNTER_FIELDS + _SESSION_COUNTERS
+            },
         }
         return {
             "time": round(trio.current_time() - self.start, 3),
@@ -248,6 +272,13 @@ def _families(snap: dict[str, Any], per_connection: bool = False) -> Iterator[An
     open_streams = family("gauge", "flowproto_open_streams", "Streams open now")
     open_streams.add_metric([], float(len(streams)))
     yield open_streams
+    for field, kind, name, doc in SESSION_METRICS:  # spec §15.11, never labelled by peer
+        fam = family(kind, name, doc)
+        if kind == "counter":
+            fam.add_metric([], float(totals.get(field, 0.0)))
+        else:
+            fam.add_metric([], float(sum(c.get(field) or 0 for c in conns)))
+        yield fam
     if not per_connection:
         for field, kind, name, doc in STREAM_METRICS:
             fam = family(kind, name, doc + " (all streams)")
