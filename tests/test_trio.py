@@ -1215,3 +1215,18 @@ async def test_a_woken_sender_whose_stream_was_reset_passes_the_wake_up_on(
             assert isinstance(outcome["doomed"], StreamResetError)
             assert outcome["last"] is None
             nursery.cancel_scope.cancel()
+
+
+async def test_a_graceful_close_sends_one_goaway() -> None:
+    """spec §10.4, §10.7.1: aclose() says GOAWAY once; a repeat would cost the peer's
+    glitch budget (it charges a repeated GOAWAY) and says nothing new."""
+    async with bare_peer() as (conn, peer):
+        stream = await conn.open_stream()
+        await stream.send("last")
+        with trio.move_on_after(1):  # the peer never ends its side: the grace runs out
+            await conn.aclose(grace=0.2)
+        data = b""
+        while chunk := await peer.transport.receive_some():
+            data += chunk
+    frames = FrameDecoder().feed(data)
+    assert [f.code for f in frames if isinstance(f, GoAwayFrame)] == [ErrorCode.NO_ERROR]

@@ -295,8 +295,8 @@ class FlowConnection(SessionTransport):
         for stream in list(self._streams.values()):
             if self._core.stream_state(stream.stream_id) is not StreamState.CLOSED:
                 stream.reset_now(ErrorCode.CANCEL, "connection closing")
-        if self._core.state is not ConnectionState.CLOSED:
-            self._core.close(ErrorCode.NO_ERROR)
+        if self._core.state is not ConnectionState.CLOSED and not self._said_goaway:
+            self._core.close(ErrorCode.NO_ERROR)  # one GOAWAY: a repeat is a glitch (§10.7.1)
         self._fail(ConnectionLostError("the connection was closed by this side", error_code=0))
 
     async def _flushed(self) -> None:
@@ -317,6 +317,7 @@ class FlowConnection(SessionTransport):
                 pass
 
     _linger = False  # the peer broke the protocol: more of its input may be on the way
+    _said_goaway = False  # aclose() queued our graceful GOAWAY (spec §10.4)
 
     _writer_exited = False
     _mid_write = False  # the writer is (or was cut off) in the middle of a write
@@ -755,6 +756,7 @@ class FlowConnection(SessionTransport):
                     self._name, len(self._streams), grace,
                 )  # fmt: skip
             core.close(ErrorCode.NO_ERROR)
+            self._said_goaway = True
             self._accept_send.close()
             self._wake_writer()
             with trio.move_on_after(grace):
