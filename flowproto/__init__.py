@@ -81,7 +81,8 @@ from ._limits import FRAME_TIMEOUT, MIN_FRAME_RATE, REPORT_INTERVAL, Limits
 from ._logs import RateLimitedLog
 from ._pacing import Pacer
 from ._reconnect import Reconnect
-from ._session import DEFAULT_SESSION_TIMEOUT, MAX_UNCONFIRMED_RECORDS, SessionStore, new_token
+from ._session import DEFAULT_SESSION_TIMEOUT, MAX_UNCONFIRMED_RECORDS, new_token
+from ._session_store import SessionStore
 from ._settings import MAX_COUNTER
 from ._state import ConnectionState, StreamState
 from ._statistics import ConnectionStatistics, StreamStatistics

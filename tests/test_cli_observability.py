@@ -245,6 +245,13 @@ def test_metrics_are_bounded_persist_past_each_connection_and_serve_only_metrics
     assert kinds["flowproto_messages"] == "counter"
     assert kinds["flowproto_queue_depth_messages"] == "gauge"
     assert kinds["flowproto_blocked_on_peer_seconds"] == "counter"
+    # spec §15.11: the sessions the senders asked for (nothing was lost, so nothing resumed)
+    for name in ("flowproto_reconnects", "flowproto_resumed_sessions"):
+        assert kinds[name] == "counter" and _value(after, name) == 0
+    for name in ("flowproto_messages_retransmitted", "flowproto_bytes_retransmitted"):
+        assert kinds[name] == "counter"
+    assert kinds["flowproto_retained_bytes"] == "gauge"
+    assert _value(after, "flowproto_retained_bytes") == 0  # no connection open
 
     def counter_samples(families: dict[str, Any]) -> dict[tuple[str, str], float]:
         return {

@@ -657,7 +657,11 @@ def test_a_spent_token_resumes_nothing_once_the_new_one_is_known_to_have_arrived
 def test_the_store_answers_an_address_past_its_failed_resumptions_without_a_lookup() -> None:
     """spec §15.9: MAX_FAILED_RESUMES per FAILED_RESUME_WINDOW per address; the count
     starts again after the window, and the addresses remembered are bounded."""
-    from flowproto._session import FAILED_RESUME_WINDOW, MAX_FAILED_RESUMES, MAX_FAILING_PEERS
+    from flowproto._session_store import (
+        FAILED_RESUME_WINDOW,
+        MAX_FAILED_RESUMES,
+        MAX_FAILING_PEERS,
+    )
 
     store: SessionStore[str] = SessionStore()
     for _ in range(MAX_FAILED_RESUMES - 1):

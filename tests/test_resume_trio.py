@@ -20,7 +20,7 @@ from flowproto import (
     Reconnect,
     Settings,
 )
-from flowproto._session import MAX_FAILED_RESUMES
+from flowproto._session_store import MAX_FAILED_RESUMES
 from flowproto.bench.cutproxy import CutProxy
 from flowproto.trio import ConnectionLostError, FlowStream, open_connection, serve
 
