@@ -19,7 +19,6 @@ from ._events import (
     PeerBlocked,
     PingReceived,
     PongReceived,
-    StreamOpened,
     StreamReset,
     StreamStarted,
 )
@@ -184,18 +183,14 @@ class ControlReceiving(ConnectionParts):
             return
         sid = frame.stream_id
         was_idle = self._table.is_idle(sid)
-        st = self._stream_for_frame(sid, rx)
+        # spec §15.10: an opener waiting for our start (only on a session connection)
+        await_start = bool(frame.await_start) and self._session is not None
+        st = self._stream_for_frame(sid, rx, await_start=await_start)
         if st is None:
             if not was_idle:
                 self._glitch(f"CREDIT on closed stream {sid}")  # spec §10.7.1
             return  # spec §6.5: CREDIT on a closed stream is ignored
-        if frame.await_start and was_idle and self._session is not None:
-            # spec §15.10: the opener waits for us to say where the stream starts.
-            st.start = "receiving"
-            opened = rx.events[-1]
-            assert isinstance(opened, StreamOpened) and opened.stream_id == sid
-            rx.events[-1] = StreamOpened(sid, True)
-        elif st.start == "sending":
+        if st.start == "sending":
             st.start = None  # spec §15.10: a CREDIT starts it from the beginning
             rx.events.append(StreamStarted(sid, 0, 0))
         send = st.send

@@ -111,8 +111,13 @@ class DataReceiving(ConnectionParts):
         if conn.received_bytes + length > conn.advertised_bytes:
             conn.receive(length, 0, "the connection")  # raises
 
-    def _open_peer_stream(self, sid: int, rx: Received) -> StreamRecord | None:
-        """The peer's first frame on a new stream id (spec §6.2); None if not processed."""
+    def _open_peer_stream(
+        self, sid: int, rx: Received, *, await_start: bool = False
+    ) -> StreamRecord | None:
+        """The peer's first frame on a new stream id (spec §6.2); None if not processed.
+
+        ``await_start``: its opening CREDIT asks us to say where it starts (spec §15.10).
+        """
         self._table.check_peer_open(sid)
         self._table.note_peer_id(sid)  # spec §6.1: skipped ids are closed
         if self._table.beyond_our_goaway(sid):
@@ -129,16 +134,20 @@ class DataReceiving(ConnectionParts):
             return None
         st = self._new_stream(sid)
         self._table.highest_accepted_peer_id = sid
-        rx.events.append(StreamOpened(sid))
+        if await_start:
+            st.start = "receiving"  # spec §15.10: the opener waits for our start
+        rx.events.append(StreamOpened(sid, await_start))
         return st
 
-    def _stream_for_frame(self, sid: int, rx: Received) -> StreamRecord | None:
+    def _stream_for_frame(
+        self, sid: int, rx: Received, *, await_start: bool = False
+    ) -> StreamRecord | None:
         """The stream a received stream-level frame is for, opening it if new; None if closed."""
         st = self._streams.get(sid)
         if st is not None:
             return st
         if self._table.is_idle(sid):
-            return self._open_peer_stream(sid, rx)
+            return self._open_peer_stream(sid, rx, await_start=await_start)
         return None
 
     def _receive_data_frame(

@@ -571,7 +571,7 @@ class SessionResumption(ConnectionParts):
                 f"peer resumes stream {sid} at {resume.received}, but nothing was sent on it "
                 "(spec §15.8 step 5)"
             )
-        st = self._open_peer_stream(sid, rx)
+        st = self._open_peer_stream(sid, rx, await_start=False)
         if st is not None:
             st.send.grant(*resume.limits)
         return st
@@ -663,20 +663,19 @@ class SessionResumption(ConnectionParts):
         """Drop what the peer reported consumed (spec §15.5)."""
         consumed = st.peer_consumed
         if st.retained is not None and consumed is not None and consumed > st.retained_base:
-            sess = self._session
-            assert sess is not None
-            if sess.retained_bytes > sess.retained_peak:
-                sess.retained_peak = sess.retained_bytes
-            sess.retained_bytes -= st.drop_retained(consumed)
+            self._drop_retained(st, consumed)
 
     def _drop_all_retained(self, st: StreamRecord) -> None:
         """The stream was reset or forgotten: nothing on it is sent again (spec §15.5)."""
         if st.retained:
-            sess = self._session
-            assert sess is not None
-            if sess.retained_bytes > sess.retained_peak:
-                sess.retained_peak = sess.retained_bytes
-            sess.retained_bytes -= st.drop_retained(st.retained_base + len(st.retained))
+            self._drop_retained(st, st.retained_base + len(st.retained))
+
+    def _drop_retained(self, st: StreamRecord, upto: int) -> None:
+        # Retention only grows by sends, so its peak is what it was just before it shrinks.
+        sess = self._session
+        assert sess is not None
+        sess.retained_peak = max(sess.retained_peak, sess.retained_bytes)
+        sess.retained_bytes -= st.drop_retained(upto)
 
     def _end_session(self) -> None:
         """No session, or not any more (a GOAWAY, an error, none granted; spec §15.4)."""

@@ -4,7 +4,6 @@ budget of failed resumptions per peer address. Sans-IO: the caller passes ``now`
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 if TYPE_CHECKING:
@@ -30,18 +29,19 @@ S = TypeVar("S")
 
 
 class SessionStore(Generic[S]):
-    """An acceptor's sessions without a transport, found by token (spec §15.6, §15.9).
+    """An acceptor's sessions, found by token (spec §15.6, §15.9).
 
     Sessions are looked up by a hash of the token, then the token is compared in
     constant time by the connection (``accepts_token``). At most ``max_sessions`` are
-    kept; each is forgotten at its deadline. The I/O layer stores whatever it keeps per
-    session (``S``: its connection object, say) with the session's ``Connection``.
+    kept; the I/O layer forgets each (``discard``) when its connection ends, which its
+    resume timeout bounds. The I/O layer stores whatever it keeps per session (``S``:
+    its connection object, say) with the session's ``Connection``.
     """
 
     def __init__(self, max_sessions: int = 1024) -> None:
         self.max_sessions = max_sessions
-        self._by_hash: dict[bytes, tuple[Connection, S]] = {}
-        self._deadline: dict[int, float] = {}  # id(connection) -> when it is forgotten
+        self._by_hash: dict[bytes, Connection] = {}  # token_key -> its session
+        self._sessions: dict[Connection, tuple[S, set[bytes]]] = {}  # -> value, its keys
         # spec §15.9: failed resumptions by peer address: (window start, count)
         self._failures: dict[str, tuple[float, int]] = {}
 
@@ -65,55 +65,42 @@ class SessionStore(Generic[S]):
             del self._failures[next(iter(self._failures))]  # bounded: the oldest goes
 
     def __len__(self) -> int:
-        return len({id(c) for c, _ in self._by_hash.values()})
-
-    def add(self, conn: Connection, value: S, token: bytes) -> bool:
-        """Register ``token`` of ``conn`` (each :class:`SessionGranted`). False if full."""
-        if conn not in self and len(self) >= self.max_sessions:
-            return False
-        for key, (other, _) in list(self._by_hash.items()):
-            if other is conn and not other.accepts_token_hash(key):
-                del self._by_hash[key]
-        self._by_hash[token_key(token)] = (conn, value)
-        return True
+        return len(self._sessions)
 
     def __contains__(self, conn: object) -> bool:
-        return any(c is conn for c, _ in self._by_hash.values())
+        return conn in self._sessions
+
+    def add(self, conn: Connection, value: S, token: bytes) -> bool:
+        """Register ``token`` of ``conn`` (each :class:`SessionGranted`). False if full.
+
+        Keys of ``conn`` whose tokens it no longer accepts (spent, spec §15.6) go."""
+        entry = self._sessions.get(conn)
+        if entry is None:
+            if len(self._sessions) >= self.max_sessions:
+                return False
+            entry = (value, set())
+            self._sessions[conn] = entry
+        keys = entry[1]
+        for key in [k for k in keys if not conn.accepts_token_hash(k)]:
+            keys.discard(key)
+            del self._by_hash[key]
+        key = token_key(token)
+        keys.add(key)
+        self._by_hash[key] = conn
+        return True
 
     def find(self, token: bytes) -> tuple[Connection, S] | None:
         """The session ``token`` resumes now, or None (spec §15.6 step 1)."""
-        entry = self._by_hash.get(token_key(token))
-        if entry is None or not entry[0].accepts_token(token):
+        conn = self._by_hash.get(token_key(token))
+        if conn is None or not conn.accepts_token(token):
             return None
-        return entry
-
-    def lost(self, conn: Connection, deadline: float) -> None:
-        """``conn``'s transport is gone: forget it at ``deadline`` unless resumed."""
-        self._deadline[id(conn)] = deadline
-
-    def resumed(self, conn: Connection) -> None:
-        """``conn`` has a transport again: no deadline."""
-        self._deadline.pop(id(conn), None)
+        return conn, self._sessions[conn][0]
 
     def discard(self, conn: Connection) -> None:
-        """Forget ``conn`` (closed, or expired)."""
-        for key, (other, _) in list(self._by_hash.items()):
-            if other is conn:
-                del self._by_hash[key]
-        self._deadline.pop(id(conn), None)
-
-    def next_deadline(self) -> float | None:
-        return min(self._deadline.values(), default=None)
-
-    def expire(self, now: float) -> Iterator[tuple[Connection, S]]:
-        """Forget, and yield, every session whose deadline has passed."""
-        due = {key for key, deadline in self._deadline.items() if deadline <= now}
-        if not due:
-            return
-        for conn, value in list({id(c): (c, v) for c, v in self._by_hash.values()}.values()):
-            if id(conn) in due:
-                self.discard(conn)
-                yield conn, value
+        """Forget ``conn`` (its connection ended, or its session expired)."""
+        entry = self._sessions.pop(conn, None)
+        for key in entry[1] if entry is not None else ():
+            del self._by_hash[key]
 
 
 def token_key(token: bytes) -> bytes:

@@ -309,22 +309,25 @@ async def _connect(stack: AsyncExitStack, opts: SendOptions, address: str) -> Fl
 
 #: New connections after a receiver lost the session (spec §15.10), at most.
 MAX_RESTARTS = 100
+#: How often a restarted receiver is tried (its deadline is --reconnect-timeout's).
+RESTART_BACKOFF = Reconnect(initial_delay=0.05, max_delay=1.0)
 
 
 async def _connect_again(
     stack: AsyncExitStack, opts: SendOptions, address: str, deadline: float
 ) -> FlowConnection:
-    """:func:`_connect`; after a restart (a ``deadline`` ahead), again with backoff until the
-    receiver is back or the deadline passes."""
-    delay = 0.05
+    """:func:`_connect`; after a restart (a ``deadline`` ahead), again by the reconnect
+    policy's backoff (:class:`flowproto.Reconnect`) until the receiver is back or the
+    deadline passes."""
+    delays = RESTART_BACKOFF.delays()
     while True:
         try:
             return await _connect(stack, opts, address)
         except CliError:
+            delay = next(delays)
             if trio.current_time() + delay >= deadline:
                 raise
         await trio.sleep(delay)
-        delay = min(1.0, 2 * delay)
 
 
 def _share(total: int | None, parts: int, index: int) -> int | None:

@@ -7,17 +7,22 @@ import trio
 from .. import Role
 
 
-def connection_name(transport: trio.abc.Stream, role: Role) -> str:
-    """How the debug log names a connection: its peer's address where there is one."""
-    side = "to" if role is Role.INITIATOR else "from"
+def peer_address(transport: trio.abc.Stream) -> object:
+    """The peer's socket address (a tuple for IP, a str for a Unix socket), or None."""
     sock = getattr(transport, "socket", None)
     if sock is None:
         inner = getattr(transport, "transport_stream", None)  # TLS: the stream under it
         sock = getattr(inner, "socket", None)
     try:
-        peer = sock.getpeername() if sock is not None else None
+        return sock.getpeername() if sock is not None else None
     except OSError:
-        peer = None
+        return None
+
+
+def connection_name(transport: trio.abc.Stream, role: Role) -> str:
+    """How the debug log names a connection: its peer's address where there is one."""
+    side = "to" if role is Role.INITIATOR else "from"
+    peer = peer_address(transport)
     if isinstance(peer, tuple) and len(peer) >= 2:
         host = f"[{peer[0]}]" if ":" in str(peer[0]) else peer[0]
         return f"connection {side} {host}:{peer[1]}"

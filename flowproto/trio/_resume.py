@@ -31,6 +31,7 @@ from .. import (
     SessionStore,
     StreamStarted,
 )
+from ._debug import peer_address
 from ._errors import ConnectionLostError
 
 if TYPE_CHECKING:
@@ -264,15 +265,8 @@ class SessionTransport:
 
 def _peer_host(transport: trio.abc.Stream) -> str:
     """The peer's address without its port (spec §15.9 counts failures by address)."""
-    while isinstance(transport, trio.SSLStream):
-        transport = transport.transport_stream
-    if isinstance(transport, trio.SocketStream):
-        try:
-            name = transport.socket.getpeername()
-        except OSError:
-            return "?"
-        return str(name[0]) if isinstance(name, tuple) else "unix"
-    return type(transport).__name__
+    peer = peer_address(transport)
+    return str(peer[0]) if isinstance(peer, tuple) else "local"
 
 
 class _NoTransport(trio.abc.Stream):
