@@ -67,8 +67,8 @@ NOW = 0.0
 def core(name: str) -> Any:
     """A name defined in flowproto, wherever it lives (modules move; names stay).
 
-    The private modules of the core are searched first; the I/O layers only if the
-    name is in none of them (importing those is slower).
+    The private modules and ``flowproto.iolayer`` are searched first; the public
+    modules only if the name is in none of them (importing those is slower).
     """
     found: dict[str, Any] = {}
     modules = [
@@ -77,6 +77,7 @@ def core(name: str) -> Any:
         if not info.name.endswith("__main__")
     ]
     private = [m for m in modules if m.rsplit(".", 1)[-1].startswith("_")]
+    private.append("flowproto.iolayer")  # what both I/O layers share
     for group in (private, [m for m in modules if m not in private]):
         for module_name in group:
             module = importlib.import_module(module_name)

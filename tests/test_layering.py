@@ -24,12 +24,15 @@ IO_MODULES = frozenset({"socket", "select", "selectors", "asyncio", "trio", "tim
 
 
 def core_modules() -> list[Path]:
-    """flowproto/_*.py: the sans-IO core (``__main__`` only hands over to the CLI)."""
+    """flowproto/_*.py, the sans-IO core (``__main__`` only hands over to the CLI), and
+    flowproto/iolayer.py."""
     # The CLI and the conformance suite are packages (flowproto/cli/, flowproto/conformance/):
     # they run under trio and are not the core; neither is anything else in a subpackage.
     paths = sorted(p for p in PACKAGE.glob("_*.py") if p.name != "__main__.py")
     assert any(p.name == "_connection.py" for p in paths), paths
-    return paths
+    # What the two I/O layers share is written once, outside both, and is as free of I/O
+    # as the core (STYLE.md).
+    return [*paths, PACKAGE / "iolayer.py"]
 
 
 def test_importing_flowproto_and_its_core_modules_does_not_load_trio_or_asyncio() -> None:

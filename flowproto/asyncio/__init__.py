@@ -33,7 +33,7 @@ are shared too (``flowproto.Codec``, ``flowproto.StreamStatistics``).
 
 Layout: ``_connection`` (FlowConnection, the protocol), ``_stream`` (FlowStream),
 ``_link`` (what the two share), ``_serve`` (opening and serving), ``_errors``,
-``_admission`` (memory-budget waiting), ``_constants``.
+``_admission`` (memory-budget waiting). Sizes and timeouts: :mod:`flowproto.iolayer`.
 """
 
 from __future__ import annotations
@@ -49,9 +49,7 @@ from .. import (
     StreamResetError,
     StreamStatistics,
 )
-from ..unix_sockets import DEFAULT_UNIX_MODE
-from ._connection import FlowConnection
-from ._constants import (
+from ..iolayer import (
     CLOSE_LINGER,
     DEFAULT_CLOSE_GRACE,
     DEFAULT_FRAME_TIMEOUT,
@@ -62,6 +60,8 @@ from ._constants import (
     WRITE_CHUNK,
     YIELD_AFTER_BYTES,
 )
+from ..unix_sockets import DEFAULT_UNIX_MODE
+from ._connection import FlowConnection
 from ._errors import ConnectionLostError, EndOfStream
 from ._serve import (
     FlowServer,

@@ -21,11 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final, cast
+from typing import Any, cast
 
 from .. import (
     MIN_FRAME_RATE,
@@ -57,16 +55,27 @@ from .. import (
     StreamState,
     get_codec,
 )
-from ._admission import room_freed
-from ._constants import (
+from ..iolayer import (
     CLOSE_LINGER,
     DEFAULT_CLOSE_GRACE,
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT,
     MAX_SEND_BACKLOG,
     WRITE_CHUNK,
+    WindowLog,
+    connection_name,
+    connection_statistics,
+    goaway_error,
+    log_goaway,
+    log_handshake,
+    log_reset,
+    peer_closed_reason,
+    reset_error,
+    stream_slot_refusal,
+    tls_reason,
 )
-from ._errors import ConnectionLostError, HandshakeTimeout, StreamLimitError, StreamResetError
+from ._admission import room_freed
+from ._errors import ConnectionLostError, HandshakeTimeout
 from ._link import StreamLink, StreamPort, Waiters
 from ._stream import FlowStream
 
@@ -111,7 +120,7 @@ class FlowConnection(asyncio.Protocol):
         #: DEBUG logging of the lifecycle (``flowproto -v``), decided once: free when off.
         self._debug = _log.isEnabledFor(logging.DEBUG)
         self._name = ""
-        self._logged_window = (0, 0)  # (connection window, its tuner's change count) logged
+        self._window_log = WindowLog()
         self._write_timeout = write_timeout
         self._codec_spec = codec
         self._ports: dict[int, StreamPort] = {}
@@ -396,15 +405,8 @@ class FlowConnection(asyncio.Protocol):
             self._finish()
 
     def _closed_error(self) -> ConnectionLostError:
-        g = self._goaway
-        if g is not None:
-            return ConnectionLostError(
-                f"peer closed the connection: GOAWAY {ErrorCode.describe(g.error_code)}"
-                + (f" ({g.reason})" if g.reason else ""),
-                error_code=g.error_code,
-                last_stream_id=g.last_stream_id,
-                retry_after=None if g.retry_after_ms is None else g.retry_after_ms / 1000,
-            )
+        if self._goaway is not None:
+            return goaway_error(ConnectionLostError, self._goaway)
         return self._refusal or ConnectionLostError("the connection is closed")
 
     def _dispatch(self, events: list[Any]) -> None:
@@ -412,21 +414,10 @@ class FlowConnection(asyncio.Protocol):
         for event in events:
             handlers[type(event)](event)
         if self._debug:
-            self._log_window()
+            self._window_log.check(self._name, self._core)
         if self._goaway is not None:
             # After the whole batch: a RESET read with the GOAWAY still reaches its stream.
             self._end_if_finished()
-
-    def _log_window(self) -> None:
-        # The connection's receive window, when its tuner changed it (spec §8.9).
-        info = self._core.window_info(0)
-        if info is not None and (info.window_bytes, info.changes) != self._logged_window:
-            if self._logged_window != (0, 0):
-                _log.debug(
-                    "%s: connection window now %d bytes (%s)",
-                    self._name, info.window_bytes, info.reason.value,
-                )  # fmt: skip
-            self._logged_window = (info.window_bytes, info.changes)
 
     def _new_stream(self, stream_id: int, codec: CodecName | Codec | None) -> FlowStream:
         port = StreamPort()
@@ -474,32 +465,17 @@ class FlowConnection(asyncio.Protocol):
     def _on_stream_reset(self, event: StreamReset) -> None:
         port = self._ports.get(event.stream_id)
         if port is not None and self._lost is None:
-            consumed = event.consumed
-            if consumed is None:
-                consumed = self._core.peer_consumed(event.stream_id)
-            exc = StreamResetError(
-                event.stream_id, event.error_code, event.reason, event.remote, consumed
-            )
-            port.reset_by(exc, self._loop.time())
+            port.reset_by(reset_error(event, self._core), self._loop.time())
             self._stream_changed(event.stream_id, False)
         if self._debug:
-            _log.debug(
-                "%s: stream %d reset by %s: %s %s (consumed %s)",
-                self._name, event.stream_id, "the peer" if event.remote else "this side",
-                ErrorCode.describe(event.error_code), event.reason or "-", event.consumed,
-            )  # fmt: skip
+            log_reset(self._name, event)
 
     def _on_handshake(self, event: HandshakeCompleted) -> None:
         self._handshake.set()
         if self._debug:
             peer = self._core.peer_settings
             assert peer is not None
-            _log.debug(
-                "%s: handshake complete; the peer grants %d bytes / %d messages a stream, "
-                "%d bytes on the connection, messages up to %d bytes, %d streams",
-                self._name, peer.stream_bytes, peer.stream_messages, peer.connection_bytes,
-                peer.max_message_bytes, peer.max_streams,
-            )  # fmt: skip
+            log_handshake(self._name, peer)
 
     def _on_pong(self, event: PongReceived) -> None:
         # The core measured the round trip (its one RTT estimator, spec §8.9).
@@ -511,11 +487,7 @@ class FlowConnection(asyncio.Protocol):
     def _on_goaway(self, event: GoAwayReceived) -> None:
         self._goaway = event
         if self._debug:
-            _log.debug(
-                "%s: GOAWAY from the peer: %s, last stream %d%s",
-                self._name, ErrorCode.describe(event.error_code), event.last_stream_id,
-                f": {event.reason}" if event.reason else "",
-            )  # fmt: skip
+            log_goaway(self._name, event)
         if event.error_code != ErrorCode.NO_ERROR:
             self._fail(self._closed_error())  # spec §10.2: every stream ends
         self._close_accept()  # spec §10.4: the peer opens no more streams
@@ -525,10 +497,7 @@ class FlowConnection(asyncio.Protocol):
         if event.clean and self._goaway is not None:
             self._fail(self._closed_error())
         else:
-            what = "in the middle of a frame" if event.truncated else "without GOAWAY"
-            if self._core.peer_settings is None:
-                what += " before its HELLO (spec §3.4)"  # a refusal: TLS, not flowproto, ...
-            self._fail(ConnectionLostError(f"the peer closed the connection {what}"))
+            self._fail(ConnectionLostError(peer_closed_reason(event, self._core)))
 
     def _ignore(self, event: Event) -> None:
         """PeerBlocked and PingReceived: the core already acted (spec §8.7, §5.5)."""
@@ -651,18 +620,9 @@ class FlowConnection(asyncio.Protocol):
         while not core.can_open_stream:
             if self._lost is not None:
                 raise self._lost
-            if self._goaway is not None or core.state is not ConnectionState.OPEN:
-                raise ConnectionLostError(
-                    "the connection is shutting down (GOAWAY); open a new connection",
-                    error_code=self._goaway.error_code if self._goaway else ErrorCode.NO_ERROR,
-                    last_stream_id=self._goaway.last_stream_id if self._goaway else None,
-                )
-            if not wait:
-                peer = core.peer_settings
-                limit = peer.max_streams if peer is not None else 0
-                raise StreamLimitError(
-                    f"the peer allows {limit} concurrent streams, all in use (spec §6.4)"
-                )
+            refusal = stream_slot_refusal(ConnectionLostError, core, self._goaway, wait=wait)
+            if refusal is not None:
+                raise refusal
             await self._stream_change.wait()
 
     async def accept_stream(self) -> FlowStream:
@@ -774,67 +734,32 @@ class FlowConnection(asyncio.Protocol):
 
     def statistics(self) -> ConnectionStatistics:
         """A snapshot of the connection's credit, buffers and traffic (spec §14)."""
-        core = self._core
-        link = self._link
         now = self._loop.time()
-        held, _ = core.received_held(0)
-        blocked = link.seconds_blocked + sum(
+        blocked = self._link.seconds_blocked + sum(
             now - port.blocked_since
             for port in self._ports.values()
             if port.blocked_since is not None
         )
-        info = core.window_info(0)
-        budget = core.budget
-        return ConnectionStatistics(
-            state=core.state.value,
+        return connection_statistics(
+            self._core,
+            self._link,
             streams=len(self._ports),
-            send_credit_bytes=core.connection_send_capacity,
-            buffered_bytes=held,
-            receive_window_bytes=core.local_settings.connection_bytes,
-            messages_sent=link.messages_sent,
-            bytes_sent=link.bytes_sent,
-            messages_received=link.messages_received,
-            bytes_received=link.bytes_received,
-            seconds_blocked=blocked,
+            blocked_seconds=blocked,
             rtt=self._rtt,
-            glitches=core.glitches,
-            blocked_on_peer_seconds=blocked,  # spec §14 from here on
-            starvation_events=link.starvation_events,
-            rtt_min=core.rtt.minimum,
-            window_bytes=info.window_bytes if info is not None else 0,
-            window_reason=info.reason.value if info is not None else "static",
-            budget_bytes=budget.capacity if budget is not None else None,
-            budget_committed_bytes=budget.committed if budget is not None else None,
-            budget_share_bytes=core.budget_share,
-            blocked_on_stream_limit_seconds=self._stream_limit_seconds,
+            stream_limit_seconds=self._stream_limit_seconds,
         )
 
 
 def transport_failure(exc: BaseException) -> ConnectionLostError:
     """The error for a transport that failed: its reason in words, TLS errors above all;
     the original is the ``__cause__``."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        what = f"TLS: certificate verify failed: {exc.verify_message}"
-    elif isinstance(exc, ssl.SSLError):
-        what = "TLS: " + _SSL_SOURCE.sub("", str(exc.strerror or exc))
-    else:
-        what = str(exc) or type(exc).__name__
+    what = tls_reason(exc) or str(exc) or type(exc).__name__
     lost = ConnectionLostError(f"transport failed: {what}")
     lost.__cause__ = exc
     return lost
 
 
-#: The " (_ssl.c:1006)" at the end of an ssl.SSLError's text.
-_SSL_SOURCE: Final = re.compile(r"\s*\(_ssl\.c:\d+\)$")
-
-
 def _connection_name(transport: asyncio.BaseTransport, role: Role) -> str:
     """How the debug log names a connection: its peer's address where there is one."""
-    side = "to" if role is Role.INITIATOR else "from"
     peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host = f"[{peer[0]}]" if ":" in str(peer[0]) else peer[0]
-        return f"connection {side} {host}:{peer[1]}"
-    if isinstance(peer, str) and peer:
-        return f"connection {side} unix:{peer}"
-    return f"connection {side} a {type(transport).__name__}"
+    return connection_name(peer, role, type(transport).__name__)

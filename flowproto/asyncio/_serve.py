@@ -31,16 +31,16 @@ from .. import (
     Role,
     Settings,
 )
-from ..unix_sockets import DEFAULT_UNIX_MODE, bind_unix_socket
-from ._admission import wait_for_room
-from ._connection import FlowConnection, transport_failure
-from ._constants import (
+from ..iolayer import (
     CLOSE_LINGER,
     DEFAULT_CLOSE_GRACE,
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT,
 )
+from ..unix_sockets import DEFAULT_UNIX_MODE, bind_unix_socket
+from ._admission import wait_for_room
+from ._connection import FlowConnection, transport_failure
 from ._errors import ConnectionLostError, EndOfStream, HandshakeTimeout, StreamResetError
 from ._stream import FlowStream
 

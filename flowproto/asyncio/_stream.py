@@ -17,8 +17,15 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import Codec, ErrorCode, Pacer, RateEstimator, RawCodec, StreamState, StreamStatistics
+from ..iolayer import (
+    YIELD_AFTER_BYTES,
+    decode_batch,
+    pace,
+    stream_statistics,
+    take_batch,
+    take_held,
+)
 from ._admission import room_freed
-from ._constants import PACING_HEADROOM, YIELD_AFTER_BYTES
 from ._errors import EndOfStream, StreamClosedError, StreamResetError
 from ._link import StreamLink, StreamPort
 
@@ -144,15 +151,9 @@ class FlowStream:
             await self._send_payloads(payloads)
 
     async def _pace(self, count: int) -> None:
-        # spec §8.10: while the peer reports a standing queue, send at most a little
-        # faster than its consumer; with no queue (or no feedback), do not pace at all.
-        feedback = self._link.core.peer_feedback(self.stream_id)
+        # spec §8.10: a little faster than the peer's consumer while it reports a queue
         now = self._link.loop.time()
-        if feedback is None or not feedback[0] or not feedback[1]:
-            self._pacer.set_rate(None, now)
-            return
-        self._pacer.set_rate(PACING_HEADROOM * feedback[0], now)
-        due = self._pacer.reserve(count, now)
+        due = pace(self._pacer, self._link.core.peer_feedback(self.stream_id), count, now)
         if due > now:
             await asyncio.sleep(due - now)
 
@@ -311,23 +312,15 @@ class FlowStream:
         port = self._port
         if not port.inbox:
             await self._starve()
-        inbox = port.inbox
-        count = min(max_messages, len(inbox))
-        if count == len(inbox):
-            batch = list(inbox)
-            inbox.clear()
-        else:
-            batch = [inbox.popleft() for _ in range(count)]
+        batch = take_batch(port.inbox, max_messages)
+        count = len(batch)
         if not release:
             sizes = list(map(len, batch))
             port.held.extend(sizes)
             port.inbox_bytes -= sum(sizes)
         else:
             self._consumed(sum(map(len, batch)), count)
-        if type(self.codec) is RawCodec:
-            return batch
-        decode = self.codec.decode
-        return [decode(d) for d in batch]
+        return decode_batch(self.codec, batch)
 
     def release(self, count: int | None = None) -> None:
         """Consume the first ``count`` messages taken with ``receive_many(release=False)``.
@@ -340,16 +333,11 @@ class FlowStream:
             ValueError: ``count`` is more than the messages held.
         """
         port = self._port
-        held = port.held
-        if count is None:
-            count = len(held)
         if port.reset is not None or port.lost is not None:
-            held.clear()
+            port.held.clear()
             return
-        if not 0 <= count <= len(held):
-            raise ValueError(f"release({count}), but {len(held)} messages are held")
+        count, nbytes = take_held(port.held, count)
         if count:
-            nbytes = sum(held.popleft() for _ in range(count))
             self._consumed(nbytes, count, from_inbox=False)
 
     def __aiter__(self) -> FlowStream:
@@ -418,52 +406,14 @@ class FlowStream:
 
     def statistics(self) -> StreamStatistics:
         """A snapshot of this stream's credit, buffers and traffic (spec §14)."""
-        core = self._link.core
-        port = self._port
-        send_bytes, send_messages = core.send_capacity(self.stream_id)
-        recv_bytes, recv_messages = core.receive_capacity(self.stream_id)
         now = self._link.loop.time()
-        blocked = self._seconds_blocked_now()
-        sending = (port.send_done_at or now) - self._opened_at
-        rate = self._rate.messages_per_second  # both rates from the same samples
-        depth = len(port.inbox)
-        info = core.window_info(self.stream_id)
-        record = self._record
-        feedback = record.feedback if record is not None else core.peer_feedback(self.stream_id)
-        peak = record.recv.held_peak() if record is not None else core.received_peak(self.stream_id)
-        delivered = self._delivered()
-        return StreamStatistics(
-            stream_id=self.stream_id,
-            state=core.stream_state(self.stream_id).value,
-            send_credit_bytes=send_bytes,
-            send_credit_messages=send_messages,
-            receive_credit_bytes=recv_bytes,
-            receive_credit_messages=recv_messages,
-            buffered_messages=depth,
-            buffered_bytes=port.inbox_bytes,
-            messages_sent=self.messages_sent,
-            bytes_sent=self.bytes_sent,
-            messages_received=self.messages_received,
-            bytes_received=self.bytes_received,
-            delivered=delivered,
-            messages_in_flight=self.messages_sent - (delivered or 0),
-            seconds_blocked=blocked,
-            consume_rate=rate,
-            blocked_on_peer_seconds=blocked,  # spec §14 from here on
-            blocked_on_peer_events=self.blocked_on_peer_events,
-            blocked_on_app_seconds=max(0.0, sending - blocked),
-            peer_consume_rate=feedback[0] if feedback is not None else None,
-            peer_queue_depth=feedback[1] if feedback is not None else None,
-            queue_depth_messages=depth,
-            queue_depth_bytes=port.inbox_bytes,
-            consume_rate_bytes=self._rate.bytes_per_second,
-            drain_seconds=depth / rate if rate > 0 else (None if depth else 0.0),
-            starvation_events=self.starvation_events,
-            starved_seconds=self.starved_seconds,
-            window_bytes=info.window_bytes if info is not None else 0,
-            window_messages=info.window_messages if info is not None else 0,
-            window_reason=info.reason.value if info is not None else "static",
-            window_changes=info.changes if info is not None else 0,
-            peak_buffered_messages=peak[1],
-            peak_buffered_bytes=peak[0],
+        return stream_statistics(
+            self._link.core,
+            self,
+            record=self._record,
+            rate=self._rate,
+            buffered_messages=len(self._port.inbox),
+            buffered_bytes=self._port.inbox_bytes,
+            blocked_seconds=self._seconds_blocked_now(),
+            sending_seconds=(self._port.send_done_at or now) - self._opened_at,
         )

@@ -31,8 +31,7 @@ I/O layer to share.
 from __future__ import annotations
 
 from .. import Codec, CodecName, ConnectionStatistics, StreamStatistics
-from ._connection import FlowConnection
-from ._constants import (
+from ..iolayer import (
     CLOSE_LINGER,
     DEFAULT_CLOSE_GRACE,
     DEFAULT_FRAME_TIMEOUT,
@@ -40,10 +39,11 @@ from ._constants import (
     DEFAULT_WRITE_TIMEOUT,
     MAX_SEND_BACKLOG,
     PACING_HEADROOM,
-    READ_SIZE,
     WRITE_CHUNK,
     YIELD_AFTER_BYTES,
 )
+from ._connection import FlowConnection
+from ._constants import READ_SIZE
 from ._errors import (
     ConnectionLostError,
     HandshakeTimeout,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
-import ssl
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import suppress
@@ -51,17 +49,27 @@ from .. import (
     StreamState,
     get_codec,
 )
-from ._admission import room_freed
-from ._constants import (
+from ..iolayer import (
     CLOSE_LINGER,
     DEFAULT_CLOSE_GRACE,
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT,
-    READ_SIZE,
+    WindowLog,
+    connection_statistics,
+    goaway_error,
+    log_goaway,
+    log_handshake,
+    log_reset,
+    peer_closed_reason,
+    reset_error,
+    stream_slot_refusal,
+    tls_reason,
 )
+from ._admission import room_freed
+from ._constants import READ_SIZE
 from ._debug import connection_name
-from ._errors import ConnectionLostError, HandshakeTimeout, StreamLimitError, StreamResetError
+from ._errors import ConnectionLostError, HandshakeTimeout
 from ._link import MAX_WRITE_BUFFERS, StreamLink
 from ._resume import SessionTransport
 from ._stream import FlowStream
@@ -133,7 +141,7 @@ class FlowConnection(SessionTransport):
         #: DEBUG logging of the lifecycle (``flowproto -v``), decided once: free when off.
         self._debug = _log.isEnabledFor(logging.DEBUG)
         self._name = connection_name(transport, role) if self._debug else ""
-        self._logged_window = (0, 0)  # (connection window, its tuner's change count) logged
+        self._window_log = WindowLog()
         self._write_timeout = write_timeout
         self._codec_spec = codec
         self._streams: dict[int, FlowStream] = {}
@@ -395,15 +403,8 @@ class FlowConnection(SessionTransport):
         self._wake_writer()
 
     def _closed_error(self) -> ConnectionLostError:
-        g = self._goaway
-        if g is not None:
-            return ConnectionLostError(
-                f"peer closed the connection: GOAWAY {ErrorCode.describe(g.error_code)}"
-                + (f" ({g.reason})" if g.reason else ""),
-                error_code=g.error_code,
-                last_stream_id=g.last_stream_id,
-                retry_after=None if g.retry_after_ms is None else g.retry_after_ms / 1000,
-            )
+        if self._goaway is not None:
+            return goaway_error(ConnectionLostError, self._goaway)
         return self._refusal or ConnectionLostError("the connection is closed")
 
     def _dispatch(self, events: list[Any]) -> None:
@@ -411,7 +412,7 @@ class FlowConnection(SessionTransport):
         for event in events:
             handlers[type(event)](self, event)
         if self._debug:
-            self._log_window()
+            self._window_log.check(self._name, self._core)
         if self._goaway is not None:
             # After the whole batch: a RESET read with the GOAWAY still reaches its stream.
             self._end_if_finished()
@@ -453,32 +454,16 @@ class FlowConnection(SessionTransport):
     def _on_stream_reset(self, event: StreamReset) -> None:
         stream = self._streams.get(event.stream_id)
         if stream is not None and self._lost is None:
-            consumed = event.consumed
-            if consumed is None:
-                consumed = self._core.peer_consumed(event.stream_id)
-            stream._on_reset(
-                StreamResetError(
-                    event.stream_id, event.error_code, event.reason, event.remote, consumed
-                )
-            )
+            stream._on_reset(reset_error(event, self._core))
         if self._debug:
-            _log.debug(
-                "%s: stream %d reset by %s: %s %s (consumed %s)",
-                self._name, event.stream_id, "the peer" if event.remote else "this side",
-                ErrorCode.describe(event.error_code), event.reason or "-", event.consumed,
-            )  # fmt: skip
+            log_reset(self._name, event)
 
     def _on_handshake(self, event: HandshakeCompleted) -> None:
         self._handshake.set()
         if self._debug:
             peer = self._core.peer_settings
             assert peer is not None
-            _log.debug(
-                "%s: handshake complete; the peer grants %d bytes / %d messages a stream, "
-                "%d bytes on the connection, messages up to %d bytes, %d streams",
-                self._name, peer.stream_bytes, peer.stream_messages, peer.connection_bytes,
-                peer.max_message_bytes, peer.max_streams,
-            )  # fmt: skip
+            log_handshake(self._name, peer)
 
     def _on_pong(self, event: PongReceived) -> None:
         # The core measured the round trip (its one RTT estimator, spec §8.9).
@@ -491,11 +476,7 @@ class FlowConnection(SessionTransport):
     def _on_goaway(self, event: GoAwayReceived) -> None:
         self._goaway = event
         if self._debug:
-            _log.debug(
-                "%s: GOAWAY from the peer: %s, last stream %d%s",
-                self._name, ErrorCode.describe(event.error_code), event.last_stream_id,
-                f": {event.reason}" if event.reason else "",
-            )  # fmt: skip
+            log_goaway(self._name, event)
         if event.error_code != ErrorCode.NO_ERROR:
             self._fail(self._closed_error())  # spec §10.2: every stream ends
         self._accept_send.close()  # spec §10.4: the peer opens no more streams
@@ -505,10 +486,7 @@ class FlowConnection(SessionTransport):
         if event.clean and self._goaway is not None:
             self._fail(self._closed_error())
         else:
-            what = "in the middle of a frame" if event.truncated else "without GOAWAY"
-            if self._core.peer_settings is None:
-                what += " before its HELLO (spec §3.4)"  # a refusal: TLS, not flowproto, ...
-            self._fail(ConnectionLostError(f"the peer closed the connection {what}"))
+            self._fail(ConnectionLostError(peer_closed_reason(event, self._core)))
 
     def _ignore(self, event: Event) -> None:
         """PeerBlocked and PingReceived: the core already acted (spec §8.7, §5.5)."""
@@ -688,18 +666,9 @@ class FlowConnection(SessionTransport):
         while not core.can_open_stream:
             if self._lost is not None:
                 raise self._lost
-            if self._goaway is not None or core.state is not ConnectionState.OPEN:
-                raise ConnectionLostError(
-                    "the connection is shutting down (GOAWAY); open a new connection",
-                    error_code=self._goaway.error_code if self._goaway else ErrorCode.NO_ERROR,
-                    last_stream_id=self._goaway.last_stream_id if self._goaway else None,
-                )
-            if not wait:
-                peer = core.peer_settings
-                limit = peer.max_streams if peer is not None else 0
-                raise StreamLimitError(
-                    f"the peer allows {limit} concurrent streams, all in use (spec §6.4)"
-                )
+            refusal = stream_slot_refusal(ConnectionLostError, core, self._goaway, wait=wait)
+            if refusal is not None:
+                raise refusal
             await self._stream_change.park()
 
     async def accept_stream(self) -> FlowStream:
@@ -730,17 +699,6 @@ class FlowConnection(SessionTransport):
             raise self._lost
         assert rtt is not None
         return rtt
-
-    def _log_window(self) -> None:
-        # The connection's receive window, when its tuner changed it (spec §8.9).
-        info = self._core.window_info(0)
-        if info is not None and (info.window_bytes, info.changes) != self._logged_window:
-            if self._logged_window != (0, 0):
-                _log.debug(
-                    "%s: connection window now %d bytes (%s)",
-                    self._name, info.window_bytes, info.reason.value,
-                )  # fmt: skip
-            self._logged_window = (info.window_bytes, info.changes)
 
     async def aclose(self, grace: float = DEFAULT_CLOSE_GRACE) -> None:
         """Graceful shutdown (spec §10.4): GOAWAY, let open streams finish, then close.
@@ -777,46 +735,18 @@ class FlowConnection(SessionTransport):
             await self._closed.wait()
 
     def statistics(self) -> ConnectionStatistics:
-        """A snapshot of the connection's credit, buffers and traffic."""
-        core = self._core
-        link = self._link
-        held, _ = core.received_held(0)
+        """A snapshot of the connection's credit, buffers and traffic (spec §14)."""
+        now = trio.current_time()
         blocked = self._link.seconds_blocked + sum(
-            trio.current_time() - s._blocked_since
-            for s in self._streams.values()
-            if s._blocked_since is not None
+            now - s._blocked_since for s in self._streams.values() if s._blocked_since is not None
         )
-        info = core.window_info(0)
-        budget = core.budget
-        reconnects, resumed, retransmitted, retransmitted_bytes = core.session_counts
-        return ConnectionStatistics(
-            state=core.state.value,
+        return connection_statistics(
+            self._core,
+            self._link,
             streams=len(self._streams),
-            send_credit_bytes=core.connection_send_capacity,
-            buffered_bytes=held,
-            receive_window_bytes=core.local_settings.connection_bytes,
-            messages_sent=link.messages_sent,
-            bytes_sent=link.bytes_sent,
-            messages_received=link.messages_received,
-            bytes_received=link.bytes_received,
-            seconds_blocked=blocked,
+            blocked_seconds=blocked,
             rtt=self._rtt,
-            glitches=core.glitches,
-            blocked_on_peer_seconds=blocked,  # spec §14 from here on
-            starvation_events=link.starvation_events,
-            rtt_min=core.rtt.minimum,
-            window_bytes=info.window_bytes if info is not None else 0,
-            window_reason=info.reason.value if info is not None else "static",
-            budget_bytes=budget.capacity if budget is not None else None,
-            budget_committed_bytes=budget.committed if budget is not None else None,
-            budget_share_bytes=core.budget_share,
-            blocked_on_stream_limit_seconds=self._stream_limit_seconds,
-            reconnects=reconnects,
-            resumed_sessions=resumed,
-            messages_retransmitted=retransmitted,
-            bytes_retransmitted=retransmitted_bytes,
-            retained_bytes=core.retained[1],
-            retained_bytes_peak=core.retained_peak_bytes,
+            stream_limit_seconds=self._stream_limit_seconds,
         )
 
 
@@ -828,19 +758,12 @@ def _transport_failure(exc: BaseException) -> ConnectionLostError:
     to get local issuer certificate"), and the original is the ``__cause__``.
     """
     cause = exc.__cause__
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        what = f"TLS: certificate verify failed: {cause.verify_message}"
-    elif isinstance(cause, ssl.SSLError):
-        what = "TLS: " + _SSL_SOURCE.sub("", str(cause.strerror or cause))
-    else:
+    what = tls_reason(cause) if cause is not None else None
+    if what is None:
         what = str(exc) or (str(cause) if cause is not None else "") or type(exc).__name__
     lost = ConnectionLostError(f"transport failed: {what}")
     lost.__cause__ = cause if cause is not None else exc
     return lost
-
-
-#: The " (_ssl.c:1006)" at the end of an ssl.SSLError's text.
-_SSL_SOURCE: Final = re.compile(r"\s*\(_ssl\.c:\d+\)$")
 
 
 #: What the layer does with each event the core reports (``flowproto._events``).

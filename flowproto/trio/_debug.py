@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from .. import Role
+from .. import Role, iolayer
 
 
 def peer_address(transport: trio.abc.Stream) -> object:
@@ -21,11 +21,4 @@ def peer_address(transport: trio.abc.Stream) -> object:
 
 def connection_name(transport: trio.abc.Stream, role: Role) -> str:
     """How the debug log names a connection: its peer's address where there is one."""
-    side = "to" if role is Role.INITIATOR else "from"
-    peer = peer_address(transport)
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host = f"[{peer[0]}]" if ":" in str(peer[0]) else peer[0]
-        return f"connection {side} {host}:{peer[1]}"
-    if isinstance(peer, str) and peer:
-        return f"connection {side} unix:{peer}"
-    return f"connection {side} a {type(transport).__name__}"
+    return iolayer.connection_name(peer_address(transport), role, type(transport).__name__)

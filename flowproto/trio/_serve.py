@@ -42,14 +42,14 @@ from .. import (
     SessionStore,
     Settings,
 )
-from ._admission import wait_for_room
-from ._connection import FlowConnection
-from ._constants import (
+from ..iolayer import (
     DEFAULT_CLOSE_GRACE,
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT,
 )
+from ._admission import wait_for_room
+from ._connection import FlowConnection
 from ._errors import ConnectionLostError, HandshakeTimeout, StreamResetError
 from ._stream import FlowStream
 from ._unix import DEFAULT_UNIX_MODE, open_unix_listener

@@ -14,12 +14,16 @@ if sys.version_info < (3, 11):  # trio depends on the backport there
     pass  # type: ignore[import-not-found, unused-ignore]
 
 from .. import Codec, ErrorCode, Pacer, RateEstimator, RawCodec, StreamState, StreamStatistics
-from ._admission import room_freed
-from ._constants import (
+from ..iolayer import (
     MAX_SEND_BACKLOG,
-    PACING_HEADROOM,
     YIELD_AFTER_BYTES,
+    decode_batch,
+    pace,
+    stream_statistics,
+    take_batch,
+    take_held,
 )
+from ._admission import room_freed
 from ._errors import ConnectionLostError, StreamResetError
 from ._link import StreamLink
 
@@ -186,15 +190,9 @@ class FlowStream:
         await self._locked_send(payloads)
 
     async def _pace(self, count: int) -> None:
-        # spec §8.10: while the peer reports a standing queue, send at most a little
-        # faster than its consumer; with no queue (or no feedback), do not pace at all.
-        feedback = self._link.core.peer_feedback(self.stream_id)
+        # spec §8.10: a little faster than the peer's consumer while it reports a queue
         now = trio.current_time()
-        if feedback is None or not feedback[0] or not feedback[1]:
-            self._pacer.set_rate(None, now)
-            return
-        self._pacer.set_rate(PACING_HEADROOM * feedback[0], now)
-        due = self._pacer.reserve(count, now)
+        due = pace(self._pacer, self._link.core.peer_feedback(self.stream_id), count, now)
         if due > now:
             await trio.sleep_until(due)
 
@@ -369,13 +367,8 @@ class FlowStream:
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._inbox:
             await self._starve()
-        inbox = self._inbox
-        count = min(max_messages, len(inbox))
-        if count == len(inbox):
-            batch = list(inbox)
-            inbox.clear()
-        else:
-            batch = [inbox.popleft() for _ in range(count)]
+        batch = take_batch(self._inbox, max_messages)
+        count = len(batch)
         if not release:
             sizes = list(map(len, batch))
             self._held.extend(sizes)
@@ -384,10 +377,7 @@ class FlowStream:
             # A CREDIT is queued: let the writer send it while the caller works on this
             # batch (spec §8.5). Shielded, because the batch is already consumed.
             await trio.lowlevel.cancel_shielded_checkpoint()
-        if type(self.codec) is RawCodec:
-            return batch
-        decode = self.codec.decode
-        return [decode(d) for d in batch]
+        return decode_batch(self.codec, batch)
 
     def release(self, count: int | None = None) -> None:
         """Consume the first ``count`` messages taken with ``receive_many(release=False)``.
@@ -399,16 +389,11 @@ class FlowStream:
         Raises:
             ValueError: ``count`` is more than the messages held.
         """
-        held = self._held
-        if count is None:
-            count = len(held)
         if self._reset is not None or self._lost is not None:
-            held.clear()
+            self._held.clear()
             return
-        if not 0 <= count <= len(held):
-            raise ValueError(f"release({count}), but {len(held)} messages are held")
+        count, nbytes = take_held(self._held, count)
         if count:
-            nbytes = sum(held.popleft() for _ in range(count))
             self._consumed(nbytes, count, from_inbox=False)
 
     def __aiter__(self) -> FlowStream:
@@ -516,52 +501,15 @@ class FlowStream:
         return self.seconds_blocked + (0.0 if since is None else trio.current_time() - since)
 
     def statistics(self) -> StreamStatistics:
-        """A snapshot of this stream's credit, buffers and traffic."""
-        core = self._link.core
-        send_bytes, send_messages = core.send_capacity(self.stream_id)
-        recv_bytes, recv_messages = core.receive_capacity(self.stream_id)
+        """A snapshot of this stream's credit, buffers and traffic (spec §14)."""
         now = trio.current_time()
-        blocked = self._seconds_blocked_now()
-        sending = (self._send_done_at or now) - self._opened_at
-        rate = self._rate.messages_per_second  # both rates from the same samples
-        depth = len(self._inbox)
-        info = core.window_info(self.stream_id)
-        record = self._record
-        feedback = record.feedback if record is not None else core.peer_feedback(self.stream_id)
-        peak = record.recv.held_peak() if record is not None else core.received_peak(self.stream_id)
-        rate_bytes = self._rate.bytes_per_second
-        return StreamStatistics(
-            stream_id=self.stream_id,
-            state=core.stream_state(self.stream_id).value,
-            send_credit_bytes=send_bytes,
-            send_credit_messages=send_messages,
-            receive_credit_bytes=recv_bytes,
-            receive_credit_messages=recv_messages,
+        return stream_statistics(
+            self._link.core,
+            self,
+            record=self._record,
+            rate=self._rate,
             buffered_messages=len(self._inbox),
             buffered_bytes=self._inbox_bytes,
-            messages_sent=self.messages_sent,
-            bytes_sent=self.bytes_sent,
-            messages_received=self.messages_received,
-            bytes_received=self.bytes_received,
-            delivered=self._delivered(),
-            messages_in_flight=self.messages_sent - (self._delivered() or 0),
-            seconds_blocked=blocked,
-            consume_rate=rate,
-            blocked_on_peer_seconds=blocked,  # spec §14 from here on
-            blocked_on_peer_events=self.blocked_on_peer_events,
-            blocked_on_app_seconds=max(0.0, sending - blocked),
-            peer_consume_rate=feedback[0] if feedback is not None else None,
-            peer_queue_depth=feedback[1] if feedback is not None else None,
-            queue_depth_messages=depth,
-            queue_depth_bytes=self._inbox_bytes,
-            consume_rate_bytes=rate_bytes,
-            drain_seconds=depth / rate if rate > 0 else (None if depth else 0.0),
-            starvation_events=self.starvation_events,
-            starved_seconds=self.starved_seconds,
-            window_bytes=info.window_bytes if info is not None else 0,
-            window_messages=info.window_messages if info is not None else 0,
-            window_reason=info.reason.value if info is not None else "static",
-            window_changes=info.changes if info is not None else 0,
-            peak_buffered_messages=peak[1],
-            peak_buffered_bytes=peak[0],
+            blocked_seconds=self._seconds_blocked_now(),
+            sending_seconds=(self._send_done_at or now) - self._opened_at,
         )

@@ -39,21 +39,11 @@ class UnixSocketListener(trio.abc.Listener[trio.SocketStream]):
 def open_unix_listener(
     path: str, *, mode: int | None = DEFAULT_UNIX_MODE, backlog: int = 128
 ) -> UnixSocketListener:
-    """Create a Unix socket at ``path`` and listen on it.
+    """Create a Unix socket at ``path`` and listen on it, in a Trio listener.
 
-    Args:
-        path: the socket file. A stale socket there (nobody listening) is replaced; a
-            socket somebody listens on, or anything that is not a socket, is not.
-        mode: the file's permissions; connecting needs write permission, so the default
-            0600 lets only this user (and root) connect. The socket is bound under a
-            umask that allows no more than ``mode``, then ``chmod``-ed to exactly ``mode``,
-            so it is never reachable with wider permissions. ``None`` honours the umask.
-            The directory's permissions apply too.
-        backlog: the listen backlog.
-
-    Raises:
-        FileExistsError: ``path`` exists and is not a socket.
-        OSError: another server listens on ``path`` (EADDRINUSE), or binding failed.
+    The arguments, what replaces a stale socket file and what raises are those of
+    :func:`flowproto.unix_sockets.bind_unix_socket`: ``mode`` (default 0600) is the
+    file's permissions, never wider while it exists; ``None`` honours the umask.
     """
     sock, _ = bind_unix_socket(path, mode=mode, backlog=backlog)
     try:

@@ -15,7 +15,7 @@ import errno
 import trio
 
 from .. import MIN_FRAME_RATE
-from ._constants import WRITE_CHUNK
+from ..iolayer import WRITE_CHUNK
 
 
 async def write_all(transport: trio.abc.Stream, data: bytes | memoryview, timeout: float) -> bool:
