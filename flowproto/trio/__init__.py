@@ -22,10 +22,12 @@ rejects anything past it (spec §8.4).
 Messages are Python objects encoded with msgpack (``codec="msgpack"``, the default) or
 raw ``bytes`` (``codec="raw"``), chosen per connection and overridable per stream.
 
-Layout: ``_connection`` (FlowConnection and its tasks), ``_stream`` (FlowStream),
-``_serve`` (opening and serving), ``_errors`` (exceptions). Codecs and statistics
-records live outside, in ``flowproto._codecs`` and ``flowproto._statistics``, for every
-I/O layer to share.
+Layout: ``_connection`` (FlowConnection: its state, the core's events, the public
+verbs), ``_tasks`` (its reader, writer, timer and idle watch), ``_resume`` (sessions across
+lost transports), ``_stream`` (FlowStream), ``_link`` (what a connection shares with its
+streams), ``_write``, ``_serve`` (opening and serving), ``_unix``, ``_admission``,
+``_errors``, ``_debug``. What both I/O layers share lives outside them: codecs and
+statistics records in ``flowproto``, the rest in :mod:`flowproto.iolayer`.
 """
 
 from __future__ import annotations
