@@ -266,8 +266,6 @@ class FlowConnection(SessionTransport, ConnectionTasks):
 
     def _on_stream_opened(self, event: StreamOpened) -> None:
         stream = FlowStream(self, self._link, event.stream_id, get_codec(self._codec_spec))
-        if event.await_start:
-            stream._start = "receiving"  # spec §15.10: the peer waits for start_at()
         self._streams[event.stream_id] = stream
         try:
             self._accept_send.send_nowait(stream)
@@ -396,8 +394,6 @@ class FlowConnection(SessionTransport, ConnectionTasks):
             get_codec(codec if codec is not None else self._codec_spec),
         )
         self._streams[stream_id] = stream
-        if await_start:
-            stream._start = "sending"
         self._wake_writer()
         return stream
 

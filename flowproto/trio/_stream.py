@@ -81,9 +81,6 @@ class FlowStream:
         self.starved_seconds = 0.0
         # spec §8.10: the one pacer; max_lag=0: a sender that fell behind never bursts
         self._pacer = Pacer(max_lag=0.0)
-        # spec §15.10: "sending": we opened it with await_start and wait for the peer's
-        # start; "receiving": the peer did, and waits for ours.
-        self._start: str | None = None
         self._started = trio.Event()
         self._start_position = (0, 0)
 
@@ -104,6 +101,12 @@ class FlowStream:
         from the beginning)."""
         return self._start == "receiving"
 
+    @property
+    def _start(self) -> str | None:
+        # spec §15.10: the core's record says who waits for the stream's start ("sending":
+        # we opened it with await_start; "receiving": the peer did), None once started.
+        return self._record.start if self._record is not None else None
+
     def start_at(self, messages: int = 0, nbytes: int = 0) -> None:
         """Tell the peer where this stream starts (spec §15.10): after ``messages``
         messages of ``nbytes`` bytes this side already holds (say, a file it wrote
@@ -115,7 +118,6 @@ class FlowStream:
                 ``await_start``, or it was started already.
         """
         self._link.core.start_stream(self.stream_id, messages, nbytes)
-        self._start = None
         self._link.wake_writer()
 
     async def started(self) -> tuple[int, int]:
@@ -134,7 +136,6 @@ class FlowStream:
         return self._start_position
 
     def _on_started(self, messages: int, nbytes: int) -> None:
-        self._start = None
         self._start_position = (messages, nbytes)
         self._started.set()
         self._send_lot.unpark_all()
