@@ -27,8 +27,11 @@ from cli_helpers import ENV, Proc
 
 #: How long the link stays down (the issue asks for 20 s).
 LINK_DOWN = 20.0
-NS_RECEIVER, NS_SENDER = "fp-resume-r", "fp-resume-s"
-VETH_RECEIVER, VETH_SENDER = "fp-rsm-r", "fp-rsm-s"
+#: Names of this process's own (suites running at once in other checkouts must not delete
+#: or reuse them: that once cut a copy here for good); interface names are at most 15.
+_TAG = f"fprs{os.getpid() % 100000}"
+NS_RECEIVER, NS_SENDER = f"{_TAG}-r", f"{_TAG}-s"
+VETH_RECEIVER, VETH_SENDER = f"{_TAG}r", f"{_TAG}s"
 RECEIVER_IP, SENDER_IP = "10.231.77.1", "10.231.77.2"
 
 

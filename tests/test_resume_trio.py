@@ -22,7 +22,13 @@ from flowproto import (
 )
 from flowproto._session_store import MAX_FAILED_RESUMES
 from flowproto.bench.cutproxy import CutProxy
-from flowproto.trio import ConnectionLostError, FlowStream, open_connection, serve
+from flowproto.trio import (
+    ConnectionLostError,
+    FlowStream,
+    open_connection,
+    open_flow_connection,
+    serve,
+)
 
 #: Small windows: retention is bounded by them, and a cut loses at most about that much.
 WINDOW = Settings(
@@ -178,6 +184,47 @@ async def test_past_the_reconnect_deadline_send_fails_with_what_was_delivered() 
                 # only what the server reported consumed: no report came yet, or "one"
                 assert info.value.delivered in (None, 0, 1)
             nursery.cancel_scope.cancel()
+
+
+async def test_a_connect_attempt_that_hangs_is_given_up_for_the_next() -> None:
+    """A SYN sent while the path was down can hang in TCP's own backoff long after the
+    path is back: Reconnect.attempt_timeout gives each attempt up for a fresh one, within
+    the deadline."""
+    attempts: list[str] = []
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, echo, resume_timeout=10.0)
+            proxy = CutProxy(("127.0.0.1", port), 1 << 40)
+            proxy_port = await nursery.start(proxy.serve)
+
+            async def connect() -> trio.abc.Stream:
+                if len(attempts) == 1:  # the first reconnect attempt: it never completes
+                    attempts.append("hung")
+                    await trio.sleep_forever()
+                attempts.append("connected")
+                return await trio.open_tcp_stream("127.0.0.1", proxy_port)
+
+            policy = Reconnect(deadline=10.0, initial_delay=0.05, attempt_timeout=0.3)
+            async with open_flow_connection(
+                await connect(), initiator=True, connect=connect, reconnect=policy, codec="raw"
+            ) as conn:
+                stream = await conn.open_stream()
+                await stream.send(b"one")
+                assert await stream.receive() == b"one"
+                proxy.cut_now()
+                await stream.send(b"two")
+                assert await stream.receive() == b"two"
+                assert attempts == ["connected", "hung", "connected"]
+                assert conn.statistics().reconnects == 1
+            nursery.cancel_scope.cancel()
+
+
+def test_a_reconnect_attempt_ends_at_its_timeout_or_the_deadline() -> None:
+    policy = Reconnect(deadline=60.0, attempt_timeout=10.0)
+    assert policy.attempt_deadline(100.0, 160.0) == 110.0
+    assert policy.attempt_deadline(155.0, 160.0) == 160.0
+    with pytest.raises(ValueError, match="attempt_timeout"):
+        Reconnect(attempt_timeout=0)
 
 
 async def test_a_server_forgets_a_session_after_its_resume_timeout() -> None:

@@ -164,11 +164,16 @@ class SessionTransport:
                     await trio.sleep(delay)
                 self._attempts += 1
                 transport = None
-                with trio.move_on_at(deadline):
+                failure: str = "timed out"
+                with trio.move_on_at(policy.attempt_deadline(trio.current_time(), deadline)):
                     try:
                         transport = await connect()
-                    except (OSError, trio.BrokenResourceError):
-                        transport = None
+                    except (OSError, trio.BrokenResourceError) as exc:
+                        failure = str(exc) or type(exc).__name__
+                if transport is None and self._debug:
+                    _log.debug(
+                        "%s: reconnect attempt %d failed: %s", self._name, self._attempts, failure
+                    )
                 if transport is not None and trio.current_time() < deadline:
                     self._install(transport)
                     core.reconnect(trio.current_time())
