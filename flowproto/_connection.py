@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 from ._autotune import (
@@ -64,7 +65,7 @@ from ._outbound import Outbound
 from ._queries import ConnectionQueries
 from ._receiving import DataReceiving
 from ._sending import DataSending
-from ._session import DEFAULT_SESSION_TIMEOUT, SessionResumption, SessionState
+from ._session import DEFAULT_SESSION_TIMEOUT, SessionResumption, SessionState, new_token
 from ._state import (
     RECEIVING_STATES,
     SENDING_STATES,
@@ -138,6 +139,11 @@ class Connection(
             (acceptor). Off by default.
         session_timeout: seconds an acceptor keeps a session after losing its transport,
             announced in its SESSION (spec §15.3.1).
+        token_factory: makes each token an acceptor issues in a SESSION (spec §15.3.1),
+            16 to 64 bytes. ``None`` (the default) is :func:`new_token`: 16 bytes from a
+            CSPRNG, as spec §15.9 requires. Another factory is for tests and for replaying
+            the conversation vectors of spec §13.3, whose tokens are fixed; a predictable
+            token lets anyone who guesses it take the session over.
 
     Attributes:
         glitches: frames the peer sent that cost work and made no progress
@@ -159,9 +165,12 @@ class Connection(
         budget: MemoryBudget | None = None,
         session: bool = False,
         session_timeout: float = DEFAULT_SESSION_TIMEOUT,
+        token_factory: Callable[[], bytes] | None = None,
     ) -> None:
         self.role = role
-        self._session = SessionState(role, session_timeout) if session else None
+        self._session = (
+            SessionState(role, session_timeout, token_factory or new_token) if session else None
+        )
         self._suspended = False  # spec §15.6: no DATA from a lost transport to reconciling
         self.local_settings = (settings or Settings()).validate()
         self.autotune = autotune.validate() if autotune is not None else None

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections import deque
+from collections.abc import Callable
 from itertools import islice
 from typing import TYPE_CHECKING, Final
 
@@ -42,6 +43,7 @@ from ._events import (
 )
 from ._frames import (
     MAX_PING_ID,
+    MAX_TOKEN_BYTES,
     MIN_TOKEN_BYTES,
     Frame,
     GoAwayFrame,
@@ -114,16 +116,20 @@ class SessionState:
         "settled",
         "timeout_ms",
         "token",
+        "token_factory",
         "token_ping",
     )
 
-    def __init__(self, role: Role, timeout: float) -> None:
+    def __init__(
+        self, role: Role, timeout: float, token_factory: Callable[[], bytes] = new_token
+    ) -> None:
         self.asked = role is Role.INITIATOR  # the initiator asks in its HELLO (spec §15.2)
         self.grants = role is Role.ACCEPTOR  # the acceptor grants when asked
         self.settled = not self.asked  # the initiator: SESSION arrived, or cannot any more
         self.active = False  # a token was issued and the session has not ended
         self.gave_up = False  # a record was dropped unconfirmed: no resuming (spec §15.7)
         self.token: bytes | None = None
+        self.token_factory = token_factory  # the acceptor's tokens (spec §15.9)
         self.prev_token: bytes | None = None  # acceptor: the token resumed with, until retired
         self.requested: bytes | None = None  # a fresh acceptor: the token its HELLO presented
         self.timeout_ms = round(timeout * 1000)
@@ -333,7 +339,7 @@ class SessionResumption(ConnectionParts):
         # spec §15.6: the presented token stays valid until the PONG below proves the
         # initiator has the new one, so a loss before it reaches the initiator is resumable.
         sess.prev_token = presented
-        sess.token = new_token()
+        sess.token = self._issue_token()
         self._output.queue(SessionFrame(sess.token, sess.timeout_ms))
         self._queue_exchange()
         self._inbound = self._new_inbound()
@@ -358,6 +364,20 @@ class SessionResumption(ConnectionParts):
                 "no session to resume with that token (spec §15.6)", ErrorCode.SESSION_UNKNOWN
             )
         )
+
+    def _issue_token(self) -> bytes:
+        """A new token from the session's ``token_factory`` (spec §15.3.1, §15.9)."""
+        sess = self._session
+        assert sess is not None
+        token = sess.token_factory()
+        if type(token) is not bytes or not MIN_TOKEN_BYTES <= len(token) <= MAX_TOKEN_BYTES:
+            # never the token itself in a message: it is a bearer secret (spec §15.9)
+            got = f"{len(token)} bytes" if type(token) is bytes else type(token).__name__
+            raise LocalProtocolError(
+                f"token_factory returned {got}; a token is a bytes of {MIN_TOKEN_BYTES} to "
+                f"{MAX_TOKEN_BYTES} (spec §15.3.1)"
+            )
+        return token
 
     def _abandon_for_resume(self) -> None:
         self.leave_budget()
@@ -421,7 +441,7 @@ class SessionResumption(ConnectionParts):
             return True  # its handshake is the session's: no HandshakeCompleted here
         if frame.session == 1:
             self._inbound.session = True
-            sess.token = new_token()
+            sess.token = self._issue_token()
             sess.active = True
             self._retain_all()
             self._output.queue(SessionFrame(sess.token, sess.timeout_ms))  # spec §15.2

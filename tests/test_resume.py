@@ -654,6 +654,42 @@ def test_a_spent_token_resumes_nothing_once_the_new_one_is_known_to_have_arrived
     assert not link.b.conn.accepts_token(old)
 
 
+def test_a_token_factory_chooses_the_tokens_an_acceptor_issues() -> None:
+    """spec §15.3.1, §13.3: the tokens of the grant and of each resumption come from the
+    acceptor's ``token_factory`` (the conversation vectors replay fixed tokens); without
+    one they are 16 random bytes (spec §15.9)."""
+    tokens = [bytes(range(16)), bytes(range(16, 48))]
+    made = iter(tokens)
+    a = Connection(Role.INITIATOR, SMALL, session=True)
+    b = Connection(Role.ACCEPTOR, SMALL, session=True, token_factory=lambda: next(made))
+    pump(a, b)
+    assert a.session_token == b.session_token == tokens[0]
+    assert a.transport_lost() and b.transport_lost()
+    a.reconnect(0.0)
+    fresh = Connection(Role.ACCEPTOR, SMALL, session=True)
+    (requested,) = [
+        e for e in fresh.receive_data(a.data_to_send(), 0.0) if isinstance(e, ResumeRequested)
+    ]
+    assert requested.token == tokens[0]
+    b.adopt(fresh, 0.0)
+    pump(a, b)
+    assert a.session_token == b.session_token == tokens[1]
+    randoms = [Connection(Role.ACCEPTOR, SMALL, session=True) for _ in range(2)]
+    for acceptor in randoms:
+        pump(Connection(Role.INITIATOR, SMALL, session=True), acceptor)
+    first, second = (acceptor.session_token for acceptor in randoms)
+    assert first is not None and len(first) == 16 and first != second
+
+
+@pytest.mark.parametrize("bad", [b"short", bytes(65), bytearray(16)])
+def test_a_token_factory_must_make_tokens_of_16_to_64_bytes(bad: bytes) -> None:
+    """spec §15.3.1: a SESSION carries a bin of 16 to 64 bytes; we never send another."""
+    a = Connection(Role.INITIATOR, SMALL, session=True)
+    b = Connection(Role.ACCEPTOR, SMALL, session=True, token_factory=lambda: bad)
+    with pytest.raises(LocalProtocolError, match="16 to 64"):
+        b.receive_data(a.data_to_send(), 0.0)
+
+
 def test_the_store_answers_an_address_past_its_failed_resumptions_without_a_lookup() -> None:
     """spec §15.9: MAX_FAILED_RESUMES per FAILED_RESUME_WINDOW per address; the count
     starts again after the window, and the addresses remembered are bounded."""
