@@ -7,6 +7,12 @@ GOAWAY) therefore have to come out of the receiving side by itself, in the next 
 it. ``raw`` steps come from a misbehaving peer and are only fed in. At the end nothing may be
 left unsent, and the outcome must match ``expect``. The conversation bytes are built
 without flowproto (spec/vectors/generate.py).
+
+Session conversations (spec §13.3, §15) span transports. The acceptor issues the vector's
+``tokens`` (``Connection(token_factory=...)``), and the replay plays the acceptor's I/O
+layer: a :class:`SessionStore` registers each token granted, a ``transport`` step loses the
+transport or starts a new one (a fresh acceptor connection), and ``adopt`` hands the new
+transport from the fresh connection to the session's connection found by the token.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 import pytest
 
 from flowproto import (
+    PREFACE,
     Connection,
     CreditGranted,
     ErrorCode,
@@ -33,7 +40,11 @@ from flowproto import (
     PongReceived,
     RemoteProtocolError,
     ResetFrame,
+    ResumeRequested,
     Role,
+    SessionGranted,
+    SessionResumed,
+    SessionStore,
     Settings,
     StreamEnded,
     StreamOpened,
@@ -52,18 +63,68 @@ class Replay:
     """Two connections, what each received as events, and what each sent."""
 
     def __init__(self, conversation: dict[str, Any]) -> None:
-        overrides = conversation["settings"]
-        self.conns = {
-            "initiator": Connection(Role.INITIATOR, Settings(**overrides["initiator"])),
-            "acceptor": Connection(Role.ACCEPTOR, Settings(**overrides["acceptor"])),
+        self.settings = {side: Settings(**conversation["settings"][side]) for side in SIDES}
+        self.session: bool = conversation.get("session", False)
+        # spec §13.3: the acceptor issues exactly the vector's tokens, in order.
+        self.tokens = [bytes.fromhex(t) for t in conversation.get("tokens", [])]
+        self.store: SessionStore[None] = SessionStore()
+        self.conns: dict[str, Connection | None] = {
+            "initiator": Connection(Role.INITIATOR, self.settings["initiator"], **self._kw()),
+            "acceptor": self._acceptor(),
         }
         self.events: dict[str, list[Event]] = {side: [] for side in SIDES}
         self.errors: dict[str, RemoteProtocolError | None] = {side: None for side in SIDES}
         self.sent: dict[str, bytearray] = {side: bytearray() for side in SIDES}
 
+    def _kw(self) -> dict[str, Any]:
+        return {"session": True} if self.session else {}
+
+    def _issue_token(self) -> bytes:
+        assert self.tokens, "the acceptor issued more tokens than the vector lists"
+        return self.tokens.pop(0)
+
+    def _acceptor(self) -> Connection:
+        if not self.session:
+            return Connection(Role.ACCEPTOR, self.settings["acceptor"])
+        return Connection(
+            Role.ACCEPTOR, self.settings["acceptor"], session=True, token_factory=self._issue_token
+        )
+
+    def conn(self, side: str) -> Connection:
+        conn = self.conns[side]
+        assert conn is not None, f"no {side} connection: its process restarted"
+        return conn
+
+    def take(self, side: str, events: list[Event]) -> None:
+        """Record ``side``'s events; as the acceptor's I/O layer, register each token."""
+        self.events[side].extend(events)
+        if side == "acceptor":
+            for event in events:
+                if isinstance(event, SessionGranted):
+                    assert self.store.add(self.conn(side), None, event.token)
+
+    def transport(self, step: dict[str, Any]) -> None:
+        """A ``transport`` step (spec §13.3): the transport is lost, or a new one starts."""
+        if step["transport"] == "lost":
+            for side, calls in step.get("do", {}).items():
+                for call in calls:
+                    self.call(side, call)
+            if step.get("acceptor_restarted"):
+                self.conns["acceptor"] = None  # its sessions are gone with its process
+                self.store = SessionStore()
+        else:
+            assert step["transport"] == "new", step
+            self.conns["acceptor"] = self._acceptor()  # its preface and HELLO are queued
+            self.sent = {side: bytearray() for side in SIDES}
+
+    def _requested(self) -> bytes:
+        requested = [e for e in self.events["acceptor"] if isinstance(e, ResumeRequested)]
+        assert requested, "the acceptor's fresh connection reported no ResumeRequested"
+        return requested[-1].token
+
     def call(self, side: str, call: dict[str, Any]) -> None:
         """One of the verbs a step lists in ``do``, on ``side``'s connection."""
-        conn = self.conns[side]
+        conn = self.conn(side)
         verb = call["call"]
         if verb == "open_stream":
             result: Any = conn.open_stream()
@@ -85,6 +146,23 @@ class Replay:
             result = conn.ping(0.0)
         elif verb == "close":
             result = conn.close(ErrorCode[call["code"]], call.get("reason", ""))
+        elif verb == "transport_lost":
+            result = conn.transport_lost()
+        elif verb == "reconnect":
+            result = conn.reconnect(0.0)
+        elif verb == "accepts_token":
+            result = conn.accepts_token(bytes.fromhex(call["token_hex"]))
+        elif verb == "adopt":
+            # spec §15.6 step 1: the store finds the session by the token presented.
+            found = self.store.find(self._requested())
+            assert found is not None, "adopt: the presented token names no session"
+            session_conn = found[0]
+            self.conns[side] = session_conn
+            result = None
+            self.take(side, session_conn.adopt(conn, 0.0))
+        elif verb == "refuse_resume":
+            assert self.store.find(self._requested()) is None, "the token names a session"
+            result = conn.refuse_resume()
         else:
             raise AssertionError(f"unknown call {verb!r} in a conversation vector")
         if "returns" in call:
@@ -92,18 +170,19 @@ class Replay:
 
     def deliver(self, side: str, wire: bytes, *, bytewise: bool) -> None:
         """Feed ``wire`` to ``side``, whole or one byte at a time."""
-        conn = self.conns[side]
+        conn = self.conn(side)
         chunks = [wire[i : i + 1] for i in range(len(wire))] if bytewise else [wire]
         try:
             for chunk in chunks:
-                self.events[side].extend(conn.receive_data(chunk, 0.0))
+                self.take(side, conn.receive_data(chunk, 0.0))
         except RemoteProtocolError as exc:
             self.errors[side] = exc
 
 
 def _decode(wire: bytes) -> list[Frame]:
+    """The frames of ``wire``, after the preface if it starts with one (spec §3.1)."""
     decoder = FrameDecoder(max_frame_bytes=1 << 24)
-    frames = decoder.feed(wire)
+    frames = decoder.feed(wire.removeprefix(PREFACE))
     assert decoder.buffered == 0
     return frames
 
@@ -123,7 +202,7 @@ def _assert_same_wire(sent: bytes, step: dict[str, Any], index: int) -> None:
         assert _without_reason(_decode(sent)) == _without_reason(_decode(expected)), (
             f"step {index}: {step['meaning']}"
         )
-        assert b"".join(f.encode() for f in _decode(sent)) == sent
+        assert b"".join(f.encode() for f in _decode(sent)) == sent.removeprefix(PREFACE)
     else:
         assert sent.hex() == expected.hex(), f"step {index} from {step['from']}: {step['meaning']}"
 
@@ -131,18 +210,22 @@ def _assert_same_wire(sent: bytes, step: dict[str, Any], index: int) -> None:
 def replay(conversation: dict[str, Any], *, bytewise: bool = False) -> Replay:
     r = Replay(conversation)
     for index, step in enumerate(conversation["steps"]):
+        if "transport" in step:
+            r.transport(step)
+            continue
         side = step["from"]
         wire = bytes.fromhex(step["hex"])
         if not step.get("raw"):
             for call in step.get("do", []):
                 r.call(side, call)
-            sent = r.conns[side].data_to_send()
+            sent = r.conn(side).data_to_send()
             _assert_same_wire(sent, step, index)
             wire = sent
         r.sent[side] += wire
-        r.deliver(OTHER[side], wire, bytewise=bytewise)
+        # spec §13.3: with delivered_bytes, the rest is lost with the transport.
+        r.deliver(OTHER[side], wire[: step.get("delivered_bytes", len(wire))], bytewise=bytewise)
     for side in SIDES:
-        assert r.conns[side].data_to_send() == b"", f"{side} queued bytes no step shows"
+        assert r.conn(side).data_to_send() == b"", f"{side} queued bytes no step shows"
     return r
 
 
@@ -156,7 +239,7 @@ def _messages(events: list[Event]) -> dict[str, list[str]]:
 
 def check_expect(r: Replay, side: str, expect: dict[str, Any]) -> None:
     """Compare one side's outcome with the vector's ``expect`` entry for it."""
-    conn = r.conns[side]
+    conn = r.conn(side)
     events = r.events[side]
     error = r.errors[side]
     for key, want in expect.items():
@@ -168,7 +251,7 @@ def check_expect(r: Replay, side: str, expect: dict[str, Any]) -> None:
         elif key == "code":
             assert error is not None and error.error_code.name == want, repr(error)
         elif key == "last_stream":
-            goaways = [f for f in _decode(bytes(r.sent[side])[10:]) if isinstance(f, GoAwayFrame)]
+            goaways = [f for f in _decode(bytes(r.sent[side])) if isinstance(f, GoAwayFrame)]
             assert goaways and goaways[-1].last_stream == want
         elif key == "handshake_complete":
             assert conn.handshake_complete is want
@@ -222,6 +305,25 @@ def check_expect(r: Replay, side: str, expect: dict[str, Any]) -> None:
         elif key == "stream_states":
             for sid, state in want.items():
                 assert conn.stream_state(int(sid)).value == state, f"stream {sid}"
+        elif key == "sessions_granted":
+            assert [e.token.hex() for e in events if isinstance(e, SessionGranted)] == want
+        elif key == "resumes_requested":
+            assert [e.token.hex() for e in events if isinstance(e, ResumeRequested)] == want
+        elif key == "sessions_resumed":
+            got = [
+                {"messages": e.messages_retransmitted, "bytes": e.bytes_retransmitted}
+                for e in events
+                if isinstance(e, SessionResumed)
+            ]
+            assert got == want
+        elif key == "session_token":
+            token = conn.session_token
+            assert (None if token is None else token.hex()) == want
+        elif key == "resumable":
+            assert conn.resumable is want
+        elif key == "tokens_accepted":
+            got = {token: conn.accepts_token(bytes.fromhex(token)) for token in want}
+            assert got == want
         else:
             raise AssertionError(f"unknown expect key {key!r}: teach the test about it")
 
@@ -256,6 +358,8 @@ def test_conversations_cover_the_required_scenarios() -> None:
         "credit_exhaustion_and_refill",
         "flow_control_violation_answered_by_goaway",
         "stream_reset_reports_consumed",
+        "session_resume_retransmits_what_was_lost",
+        "session_resume_refused_unknown_token",
     } <= names
     for conversation in CONVERSATIONS:
         steps = conversation["steps"]
@@ -264,3 +368,11 @@ def test_conversations_cover_the_required_scenarios() -> None:
         for step in steps[:2]:
             assert step["hex"].startswith("89464c4f570d0a1a0001")
             assert "do" not in step
+        # spec §13.3 (1.2): a new transport starts with the initiator's reconnect, and the
+        # acceptor's first step on it starts with the fresh connection's preface and HELLO.
+        for index, step in enumerate(steps):
+            if step.get("transport") == "new":
+                first, second = steps[index + 1 : index + 3]
+                assert first["from"] == "initiator" and first["do"] == [{"call": "reconnect"}]
+                assert second["from"] == "acceptor"
+                assert second["hex"].startswith("89464c4f570d0a1a0001")

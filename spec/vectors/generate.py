@@ -12,7 +12,8 @@ Three files:
   §5, §6, §7, §8).
 - ``conversations.json``: what two endpoints send each other, step by step, and the outcome.
   The steps are what the reference implementation sends with the given settings when driven
-  by the calls listed in ``do`` (spec §6.2, §8.6, §8.7 describe its choices).
+  by the calls listed in ``do`` (spec §6.2, §8.6, §8.7 describe its choices). Session
+  conversations (1.2) span transports and fix the acceptor's tokens (spec §13.3, §15).
 """
 
 from __future__ import annotations
@@ -1903,6 +1904,370 @@ def conversations() -> list[dict[str, Any]]:
             },
         }
     )
+
+    out += session_conversations(step, preface)
+    return out
+
+
+# Sessions (1.2, spec §15). The acceptor's tokens are fixed by the vector ("tokens"); a
+# replay makes the acceptor issue them (spec §13.3), as spec §15.9 forbids outside tests.
+TOKEN_2 = bytes(range(16, 32))
+SESSION_TIMEOUT_MS = 30000  # the reference implementation's default (spec §15.3.1)
+
+
+def session_hello(**overrides: int) -> bytes:
+    """HELLO with ``session`` 1 after the seven settings (spec §15.2): the initiator asks for
+    a session; the acceptor offers them."""
+    return control("HELLO", 0, {**settings(**overrides), "session": 1})
+
+
+def resuming_hello(token: bytes, **overrides: int) -> bytes:
+    """The initiator's HELLO on a new transport: ``resume_token`` after the settings (§15.2)."""
+    return control("HELLO", 0, {**settings(**overrides), "resume_token": token})
+
+
+def session_grant(token: bytes) -> tuple[bytes, str]:
+    body = {"token": token, "timeout_ms": SESSION_TIMEOUT_MS}
+    return control("SESSION", 0, body), f"SESSION token={token.hex()} timeout_ms=30000"
+
+
+def stream_resume(
+    stream_id: int, received: tuple[int, int], consumed: int, limits: tuple[int, int]
+) -> tuple[bytes, str]:
+    body = {"received": list(received), "consumed": consumed, "limits": list(limits)}
+    return (
+        control("RESUME", stream_id, body),
+        f"RESUME stream {stream_id} received=[{received[0]}, {received[1]}] "
+        f"consumed={consumed} limits=[{limits[0]}, {limits[1]}]",
+    )
+
+
+def connection_resume(received: int, limit: int, highest: int) -> tuple[bytes, str]:
+    body = {"received": received, "limit": limit, "highest": highest}
+    return (
+        control("RESUME", 0, body),
+        f"RESUME stream 0 received={received} limit={limit} highest={highest} (ends the exchange)",
+    )
+
+
+def send(stream_id: int, payload: bytes, **extra: Any) -> dict[str, Any]:
+    return {
+        "call": "send_message",
+        "stream_id": stream_id,
+        "payload_hex": payload.hex(),
+        **extra,
+        "returns": True,
+    }
+
+
+def session_conversations(step: Any, preface: tuple[bytes, str]) -> list[dict[str, Any]]:
+    """Conversations over more than one transport (spec §13.3, §15)."""
+    out: list[dict[str, Any]] = []
+    # The acceptor's windows are small, so its CREDIT follows the messages (spec §8.6):
+    # W = 1024, M = 256: T = 512; Wm = 4: Tm = 2; Wc = 4096: Tc = 2048.
+    acceptor = {
+        "stream_bytes": 1024,
+        "stream_messages": 4,
+        "connection_bytes": 4096,
+        "max_message_bytes": 256,
+    }
+    initiator_hello = (session_hello(), hello_meaning() + " session=1 (asks for a session)")
+    acceptor_hello = (
+        session_hello(**acceptor),
+        hello_meaning(**acceptor) + " session=1 (offers sessions)",
+    )
+    m = [b"m%d" % i for i in range(1, 7)]
+    opening = [
+        (
+            credit(1, 4194304, 4096, 0),
+            "CREDIT stream 1 bytes=4194304 messages=4096 consumed=0 (opens it)",
+        ),
+        (data(1, m[0]), 'DATA stream 1 END_MESSAGE "m1"'),
+        (data(1, m[1]), 'DATA stream 1 END_MESSAGE "m2"'),
+    ]
+    # release 4 bytes, 2 messages: target_m = 2 + 4 = 6, 6 - 4 >= Tm: both limits to their
+    # targets (4 + 1024 = 1028, 6); connection 4 < Tc.
+    first_report = (credit(1, 1028, 6, 2), "CREDIT stream 1 bytes=1028 messages=6 consumed=2")
+    # The initiator's exchange (spec §15.6, §15.7): it has received nothing on stream 1 and
+    # grants its HELLO limits; the acceptor opened no stream (highest 0).
+    initiator_exchange = [
+        stream_resume(1, (0, 0), 0, (4194304, 4096)),
+        connection_resume(0, 16777216, 0),
+    ]
+    reconnect = [
+        preface,
+        (resuming_hello(TOKEN), hello_meaning() + f" resume_token={TOKEN.hex()}"),
+        *initiator_exchange,
+    ]
+    lost_in_flight = [data(1, m[2]), data(1, m[3]), data(1, m[4])]
+    arrived = len(lost_in_flight[0]) + 11  # m3 whole, then m4's header and one body byte
+
+    # 8. A whole resumption (spec §15.2 - §15.8).
+    out.append(
+        {
+            "name": "session_resume_retransmits_what_was_lost",
+            "description": "The initiator asks for a session and the acceptor grants one "
+            "(SESSION with its token). The initiator sends m1..m5 on stream 1; the acceptor's "
+            "application consumes m1 and m2. The transport is lost while m3..m5 are in "
+            "flight: m3 arrives, m4 arrives in part, m5 not at all. On a new transport the "
+            "initiator presents the token and its exchange; the acceptor's fresh connection "
+            "reports the resumption and the session's connection adopts the transport, "
+            "answering with a new token, its exchange (received [3, 6], consumed 2) and a "
+            "PING. The initiator retransmits m4 and m5, each once; the PONG spends the first "
+            "token. Then the stream goes on (m6 with END_STREAM, the final consumed report) "
+            "and both sides send a graceful GOAWAY, which ends the session.",
+            "settings": {"initiator": {}, "acceptor": acceptor},
+            "session": True,
+            "tokens": [TOKEN.hex(), TOKEN_2.hex()],
+            "steps": [
+                step("initiator", [preface, initiator_hello]),
+                # spec §15.2: the SESSION is the acceptor's first frame after that HELLO.
+                step("acceptor", [preface, acceptor_hello, session_grant(TOKEN)]),
+                step(
+                    "initiator",
+                    opening,
+                    [{"call": "open_stream", "returns": 1}, send(1, m[0]), send(1, m[1])],
+                ),
+                step(
+                    "acceptor",
+                    [first_report],
+                    [{"call": "release", "stream_id": 1, "nbytes": 4, "nmessages": 2}],
+                ),
+                step(
+                    "initiator",
+                    [
+                        (lost_in_flight[0], 'DATA stream 1 END_MESSAGE "m3" (arrives)'),
+                        (
+                            lost_in_flight[1],
+                            'DATA stream 1 END_MESSAGE "m4" (11 of 12 bytes '
+                            "arrive: a partial frame, discarded, spec §15.4 step 1)",
+                        ),
+                        (lost_in_flight[2], 'DATA stream 1 END_MESSAGE "m5" (lost)'),
+                    ],
+                    [send(1, m[2]), send(1, m[3]), send(1, m[4])],
+                    delivered_bytes=arrived,
+                ),
+                {
+                    "transport": "lost",
+                    "do": {
+                        "initiator": [{"call": "transport_lost", "returns": True}],
+                        "acceptor": [{"call": "transport_lost", "returns": True}],
+                    },
+                    "meaning": [
+                        "both endpoints lose the transport; the session is kept (spec §15.4)"
+                    ],
+                },
+                {
+                    "transport": "new",
+                    "meaning": [
+                        "a new transport: the acceptor's side is a fresh connection "
+                        "until it is adopted"
+                    ],
+                },
+                # spec §15.6 (initiator) 1, 2: preface, HELLO with the token, and at once
+                # its exchange: stream RESUMEs in id order, then the connection RESUME.
+                step("initiator", reconnect, [{"call": "reconnect"}]),
+                # The fresh connection's preface and HELLO went out first; then the session's
+                # connection answers (spec §15.6 acceptor step 3): SESSION with a new token,
+                # its exchange, a PING. Received: m1..m3, 6 bytes; consumed 2; the limits of
+                # its CREDIT; connection limit 4096 (no connection CREDIT was due).
+                step(
+                    "acceptor",
+                    [
+                        preface,
+                        acceptor_hello,
+                        session_grant(TOKEN_2),
+                        stream_resume(1, (3, 6), 2, (1028, 6)),
+                        connection_resume(6, 4096, 1),
+                        (
+                            control("PING", 0, {"id": 0}),
+                            "PING id=0 (its PONG spends the presented token)",
+                        ),
+                    ],
+                    [{"call": "adopt"}],
+                ),
+                # spec §15.8 step 3: the acceptor holds m1..m3 and reported 2 consumed, so
+                # the initiator drops m1, m2, keeps m3 (received) and sends m4, m5 again.
+                # The PONG goes ahead of queued DATA (spec §5.5).
+                step(
+                    "initiator",
+                    [
+                        (control("PONG", 0, {"id": 0}), "PONG id=0"),
+                        (data(1, m[3]), 'DATA stream 1 END_MESSAGE "m4" (retransmitted)'),
+                        (data(1, m[4]), 'DATA stream 1 END_MESSAGE "m5" (retransmitted)'),
+                    ],
+                ),
+                # release m3..m5: consumed 5 messages, 10 bytes: target_m 9 - 6 >= Tm.
+                # The PONG arrived: only the new token resumes the session (spec §15.6).
+                step(
+                    "acceptor",
+                    [(credit(1, 1034, 9, 5), "CREDIT stream 1 bytes=1034 messages=9 consumed=5")],
+                    [
+                        {"call": "accepts_token", "token_hex": TOKEN.hex(), "returns": False},
+                        {"call": "accepts_token", "token_hex": TOKEN_2.hex(), "returns": True},
+                        {"call": "release", "stream_id": 1, "nbytes": 6, "nmessages": 3},
+                    ],
+                ),
+                step(
+                    "initiator",
+                    [
+                        (
+                            data(1, m[5], END_MESSAGE | END_STREAM),
+                            'DATA stream 1 END_MESSAGE|END_STREAM "m6"',
+                        )
+                    ],
+                    [send(1, m[5], end_stream=True)],
+                ),
+                # spec §10.5: every message of the ended direction consumed: the final report.
+                step(
+                    "acceptor",
+                    [
+                        (
+                            credit(1, 1034, 9, 6),
+                            "CREDIT stream 1 bytes=1034 messages=9 consumed=6 (final report)",
+                        )
+                    ],
+                    [{"call": "release", "stream_id": 1, "nbytes": 2, "nmessages": 1}],
+                ),
+                step(
+                    "initiator",
+                    [
+                        (
+                            control("GOAWAY", 0, {"last_stream": 0, "code": 0}),
+                            "GOAWAY last_stream=0 code=NO_ERROR (ends the session, §15.4)",
+                        )
+                    ],
+                    [{"call": "close", "code": "NO_ERROR"}],
+                ),
+                step(
+                    "acceptor",
+                    [
+                        (
+                            control("GOAWAY", 0, {"last_stream": 1, "code": 0}),
+                            "GOAWAY last_stream=1 code=NO_ERROR",
+                        )
+                    ],
+                    [{"call": "close", "code": "NO_ERROR"}],
+                ),
+            ],
+            "expect": {
+                "initiator": {
+                    "result": "ok",
+                    "sessions_granted": [TOKEN.hex(), TOKEN_2.hex()],
+                    "sessions_resumed": [{"messages": 2, "bytes": 4}],
+                    "credit_granted": [
+                        {"stream_id": 1, "bytes": 1028, "messages": 6},
+                        {"stream_id": 1, "bytes": 1034, "messages": 9},
+                    ],
+                    "pings": [0],
+                    "goaway_received": {"last_stream": 1, "code": "NO_ERROR"},
+                    "resumable": False,
+                    "session_token": None,
+                    "stream_states": {"1": "half-closed (local)"},
+                    "state": "closing",
+                },
+                "acceptor": {
+                    "result": "ok",
+                    "sessions_granted": [TOKEN.hex(), TOKEN_2.hex()],
+                    "resumes_requested": [TOKEN.hex()],
+                    "sessions_resumed": [{"messages": 0, "bytes": 0}],
+                    "streams_opened": [1],
+                    "messages": {"1": [x.hex() for x in m]},
+                    "streams_ended": [1],
+                    "goaway_received": {"last_stream": 0, "code": "NO_ERROR"},
+                    "tokens_accepted": {TOKEN.hex(): False, TOKEN_2.hex(): False},
+                    "resumable": False,
+                    "stream_states": {"1": "half-closed (remote)"},
+                    "state": "closing",
+                },
+            },
+        }
+    )
+
+    # 9. A resumption refused (spec §15.6 acceptor step 1, §15.9).
+    out.append(
+        {
+            "name": "session_resume_refused_unknown_token",
+            "description": "A session is granted and the initiator sends m1..m3; the "
+            "acceptor's application consumes two. The transport is lost and the acceptor "
+            "restarts, forgetting its sessions. The initiator presents its token on a new "
+            "transport; the token names no session the acceptor keeps, so the acceptor "
+            "answers GOAWAY(SESSION_UNKNOWN, last_stream 0) after its HELLO and processes "
+            "none of the initiator's RESUME frames. The initiator has lost the session.",
+            "settings": {"initiator": {}, "acceptor": acceptor},
+            "session": True,
+            "tokens": [TOKEN.hex()],
+            "steps": [
+                step("initiator", [preface, initiator_hello]),
+                step("acceptor", [preface, acceptor_hello, session_grant(TOKEN)]),
+                step(
+                    "initiator",
+                    [*opening, (data(1, m[2]), 'DATA stream 1 END_MESSAGE "m3"')],
+                    [
+                        {"call": "open_stream", "returns": 1},
+                        send(1, m[0]),
+                        send(1, m[1]),
+                        send(1, m[2]),
+                    ],
+                ),
+                step(
+                    "acceptor",
+                    [first_report],
+                    [{"call": "release", "stream_id": 1, "nbytes": 4, "nmessages": 2}],
+                ),
+                {
+                    "transport": "lost",
+                    "do": {"initiator": [{"call": "transport_lost", "returns": True}]},
+                    "acceptor_restarted": True,
+                    "meaning": [
+                        "the transport is lost and the acceptor restarts: it keeps no session"
+                    ],
+                },
+                {
+                    "transport": "new",
+                    "meaning": ["a new transport to the restarted acceptor's fresh connection"],
+                },
+                step("initiator", reconnect, [{"call": "reconnect"}]),
+                step(
+                    "acceptor",
+                    [
+                        preface,
+                        acceptor_hello,
+                        (
+                            control(
+                                "GOAWAY",
+                                0,
+                                {
+                                    "last_stream": 0,
+                                    "code": CODES["SESSION_UNKNOWN"],
+                                    "reason": "no session to resume with that token (spec §15.6)",
+                                },
+                            ),
+                            "GOAWAY last_stream=0 code=SESSION_UNKNOWN",
+                        ),
+                    ],
+                    [{"call": "refuse_resume"}],
+                    reason_informative=True,
+                ),
+            ],
+            "expect": {
+                "initiator": {
+                    "result": "ok",
+                    "sessions_granted": [TOKEN.hex()],
+                    "credit_granted": [{"stream_id": 1, "bytes": 1028, "messages": 6}],
+                    "goaway_received": {"last_stream": 0, "code": "SESSION_UNKNOWN"},
+                    "resumable": False,
+                    "session_token": None,
+                    "stream_states": {"1": "closed"},
+                    "state": "closed",
+                },
+                "acceptor": {
+                    "resumes_requested": [TOKEN.hex()],
+                    "state": "closed",
+                },
+            },
+        }
+    )
     return out
 
 
@@ -1961,7 +2326,12 @@ def main() -> None:
             "'do' lists the calls made on that side just before (the preface and HELLO are "
             "sent at construction); a step with 'raw' is sent by a misbehaving peer and is not "
             "what a conforming endpoint would produce. 'reason_informative': the reason text in "
-            "that step is the implementation's own wording and is not compared.",
+            "that step is the implementation's own wording and is not compared. 'session' "
+            "(1.2, spec §13.3, §15): both endpoints use sessions, the acceptor issues the "
+            "listed 'tokens' in order, a step with 'transport' loses the transport ('lost', "
+            "with the calls that handle it) or starts a new one ('new': the acceptor's side is "
+            "a fresh connection until 'adopt'), and 'delivered_bytes' says how much of a step "
+            "arrived before its transport was lost.",
             "vectors": convs,
         },
     )
