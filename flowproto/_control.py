@@ -253,9 +253,8 @@ class ControlReceiving(ConnectionParts):
     def _on_goaway(self, frame: GoAwayFrame, rx: Received) -> None:
         # spec §15.4, §15.6: a GOAWAY ends a session; one during a resumption, before the
         # positions were reconciled, fails every stream whatever its code.
-        graceful = frame.code == ErrorCode.NO_ERROR and (
-            self._session is None or self._session.phase is None
-        )
+        resuming = self._session is not None and self._session.phase is not None
+        graceful = frame.code == ErrorCode.NO_ERROR and not resuming
         self._end_session()
         self._goaways_received += 1
         if self._goaways_received > 1:
@@ -264,8 +263,12 @@ class ControlReceiving(ConnectionParts):
         rx.events.append(GoAwayReceived(last, frame.code, frame.reason, frame.retry_after_ms))
         if not graceful:
             self._move(ConnectionInput.ERROR)  # spec §10.2: it sends nothing further
-        # spec §10.4: our streams above last_stream were not processed: safe to retry.
+        # spec §10.4: our streams above last_stream were not processed: safe to retry. Not
+        # during a resumption (§15.6): its GOAWAY's last_stream 0 says nothing about what the
+        # session processed, so every stream fails below with what the peer reported consumed.
         for st in list(self._streams.values()):
+            if resuming:
+                break
             if self._table.is_ours(st.id) and st.id > last and st.state is not StreamState.CLOSED:
                 rx.flush(st.id)
                 self._advance(st, StreamInput.RECV_RESET, local=False)

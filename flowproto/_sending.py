@@ -76,15 +76,17 @@ class DataSending(ConnectionParts):
             retained.append(payload if type(payload) is bytes else bytes(payload))
             st.retained_bytes += n
             self._retained_grew(n)
+        if n <= peer.max_frame_bytes and not end_stream:
+            self._out += (_pack_header(n, _DATA, _END_MESSAGE, stream_id), payload)
+            return True
         if end_stream:
             self._report_before_close(st)
             st.sent_end = True
-            self._advance(st, StreamInput.SEND_END, local=True)
-        if n <= peer.max_frame_bytes and not end_stream:
-            self._out += (_pack_header(n, _DATA, _END_MESSAGE, stream_id), payload)
-        else:
-            self._output.message(stream_id, payload, peer.max_frame_bytes, end_stream)
+        self._output.message(stream_id, payload, peer.max_frame_bytes, end_stream)
         if end_stream:
+            # After the frame: closing may queue the confirming PING, which must follow
+            # the stream's last frame (spec §15.7).
+            self._advance(st, StreamInput.SEND_END, local=True)
             self._maybe_forget(st)
         return True
 
@@ -191,9 +193,11 @@ class DataSending(ConnectionParts):
         st = self._sendable(stream_id)
         self._report_before_close(st)
         st.sent_end = True
-        self._advance(st, StreamInput.SEND_END, local=True)
         if not self._suspended:  # resuming: reconciling sends it (spec §15.8 step 3.4)
             self._output.end_stream(stream_id)
+        # After the frame: closing may queue the confirming PING, which must follow the
+        # stream's last frame (spec §15.7).
+        self._advance(st, StreamInput.SEND_END, local=True)
         self._maybe_forget(st)
 
     def _report_before_close(self, st: StreamRecord) -> None:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from flowproto import (
     Connection,
+    DataFrame,
     ErrorCode,
     Event,
     FrameDecoder,
@@ -445,10 +446,11 @@ def test_an_initiator_told_session_unknown_reports_what_was_delivered() -> None:
     """spec §15.6: SESSION_UNKNOWN fails every stream with the consumed count known."""
     link = establish(3)
     sid = open_streams(link, 1, 0)[0]
-    link.a.pending[sid] = [b"a", b"b", b"c"]
+    link.a.pending[sid] = [b"a", b"b", b"c", b"d"]
     link.settle()
-    link.b.consume(sid, 2, link.now)
+    link.b.consume(sid, 3, link.now)  # half the 6-message window: a CREDIT reports it
     link.settle()
+    assert link.a.conn.peer_consumed(sid) == 3
     link.cut(0, 0)
     # the acceptor restarted: it knows no session
     stranger = Connection(Role.ACCEPTOR, SMALL, session=True)
@@ -459,7 +461,38 @@ def test_an_initiator_told_session_unknown_reports_what_was_delivered() -> None:
     (goaway,) = [e for e in events_a if isinstance(e, GoAwayReceived)]
     assert goaway.error_code == ErrorCode.SESSION_UNKNOWN
     (reset,) = [e for e in events_a if isinstance(e, StreamReset)]
-    assert reset.stream_id == sid and reset.consumed is not None and reset.consumed <= 2
+    # Not §10.4's "not processed" (REFUSED_STREAM, 0) for last_stream 0: the session's
+    # earlier transport delivered 3, and that is what the application is told.
+    assert (reset.stream_id, reset.error_code, reset.consumed) == (
+        sid,
+        ErrorCode.SESSION_UNKNOWN,
+        3,
+    )
+
+
+@pytest.mark.parametrize("with_message", [False, True], ids=["end_stream", "last-message"])
+def test_the_confirming_ping_follows_the_frame_that_closes_the_stream(with_message: bool) -> None:
+    """spec §15.7: a PING confirms a closed stream only if it was sent after the stream's
+    last frame; a PONG of a PING sent ahead of the END_STREAM would let this side forget a
+    stream whose END_STREAM the peer may never get (then spec §15.8 step 4 fails)."""
+    link = establish(6)
+    sid = open_streams(link, 1, 0)[0]
+    link.a.conn.send_message(sid, b"last", end_stream=True)  # half-closed (local) at A
+    link.settle()
+    link.b.consume(sid, 1, link.now)
+    link.collect()
+    link.to_a.clear()  # B's CREDIT has gone; now B closes its end
+    b = link.b.conn
+    if with_message:
+        assert b.send_message(sid, b"reply", end_stream=True)
+    else:
+        b.end_stream(sid)
+    frames = FrameDecoder(SMALL.max_frame_bytes, session=True).feed(b.data_to_send())
+    kinds = [
+        "END" if isinstance(f, DataFrame) and f.end_stream else type(f).__name__ for f in frames
+    ]
+    assert "PingFrame" in kinds and "END" in kinds, kinds
+    assert kinds.index("END") < kinds.index("PingFrame"), kinds
 
 
 def test_a_resumption_retransmits_exactly_what_was_lost() -> None:
