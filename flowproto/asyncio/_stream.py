@@ -311,13 +311,8 @@ class FlowStream:
         port = self._port
         if not port.inbox:
             await self._starve()
-        inbox = port.inbox
-        count = min(max_messages, len(inbox))
-        if count == len(inbox):
-            batch = list(inbox)
-            inbox.clear()
-        else:
-            batch = [inbox.popleft() for _ in range(count)]
+        batch = port.inbox.take(max_messages)
+        count = len(batch)
         if not release:
             sizes = list(map(len, batch))
             port.held.extend(sizes)
