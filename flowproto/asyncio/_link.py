@@ -295,4 +295,10 @@ class StreamLink:
         """Flush once the running task lets the loop run: sends of one turn, one write."""
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            self.loop.call_soon(self.flush)
+            self.loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        # A flush since flush_soon (a receive() about to wait flushes at once, as does
+        # every read) wrote everything and re-armed the timer: nothing is left to do.
+        if self.flush_scheduled:
+            self.flush()
