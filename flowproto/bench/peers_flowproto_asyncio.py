@@ -19,6 +19,7 @@ import socket
 from collections import deque
 from typing import Any
 
+from flowproto import Settings
 from flowproto.asyncio import EndOfStream, FlowStream, open_connection, open_flow_connection
 
 from .aio import accept_socket
@@ -130,7 +131,7 @@ async def flowproto_asyncio_receiver(args: argparse.Namespace) -> dict[str, Any]
 
 
 def untapped_peaks(
-    streams: list[FlowStream], results: list[StreamResult], settings: Any
+    streams: list[FlowStream], results: list[StreamResult], settings: Settings
 ) -> dict[str, Any]:
     """Each stream's exact peak without the windows granted (uvloop: nothing to tap)."""
     for stream in streams:
