@@ -38,7 +38,7 @@ def sound(run: Run) -> dict[str, Any]:
 def test_latency_reports_p50_and_p99_for_each_side() -> None:
     records = [sound(run) for run in quick("latency")]
     sides = {r["run"]["strategy"]: r for r in records}
-    assert set(sides) == {"flowproto", "raw", "zmq"}
+    assert set(sides) == {"flowproto", "raw", "zmq", "flowproto-asyncio", "raw-asyncio"}
     if not zmq_available():
         assert "pyzmq" in sides["zmq"]["skipped"]
     for r in records:

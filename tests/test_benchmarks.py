@@ -21,11 +21,13 @@ import pytest
 
 from flowproto import CreditFrame
 from flowproto.bench import command, report
+from flowproto.bench.aio import uvloop_available
 from flowproto.bench.harness import invariant_problems, run_pair, stream_problems
 from flowproto.bench.peers_flowproto import GrantedWindows
 from flowproto.bench.peers_raw import RawCounter, raw_frames_block
-from flowproto.bench.plan import Run
+from flowproto.bench.plan import UVLOOP, Run, quick_plan
 from flowproto.bench.report import paired
+from flowproto.bench.scenarios import run_scenario, scenario_problems
 from flowproto.bench.workload import Checker, MessageMaker, Phase, Schedule, SequenceCheck
 
 
@@ -99,6 +101,66 @@ def test_flowproto_with_raws_workload_accounts_for_every_message(size: int) -> N
     assert record["sender"]["sent"] == stream["accounted"] == 2000
     assert stream["sequence_end"] is None and stream["bad_payloads"] == 0  # counted only
     assert record["sender"]["delivered"] == [2000]  # and flowproto says all were consumed
+
+
+# --- the asyncio pair (issue #15) -----------------------------------------------------------
+
+
+def test_flowproto_asyncio_moves_a_counted_batch_within_the_windows_it_granted() -> None:
+    record = check(run_pair(Run("throughput", "flowproto-asyncio", 1024, count=3000, duration=10)))
+    tx, rx = record["sender"], record["receiver"]
+    assert (tx["peer"], rx["peer"]) == ("flowproto-asyncio", "flowproto-asyncio")
+    assert tx["sent"] == rx["consumed"] == 3000 and tx["delivered"] == [3000]
+    stream = rx["streams"][0]
+    assert stream["sequence_end"] == 3000 and stream["bad_payloads"] == 0
+    # The receiver read the windows it granted off its own socket's sends (TapSocket).
+    assert stream["unmatched_grants"] == 0
+    assert 0 < stream["peak_buffered_messages"] <= stream["largest_window_messages"]
+    assert stream["largest_window_messages"] >= rx["window_messages"]
+
+
+def test_flowproto_asyncio_under_a_slow_consumer_loses_nothing() -> None:
+    run = Run(
+        "consumer", "flowproto-asyncio", 1024, consumer="slow10", producer_rate=2000, duration=1
+    )
+    record = check(run_pair(run))
+    rx = record["receiver"]
+    assert rx["dropped"] == 0 and rx["accounted"] == record["sender"]["sent"] > 0
+    assert rx["peak_buffered_bytes"] <= rx["peak_window_bytes"]
+
+
+@pytest.mark.parametrize("name", ["raw-asyncio", "flowproto-asyncio-const"])
+@pytest.mark.parametrize("size", [64, 1024 * 1024])
+def test_the_asyncio_pair_with_raws_workload_counts_every_frame(name: str, size: int) -> None:
+    record = check(run_pair(Run("throughput", name, size, count=2000, duration=10)))
+    stream = record["receiver"]["streams"][0]
+    assert record["sender"]["sent"] == stream["accounted"] == 2000
+    assert stream["sequence_end"] is None and stream["bad_payloads"] == 0  # counted only
+    if name == "raw-asyncio":
+        assert stream["body_bytes"] == 2000 * size and not stream["cut_frame_at_end"]
+    else:
+        assert record["sender"]["delivered"] == [2000]
+
+
+@pytest.mark.parametrize("name", ["flowproto-asyncio", "raw-asyncio"])
+def test_the_asyncio_ping_pong_echoes_every_round_trip(name: str) -> None:
+    record = run_scenario(Run("latency", name, 64, count=50, warmup=5))
+    assert scenario_problems(record) == []
+    assert record["receiver"]["echoed"] == 55
+    assert record["sender"]["round_trips"] == 50
+
+
+@pytest.mark.skipif(not uvloop_available(), reason="uvloop is not installed")
+@pytest.mark.parametrize("name", ["flowproto-asyncio-uvloop", "raw-asyncio-uvloop"])
+def test_the_asyncio_pair_runs_on_uvloop(name: str) -> None:
+    record = check(run_pair(Run("throughput", name, 1024, count=2000, duration=10)))
+    assert record["receiver"]["accounted"] == record["sender"]["sent"] == 2000
+
+
+def test_the_smoke_test_covers_the_asyncio_pair_but_needs_no_uvloop() -> None:
+    names = {r.strategy for r in quick_plan().runs}
+    assert {"flowproto-asyncio", "raw-asyncio"} <= names
+    assert not names & set(UVLOOP)
 
 
 def test_raw_counter_finds_frames_cut_anywhere_by_the_reads() -> None:

@@ -22,7 +22,6 @@ from ..iolayer import (
     decode_batch,
     pace,
     stream_statistics,
-    take_batch,
     take_held,
 )
 from ._admission import room_freed
@@ -312,7 +311,7 @@ class FlowStream:
         port = self._port
         if not port.inbox:
             await self._starve()
-        batch = take_batch(port.inbox, max_messages)
+        batch = port.inbox.take(max_messages)
         count = len(batch)
         if not release:
             sizes = list(map(len, batch))

@@ -20,8 +20,10 @@ Examples::
 
 These are the scenarios of issue #4 and the groups of issue #13 (``latency``, ``setup``,
 ``idle-memory``, ``cli-copy``, ``streams-scaling``: :mod:`flowproto.bench.scenarios`),
-speed targets stated against the ``raw`` strategy; ``--quick`` adds one adaptive-credit
-scenario of :mod:`flowproto.bench.adaptive` (issue #6).
+speed targets stated against the ``raw`` strategy, and issue #15's asyncio pair
+(``flowproto-asyncio`` against ``raw-asyncio``, and both on uvloop where it is
+installed); ``--quick`` adds one adaptive-credit scenario of
+:mod:`flowproto.bench.adaptive` (issue #6).
 """
 
 from __future__ import annotations

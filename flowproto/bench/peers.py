@@ -20,6 +20,12 @@ Each prints ONE JSON line of its own measurements on stdout when it exits. Peers
 - ``raw``: the minimal raw-Trio program (:mod:`.peers_raw`): ``<u32 length>`` frames,
   one constant payload, ~64 KiB writes; the receiver counts frames by their prefixes.
 - ``zmq``: pyzmq PUSH/PULL with high-water marks (``--hwm``), one message per call.
+- ``flowproto-asyncio``: :mod:`flowproto.asyncio`, the ``flowproto`` peers' twins
+  (:mod:`.peers_flowproto_asyncio`), with the same options.
+- ``raw-asyncio``: the ``raw`` peers' twins on asyncio's ``StreamReader``/``StreamWriter``
+  (:mod:`.peers_raw_asyncio`).
+
+The asyncio peers run on asyncio's own event loop, or with ``--loop uvloop`` on uvloop.
 
 Every run is bounded: the sender stops after ``--count`` messages or ``--duration``
 seconds; the receiver consumes by its schedule for ``--duration`` seconds from its first
@@ -31,17 +37,29 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
 
 from flowproto import Settings
 
+from . import aio
 from .peers_flowproto import flowproto_receiver, flowproto_sender
+from .peers_flowproto_asyncio import flowproto_asyncio_receiver, flowproto_asyncio_sender
 from .peers_framing import framing_receiver, framing_sender
 from .peers_raw import raw_receiver, raw_sender
+from .peers_raw_asyncio import raw_asyncio_receiver, raw_asyncio_sender
 from .peers_zmq import zmq_receiver, zmq_sender
+
+Runner = Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]
+#: The peers on asyncio (``--loop``), by (peer, role).
+ASYNCIO_PEERS: dict[tuple[str, str], Runner] = {
+    ("flowproto-asyncio", "sender"): flowproto_asyncio_sender,
+    ("flowproto-asyncio", "receiver"): flowproto_asyncio_receiver,
+    ("raw-asyncio", "sender"): raw_asyncio_sender,
+    ("raw-asyncio", "receiver"): raw_asyncio_receiver,
+}
 
 # --- entry point -------------------------------------------------------------------------------
 
@@ -49,7 +67,14 @@ from .peers_zmq import zmq_receiver, zmq_sender
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("role", choices=["sender", "receiver"])
-    p.add_argument("--peer", choices=["flowproto", "framing", "raw", "zmq"], required=True)
+    p.add_argument(
+        "--peer",
+        choices=["flowproto", "framing", "raw", "zmq", "flowproto-asyncio", "raw-asyncio"],
+        required=True,
+    )
+    p.add_argument(
+        "--loop", choices=aio.LOOPS, default="asyncio", help="the asyncio peers' event loop"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--size", type=int, default=1024, help="message size in bytes (>= 16)")
@@ -97,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     if args.peer == "zmq":
         report = zmq_sender(args) if args.role == "sender" else zmq_receiver(args)
+    elif (args.peer, args.role) in ASYNCIO_PEERS:
+        runner = ASYNCIO_PEERS[(args.peer, args.role)]
+        report = aio.run(lambda: runner(args), args.loop, args.timeout)
     else:
         fn = runners[(args.peer, args.role)]
 

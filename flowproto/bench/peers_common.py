@@ -1,7 +1,9 @@
 """What every benchmark peer shares: bounds, the run's clock, per-stream results, pacing.
 
-The peers themselves are :mod:`.peers_flowproto`, :mod:`.peers_framing` and
-:mod:`.peers_zmq`; :mod:`.peers` is the program that runs one of them.
+The peers themselves are :mod:`.peers_flowproto`, :mod:`.peers_framing`,
+:mod:`.peers_raw`, :mod:`.peers_zmq` and, on asyncio, :mod:`.peers_flowproto_asyncio`
+and :mod:`.peers_raw_asyncio`; :mod:`.peers` is the program that runs one of them. The
+pacing waits take the event loop's ``sleep`` (Trio's by default).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import argparse
 import struct
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import trio
@@ -39,6 +41,9 @@ MAX_BATCH: Final = 1024
 PHASE_SLACK: Final = 0.25
 
 mono = time.monotonic
+
+#: How a peer sleeps: ``trio.sleep`` or ``asyncio.sleep``.
+Sleep = Callable[[float], Awaitable[Any]]
 
 
 def window_settings(kind: str, size: int, streams: int) -> Settings:
@@ -174,7 +179,9 @@ def receiver_report(
     return report
 
 
-async def paced_wait(schedule: Schedule, clock: RunClock, taken: int, end: float) -> int | None:
+async def paced_wait(
+    schedule: Schedule, clock: RunClock, taken: int, end: float, sleep: Sleep = trio.sleep
+) -> int | None:
     """Wait until the schedule lets the consumer take a message; how many it may take.
 
     Returns ``None`` for any number, or 0 once the paced phase is over.
@@ -191,10 +198,12 @@ async def paced_wait(schedule: Schedule, clock: RunClock, taken: int, end: float
         if allowed != 0:
             return allowed
         wake = min(schedule.next_time(elapsed, taken), end)
-        await trio.sleep(max(0.0, wake - elapsed))
+        await sleep(max(0.0, wake - elapsed))
 
 
-async def producer_wait(schedule: Schedule, start: float, sent: int) -> int:
+async def producer_wait(
+    schedule: Schedule, start: float, sent: int, sleep: Sleep = trio.sleep
+) -> int:
     while True:
         elapsed = mono() - start
         allowed = schedule.allowed(elapsed, sent)
@@ -202,4 +211,4 @@ async def producer_wait(schedule: Schedule, start: float, sent: int) -> int:
             return MAX_BATCH
         if allowed:
             return allowed
-        await trio.sleep(max(0.0, schedule.next_time(elapsed, sent) - elapsed))
+        await sleep(max(0.0, schedule.next_time(elapsed, sent) - elapsed))

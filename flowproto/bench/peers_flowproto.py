@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import argparse
 from collections import deque
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import trio
 
-from flowproto import PREFACE, CreditFrame, FrameDecoder, HelloFrame, Settings
+from flowproto import (
+    PREFACE,
+    CreditFrame,
+    FrameDecoder,
+    HelloFrame,
+    Settings,
+    StreamStatistics,
+)
 from flowproto.trio import FlowStream, open_connection, open_flow_connection
 
 from .peers_common import (
@@ -111,16 +119,15 @@ class GrantedWindows:
         }
 
 
-class WindowTap(trio.abc.HalfCloseableStream):
-    """The receiver's TCP stream, reading the windows it grants off its outgoing frames.
+class GrantTap:
+    """The windows a receiver grants, read off the bytes it sends (any event loop).
 
-    Everything the receiver sends passes through :meth:`send_all` and is parsed (it
-    sends only control frames: a few per window of data). Its HELLO gives every stream's
-    first window; each stream CREDIT goes to that stream's :class:`GrantedWindows`.
+    Everything the receiver sends is fed to :meth:`feed` (it sends only control frames:
+    a few per window of data). Its HELLO gives every stream's first window; each stream
+    CREDIT goes to that stream's :class:`GrantedWindows`.
     """
 
-    def __init__(self, inner: trio.SocketStream) -> None:
-        self.inner = inner
+    def __init__(self) -> None:
         self.first: tuple[int, int] | None = None  # the HELLO's stream window
         self.streams: dict[int, GrantedWindows] = {}
         self._preface = len(PREFACE)  # bytes of it still to skip
@@ -134,7 +141,8 @@ class WindowTap(trio.abc.HalfCloseableStream):
             granted = self.streams[stream_id] = GrantedWindows(*self.first)
         return granted
 
-    def _tap(self, data: bytes | bytearray | memoryview) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Bytes the receiver sent (or is about to send), in order."""
         skip = min(self._preface, len(data))
         self._preface -= skip
         for frame in self._decoder.feed(bytes(memoryview(data)[skip:])):
@@ -143,8 +151,16 @@ class WindowTap(trio.abc.HalfCloseableStream):
             elif isinstance(frame, CreditFrame) and frame.stream_id != 0:
                 self.stream(frame.stream_id).grant(frame)
 
+
+class WindowTap(GrantTap, trio.abc.HalfCloseableStream):
+    """The receiver's TCP stream, feeding everything it sends to its :class:`GrantTap`."""
+
+    def __init__(self, inner: trio.SocketStream) -> None:
+        GrantTap.__init__(self)
+        self.inner = inner
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        self._tap(data)  # before sending: once queued, the peer may rely on it
+        self.feed(data)  # before sending: once queued, the peer may rely on it
         await self.inner.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -200,8 +216,20 @@ async def flowproto_receiver(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+class HasStatistics(Protocol):
+    """A stream of either I/O layer, as the reports read it."""
+
+    @property
+    def stream_id(self) -> int: ...
+
+    def statistics(self) -> StreamStatistics: ...
+
+
 def exact_peaks(
-    streams: list[FlowStream], results: list[StreamResult], tap: WindowTap, settings: Settings
+    streams: Sequence[HasStatistics],
+    results: list[StreamResult],
+    tap: GrantTap,
+    settings: Settings,
 ) -> dict[str, Any]:
     """Each stream's exact peak (kept by the core where credit is checked, not sampled)
     and the largest window it granted on the wire; their sums for the receiver's line."""

@@ -107,16 +107,18 @@ async def raw_receiver(args: argparse.Namespace) -> dict[str, Any]:
             last = now
     cpu = cpu_seconds() - cpu0
     await sock.aclose()  # the sender waits for this: everything was counted
-    return _receiver_line(counter, clock, first, last, cpu)
+    return receiver_line("raw", counter, clock, first, last, cpu)
 
 
-def _receiver_line(
+def receiver_line(
+    peer: str,
     counter: RawCounter,
     clock: RunClock,
     first: float | None,
     last: float | None,
     cpu: float,
 ) -> dict[str, Any]:
+    """A counting receiver's JSON line (``raw`` and ``raw-asyncio``)."""
     base = clock.t0 or 0.0
     stream: dict[str, Any] = {
         "index": 0,
@@ -136,7 +138,7 @@ def _receiver_line(
     }
     return {
         "role": "receiver",
-        "peer": "raw",
+        "peer": peer,
         "streams": [stream],
         "consumed": counter.frames,
         "drained": 0,

@@ -10,8 +10,9 @@ Each prints ONE JSON line on stdout when it exits. Scenarios (issue #13):
 - ``latency``: one connection; the client sends 64 bytes, the server echoes them, the
   client awaits the echo: ``--warmup`` round trips, then ``--count`` timed ones (p50,
   p99 in µs). Peers: ``flowproto`` (:mod:`flowproto.trio`, raw codec, one stream),
-  ``raw`` (the ``raw`` strategy's ``<u32 length>`` framing, :mod:`.peers_raw`) and
-  ``zmq`` (pyzmq REQ/REP).
+  ``raw`` (the ``raw`` strategy's ``<u32 length>`` framing, :mod:`.peers_raw`),
+  ``zmq`` (pyzmq REQ/REP), and their asyncio twins ``flowproto-asyncio`` and
+  ``raw-asyncio`` (:mod:`.peers_rtt_asyncio`; ``--loop uvloop`` runs them on uvloop).
 - ``setup``: ``--warmup`` then ``--count`` connections, one after the other: connect,
   handshake, one 64-byte message sent and consumed (the client waits for the server to
   say so: flowproto's end of stream, raw's close), close. Each side reports its CPU
@@ -30,6 +31,7 @@ from typing import Any, Final
 
 import trio
 
+from . import aio, peers_rtt_asyncio
 from .peers_common import READ_SIZE, accept_one
 from .peers_raw import LENGTH, raw_frame
 from .workload import cpu_seconds, peak_rss_kib
@@ -281,13 +283,19 @@ PINGS: Final[dict[str, Callable[[argparse.Namespace], Awaitable[list[float]]]]] 
     "flowproto": flowproto_pings,
     "raw": raw_pings,
 }
+#: The latency programs on asyncio, by peer: (server, client).
+ASYNCIO_LATENCY: Final = {
+    "flowproto-asyncio": (peers_rtt_asyncio.flowproto_echo, peers_rtt_asyncio.flowproto_pings),
+    "raw-asyncio": (peers_rtt_asyncio.raw_echo, peers_rtt_asyncio.raw_pings),
+}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("role", choices=["server", "client"])
     p.add_argument("--scenario", choices=["latency", "setup"], required=True)
-    p.add_argument("--peer", choices=["flowproto", "raw", "zmq"], required=True)
+    p.add_argument("--peer", choices=["flowproto", "raw", "zmq", *ASYNCIO_LATENCY], required=True)
+    p.add_argument("--loop", choices=aio.LOOPS, default="asyncio", help="asyncio peers' loop")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--count", type=int, default=2000, help="round trips / connections timed")
@@ -301,6 +309,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.role == "server":
             return zmq_echo(args)
         return {"role": "client", "peer": "zmq", **quantiles_us(zmq_pings(args))}
+    if args.peer in ASYNCIO_LATENCY:
+        if args.scenario != "latency":
+            raise SystemExit(f"{args.peer}: only the latency scenario")
+        server, pings = ASYNCIO_LATENCY[args.peer]
+        if args.role == "server":
+            return aio.run(lambda: server(args), args.loop, TIMEOUT)
+        times = aio.run(lambda: pings(args), args.loop, TIMEOUT)
+        return {"role": "client", "peer": args.peer, "round_trips": len(times),
+                **quantiles_us(times)}  # fmt: skip
 
     async def bounded() -> dict[str, Any]:
         with trio.fail_after(TIMEOUT):

@@ -42,6 +42,53 @@ class Strategy:
     policy: str = "block"
     multi_stream: bool = True
     workload: str = "checked"  # or "constant": raw's one payload, only counted
+    loop: str = ""  # the asyncio peers' event loop: "asyncio" or "uvloop"
+    baseline: str = "raw"  # what its speed is compared with (the raw framing of its loop)
+
+
+def _asyncio_strategies() -> list[Strategy]:
+    """The asyncio twins of flowproto and raw, on asyncio's own loop and on uvloop."""
+    out = []
+    for loop, suffix, where in (
+        ("asyncio", "", "asyncio's own event loop"),
+        ("uvloop", "-uvloop", "uvloop (optional: skipped where it is not installed)"),
+    ):
+        raw = f"raw-asyncio{suffix}"
+        out += [
+            Strategy(
+                f"flowproto-asyncio{suffix}",
+                "flowproto-asyncio",
+                "flowproto.asyncio as the flowproto strategy (default auto-tuned windows, "
+                f"send_many / receive_many, every message checked) on {where}",
+                loop=loop,
+                baseline=raw,
+            ),
+            Strategy(
+                raw,
+                "raw-asyncio",
+                "the minimal asyncio framing program (raw's twin): StreamReader/StreamWriter, "
+                "<u32 length> frames, one constant payload, ~64 KiB writes each followed by "
+                f"drain(); the receiver cuts each message out of its reads and counts, on {where}",
+                multi_stream=False,
+                loop=loop,
+                baseline=raw,
+            ),
+        ]
+        if not suffix:
+            out.append(
+                Strategy(
+                    "flowproto-asyncio-const",
+                    "flowproto-asyncio",
+                    "flowproto-asyncio with raw's workload (one constant payload, messages "
+                    "only counted): against raw-asyncio it measures what flowproto.asyncio "
+                    "costs, not the benchmark's checks",
+                    multi_stream=False,
+                    workload="constant",
+                    loop=loop,
+                    baseline=raw,
+                )
+            )
+    return out
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -117,8 +164,20 @@ STRATEGIES: dict[str, Strategy] = {
             "pyzmq PUSH/PULL, high-water marks 1000, one send/recv per message",
             multi_stream=False,
         ),
+        *_asyncio_strategies(),
     ]
 }
+
+#: The asyncio strategies: raw codec only (raw-asyncio has none to compare with), and
+#: the ones on uvloop neither paced (their receiver cannot tap the windows it grants)
+#: nor in the 16-stream group.
+ASYNCIO = tuple(name for name, s in STRATEGIES.items() if s.loop)
+UVLOOP = tuple(name for name, s in STRATEGIES.items() if s.loop == "uvloop")
+#: The ping-pong sides: Trio's, zmq, and the asyncio pair on each loop.
+LATENCY_SIDES = (
+    "flowproto", "raw", "zmq", "flowproto-asyncio", "raw-asyncio",
+    "flowproto-asyncio-uvloop", "raw-asyncio-uvloop",
+)  # fmt: skip
 
 CONSUMERS = ("unlimited", "slow10", "slow100", "bursty", "changing")
 CONSUMER_NAMES = {
@@ -227,7 +286,8 @@ def scenario_runs(repeat: int, quick: bool) -> list[Run]:
     q = quick
     runs = [
         Run("latency", name, 64, count=200 if q else 2000, warmup=20 if q else 200, repeat=repeat)
-        for name in ("flowproto", "raw", "zmq")
+        for name in LATENCY_SIDES
+        if not (q and name in UVLOOP)  # --quick (CI) does not depend on uvloop
     ]
     runs += [
         Run("setup", name, 64, count=50 if q else 500, warmup=5 if q else 20, repeat=repeat)
@@ -268,9 +328,13 @@ class Plan:
 THROUGHPUT_ORDER = (
     "flowproto-const", "raw", "flowproto", "plain", "flowproto-single", "plain-single",
     "flowproto-small", "unbounded", "drop", "zmq",
+    "flowproto-asyncio", "raw-asyncio", "flowproto-asyncio-const",
+    "flowproto-asyncio-uvloop", "raw-asyncio-uvloop",
 )  # fmt: skip
 #: Strategies with one constant payload: no codec, no consumer to pace.
-CONSTANT = ("raw", "flowproto-const")
+CONSTANT = (
+    "raw", "flowproto-const", "raw-asyncio", "raw-asyncio-uvloop", "flowproto-asyncio-const",
+)  # fmt: skip
 
 
 def full_plan(repeats: int = 3) -> Plan:
@@ -281,13 +345,13 @@ def full_plan(repeats: int = 3) -> Plan:
         for size in SIZES:
             for codec in ("raw", "msgpack") if size <= KIB else ("raw",):
                 for name in THROUGHPUT_ORDER:
-                    if name in CONSTANT and codec != "raw":
+                    if (name in CONSTANT or name in ASYNCIO) and codec != "raw":
                         continue  # one constant payload: no codec
                     runs.append(Run("throughput", name, size, codec, repeat=rep, duration=3.0))
     for size in (KIB, 64 * KIB):
         for consumer in CONSUMERS:
             for name in STRATEGIES:
-                if name in CONSTANT:
+                if name in CONSTANT or name in UVLOOP:
                     continue  # counts as fast as it can: no consumer to pace
                 runs.append(
                     Run(
@@ -301,7 +365,7 @@ def full_plan(repeats: int = 3) -> Plan:
                 )
     for rep in range(repeats):
         for name in STRATEGIES:
-            if STRATEGIES[name].multi_stream and name != "plain-single":
+            if STRATEGIES[name].multi_stream and name not in ("plain-single", *UVLOOP):
                 for slow in (False, True):
                     runs.append(
                         Run("streams", name, KIB, streams=16, slow_stream=slow, duration=4.0,
@@ -323,8 +387,11 @@ def quick_plan() -> Plan:
         Run("throughput", "plain", 64 * KIB, duration=1.0),
         Run("throughput", "flowproto-single", KIB, "msgpack", duration=1.0),
         Run("throughput", "zmq", KIB, duration=1.0),
+        Run("throughput", "flowproto-asyncio", 64, duration=1.0),
+        Run("throughput", "raw-asyncio", 64, duration=1.0),
+        Run("throughput", "flowproto-asyncio-const", 64 * KIB, duration=1.0),
     ]
-    for name in ("flowproto", "flowproto-small", "unbounded", "drop"):
+    for name in ("flowproto", "flowproto-small", "unbounded", "drop", "flowproto-asyncio"):
         runs.append(
             Run("consumer", name, KIB, consumer="slow10", producer_rate=20_000, duration=1.5)
         )

@@ -108,13 +108,14 @@ def targets(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     one run's exact peak buffer with the largest window its receiver granted.
     """
     out = _throughput_targets(records)
-    for size in (KIB, 64 * KIB):
-        for consumer in ("slow10", "slow100"):
-            recs = find(records, group="consumer", strategy="flowproto", size=size,
-                        consumer=consumer)  # fmt: skip
-            if recs:
-                out.append(_rate_target(recs[0], size, consumer))
-                out.append(_memory_target(records, recs[0], size, consumer))
+    for name in ("flowproto", "flowproto-asyncio"):
+        for size in (KIB, 64 * KIB):
+            for consumer in ("slow10", "slow100"):
+                recs = find(records, group="consumer", strategy=name, size=size,
+                            consumer=consumer)  # fmt: skip
+                if recs:
+                    out.append(_rate_target(recs[0], size, consumer))
+                    out.append(_memory_target(records, recs[0], size, consumer))
     p = paired(
         find(records, group="streams", strategy="flowproto", slow_stream=True),
         find(records, group="streams", strategy="flowproto", slow_stream=False),
@@ -209,6 +210,7 @@ def _throughput_targets(records: Sequence[dict[str, Any]]) -> list[dict[str, Any
                 0.5, p.ratio, _detail(p, ("flowproto", "plain"), "msg/s"), best=p.best_ratio,
             )
         )  # fmt: skip
+    out += _asyncio_throughput_targets(thr)
     for size in (64, KIB):
         p = paired(thr("flowproto-single", size), thr("plain-single", size), "msgs_per_s")
         out.append(
@@ -221,12 +223,52 @@ def _throughput_targets(records: Sequence[dict[str, Any]]) -> list[dict[str, Any
     return out
 
 
+#: Issue #15's throughput bar for flowproto.asyncio against ``raw-asyncio``, by size.
+ASYNCIO_TARGETS = {
+    64: (0.6, "msgs_per_s"),
+    KIB: (0.6, "msgs_per_s"),
+    64 * KIB: (0.8, "mb_per_s"),
+}
+
+
+def _asyncio_throughput_targets(
+    thr: Callable[..., list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """flowproto-asyncio against raw-asyncio (issue #15), on each event loop, paired.
+
+    The target compares the ``flowproto-asyncio`` strategy (every message numbered,
+    timestamped and checked) with ``raw-asyncio`` (counted only), as the issue states
+    it; beside it, ``flowproto-asyncio-const`` (raw's workload) against the same runs.
+    """
+    out = []
+    for suffix, where in (("", ""), ("-uvloop", ", both on uvloop")):
+        raw = f"raw-asyncio{suffix}"
+        for size, (goal, unit) in ASYNCIO_TARGETS.items():
+            p = paired(thr(f"flowproto-asyncio{suffix}", size), thr(raw, size), unit)
+            if p.ratio is None:
+                continue
+            shown = "MB/s" if unit == "mb_per_s" else "msg/s"
+            detail = _detail(p, ("flowproto-asyncio", raw), shown)
+            const = paired(thr(f"flowproto-asyncio-const{suffix}", size), thr(raw, size), unit)
+            if const.ratio is not None:
+                detail += f"; with raw's workload (flowproto-asyncio-const) {const.ratio:.2f}x"
+            out.append(
+                _target(
+                    f"{SIZE_NAMES[size]}, asyncio{where}: flowproto-asyncio ≥ {goal}x "
+                    f"{raw} (issue #15)",
+                    goal, p.ratio, detail, best=p.best_ratio,
+                )
+            )  # fmt: skip
+    return out
+
+
 def _rate_target(run: dict[str, Any], size: int, consumer: str) -> dict[str, Any]:
     """flowproto's throughput against a slow consumer's nominal rate."""
     nominal = Run(**run["run"]).nominal_rate()
     got = run["derived"]["msgs_per_s"]
+    name = run["run"]["strategy"]
     return _target(
-        f"{SIZE_NAMES[size]}, consumer {CONSUMER_NAMES[consumer]}: flowproto's "
+        f"{SIZE_NAMES[size]}, consumer {CONSUMER_NAMES[consumer]}: {name}'s "
         "throughput within 5% of the consumer's rate",
         0.95, _ratio(got, nominal),
         f"{_fmt(got, 1)} msg/s against {_fmt(nominal, 1)} msg/s; "
@@ -244,6 +286,7 @@ def _memory_target(
         for r in find(records, group="consumer", size=size, consumer=consumer)
     }
     rx = run["receiver"]
+    name = run["run"]["strategy"]
     growth = rss_growth_mib(run)
     unbounded = by.get("unbounded")
     u_growth = rss_growth_mib(unbounded) if unbounded else None
@@ -260,13 +303,13 @@ def _memory_target(
     )
     return {
         "target": f"{SIZE_NAMES[size]}, consumer {CONSUMER_NAMES[consumer]}: "
-        "flowproto's receiver memory flat and within its window, zero loss, "
-        "while unbounded buffering grows and the drop strategy loses",
+        f"{name}'s receiver memory flat and within its window, zero loss, "
+        "while unbounded buffering grows and the drop strategy loses (where they ran)",
         "goal": "≤ 1 (peak held / largest window granted)",
         "ratio": round(held, 3),
         "best_of_ratio": None,
         "met": ok,
-        "detail": f"flowproto held at most "
+        "detail": f"{name} held at most "
         f"{_fmt((rx['peak_buffered_bytes'] or 0) / KIB)} KiB of a largest granted "
         f"window of {_fmt(rx['peak_window_bytes'] / KIB)} KiB, RSS "
         f"{_fmt(growth, 1)} MiB over the second half, lost "
@@ -297,7 +340,8 @@ def memory_verdicts(records: Sequence[dict[str, Any]]) -> list[str]:
                 for r in find(records, group="consumer", size=size, consumer=consumer)
             }
             parts = []
-            for name in ("flowproto", "flowproto-small", "unbounded", "drop", "plain"):
+            for name in ("flowproto", "flowproto-small", "unbounded", "drop", "plain",
+                         "flowproto-asyncio"):  # fmt: skip
                 if name not in by:
                     continue
                 rx = by[name]["receiver"]

@@ -24,8 +24,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Final
 
+from .aio import uvloop_available
 from .harness import derive, invariant_problems, run_pair, spawn_pair, zmq_available
-from .plan import Run
+from .plan import STRATEGIES, Run
 from .procs import child_env, python_module
 
 #: Descriptors a process keeps beyond one per connection.
@@ -56,6 +57,9 @@ def skip_reason(run: Run) -> str | None:
     """Why a side cannot run on this machine, or None."""
     if run.strategy == "zmq" and not zmq_available():
         return "pyzmq is not installed (pip install 'flowproto[bench]')"
+    strategy = STRATEGIES.get(run.strategy)
+    if strategy is not None and strategy.loop == "uvloop" and not uvloop_available():
+        return "uvloop is not installed (pip install uvloop)"
     if run.strategy == "nc" and nc_command() is None:
         return "OpenBSD netcat (nc with -N) is not installed"
     if run.group == "idle-memory" and run.unit == "connections":
@@ -73,7 +77,10 @@ def _run_programs(run: Run) -> dict[str, Any]:
         common = ["--peer", run.strategy, "--unit", run.unit]
     else:
         py = python_module("peers_rtt")
-        common = ["--scenario", run.group, "--peer", run.strategy]
+        strategy = STRATEGIES[run.strategy]
+        common = ["--scenario", run.group, "--peer", strategy.peer]
+        if strategy.loop:
+            common += ["--loop", strategy.loop]
     common += ["--count", str(run.count), "--warmup", str(run.warmup)]
     return spawn_pair(
         [*py, "server", *common],
