@@ -39,6 +39,7 @@ __all__ = [
     "WRITE_CHUNK",
     "YIELD_AFTER_BYTES",
     "ConnectionLostBase",
+    "Inbox",
     "StreamCounts",
     "TrafficCounts",
     "WindowLog",
@@ -54,7 +55,6 @@ __all__ = [
     "reset_error",
     "stream_slot_refusal",
     "stream_statistics",
-    "take_batch",
     "take_held",
     "tls_reason",
 ]
@@ -238,13 +238,77 @@ def stream_statistics(
 # --- receiving in batches ---------------------------------------------------------------
 
 
-def take_batch(inbox: deque[bytes], max_messages: int) -> list[bytes]:
-    """Take up to ``max_messages`` from the front of a stream's inbox, in order."""
-    if max_messages >= len(inbox):
-        batch = list(inbox)
-        inbox.clear()
-        return batch
-    return [inbox.popleft() for _ in range(max_messages)]
+class Inbox:
+    """A stream's received messages, kept as the batches the core reported them in.
+
+    Taking a batch of messages is a list slice, not one ``popleft`` per message: at
+    64-byte messages a read brings thousands, and ``receive_many`` takes them a
+    thousand at a time. The lists are the core's own (one per ``MessagesReceived``,
+    never touched by it again), so a batch taken whole is handed out as it is.
+    """
+
+    __slots__ = ("_batches", "_count", "_head")
+
+    def __init__(self) -> None:
+        self._batches: deque[list[bytes]] = deque()
+        self._head = 0  # messages of the first batch already taken
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    def extend(self, messages: list[bytes]) -> None:
+        """Messages arrived, in order; the inbox keeps the list itself."""
+        if messages:
+            self._batches.append(messages)
+            self._count += len(messages)
+
+    def popleft(self) -> bytes:
+        """The first message (the inbox must not be empty)."""
+        batch = self._batches[0]
+        head = self._head
+        message = batch[head]
+        head += 1
+        if head == len(batch):
+            self._batches.popleft()
+            head = 0
+        self._head = head
+        self._count -= 1
+        return message
+
+    def take(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` first messages, in order."""
+        batches = self._batches
+        taken: list[bytes] = []
+        want = min(limit, self._count)
+        while want > 0:
+            batch = batches[0]
+            head = self._head
+            left = len(batch) - head
+            if left <= want:
+                piece = batch if head == 0 else batch[head:]
+                batches.popleft()
+                self._head = 0
+            else:
+                left = want
+                piece = batch[head : head + want]
+                self._head = head + want
+            if taken:
+                taken += piece
+            else:
+                taken = piece
+            want -= left
+            self._count -= left
+        return taken
+
+    def clear(self) -> None:
+        """Drop every message (the stream was reset)."""
+        self._batches.clear()
+        self._head = 0
+        self._count = 0
 
 
 def decode_batch(codec: Codec, batch: list[bytes]) -> list[Any]:

@@ -105,12 +105,23 @@ def test_no_stream_slot_without_wait_is_a_stream_limit_error_on_an_open_connecti
     assert isinstance(refusal, StreamLimitError) and "spec §6.4" in str(refusal)
 
 
-def test_take_batch_takes_from_the_front_in_order() -> None:
-    inbox = deque([b"a", b"b", b"c"])
-    assert iolayer.take_batch(inbox, 2) == [b"a", b"b"]
-    assert list(inbox) == [b"c"]
-    assert iolayer.take_batch(inbox, 10) == [b"c"]
-    assert not inbox
+def test_the_inbox_hands_out_messages_in_order_across_the_core_batches() -> None:
+    inbox = iolayer.Inbox()
+    first, second = [b"a", b"b", b"c"], [b"d", b"e"]
+    inbox.extend(first)
+    inbox.extend([])  # an empty batch changes nothing
+    inbox.extend(second)
+    assert len(inbox) == 5 and inbox
+    assert inbox.popleft() == b"a"
+    assert inbox.take(3) == [b"b", b"c", b"d"]  # across the two batches
+    assert len(inbox) == 1
+    assert inbox.take(10) == [b"e"]
+    assert not inbox and len(inbox) == 0
+    inbox.extend(first)
+    assert inbox.take(3) is first  # a whole batch is handed out as the core made it
+    inbox.extend(second)
+    inbox.clear()
+    assert not inbox and inbox.take(5) == []
 
 
 def test_take_held_releases_the_first_sizes_and_refuses_more_than_held() -> None:

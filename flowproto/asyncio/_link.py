@@ -16,85 +16,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import Connection
+from ..iolayer import Inbox
 from ._errors import ConnectionLostError, StreamResetError
 
 if TYPE_CHECKING:
     from ._stream import FlowStream
 
-__all__ = ["Inbox", "StreamLink", "StreamPort", "Waiters"]
-
-
-class Inbox:
-    """A stream's received messages, kept as the batches the core reported them in.
-
-    Taking a batch of messages is a list slice, not one ``popleft`` per message: at
-    64-byte messages a read brings thousands, and ``receive_many`` takes them a
-    thousand at a time. The lists are the core's own (one per ``MessagesReceived``,
-    never touched by it again), so a batch taken whole is handed out as it is.
-    """
-
-    __slots__ = ("_batches", "_count", "_head")
-
-    def __init__(self) -> None:
-        self._batches: deque[list[bytes]] = deque()
-        self._head = 0  # messages of the first batch already taken
-        self._count = 0
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __bool__(self) -> bool:
-        return self._count > 0
-
-    def extend(self, messages: list[bytes]) -> None:
-        """Messages arrived, in order; the inbox keeps the list itself."""
-        if messages:
-            self._batches.append(messages)
-            self._count += len(messages)
-
-    def popleft(self) -> bytes:
-        """The first message (the inbox must not be empty)."""
-        batch = self._batches[0]
-        head = self._head
-        message = batch[head]
-        head += 1
-        if head == len(batch):
-            self._batches.popleft()
-            head = 0
-        self._head = head
-        self._count -= 1
-        return message
-
-    def take(self, limit: int) -> list[bytes]:
-        """Up to ``limit`` first messages, in order."""
-        batches = self._batches
-        taken: list[bytes] = []
-        want = min(limit, self._count)
-        while want > 0:
-            batch = batches[0]
-            head = self._head
-            left = len(batch) - head
-            if left <= want:
-                piece = batch if head == 0 else batch[head:]
-                batches.popleft()
-                self._head = 0
-            else:
-                left = want
-                piece = batch[head : head + want]
-                self._head = head + want
-            if taken:
-                taken += piece
-            else:
-                taken = piece
-            want -= left
-            self._count -= left
-        return taken
-
-    def clear(self) -> None:
-        """Drop every message (the stream was reset)."""
-        self._batches.clear()
-        self._head = 0
-        self._count = 0
+__all__ = ["StreamLink", "StreamPort", "Waiters"]
 
 
 class Waiters:

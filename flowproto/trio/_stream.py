@@ -17,10 +17,10 @@ from .. import Codec, ErrorCode, Pacer, RateEstimator, RawCodec, StreamState, St
 from ..iolayer import (
     MAX_SEND_BACKLOG,
     YIELD_AFTER_BYTES,
+    Inbox,
     decode_batch,
     pace,
     stream_statistics,
-    take_batch,
     take_held,
 )
 from ._admission import room_freed
@@ -54,7 +54,7 @@ class FlowStream:
         self._record = link.core.stream_record(stream_id)
         # The one consumption-rate estimator (spec §8.9 rule 2), fed by release().
         self._rate = self._record.rate if self._record is not None else RateEstimator(1.0)
-        self._inbox: deque[bytes] = deque()
+        self._inbox = Inbox()  # the core's batches, taken by slices
         self._inbox_bytes = 0
         # Sizes of messages taken with receive_many(release=False) and not yet released;
         # at most the window we advertised, like the inbox.
@@ -368,7 +368,7 @@ class FlowStream:
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._inbox:
             await self._starve()
-        batch = take_batch(self._inbox, max_messages)
+        batch = self._inbox.take(max_messages)
         count = len(batch)
         if not release:
             sizes = list(map(len, batch))
