@@ -175,6 +175,19 @@ async def _send_all(
 # --- receive -------------------------------------------------------------------------------
 
 
+def _peer_name(conn: fa.FlowConnection) -> str:
+    """``HOST:PORT`` or ``unix:PATH (pid N, uid N)`` of the peer, as on Trio."""
+    transport = conn.transport
+    if transport is None:
+        return "?"
+    sock = transport.get_extra_info("socket")
+    try:
+        return socket_peer_name(sock)
+    except (OSError, AttributeError):  # closed already: what the transport remembers
+        peername = transport.get_extra_info("peername")
+        return format_address(peername) if isinstance(peername, tuple) else "?"
+
+
 class _Receiver(Consumer):
     """The consumer on asyncio: each stream's consumption is a task that :meth:`stop`
     cancels; the server's handler waits for it (shielded, so the server cancelling the
@@ -217,37 +230,42 @@ class _Receiver(Consumer):
         task.add_done_callback(self.tasks.discard)
         return task
 
+    def _numbered(self, conn: fa.FlowConnection) -> tuple[str, int]:
+        """The peer's name and the connection's number (which names --output-dir files),
+        given when its first stream or its end is seen."""
+        if conn not in self.numbers:
+            self.connections += 1
+            self.numbers[conn] = (_peer_name(conn), self.connections)
+            self.consuming[conn] = set()
+        return self.numbers[conn]
+
     async def handle(self, stream: fa.FlowStream) -> None:
         """The server's handler: one stream, consumed in a task of its own."""
         conn = stream.connection
         if conn not in self.numbers:
-            transport = conn.transport
-            sock = transport.get_extra_info("socket") if transport is not None else None
-            peer = socket_peer_name(sock) if sock is not None else "?"
-            self.connections += 1
-            self.numbers[conn] = (peer, self.connections)  # the number names --output-dir files
-            self.consuming[conn] = set()
-            self.watched.add_connection(conn, peer)
-            self._spawn(self._watch(conn))
+            self.watched.add_connection(conn, self._numbered(conn)[0])
         peer, number = self.numbers[conn]
         consuming = self._spawn(self.consume(stream, peer, number))
         self.consuming[conn].add(consuming)
         consuming.add_done_callback(self.consuming[conn].discard)
         await asyncio.shield(consuming)
 
-    async def _watch(self, conn: fa.FlowConnection) -> None:
-        """Until the connection ends and its streams were consumed (what arrived before
-        it ended is taken first): then count how, and with --once stop."""
-        await conn.wait_closed()
+    def connection_ended(self, conn: fa.FlowConnection, error: BaseException | None) -> None:
+        """The server is done with a connection (``on_connection_end``)."""
+        self._spawn(self._ended(conn, error))
+
+    async def _ended(self, conn: fa.FlowConnection, error: BaseException | None) -> None:
+        """Once its streams were consumed (what arrived before it ended is taken first),
+        count how the connection ended; with --once, stop."""
+        peer, _ = self._numbered(conn)
         while self.consuming[conn]:
             await asyncio.wait(list(self.consuming[conn]))
-        peer = self.numbers[conn][0]
-        reason = conn.close_reason
         self.watched.forget_connection(conn)
-        if reason is not None and reason.error_code not in (None, ErrorCode.NO_ERROR):
-            self.watched.count_failure(reason)
-            if not self.stopping:
-                self.problem(f"connection from {peer}: {describe(reason)}", peer, "connection")
+        if error is not None:
+            self.watched.count_failure(error)
+            graceful = getattr(error, "error_code", None) == ErrorCode.NO_ERROR  # spec §10.4
+            if not graceful:
+                self.problem(f"connection from {peer}: {describe(error)}", peer, "connection")
         if self.opts.once:
             self.stop()
 
@@ -272,6 +290,7 @@ async def receive_asyncio(opts: ReceiveOptions) -> dict[str, Any]:
         "idle_timeout": access.idle_timeout,
         "handshake_timeout": access.handshake_timeout,
         "close_grace": CLOSE_GRACE,
+        "on_connection_end": receiver.connection_ended,
     }
     try:
         if opts.unix_path is not None:
