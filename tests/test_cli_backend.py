@@ -88,20 +88,30 @@ def test_conformance_passes_strictly_against_asyncio_senders(tmp_path: Path) -> 
 # --- every option of #15 under --backend asyncio ---------------------------------------------
 
 
+def transfer(
+    tmp_path: Path, receiving: list[str], sending: list[str], stdin: bytes | None = None
+) -> tuple[str, str]:
+    """``receive --once RECEIVING`` and ``send SENDING`` to it, both exiting 0: the
+    sender's and the receiver's stdout."""
+    with receiver("--once", "-q", *receiving, cwd=tmp_path) as (r, port):
+        sent = run_flowproto(
+            "send", "--connect", f"127.0.0.1:{port}", "-q", *sending, cwd=tmp_path, stdin=stdin
+        )
+        status, out, err = r.finish()
+    assert sent.returncode == 0, sent.stderr
+    assert status == 0, err
+    return sent.stdout, out
+
+
 def test_receive_rate_holds_on_asyncio(tmp_path: Path) -> None:
     """--rate R: message n passes no earlier than n / R after the first (flowproto.Pacer),
     so over the receiver's own measured span, messages <= R * seconds + 1. No wall-clock
     bound: the span is what the receiver measured, whatever the machine's load."""
-    with receiver(
-        "--backend", "asyncio", "--rate", "400", "--once", "--json", "-q", cwd=tmp_path
-    ) as (r, port):  # fmt: skip
-        sent = run_flowproto(
-            "send", "--connect", f"127.0.0.1:{port}", "--count", "600", "--size", "100", "-q",
-            cwd=tmp_path,
-        )  # fmt: skip
-        status, out, err = r.finish()
-    assert sent.returncode == 0, sent.stderr
-    assert status == 0, err
+    _, out = transfer(
+        tmp_path,
+        ["--backend", "asyncio", "--rate", "400", "--json"],
+        ["--count", "600", "--size", "100"],
+    )
     got = json.loads(out)
     assert got["messages"] == 600
     assert got["messages"] <= 400 * got["seconds"] + 1 + 1e-3  # the rate held
@@ -111,16 +121,12 @@ def test_receive_rate_holds_on_asyncio(tmp_path: Path) -> None:
 def test_send_rate_and_duration_hold_on_asyncio(tmp_path: Path, receiving: str) -> None:
     """send --rate R --duration D: at most R * D + 1 messages (the pacer's bound), all of
     them delivered."""
-    with receiver("--backend", receiving, "--once", "--json", "-q", cwd=tmp_path) as (r, port):
-        sent = run_flowproto(
-            "send", "--connect", f"127.0.0.1:{port}", "--rate", "300", "--duration", "1",
-            "--size", "100", "--json", "-q", "--backend", "asyncio",
-            cwd=tmp_path,
-        )  # fmt: skip
-        status, out, err = r.finish()
-    assert sent.returncode == 0, sent.stderr
-    assert status == 0, err
-    summary = json.loads(sent.stdout)
+    sent, out = transfer(
+        tmp_path,
+        ["--backend", receiving, "--json"],
+        ["--rate", "300", "--duration", "1", "--size", "100", "--json", "--backend", "asyncio"],
+    )
+    summary = json.loads(sent)
     assert 0 < summary["messages"] <= 300 * 1 + 1
     assert summary["delivered"] == summary["messages"] == json.loads(out)["messages"]
 
@@ -130,32 +136,21 @@ def test_asyncio_sends_a_file_and_its_lines_byte_identical(tmp_path: Path, recei
     source = tmp_path / "in.bin"
     source.write_bytes(os.urandom(700_001))
     out = tmp_path / "out.bin"
-    with receiver(
-        "--backend", receiving, "--once", "--raw", "--output", str(out), "-q", cwd=tmp_path
-    ) as (r, port):  # fmt: skip
-        sent = run_flowproto(
-            "send", "--connect", f"127.0.0.1:{port}", "--input", str(source), "--raw",
-            "--chunk-size", "1000", "--json", "--backend", "asyncio",
-            cwd=tmp_path,
-        )  # fmt: skip
-        status, _, err = r.finish()
-    assert sent.returncode == 0, sent.stderr
-    assert status == 0, err
+    sent, _ = transfer(
+        tmp_path,
+        ["--backend", receiving, "--raw", "--output", str(out)],
+        ["--input", str(source), "--raw", "--chunk-size", "1000", "--json", "--backend", "asyncio"],
+    )
     assert out.read_bytes() == source.read_bytes()
-    assert json.loads(sent.stdout)["delivered"] == 701
+    assert json.loads(sent)["delivered"] == 701
     text = "".join(f"line {i}\n" for i in range(500))
     lines_out = tmp_path / "lines.txt"
-    with receiver(
-        "--backend", receiving, "--once", "--output", str(lines_out), "-q", cwd=tmp_path
-    ) as (r, port):  # fmt: skip
-        sent = run_flowproto(
-            "send", "--connect", f"127.0.0.1:{port}", "--input", "-", "--lines",
-            "--backend", "asyncio", "-q",
-            cwd=tmp_path, stdin=text.encode(),
-        )  # fmt: skip
-        status, _, err = r.finish()
-    assert sent.returncode == 0, sent.stderr
-    assert status == 0, err
+    transfer(
+        tmp_path,
+        ["--backend", receiving, "--output", str(lines_out)],
+        ["--input", "-", "--lines", "--backend", "asyncio"],
+        stdin=text.encode(),
+    )
     # msgpack mode: each line is a string message, which the receiver writes as a line
     assert lines_out.read_text(encoding="utf-8") == text
 
@@ -164,19 +159,11 @@ def test_latency_and_memory_budget_in_the_asyncio_summary(tmp_path: Path) -> Non
     """--latency's percentiles and the memory budget's peak (never past it, spec §8.9) in
     the asyncio receiver's summary; --json-lines on asyncio: test_cli_observability."""
     budget = 4 << 20
-    with receiver(
-        "--backend", "asyncio", "--once", "--latency", "--memory-budget", str(budget),
-        "--json", "-q",
-        cwd=tmp_path,
-    ) as (r, port):  # fmt: skip
-        sent = run_flowproto(
-            "send", "--connect", f"127.0.0.1:{port}", "--size", "100", "--count", "2000",
-            "--streams", "2", "--backend", "trio", "-q",
-            cwd=tmp_path,
-        )  # fmt: skip
-        status, out, err = r.finish()
-    assert sent.returncode == 0, sent.stderr
-    assert status == 0, err
+    _, out = transfer(
+        tmp_path,
+        ["--backend", "asyncio", "--latency", "--memory-budget", str(budget), "--json"],
+        ["--size", "100", "--count", "2000", "--streams", "2", "--backend", "trio"],
+    )
     got = json.loads(out)
     assert got["messages"] == 2000
     latency = got["latency_ms"]

@@ -18,8 +18,8 @@ import asyncio
 import math
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import click
@@ -35,8 +35,8 @@ from ._metrics import json_lines
 from ._output import PARTIAL_SUFFIX
 from ._printing import format_address
 from ._progress import ProgressCallback, eprint, every_second, finish_live_output
-from ._sender import Sender, SendOptions, check_message_size, note_stream_count
-from ._transport import socket_peer_name
+from ._sender import Sender, SendOptions, check_peer
+from ._transport import describe_access, socket_peer_name
 
 __all__ = [
     "check_receive_options",
@@ -85,6 +85,35 @@ async def _stopped(tasks: list[asyncio.Task[Any]]) -> None:
         await asyncio.wait(tasks)
 
 
+@asynccontextmanager
+async def _reporting(
+    report: Callable[[float], None] | None,
+    start: float | None,
+    snapshot: Callable[[], dict[str, Any]],
+    *,
+    lines: bool,
+    metrics: tuple[str, int] | None,
+    per_connection: bool,
+) -> AsyncIterator[None]:
+    """While the block runs: ``report`` once a second (from ``start``), ``snapshot`` as
+    --json-lines, and --metrics-port's responder."""
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[None]] = []
+    if report is not None:
+        tasks.append(loop.create_task(every_second(ASYNCIO, report, start)))
+    if lines:
+        tasks.append(loop.create_task(json_lines(ASYNCIO, snapshot)))
+    server: asyncio.Server | None = None
+    try:
+        if metrics is not None:
+            server = await serve_metrics(*metrics, snapshot, per_connection=per_connection)
+        yield
+    finally:
+        await _stopped(tasks)
+        if server is not None:
+            server.close()
+
+
 # --- send ----------------------------------------------------------------------------------
 
 
@@ -106,38 +135,6 @@ async def send_asyncio(opts: SendOptions, progress: ProgressCallback | None) -> 
         address = format_address((opts.host, opts.port))
         opening = fa.open_connection(opts.host, opts.port, **kwargs)
     sender = Sender(opts, ASYNCIO, sessions=False)
-    async with AsyncExitStack() as stack:
-        try:
-            conn = await stack.enter_async_context(opening)
-        except OSError as exc:
-            raise CliError(f"cannot connect to {address}: {exc.strerror or exc}") from None
-        peer = conn.peer_settings
-        assert peer is not None
-        check_message_size(opts, peer)
-        note_stream_count(opts, peer)
-        seconds = await _send_all(sender, conn, address, progress)
-        final = [s.statistics() for s in sender.streams]  # the same moment
-    return {**sender.summary(seconds, final), "backend": "asyncio"}
-
-
-async def _send_all(
-    sender: Sender, conn: fa.FlowConnection, address: str, progress: ProgressCallback | None
-) -> float:
-    """A producer task per stream and the reporters; the seconds it took. A stop signal
-    cancels the producers (see :meth:`Sender.finish`)."""
-    opts = sender.opts
-    loop = asyncio.get_running_loop()
-    sender.watched.add_connection(conn, address)
-    start = loop.time()
-    deadline = start + opts.duration if opts.duration is not None else math.inf
-    reporters = [
-        loop.create_task(
-            every_second(ASYNCIO, lambda tick: sender.report(tick - start, progress), start)
-        )
-    ]
-    if opts.json_lines:
-        reporters.append(loop.create_task(json_lines(ASYNCIO, sender.snapshot)))
-    metrics: asyncio.Server | None = None
     producers: list[asyncio.Task[None]] = []
 
     def stop(name: str) -> None:
@@ -147,22 +144,49 @@ async def _send_all(
             for task in producers:
                 task.cancel()
 
-    try:
-        if opts.metrics is not None:
-            host, port = opts.metrics
-            metrics = await serve_metrics(
-                host, port, sender.snapshot, per_connection=opts.metrics_per_connection
-            )
-        with stop_signals(stop):
-            producers.extend(
-                loop.create_task(sender.produce(conn, deadline, address))
-                for _ in range(opts.streams)
-            )
-            await asyncio.wait(producers)
-    finally:
-        await _stopped(producers + reporters)
-        if metrics is not None:
-            metrics.close()
+    with stop_signals(stop):  # from the start: a stop while connecting sends nothing
+        async with AsyncExitStack() as stack:
+            try:
+                conn = await stack.enter_async_context(opening)
+            except OSError as exc:
+                raise CliError(f"cannot connect to {address}: {exc.strerror or exc}") from None
+            check_peer(opts, conn.peer_settings)
+            seconds = await _send_all(sender, conn, address, progress, producers)
+            final = [s.statistics() for s in sender.streams]  # the same moment
+    return {**sender.summary(seconds, final), "backend": "asyncio"}
+
+
+async def _send_all(
+    sender: Sender,
+    conn: fa.FlowConnection,
+    address: str,
+    progress: ProgressCallback | None,
+    producers: list[asyncio.Task[None]],
+) -> float:
+    """A producer task per stream (in ``producers``, which a stop signal cancels: see
+    :meth:`Sender.finish`) and the reporters; the seconds it took."""
+    opts = sender.opts
+    loop = asyncio.get_running_loop()
+    sender.watched.add_connection(conn, address)
+    start = loop.time()
+    deadline = start + opts.duration if opts.duration is not None else math.inf
+    async with _reporting(
+        lambda tick: sender.report(tick - start, progress),
+        start,
+        sender.snapshot,
+        lines=opts.json_lines,
+        metrics=opts.metrics,
+        per_connection=opts.metrics_per_connection,
+    ):
+        try:
+            if sender.signal is None:
+                producers.extend(
+                    loop.create_task(sender.produce(conn, deadline, address))
+                    for _ in range(opts.streams)
+                )
+                await asyncio.wait(producers)
+        finally:
+            await _stopped(producers)
     for task in producers:
         failure = None if task.cancelled() else task.exception()
         if failure is not None:
@@ -292,6 +316,12 @@ async def receive_asyncio(opts: ReceiveOptions) -> dict[str, Any]:
         "close_grace": CLOSE_GRACE,
         "on_connection_end": receiver.connection_ended,
     }
+    with stop_signals(receiver.stop_on_signal):  # from the start, as on Trio
+        return await _serve(receiver, kwargs)
+
+
+async def _serve(receiver: _Receiver, kwargs: dict[str, Any]) -> dict[str, Any]:
+    opts = receiver.opts
     try:
         if opts.unix_path is not None:
             server = await fa.serve_unix(receiver.handle, opts.unix_path, **kwargs)
@@ -303,31 +333,28 @@ async def receive_asyncio(opts: ReceiveOptions) -> dict[str, Any]:
         where = opts.unix_path or format_address((opts.host or "", opts.port))
         raise CliError(f"cannot listen on {where}: {exc.strerror or exc}") from None
     receiver.server = server
+    if opts.access.ssl_context is not None:
+        eprint(describe_access(opts.access))
     eprint(f"listening on {address}")
-    loop = asyncio.get_running_loop()
-    reporters: list[asyncio.Task[None]] = []
-    if opts.live:
-        reporters.append(loop.create_task(every_second(ASYNCIO, receiver.report)))
-    if opts.json_lines:
-        reporters.append(loop.create_task(json_lines(ASYNCIO, receiver.snapshot)))
-    metrics: asyncio.Server | None = None
     try:
-        if opts.metrics is not None:
-            host, port = opts.metrics
-            metrics = await serve_metrics(
-                host, port, receiver.snapshot, per_connection=opts.metrics_per_connection
-            )
-        with stop_signals(receiver.stop_on_signal):
-            async with server:  # leaving it: GOAWAY, then the streams' grace
-                await receiver.done.wait()
-                while receiver.open_streams:  # each ends its stream, cleanly if it can
-                    await asyncio.wait(list(receiver.open_streams.values()))
-            while receiver.tasks:
-                await asyncio.wait(list(receiver.tasks))
+        async with (
+            _reporting(
+                receiver.report if opts.live else None,
+                None,
+                receiver.snapshot,
+                lines=opts.json_lines,
+                metrics=opts.metrics,
+                per_connection=opts.metrics_per_connection,
+            ),
+            server,  # leaving it: GOAWAY, then the streams' grace
+        ):
+            await receiver.done.wait()
+            while receiver.open_streams:  # each ends its stream, cleanly if it can
+                await asyncio.wait(list(receiver.open_streams.values()))
+        while receiver.tasks:
+            await asyncio.wait(list(receiver.tasks))
     finally:
-        await _stopped(reporters + list(receiver.tasks))
-        if metrics is not None:
-            metrics.close()
+        await _stopped(list(receiver.tasks))
         if opts.output == "-":
             sys.stdout.buffer.flush()
     return {**receiver.summary(address), "backend": "asyncio"}

@@ -26,7 +26,7 @@ from ._layer_trio import TRIO, serve_metrics
 from ._metrics import json_lines
 from ._printing import format_address
 from ._progress import ProgressCallback, eprint, every_second
-from ._sender import Sender, SendOptions, check_message_size, note_stream_count
+from ._sender import Sender, SendOptions, check_peer
 from ._signals import first_stop_signal, stop_signal_receiver
 from ._transport import Retry, connect, connect_error, overloaded
 
@@ -146,10 +146,7 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
             with stop_signal_receiver() as signals:
                 async with AsyncExitStack() as stack:
                     conn = await _connect_again(stack, opts, address, restart_deadline)
-                    peer = conn.peer_settings
-                    assert peer is not None
-                    check_message_size(opts, peer)
-                    note_stream_count(opts, peer)
+                    check_peer(opts, conn.peer_settings)
                     seconds = await _send_all(sender, conn, address, progress, signals)
                     final = [st.statistics() for st in sender.streams]  # the same moment
                     session = conn.statistics()

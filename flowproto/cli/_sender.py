@@ -389,8 +389,16 @@ def _share(total: int | None, parts: int, index: int) -> int | None:
     return total // parts + (1 if index < total % parts else 0)
 
 
-def check_message_size(opts: SendOptions, peer: Settings) -> None:
-    """A generated message or an input chunk must fit the receiver's max_message_bytes."""
+def check_peer(opts: SendOptions, peer: Settings | None) -> None:
+    """Before sending, against the receiver's settings (its HELLO): a generated message or
+    an input chunk must fit its max_message_bytes; more ``--streams`` than its max_streams
+    (spec §6.4) run in turns, which is said once, so a wait for a free stream is never
+    silent.
+
+    Raises:
+        CliError: a message is over the receiver's max_message_bytes.
+    """
+    assert peer is not None  # the handshake is done
     largest = opts.chunk_size if opts.input is not None else opts.size
     if (opts.input is None or not opts.lines) and largest > peer.max_message_bytes:
         option = "--chunk-size" if opts.input is not None else "--size"
@@ -398,11 +406,6 @@ def check_message_size(opts: SendOptions, peer: Settings) -> None:
             f"{option} {largest} is over the receiver's max_message_bytes = "
             f"{peer.max_message_bytes}"
         )
-
-
-def note_stream_count(opts: SendOptions, peer: Settings) -> None:
-    """More ``--streams`` than the receiver's max_streams (spec §6.4) run in turns: say so
-    once, before sending, so a wait for a free stream is never silent."""
     if opts.streams > peer.max_streams:
         eprint(
             f"flowproto: warning: --streams {opts.streams} is over the receiver's max_streams "
