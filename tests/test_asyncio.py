@@ -257,6 +257,52 @@ def test_a_server_over_max_connections_refuses_with_a_retryable_goaway() -> None
     run(main)
 
 
+def test_on_connection_end_sees_every_served_connection_and_why_it_ended() -> None:
+    """A served connection, whether a stream was opened on it or its handshake was
+    refused, is reported once, after its handlers are done: a normal end with no error,
+    a memory-budget refusal (spec §8.9, GOAWAY OVERLOADED) with it."""
+    from flowproto import MemoryBudget
+
+    async def main() -> None:
+        ended: list[tuple[FlowConnection, BaseException | None]] = []
+        handled = asyncio.Event()
+
+        async def handler(stream: FlowStream) -> None:
+            async for _ in stream:
+                pass
+            handled.set()
+
+        async with await serve(
+            handler, 0, host="127.0.0.1", on_connection_end=lambda c, e: ended.append((c, e))
+        ) as server:
+            port = server.sockets[0].getsockname()[1]
+            async with open_connection("127.0.0.1", port) as conn:
+                stream = await conn.open_stream()
+                await stream.send("one")
+                await stream.aclose()
+                await handled.wait()
+            await until(lambda: len(ended) == 1)
+            assert ended[0][1] is None and ended[0][0].closed
+        tiny = MemoryBudget(1024)  # below any connection's floor: refused at once
+        async with await serve(
+            handler,
+            0,
+            host="127.0.0.1",
+            memory_budget=tiny,
+            on_connection_end=lambda c, e: ended.append((c, e)),
+        ) as server:
+            port = server.sockets[0].getsockname()[1]
+            with pytest.raises(ConnectionLostError):
+                async with open_connection("127.0.0.1", port):
+                    pass
+            await until(lambda: len(ended) == 2)
+        error = ended[1][1]
+        assert isinstance(error, ConnectionLostError)
+        assert error.error_code == ErrorCode.OVERLOADED
+
+    run(main)
+
+
 def test_a_failing_handler_resets_its_stream_and_the_server_goes_on() -> None:
     async def handler(stream: FlowStream) -> None:
         if await stream.receive() == "boom":

@@ -4,10 +4,14 @@ side on either backend, as ``python -m flowproto`` subprocesses on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
-from cli_helpers import receiver, run_flowproto
+from cli_helpers import TIMEOUT, flowproto, receiver, run_flowproto
 
 
 @pytest.mark.parametrize(
@@ -36,12 +40,22 @@ def test_send_and_receive_across_backends(sender: str, receiving: str, tmp_path:
     assert got["buffered_peak_messages"] <= 16  # the window (spec §8.4)
 
 
-def test_asyncio_refuses_the_options_it_does_not_have(tmp_path: Path) -> None:
+def test_asyncio_refuses_to_start_over_a_partial_output_trio_would_resume(
+    tmp_path: Path,
+) -> None:
+    """spec §15.10: a Trio receiver restarted on --output FILE goes on with FILE.partial
+    (sessions); the asyncio layer has no sessions yet, so it says so instead of starting
+    the file again from nothing."""
+    (tmp_path / "out.bin.partial").write_bytes(b"held")
     done = run_flowproto(
-        "receive", "--listen", "127.0.0.1:0", "--backend", "asyncio", "--latency", cwd=tmp_path
+        *("receive", "--listen", "127.0.0.1:0", "--backend", "asyncio"),
+        *("--output", "out.bin", "--raw"),
+        cwd=tmp_path,
     )
     assert done.returncode == 2
-    assert "--backend asyncio does not support --latency" in done.stderr
+    assert "out.bin.partial exists" in done.stderr
+    assert "needs sessions" in done.stderr
+    assert (tmp_path / "out.bin.partial").read_bytes() == b"held"
 
 
 def test_conformance_passes_strictly_against_an_asyncio_receiver(tmp_path: Path) -> None:
@@ -69,3 +83,201 @@ def test_conformance_passes_strictly_against_asyncio_senders(tmp_path: Path) -> 
         tmp_path, "--count", "100", "--streams", "3", "-q", "--backend", "asyncio"
     )
     assert f"{len(SENDER_CASES)} passed, 0 failed" in stdout
+
+
+# --- every option of #15 under --backend asyncio ---------------------------------------------
+
+
+def transfer(
+    tmp_path: Path, receiving: list[str], sending: list[str], stdin: bytes | None = None
+) -> tuple[str, str]:
+    """``receive --once RECEIVING`` and ``send SENDING`` to it, both exiting 0: the
+    sender's and the receiver's stdout."""
+    with receiver("--once", "-q", *receiving, cwd=tmp_path) as (r, port):
+        sent = run_flowproto(
+            "send", "--connect", f"127.0.0.1:{port}", "-q", *sending, cwd=tmp_path, stdin=stdin
+        )
+        status, out, err = r.finish()
+    assert sent.returncode == 0, sent.stderr
+    assert status == 0, err
+    return sent.stdout, out
+
+
+def test_receive_rate_holds_on_asyncio(tmp_path: Path) -> None:
+    """--rate R: message n passes no earlier than n / R after the first (flowproto.Pacer),
+    so over the receiver's own measured span, messages <= R * seconds + 1. No wall-clock
+    bound: the span is what the receiver measured, whatever the machine's load."""
+    _, out = transfer(
+        tmp_path,
+        ["--backend", "asyncio", "--rate", "400", "--json"],
+        ["--count", "600", "--size", "100"],
+    )
+    got = json.loads(out)
+    assert got["messages"] == 600
+    assert got["messages"] <= 400 * got["seconds"] + 1 + 1e-3  # the rate held
+
+
+@pytest.mark.parametrize("receiving", ["trio", "asyncio"])
+def test_send_rate_and_duration_hold_on_asyncio(tmp_path: Path, receiving: str) -> None:
+    """send --rate R --duration D: at most R * D + 1 messages (the pacer's bound), all of
+    them delivered."""
+    sent, out = transfer(
+        tmp_path,
+        ["--backend", receiving, "--json"],
+        ["--rate", "300", "--duration", "1", "--size", "100", "--json", "--backend", "asyncio"],
+    )
+    summary = json.loads(sent)
+    assert 0 < summary["messages"] <= 300 * 1 + 1
+    assert summary["delivered"] == summary["messages"] == json.loads(out)["messages"]
+
+
+@pytest.mark.parametrize("receiving", ["trio", "asyncio"])
+def test_asyncio_sends_a_file_and_its_lines_byte_identical(tmp_path: Path, receiving: str) -> None:
+    source = tmp_path / "in.bin"
+    source.write_bytes(os.urandom(700_001))
+    out = tmp_path / "out.bin"
+    sent, _ = transfer(
+        tmp_path,
+        ["--backend", receiving, "--raw", "--output", str(out)],
+        ["--input", str(source), "--raw", "--chunk-size", "1000", "--json", "--backend", "asyncio"],
+    )
+    assert out.read_bytes() == source.read_bytes()
+    assert json.loads(sent)["delivered"] == 701
+    text = "".join(f"line {i}\n" for i in range(500))
+    lines_out = tmp_path / "lines.txt"
+    transfer(
+        tmp_path,
+        ["--backend", receiving, "--output", str(lines_out)],
+        ["--input", "-", "--lines", "--backend", "asyncio"],
+        stdin=text.encode(),
+    )
+    # msgpack mode: each line is a string message, which the receiver writes as a line
+    assert lines_out.read_text(encoding="utf-8") == text
+
+
+def test_latency_and_memory_budget_in_the_asyncio_summary(tmp_path: Path) -> None:
+    """--latency's percentiles and the memory budget's peak (never past it, spec §8.9) in
+    the asyncio receiver's summary; --json-lines on asyncio: test_cli_observability."""
+    budget = 4 << 20
+    _, out = transfer(
+        tmp_path,
+        ["--backend", "asyncio", "--latency", "--memory-budget", str(budget), "--json"],
+        ["--size", "100", "--count", "2000", "--streams", "2", "--backend", "trio"],
+    )
+    got = json.loads(out)
+    assert got["messages"] == 2000
+    latency = got["latency_ms"]
+    assert set(latency) == {"p50", "p99", "max"}
+    assert 0 <= latency["p50"] <= latency["p99"] <= latency["max"]
+    assert got["memory_budget"]["bytes"] == budget
+    assert 0 < got["memory_budget"]["peak_committed_bytes"] <= budget
+    assert got["memory_budget"]["refused_connections"] == 0
+
+
+def _families(url: str) -> dict[str, str]:
+    """The metric families of one scrape and their types."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    return {f.name: f.type for f in text_string_to_metric_families(text)}
+
+
+def _receiver_families(tmp_path: Path, backend: str) -> dict[str, str]:
+    """A receiver's families once a sender's stream was consumed and ended."""
+    with receiver("--backend", backend, "--metrics-port", "0", "-q", cwd=tmp_path) as (r, port):
+        url = r.wait_for(r"^metrics on (http://\S+)$").group(1)
+        sent = run_flowproto(
+            "send", "--connect", f"127.0.0.1:{port}", "--count", "100", "-q", cwd=tmp_path
+        )
+        assert sent.returncode == 0, sent.stderr
+        families = _families(url)
+        r.proc.send_signal(signal.SIGTERM)
+        status, _, err = r.finish()
+    assert status == 143, err
+    return families
+
+
+def _sender_families(tmp_path: Path, backend: str) -> dict[str, str]:
+    """A sender's families while it sends to a slow receiver."""
+    with receiver("--rate", "200", "--once", "-q", cwd=tmp_path) as (r, port):
+        with flowproto(
+            "send", "--connect", f"127.0.0.1:{port}", "--count", "400", "--metrics-port", "0",
+            "-q", "--backend", backend,
+            cwd=tmp_path,
+        ) as s:  # fmt: skip
+            url = s.wait_for(r"^metrics on (http://\S+)$").group(1)
+            families = _families(url)
+            status, _, err = s.finish()
+        assert status == 0, err
+        r.finish()
+    return families
+
+
+def test_metrics_port_serves_the_same_families_on_both_backends(tmp_path: Path) -> None:
+    """--metrics-port under asyncio: the same metric families, of the same types, as Trio's,
+    on both commands; and only /metrics is served."""
+    pytest.importorskip("prometheus_client")
+    trio_receiving = _receiver_families(tmp_path, "trio")
+    asyncio_receiving = _receiver_families(tmp_path, "asyncio")
+    assert asyncio_receiving == trio_receiving
+    assert asyncio_receiving["flowproto_window_messages"] == "gauge"
+    assert asyncio_receiving["flowproto_messages"] == "counter"
+    assert _sender_families(tmp_path, "asyncio") == _sender_families(tmp_path, "trio")
+
+
+def test_the_asyncio_metrics_responder_answers_only_metrics(tmp_path: Path) -> None:
+    pytest.importorskip("prometheus_client")
+    with receiver("--backend", "asyncio", "--metrics-port", "0", "-q", cwd=tmp_path) as (r, _):
+        url = r.wait_for(r"^metrics on (http://\S+)$").group(1)
+        assert "flowproto_info" in _families(url)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url.rsplit("/", 1)[0] + "/", timeout=TIMEOUT)
+        info.value.close()
+        assert info.value.code == 404
+        request = urllib.request.Request(url, data=b"x", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=TIMEOUT)
+        info.value.close()
+        assert info.value.code == 405
+        r.proc.send_signal(signal.SIGINT)
+        status, _, err = r.finish()
+    assert status == 130, err
+    assert "flowproto: interrupted (SIGINT)" in err
+
+
+def test_sigint_stops_an_idle_asyncio_receiver_with_its_summary(tmp_path: Path) -> None:
+    """Ctrl-C under asyncio used to exit 130 with no summary; now the summary is printed
+    as on Trio."""
+    with receiver("--backend", "asyncio", "--json", "-q", cwd=tmp_path) as (r, _):
+        r.proc.send_signal(signal.SIGINT)
+        status, out, err = r.finish()
+    assert status == 130, err
+    summary = json.loads(out)
+    assert summary["interrupted"] is True and summary["signal"] == "SIGINT"
+    assert summary["backend"] == "asyncio"
+    assert "Traceback" not in err
+
+
+def test_a_connection_the_memory_budget_refuses_ends_receive_once_as_on_trio(
+    tmp_path: Path,
+) -> None:
+    """spec §8.9: a budget too small for one connection's floor refuses it with
+    GOAWAY(OVERLOADED); --once ends with that connection, as an error, on both backends."""
+    for backend in ("trio", "asyncio"):
+        with receiver(
+            "--backend", backend, "--once", "--memory-budget", "1MiB", "--json", "-q",
+            cwd=tmp_path,
+        ) as (r, port):  # fmt: skip
+            sent = run_flowproto(
+                "send", "--connect", f"127.0.0.1:{port}", "--count", "10", "-q",
+                "--retry-for", "0", cwd=tmp_path,
+            )  # fmt: skip
+            status, out, err = r.finish()
+        assert sent.returncode == 1, sent.stderr
+        assert status == 1, err
+        got = json.loads(out)
+        assert got["connections"] == 1 and got["messages"] == 0
+        assert got["memory_budget"]["refused_connections"] == 1
+        assert "memory budget" in got["problems"][0]

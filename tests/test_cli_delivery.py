@@ -25,6 +25,14 @@ from flowproto.trio import open_connection
 
 MESSAGE = 1000  # bytes per generated message or input chunk
 
+#: (sender, receiver) backends: each on its own, and each against the other (issue #15).
+PAIRS = pytest.mark.parametrize(
+    ("sending", "receiving"),
+    [("trio", "trio"), ("asyncio", "asyncio"), ("trio", "asyncio"), ("asyncio", "trio")],
+)
+#: The receiver's or the sender's backend, for tests whose peer's backend does not matter.
+ON = pytest.mark.parametrize("backend", ["trio", "asyncio"])
+
 
 def confirmed_of(stderr: str) -> tuple[int, int]:
     """The sender's "confirmed N of M messages on stream S" numbers (N, M)."""
@@ -42,18 +50,22 @@ def output_bytes(out: Path) -> int:
 # --- 1. credit only after the message is written and flushed ---------------------------------
 
 
+@PAIRS
 def test_a_sender_told_all_was_consumed_finds_it_all_in_the_file_while_the_receiver_runs(
-    tmp_path: Path,
+    tmp_path: Path, sending: str, receiving: str
 ) -> None:
     """spec §8.5, §10.5: with -q the output used to be flushed only at exit, so the sender
     exited 0 ("confirmed 2000 consumed") with the file's last kilobytes still in a buffer."""
     source = tmp_path / "in.bin"
     source.write_bytes(os.urandom(2000 * MESSAGE))
     out = tmp_path / "out.bin"
-    with receiver("--output", str(out), "--raw", "-q", cwd=tmp_path) as (r, port):
+    with receiver("--output", str(out), "--raw", "-q", "--backend", receiving, cwd=tmp_path) as (
+        r,
+        port,
+    ):
         sent = run_flowproto(
             *("send", "--connect", f"127.0.0.1:{port}", "--input", str(source)),
-            *("--raw", "--chunk-size", str(MESSAGE), "--json"),
+            *("--raw", "--chunk-size", str(MESSAGE), "--json", "--backend", sending),
             cwd=tmp_path,
         )
         assert sent.returncode == 0, sent.stderr
@@ -63,8 +75,9 @@ def test_a_sender_told_all_was_consumed_finds_it_all_in_the_file_while_the_recei
         assert out.read_bytes() == source.read_bytes()
 
 
+@PAIRS
 def test_killing_the_receiver_never_loses_what_the_sender_was_told_was_consumed(
-    tmp_path: Path,
+    tmp_path: Path, sending: str, receiving: str
 ) -> None:
     """kill -9 of the receiver mid-transfer: every message the sender saw confirmed is in
     the file (credit goes back per message here, so any lag would show). The sender tries
@@ -72,12 +85,13 @@ def test_killing_the_receiver_never_loses_what_the_sender_was_told_was_consumed(
     out = tmp_path / "out.bin"
     with (
         receiver(
-            *("--output", str(out), "--raw", "-q", "--rate", "300"),
+            *("--output", str(out), "--raw", "-q", "--rate", "300", "--backend", receiving),
             *("--window-messages", "2", "--no-autotune"),
             cwd=tmp_path,
         ) as (r, port),
         flowproto(
             *("send", "--connect", f"127.0.0.1:{port}", "--raw", "--reconnect-timeout", "0.5"),
+            *("--backend", sending),
             *("--size", str(MESSAGE), "--count", "100000"),
             cwd=tmp_path,
         ) as s,
@@ -92,14 +106,19 @@ def test_killing_the_receiver_never_loses_what_the_sender_was_told_was_consumed(
     assert output_bytes(out) >= confirmed * MESSAGE
 
 
-def test_fsync_delivers_the_same_bytes_and_its_help_names_the_cost(tmp_path: Path) -> None:
+@PAIRS
+def test_fsync_delivers_the_same_bytes_and_its_help_names_the_cost(
+    tmp_path: Path, sending: str, receiving: str
+) -> None:
     source = tmp_path / "in.bin"
     source.write_bytes(os.urandom(300 * MESSAGE))
     out = tmp_path / "out.bin"
-    with receiver("--output", str(out), "--fsync", "--once", "-q", cwd=tmp_path) as (r, port):
+    with receiver(
+        "--output", str(out), "--fsync", "--once", "-q", "--backend", receiving, cwd=tmp_path
+    ) as (r, port):
         sent = run_flowproto(
             *("send", "--connect", f"127.0.0.1:{port}", "--input", str(source)),
-            *("--chunk-size", str(MESSAGE)),
+            *("--chunk-size", str(MESSAGE), "--backend", sending),
             cwd=tmp_path,
         )
         status, _, stderr = r.finish()
@@ -114,21 +133,26 @@ def test_fsync_delivers_the_same_bytes_and_its_help_names_the_cost(tmp_path: Pat
 # --- 2. SIGTERM and SIGHUP are handled like SIGINT ---------------------------------------------
 
 
+@ON
 @pytest.mark.parametrize(
     ("signum", "status"),
     [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
     ids=["SIGINT", "SIGTERM", "SIGHUP"],
 )
 def test_a_stop_signal_flushes_prints_the_summary_and_exits_128_plus_its_number(
-    tmp_path: Path, signum: signal.Signals, status: int
+    tmp_path: Path, signum: signal.Signals, status: int, backend: str
 ) -> None:
     """SIGTERM used to kill the receiver at once: rc -15, no summary."""
     source = tmp_path / "in.txt"
     source.write_text("one\ntwo\nthree\n", encoding="utf-8")
     out = tmp_path / "out.txt"
-    with receiver("--output", str(out), "-q", "--json", cwd=tmp_path) as (r, port):
+    with receiver("--output", str(out), "-q", "--json", "--backend", backend, cwd=tmp_path) as (
+        r,
+        port,
+    ):
         sent = run_flowproto(
             *("send", "--connect", f"127.0.0.1:{port}", "--input", str(source), "--lines"),
+            *("--backend", backend),
             cwd=tmp_path,
         )
         assert sent.returncode == 0, sent.stderr
@@ -163,16 +187,19 @@ def stop_a_sender(tmp_path: Path, signum: signal.Signals, *args: str) -> tuple[i
     return result
 
 
+@ON
 @pytest.mark.parametrize(
     ("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
 )
 def test_a_stopped_sender_says_what_was_sent_and_confirmed_per_stream_and_exits_128_plus(
-    tmp_path: Path, signum: signal.Signals, status: int
+    tmp_path: Path, signum: signal.Signals, status: int, backend: str
 ) -> None:
     """Ctrl-C on the sender printed only "flowproto: interrupted" (issue #16): now the
     sending stops, the streams are reset, and the summary says what each stream sent and
-    the receiver confirmed; exit 128 + the signal's number."""
-    code, stdout, stderr = stop_a_sender(tmp_path, signum, "--streams", "2", "--json")
+    the receiver confirmed; exit 128 + the signal's number. The same on asyncio (#15)."""
+    code, stdout, stderr = stop_a_sender(
+        tmp_path, signum, "--streams", "2", "--json", "--backend", backend
+    )
     assert code == status, stderr
     summary = json.loads(stdout)
     assert summary["interrupted"] is True and summary["signal"] == signum.name
@@ -185,8 +212,11 @@ def test_a_stopped_sender_says_what_was_sent_and_confirmed_per_stream_and_exits_
     assert "Traceback" not in stderr
 
 
-def test_a_stopped_sender_prints_its_summary_and_streams_to_the_terminal(tmp_path: Path) -> None:
-    code, _, stderr = stop_a_sender(tmp_path, signal.SIGINT)
+@ON
+def test_a_stopped_sender_prints_its_summary_and_streams_to_the_terminal(
+    tmp_path: Path, backend: str
+) -> None:
+    code, _, stderr = stop_a_sender(tmp_path, signal.SIGINT, "--backend", backend)
     assert code == 130, stderr
     assert re.search(
         r"^sent \d+ messages .* the receiver confirmed [1-9]\d* consumed", stderr, re.M
@@ -249,7 +279,10 @@ def test_verbose_logs_each_connections_lifecycle_on_both_sides(tmp_path: Path) -
 # --- 4. one file, one sender; --output-dir for many ---------------------------------------------
 
 
-def test_a_second_sender_is_refused_and_none_of_its_bytes_reach_the_file(tmp_path: Path) -> None:
+@ON
+def test_a_second_sender_is_refused_and_none_of_its_bytes_reach_the_file(
+    tmp_path: Path, backend: str
+) -> None:
     """The issue's injection: any client that completed the handshake got its messages
     written into --output FILE, and both senders exited 0. Now the stream that owns the
     file is the only one written; another is refused (REFUSED_STREAM, spec §6.4: nothing
@@ -259,19 +292,20 @@ def test_a_second_sender_is_refused_and_none_of_its_bytes_reach_the_file(tmp_pat
     out = tmp_path / "out.bin"
     with (
         receiver(
-            *("--output", str(out), "--raw", "-q", "--rate", "500"),
+            *("--output", str(out), "--raw", "-q", "--rate", "500", "--backend", backend),
             *("--window-messages", "16", "--no-autotune"),
             cwd=tmp_path,
         ) as (r, port),
         flowproto(
             *("send", "--connect", f"127.0.0.1:{port}", "--input", str(source), "--raw"),
-            *("--chunk-size", str(MESSAGE)),
+            *("--chunk-size", str(MESSAGE), "--backend", backend),
             cwd=tmp_path,
         ) as real,
     ):
         real.wait_for(r"delivered [1-9]\d*$")  # the real transfer owns the file
         injected = run_flowproto(
             *("send", "--connect", f"127.0.0.1:{port}", "--input", "-", "--raw"),
+            *("--backend", backend),
             cwd=tmp_path,
             stdin=b"INJECTED",
         )
@@ -287,13 +321,20 @@ def test_a_second_sender_is_refused_and_none_of_its_bytes_reach_the_file(tmp_pat
     assert b"INJECTED" not in out.read_bytes()
 
 
-def test_output_dir_writes_one_safely_named_file_per_stream(tmp_path: Path) -> None:
+@ON
+def test_output_dir_writes_one_safely_named_file_per_stream(tmp_path: Path, backend: str) -> None:
     target = tmp_path / "received"
     target.mkdir()
-    with receiver("--output-dir", str(target), "--raw", "-q", "--json", cwd=tmp_path) as (r, port):
-        for streams in ("1", "2"):
+    with receiver(
+        "--output-dir", str(target), "--raw", "-q", "--json", "--backend", backend, cwd=tmp_path
+    ) as (r, port):
+        for streams, sending in (
+            ("1", backend),
+            ("2", "trio" if backend == "asyncio" else backend),
+        ):
             sent = run_flowproto(
                 *("send", "--connect", f"127.0.0.1:{port}", "--raw", "--streams", streams),
+                *("--backend", sending),
                 *("--count", "100", "--size", "100"),
                 cwd=tmp_path,
             )
@@ -312,7 +353,10 @@ def test_output_dir_writes_one_safely_named_file_per_stream(tmp_path: Path) -> N
 # --- 3. an incomplete output never looks complete ------------------------------------------------
 
 
-def test_a_killed_sender_leaves_a_partial_file_that_the_summary_names(tmp_path: Path) -> None:
+@ON
+def test_a_killed_sender_leaves_a_partial_file_that_the_summary_names(
+    tmp_path: Path, backend: str
+) -> None:
     """The issue: after the sender was killed, the receiver kept a truncated output that
     looked like any other file. The receiver keeps the session for --resume-timeout
     (spec §15.4) in case the sender comes back; then the stream fails."""
@@ -322,10 +366,11 @@ def test_a_killed_sender_leaves_a_partial_file_that_the_summary_names(tmp_path: 
         receiver(
             *("--output", str(out), "--raw", "-q", "--once", "--json", "--rate", "300"),
             *("--window-messages", "16", "--no-autotune", "--resume-timeout", "0.5"),
+            *("--backend", backend),
             cwd=tmp_path,
         ) as (r, port),
         flowproto(
-            *("send", "--connect", f"127.0.0.1:{port}", "--raw"),
+            *("send", "--connect", f"127.0.0.1:{port}", "--raw", "--backend", backend),
             *("--size", str(MESSAGE), "--count", "100000"),
             cwd=tmp_path,
         ) as s,
@@ -346,18 +391,19 @@ def test_a_killed_sender_leaves_a_partial_file_that_the_summary_names(tmp_path: 
     assert stderr.rstrip().splitlines()[-1].startswith("flowproto: error: stream 1 from")
 
 
+@ON
 def test_a_clean_transfer_is_renamed_and_a_stop_signal_mid_transfer_is_not(
-    tmp_path: Path,
+    tmp_path: Path, backend: str
 ) -> None:
     out = tmp_path / "out.bin"
     with (
         receiver(
-            *("--output", str(out), "--raw", "-q", "--rate", "300"),
+            *("--output", str(out), "--raw", "-q", "--rate", "300", "--backend", backend),
             *("--window-messages", "16", "--no-autotune"),
             cwd=tmp_path,
         ) as (r, port),
         flowproto(
-            *("send", "--connect", f"127.0.0.1:{port}", "--raw"),
+            *("send", "--connect", f"127.0.0.1:{port}", "--raw", "--backend", backend),
             *("--size", str(MESSAGE), "--count", "100000"),
             cwd=tmp_path,
         ) as s,

@@ -83,17 +83,21 @@ def test_metrics_without_prometheus_client_gives_commands_that_work_from_a_check
     assert "flowproto[metrics]" not in output.replace("'.[metrics]'", "")
 
 
-def test_json_lines_report_the_spec_statistics_each_second(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_json_lines_report_the_spec_statistics_each_second(tmp_path: Path, backend: str) -> None:
     """spec §14: one JSON object per second, with every stream's and connection's names;
-    the receiver's memory budget is reported and was never exceeded (spec §8.9)."""
+    the receiver's memory budget is reported and was never exceeded (spec §8.9). Both
+    ends on either backend (#15)."""
     budget = str(4 << 20)
     with receiver(
-        "--once", "--rate", "400", "--json-lines", "--memory-budget", budget, "-q", cwd=tmp_path
+        *("--once", "--rate", "400", "--json-lines", "--memory-budget", budget, "-q"),
+        *("--backend", backend),
+        cwd=tmp_path,
     ) as r:
         sent = run_flowproto(
             "send",
             *("--connect", f"127.0.0.1:{r.port}", "--size", "200", "--count", "900"),
-            *("--json-lines", "--pace", "-q"),
+            *("--json-lines", "--pace", "-q", "--backend", backend),
         )
         status, stdout, stderr = r.finish()
     assert sent.returncode == 0, sent.stderr
@@ -136,10 +140,12 @@ def test_no_autotune_keeps_the_window_the_options_gave(tmp_path: Path) -> None:
     assert {(s["window_messages"], s["window_reason"]) for s in streams} == {(50, "static")}
 
 
-def test_metrics_port_serves_the_prometheus_text_format(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_metrics_port_serves_the_prometheus_text_format(tmp_path: Path, backend: str) -> None:
     pytest.importorskip("prometheus_client")
     with receiver(
         *("--once", "--rate", "200", "--metrics-port", "0", "--metrics-per-connection", "-q"),
+        *("--backend", backend),
         cwd=tmp_path,
     ) as r:
         metrics_line = r.lines.get(timeout=TIMEOUT)
@@ -193,8 +199,9 @@ def _value(families: dict[str, Any], name: str, **labels: str) -> float:
     raise AssertionError(f"{name} {labels} not in {family.samples}")
 
 
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
 def test_metrics_are_bounded_persist_past_each_connection_and_serve_only_metrics(
-    tmp_path: Path,
+    tmp_path: Path, backend: str
 ) -> None:
     """issue #16: series labelled by ephemeral peer ports vanished with the connection, so
     a scrape after a transfer had no samples. By default no series is labelled by peer;
@@ -202,7 +209,9 @@ def test_metrics_are_bounded_persist_past_each_connection_and_serve_only_metrics
     backwards across a connection's end; flowproto_info names the version; only /metrics
     is served. Parsed with prometheus_client's parser, types checked."""
     pytest.importorskip("prometheus_client")
-    with receiver("--rate", "500", "--metrics-port", "0", "-q", cwd=tmp_path) as r:
+    with receiver(
+        "--rate", "500", "--metrics-port", "0", "-q", "--backend", backend, cwd=tmp_path
+    ) as r:
         metrics_line = r.lines.get(timeout=TIMEOUT)
         r.stderr.append(metrics_line)
         url = metrics_line.split()[-1]

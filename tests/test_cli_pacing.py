@@ -8,10 +8,16 @@ import trio
 import trio.testing
 
 from flowproto import Pacer
-from flowproto.cli._pace import Pace
+from flowproto.cli._layer_trio import TRIO
+from flowproto.cli._pace import Pace as LayerPace
 
 
-async def passing_times(pace: Pace, count: int, t0: float) -> list[float]:
+def Pace(rate: float | None, delay: float = 0.0) -> LayerPace:
+    """A :class:`flowproto.cli._pace.Pace` on Trio's clock."""
+    return LayerPace(rate, delay, layer=TRIO)
+
+
+async def passing_times(pace: LayerPace, count: int, t0: float) -> list[float]:
     """When each of ``count`` waits returned, relative to ``t0``."""
     times = []
     for _ in range(count):

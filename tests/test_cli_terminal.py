@@ -60,18 +60,23 @@ def drawn_rows(text: str) -> list[str]:
     return [row for row in re.split(r"[\r\n]", ESCAPES.sub("", text)) if row]
 
 
-def send_on_terminal(tmp_path: Path, receiver_args: list[str], count: int) -> tuple[int, str]:
+def send_on_terminal(
+    tmp_path: Path, receiver_args: list[str], count: int, backend: str = "trio"
+) -> tuple[int, str]:
     """``send --raw --size 100 --count COUNT`` on the pty, to a receiver with these args."""
     with receiver("--raw", "-q", *receiver_args, cwd=tmp_path) as (_, port):
         return on_terminal(
             ["send", "--connect", f"127.0.0.1:{port}", "--raw", "--size", "100",
-             "--count", str(count)],
+             "--count", str(count), "--backend", backend],
             tmp_path,
         )  # fmt: skip
 
 
-def test_the_bar_fits_80_columns_and_the_summary_starts_its_own_line(tmp_path: Path) -> None:
-    status, drawn = send_on_terminal(tmp_path, ["--rate", "1000", "--once"], 2500)
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_the_bar_fits_80_columns_and_the_summary_starts_its_own_line(
+    tmp_path: Path, backend: str
+) -> None:
+    status, drawn = send_on_terminal(tmp_path, ["--rate", "1000", "--once"], 2500, backend)
     assert status == 0, drawn
     rows = drawn_rows(drawn)
     assert any(row.startswith("sending") for row in rows), rows  # the bar was drawn
@@ -94,8 +99,11 @@ def test_no_bar_before_the_connection_and_an_error_starts_its_own_line(tmp_path:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="pty sizes as on Linux")
-def test_a_stream_failing_mid_transfer_ends_the_bar_before_the_error(tmp_path: Path) -> None:
-    status, drawn = send_on_terminal(tmp_path, ["--rate", "500", "--count", "300"], 5000)
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_a_stream_failing_mid_transfer_ends_the_bar_before_the_error(
+    tmp_path: Path, backend: str
+) -> None:
+    status, drawn = send_on_terminal(tmp_path, ["--rate", "500", "--count", "300"], 5000, backend)
     assert status == 1, drawn
     assert "sending" in drawn
     for match in re.finditer(r"flowproto: error:", drawn):

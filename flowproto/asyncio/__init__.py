@@ -64,6 +64,7 @@ from ..unix_sockets import DEFAULT_UNIX_MODE
 from ._connection import FlowConnection
 from ._errors import ConnectionLostError, EndOfStream
 from ._serve import (
+    ConnectionEndCallback,
     FlowServer,
     StreamHandler,
     open_connection,
@@ -87,6 +88,7 @@ __all__ = [
     "YIELD_AFTER_BYTES",
     "Codec",
     "CodecName",
+    "ConnectionEndCallback",
     "ConnectionLostError",
     "ConnectionStatistics",
     "EndOfStream",

@@ -45,6 +45,7 @@ from ._errors import ConnectionLostError, EndOfStream, HandshakeTimeout, StreamR
 from ._stream import FlowStream
 
 __all__ = [
+    "ConnectionEndCallback",
     "FlowServer",
     "StreamHandler",
     "open_connection",
@@ -57,6 +58,8 @@ __all__ = [
 _log = logging.getLogger("flowproto")
 
 StreamHandler = Callable[[FlowStream], Awaitable[None]]
+#: ``on_connection_end(conn, error)``: a served connection ended (see :func:`serve`).
+ConnectionEndCallback = Callable[[FlowConnection, "BaseException | None"], object]
 
 #: How long a connection refused for max_connections is told to wait (GOAWAY OVERLOADED).
 OVERLOADED_RETRY_AFTER_MS: Final = 1000
@@ -391,7 +394,8 @@ class FlowServer:
 
     ``handler(stream)`` runs in a task for every stream a peer opens. A handler that
     returns half-closes its stream; one that raises resets it with INTERNAL_ERROR; one
-    whose stream the peer resets is cancelled (spec §10.3).
+    whose stream the peer resets is cancelled (spec §10.3). ``on_connection_end``, if
+    given, is called once per served connection when it and its handlers are done.
     """
 
     def __init__(
@@ -402,6 +406,7 @@ class FlowServer:
         *,
         max_connections: int | None = None,
         on_close: Callable[[], object] | None = None,
+        on_connection_end: ConnectionEndCallback | None = None,
     ) -> None:
         if max_connections is not None and max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
@@ -410,6 +415,7 @@ class FlowServer:
         self._options = options
         self._max_connections = max_connections
         self._on_close = on_close  # serve_unix: remove the socket file
+        self._on_connection_end = on_connection_end
         self._server: asyncio.Server | None = None
         self._connections: set[FlowConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # one per connection
@@ -525,6 +531,7 @@ class FlowServer:
 
     async def _serve_connection(self, conn: FlowConnection) -> None:
         options = self._options
+        error: BaseException | None = None
         try:
             self._connections.add(conn)
             async with _running(conn, options):
@@ -549,12 +556,15 @@ class FlowServer:
                         task.add_done_callback(tasks.discard)
                 if running:
                     await asyncio.wait(running)
-        except (ConnectionLostError, HandshakeTimeout):
-            pass  # one bad connection never stops the server
-        except Exception:
+        except (ConnectionLostError, HandshakeTimeout) as exc:
+            error = exc  # one bad connection never stops the server
+        except Exception as exc:
+            error = exc
             _log.exception("flowproto: serving a connection failed")
         finally:
             self._connections.discard(conn)
+        if self._on_connection_end is not None:
+            self._on_connection_end(conn, error)
 
     async def _run_handler(self, stream: FlowStream) -> None:
         try:
@@ -589,6 +599,7 @@ async def serve(
     max_connections: int | None = None,
     backlog: int = 100,
     reuse_address: bool | None = None,
+    on_connection_end: ConnectionEndCallback | None = None,
     **kwargs: Any,
 ) -> FlowServer:
     """Serve flowproto over TCP; like ``asyncio.start_server``, it returns listening.
@@ -610,6 +621,12 @@ async def serve(
             of its streams is processed (spec §10.1). ``None``: no cap.
         backlog: the listen backlog.
         reuse_address: as ``loop.create_server``.
+        on_connection_end: ``on_connection_end(conn, error)`` once for every connection
+            served (not those refused for ``max_connections``, which ``refused`` counts),
+            when it has ended and its handlers are done, whether or not its handshake
+            completed: ``error`` is what ended it (a ``ConnectionLostError``, such as a
+            memory-budget refusal, or ``HandshakeTimeout``), or ``None`` if it ended
+            normally (then ``conn.close_reason`` says how).
         **kwargs: those of :func:`open_flow_connection` (``handshake_timeout``,
             ``idle_timeout``, ``close_grace``, ...).
     """
@@ -627,7 +644,13 @@ async def serve(
             reuse_address=reuse_address,
         )
 
-    server = FlowServer(handler, listen, options, max_connections=max_connections)
+    server = FlowServer(
+        handler,
+        listen,
+        options,
+        max_connections=max_connections,
+        on_connection_end=on_connection_end,
+    )
     await server.start_serving()
     return server
 
@@ -640,6 +663,7 @@ async def serve_unix(
     ssl: _ssl.SSLContext | None = None,
     max_connections: int | None = None,
     backlog: int = 100,
+    on_connection_end: ConnectionEndCallback | None = None,
     **kwargs: Any,
 ) -> FlowServer:
     """Serve flowproto on a Unix socket at ``path``, as :func:`serve` does on TCP.
@@ -655,6 +679,7 @@ async def serve_unix(
         ssl: serve TLS over the socket.
         max_connections: as :func:`serve`.
         backlog: the listen backlog.
+        on_connection_end: as :func:`serve`.
         **kwargs: those of :func:`open_flow_connection`.
 
     Raises:
@@ -674,7 +699,12 @@ async def serve_unix(
         )
 
     server = FlowServer(
-        handler, listen, options, max_connections=max_connections, on_close=socket_file.remove
+        handler,
+        listen,
+        options,
+        max_connections=max_connections,
+        on_close=socket_file.remove,
+        on_connection_end=on_connection_end,
     )
     try:
         await server.start_serving()

@@ -10,14 +10,18 @@ once a second. Errors the user can act on end the command with one ``flowproto: 
 Layout: one module per command (``demo``, ``receive``, ``send``, ``conformance``,
 ``bench``, ``vectors``: options, checks, one run, printing); ``_options`` (the option blocks they
 share and the ``HOST:PORT`` parsers); ``_errors`` (exit codes); ``_printing`` (pure
-formatters); ``_progress`` (live lines, the progress bar); ``_run_receive``,
-``_run_send``, ``_run_demo`` (the async runs); ``_metrics`` (``--json-lines``,
-``--metrics-port``); ``_output`` (where ``receive --output`` writes, and when a
-message counts as delivered); ``_access`` (the values of the TLS, Unix socket and cap
-options) and ``_transport`` (listeners, connecting, the sender's retries); ``_pace``,
-``_latency``, ``_constants``. The commands import trio only when they run, so ``--help``
-stays quick. Everything here uses only the public
-names of ``flowproto`` and ``flowproto.trio`` (``tests/test_public_api_use.py``).
+formatters); ``_progress`` (live lines, the progress bar); ``_sender`` and ``_consumer``
+(what ``send`` and ``receive`` do on each stream, written once for both backends);
+``_layer`` (what those need of an event loop) with ``_layer_trio`` and ``_layer_asyncio``
+(its thin parts, and each one's metrics listener); ``_run_receive``, ``_run_send`` (the
+Trio runs), ``_run_asyncio`` (``--backend asyncio``), ``_run_demo``; ``_metrics``
+(``--json-lines``, ``--metrics-port``); ``_output`` (where ``receive --output`` writes,
+and when a message counts as delivered); ``_access`` (the values of the TLS, Unix socket
+and cap options) and ``_transport`` (listeners, connecting, the sender's retries);
+``_pace``, ``_latency``, ``_constants``. The commands import trio or asyncio only when
+they run, so ``--help`` stays quick. Everything here uses only the public names of
+``flowproto``, ``flowproto.trio`` and ``flowproto.asyncio``
+(``tests/test_public_api_use.py``).
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
 """The CLI's view of backpressure: JSON lines and Prometheus metrics (spec §14).
 
 Both read the same snapshot: every connection's ``statistics()`` and its streams', taken
-in the Trio thread, with the field names of spec §14. ``--json-lines`` prints one such
-snapshot per second on stdout; ``--metrics-port`` serves it in the Prometheus text
-format from a small HTTP responder running in the same Trio run (no thread, so a scrape
-sees one consistent moment). ``prometheus_client`` is imported only for
-``--metrics-port``; it is the optional extra ``flowproto[metrics]``.
+in the event loop's thread, with the field names of spec §14. ``--json-lines`` prints one
+such snapshot per second on stdout; ``--metrics-port`` serves it in the Prometheus text
+format from a small HTTP responder running in the same event loop (no thread, so a scrape
+sees one consistent moment). Everything here is loop-neutral: the responder's listening
+is the thin part of each layer (``_layer_trio``, ``_layer_asyncio``), its answer is
+:func:`metrics_reply`. ``prometheus_client`` is imported only for ``--metrics-port``; it
+is the optional extra ``flowproto[metrics]``.
 """
 
 from __future__ import annotations
@@ -13,13 +15,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import trio
+from flowproto import ErrorCode, MemoryBudget, StreamResetError
+from flowproto.iolayer import ConnectionLostBase
 
-from flowproto import ErrorCode, MemoryBudget
-from flowproto.trio import ConnectionLostError, FlowConnection, FlowStream, StreamResetError
+if TYPE_CHECKING:
+    from ._layer import Layer
+
+#: A ``FlowConnection`` or ``FlowStream`` of either I/O layer (the same public names).
+FlowConnection = Any
+FlowStream = Any
 
 #: What ``pip`` needs for ``--metrics-port``.
 #: What to run when prometheus_client is missing. flowproto installs from a checkout, so
@@ -106,12 +114,18 @@ class Watched:
     are forgotten, so the process-wide series never go backwards when one ends.
     """
 
-    def __init__(self, role: str = "", per_connection: bool = False) -> None:
+    def __init__(
+        self,
+        role: str = "",
+        per_connection: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.role = role
+        self.clock = clock  # the event loop's; the snapshot's "time" is seconds since now
         self.per_connection = per_connection  # label series by peer and stream (opt-in)
         self.connections: dict[FlowConnection, str] = {}
         self.streams: dict[FlowStream, str] = {}
-        self.start = trio.current_time()
+        self.start = clock()
         self.folded: dict[str, float] = dict.fromkeys(_COUNTER_FIELDS + _SESSION_COUNTERS, 0.0)
         # Each live stream's counters as last seen: a closed stream may report less (its
         # tuner is gone), and a counter must not go backwards when it is folded.
@@ -142,7 +156,7 @@ class Watched:
         """A stream was reset, or a connection ended by an error: count it by its code."""
         if isinstance(exc, StreamResetError):
             self.count_reset(exc.error_code)
-        elif isinstance(exc, ConnectionLostError) and exc.error_code:
+        elif isinstance(exc, ConnectionLostBase) and exc.error_code:
             name = _code_label(exc.error_code)
             self.errors[name] = self.errors.get(name, 0) + 1
 
@@ -204,19 +218,21 @@ class Watched:
             },
         }
         return {
-            "time": round(trio.current_time() - self.start, 3),
+            "time": round(self.clock() - self.start, 3),
             **extra,
             "totals": totals,
             "connections": conns,
         }
 
 
-async def json_lines(snapshot: Callable[[], dict[str, Any]], interval: float = 1.0) -> None:
+async def json_lines(
+    layer: Layer, snapshot: Callable[[], dict[str, Any]], interval: float = 1.0
+) -> None:
     """Print ``snapshot()`` as one JSON line on stdout every ``interval`` seconds."""
-    tick = trio.current_time()
+    tick = layer.now()
     while True:
         tick += interval
-        await trio.sleep_until(tick)
+        await layer.sleep_until(tick)
         print(json.dumps(snapshot(), separators=(",", ":"), default=repr), flush=True)
 
 
@@ -347,50 +363,32 @@ def prometheus_text(snap: dict[str, Any], per_connection: bool = False) -> tuple
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-async def serve_metrics(
-    host: str,
-    port: int,
-    snapshot: Callable[[], dict[str, Any]],
-    *,
-    per_connection: bool = False,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Answer ``GET /metrics`` with the metrics of a fresh snapshot (404 for any other
-    path, 405 for another method); reports the port."""
-    prometheus_text({"connections": []})  # fail early if prometheus_client is broken
+#: A scrape's request: at most this many bytes are read, within this many seconds.
+REQUEST_LIMIT: Final = 8192
+REQUEST_SECONDS: Final = 5.0
 
-    async def answer(stream: trio.SocketStream) -> None:
-        request = b""
-        with trio.move_on_after(5):
-            while b"\r\n\r\n" not in request and len(request) < 8192:
-                chunk = await stream.receive_some(4096)
-                if not chunk:
-                    break
-                request += chunk
-        method, _, rest = request.partition(b" ")
-        path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
-        if method not in (b"GET", b"HEAD"):
-            status, body, content_type = "405 Method Not Allowed", b"GET only\n", "text/plain"
-        elif path != b"/metrics":
-            status, body, content_type = "404 Not Found", b"see /metrics\n", "text/plain"
-        else:
-            status = "200 OK"
-            body, content_type = prometheus_text(snapshot(), per_connection)
-        head = (
-            f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        ).encode("ascii")
-        if method == b"HEAD":
-            body = b""
-        try:
-            with trio.move_on_after(5):
-                await stream.send_all(head + body)
-        except trio.BrokenResourceError:
-            pass
-        await stream.aclose()
 
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound = listeners[0].socket.getsockname()[1]
-    print(f"metrics on http://{host}:{bound}/metrics", file=sys.stderr, flush=True)
-    task_status.started(bound)
-    await trio.serve_listeners(answer, listeners)
+def metrics_reply(
+    request: bytes, snapshot: Callable[[], dict[str, Any]], per_connection: bool = False
+) -> bytes:
+    """The whole HTTP response to ``request``: the metrics of a fresh snapshot for ``GET
+    /metrics`` (headers only for HEAD), 404 for any other path, 405 for another method."""
+    method, _, rest = request.partition(b" ")
+    path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+    if method not in (b"GET", b"HEAD"):
+        status, body, content_type = "405 Method Not Allowed", b"GET only\n", "text/plain"
+    elif path != b"/metrics":
+        status, body, content_type = "404 Not Found", b"see /metrics\n", "text/plain"
+    else:
+        status = "200 OK"
+        body, content_type = prometheus_text(snapshot(), per_connection)
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode("ascii")
+    return head if method == b"HEAD" else head + body
+
+
+def announce_metrics(host: str, port: int) -> None:
+    """The line that says where the metrics are (tests read it)."""
+    print(f"metrics on http://{host}:{port}/metrics", file=sys.stderr, flush=True)

@@ -4,7 +4,8 @@ A message is delivered when the receiving application consumed it (spec §10.5),
 for ``flowproto receive`` that means: written to the output and flushed to the
 operating system (with ``--fsync``, also on disk). So the run takes each batch with
 ``receive_many(release=False)``, hands it to a :class:`Sink`, and releases its credit
-only after :meth:`Sink.write` (and :meth:`Sink.sync`) returned: the sender's
+only after :meth:`Sink.write` (and, with ``--fsync``, :meth:`Sink.fsync`, which the run
+calls in a worker thread of its event loop) returned: the sender's
 "confirmed N" never counts a message that a killed receiver had not written.
 
 :class:`Outputs` decides which stream writes where (``--output FILE`` takes one stream,
@@ -19,8 +20,6 @@ import re
 import stat
 from collections.abc import Sequence
 from typing import Any, BinaryIO, Final
-
-import trio
 
 from ._printing import fmt_bytes
 
@@ -78,10 +77,15 @@ class Sink:
         self.messages += len(chunks)
         self.bytes += len(data)
 
-    async def sync(self) -> None:
-        """With ``--fsync``: wait (in a thread) until the file's data is on disk."""
+    @property
+    def syncs(self) -> bool:
+        """True with ``--fsync`` on a file: each write is followed by :meth:`fsync`."""
+        return self._fsync_fd is not None
+
+    def fsync(self) -> None:
+        """Block until the file's data is on disk (call it in a worker thread)."""
         if self._fsync_fd is not None:
-            await trio.to_thread.run_sync(os.fsync, self._fsync_fd)
+            os.fsync(self._fsync_fd)
 
     def close(self) -> None:
         """Close a file of ours (stdout stays open); closing twice does nothing."""

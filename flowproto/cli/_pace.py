@@ -4,20 +4,22 @@ The schedule is the library's own (one pacer for everything, ``flowproto/_pacing
 event ``n`` passes no earlier than ``start + n / rate``, so the long-run rate is exact
 whatever each sleep overshoots, and a loop that fell more than a second behind (idle, or
 blocked on credit) restarts its schedule instead of catching up with a burst. Shared by
-several tasks, a :class:`Pace` paces their total.
+several tasks, a :class:`Pace` paces their total. It waits on either I/O layer's clock
+(``_layer``).
 """
 
 from __future__ import annotations
 
-import trio
-
 from flowproto import Pacer
+
+from ._layer import Layer
 
 
 class Pace:
     """Lets events through at ``rate`` per second (``None``: no limit), then ``delay`` s."""
 
-    def __init__(self, rate: float | None, delay: float = 0.0) -> None:
+    def __init__(self, rate: float | None, delay: float = 0.0, *, layer: Layer) -> None:
+        self.layer = layer
         self.pacer = Pacer(rate or None)
         self.delay = delay
 
@@ -28,7 +30,8 @@ class Pace:
 
     async def wait(self) -> None:
         """Wait until the next event is due (it is booked now), then the delay."""
+        layer = self.layer
         if self.pacer.limited:
-            await trio.sleep_until(self.pacer.reserve(1, trio.current_time()))
+            await layer.sleep_until(self.pacer.reserve(1, layer.now()))
         if self.delay > 0:
-            await trio.sleep(self.delay)
+            await layer.sleep_until(layer.now() + self.delay)

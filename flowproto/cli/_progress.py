@@ -13,10 +13,12 @@ import stat
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import trio
+
+if TYPE_CHECKING:
+    from ._layer import Layer
 
 #: ``progress(messages_done, line)``: one step of the progress bar.
 ProgressCallback = Callable[[int, str], None]
@@ -30,12 +32,15 @@ def eprint(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-async def every_second(report: Callable[[float], None], start: float | None = None) -> None:
-    """Call ``report(tick)`` at ``start + 1``, ``start + 2``, ... (default: from now)."""
-    tick = trio.current_time() if start is None else start
+async def every_second(
+    layer: Layer, report: Callable[[float], None], start: float | None = None
+) -> None:
+    """Call ``report(tick)`` at ``start + 1``, ``start + 2``, ... (default: from now), on
+    ``layer``'s clock."""
+    tick = layer.now() if start is None else start
     while True:
         tick += 1.0
-        await trio.sleep_until(tick)
+        await layer.sleep_until(tick)
         report(tick)
 
 

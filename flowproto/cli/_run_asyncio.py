@@ -1,273 +1,327 @@
 """``send`` and ``receive`` on the asyncio layer (``--backend asyncio``).
 
-Thin runs over ``flowproto.asyncio``'s public API, for the options that the commands
-check are supported there (:data:`SEND_UNSUPPORTED`, :data:`RECEIVE_UNSUPPORTED` name
-the others): generated messages over one or more streams, and a consumer server with
-fixed or tuned windows, an optional delay per message, ``--count`` and ``--once``. Each
-returns the same summary dict (the same JSON field names) as its Trio run, so the
-commands print it the same way. :func:`run_asyncio` is :func:`run_trio`'s twin.
+The runs over ``flowproto.asyncio``'s public API, in asyncio's idioms: tasks for the
+producers and the reporters, a :func:`flowproto.asyncio.serve` server whose handler runs
+each stream's consumption, ``loop.add_signal_handler`` for the stop signals. What happens
+on a stream is written once for both layers (:class:`~flowproto.cli._sender.Sender`,
+:class:`~flowproto.cli._consumer.Consumer`), and so are the live lines, ``--json-lines``,
+the metrics and the output rules, so each run returns the same summary dict (the same JSON
+field names) as its Trio twin. The asyncio layer has no sessions yet (spec §15): the
+sender does not resume, and ``receive --output FILE`` refuses to start over an existing
+``FILE.partial`` that the Trio run would resume (:func:`check_receive_options`).
+:func:`run_asyncio` is :func:`run_trio`'s twin.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import time
-from collections.abc import Callable, Coroutine
-from contextlib import AsyncExitStack
-from typing import Any, Final
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import click
 
-from flowproto import StreamResetError
+from flowproto import ErrorCode
 from flowproto import asyncio as fa
 
-from ._constants import BATCH_MESSAGES, CLOSE_GRACE, TIMESTAMP_BYTES
+from ._constants import CLOSE_GRACE
+from ._consumer import Consumer, ReceiveOptions
 from ._errors import EXPECTED_ERRORS, CliError, describe
-from ._printing import format_address, summary_rate
-from ._progress import eprint
-from ._run_receive import ReceiveOptions
-from ._run_send import SendOptions
+from ._layer_asyncio import ASYNCIO, serve_metrics, stop_signals
+from ._metrics import json_lines
+from ._output import PARTIAL_SUFFIX
+from ._printing import format_address
+from ._progress import ProgressCallback, eprint, every_second, finish_live_output
+from ._sender import Sender, SendOptions, check_peer
+from ._transport import describe_access, socket_peer_name
 
 __all__ = [
-    "RECEIVE_UNSUPPORTED",
-    "SEND_UNSUPPORTED",
+    "check_receive_options",
     "receive_asyncio",
     "run_asyncio",
     "send_asyncio",
 ]
 
-#: ``send`` options the asyncio run does not implement (yet).
-SEND_UNSUPPORTED: Final = (
-    "--input",
-    "--duration",
-    "--rate",
-    "--pace",
-    "--metrics-port",
-    "--json-lines",
-)
-#: ``receive`` options the asyncio run does not implement (yet).
-RECEIVE_UNSUPPORTED: Final = (
-    "--rate",
-    "--output",
-    "--output-dir",
-    "--fsync",
-    "--latency",
-    "--memory-budget",
-    "--metrics-port",
-    "--json-lines",
-)
 
-
-def refuse_unsupported(used: dict[str, bool]) -> None:
-    """A usage error naming the options given that ``--backend asyncio`` lacks."""
-    given = [name for name, on in used.items() if on]
-    if given:
-        raise click.UsageError(
-            f"--backend asyncio does not support {', '.join(given)} (use --backend trio)"
-        )
+def check_receive_options(opts: ReceiveOptions) -> None:
+    """What ``receive --backend asyncio`` cannot do yet: go on with ``--output FILE``'s
+    ``FILE.partial`` after a restart, which needs sessions (spec §15.10); rather than
+    start it again from nothing, the command refuses."""
+    if opts.output is not None and opts.output != "-":
+        partial = opts.output + PARTIAL_SUFFIX
+        if os.path.exists(partial):
+            raise click.UsageError(
+                f"--output {opts.output}: {partial} exists; going on with it (spec §15.10) "
+                "needs sessions, which --backend asyncio does not have yet: use --backend "
+                "trio to resume it, or remove it to start again",
+                click.get_current_context(),
+            )
 
 
 def run_asyncio(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
     """Run ``fn(*args)`` under ``asyncio.run``; expected failures become one line and
-    exit 1, Ctrl-C exits 130."""
+    exit 1, a Ctrl-C before the run's own signal handling is in place exits 130."""
     ctx = click.get_current_context()
     try:
         return asyncio.run(fn(*args))
     except KeyboardInterrupt:
+        finish_live_output()
         click.echo("flowproto: interrupted", err=True)
         ctx.exit(130)
     except EXPECTED_ERRORS as exc:
+        finish_live_output()  # the error starts a line of its own, after the bar's last
         click.echo(f"flowproto: error: {describe(exc)}", err=True)
         ctx.exit(1)
+
+
+async def _stopped(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait for them to end."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
+
+
+@asynccontextmanager
+async def _reporting(
+    report: Callable[[float], None] | None,
+    start: float | None,
+    snapshot: Callable[[], dict[str, Any]],
+    *,
+    lines: bool,
+    metrics: tuple[str, int] | None,
+    per_connection: bool,
+) -> AsyncIterator[None]:
+    """While the block runs: ``report`` once a second (from ``start``), ``snapshot`` as
+    --json-lines, and --metrics-port's responder."""
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[None]] = []
+    if report is not None:
+        tasks.append(loop.create_task(every_second(ASYNCIO, report, start)))
+    if lines:
+        tasks.append(loop.create_task(json_lines(ASYNCIO, snapshot)))
+    server: asyncio.Server | None = None
+    try:
+        if metrics is not None:
+            server = await serve_metrics(*metrics, snapshot, per_connection=per_connection)
+        yield
+    finally:
+        await _stopped(tasks)
+        if server is not None:
+            server.close()
 
 
 # --- send ----------------------------------------------------------------------------------
 
 
-def _share(total: int | None, parts: int, index: int) -> int | None:
-    if total is None:
-        return None
-    return total // parts + (1 if index < total % parts else 0)
+async def send_asyncio(opts: SendOptions, progress: ProgressCallback | None) -> dict[str, Any]:
+    """Connect, send, half-close, wait until the receiver consumed everything; summary
+    (see :func:`flowproto.cli._run_send.run_send`, its Trio twin; no retries, no sessions).
 
-
-async def send_asyncio(opts: SendOptions) -> dict[str, Any]:
-    """Connect, send ``opts.count`` generated messages over ``opts.streams`` streams,
-    half-close them, and wait until the receiver ended its side (it consumed all)."""
+    Raises:
+        CliError: the connection was refused, or a message is over the receiver's limit.
+    """
     access = opts.access
     tls = access.ssl_context
     kwargs: dict[str, Any] = {"codec": opts.codec, "close_grace": CLOSE_GRACE}
+    kwargs.update(pacing=opts.pacing, ssl=tls, server_hostname=access.server_hostname)
     if opts.unix_path is not None:
         address = f"unix:{opts.unix_path}"
-        opening = fa.open_unix_connection(
-            opts.unix_path, ssl=tls, server_hostname=access.server_hostname, **kwargs
-        )
+        opening = fa.open_unix_connection(opts.unix_path, **kwargs)
     else:
         address = format_address((opts.host, opts.port))
-        opening = fa.open_connection(
-            opts.host, opts.port, ssl=tls, server_hostname=access.server_hostname, **kwargs
-        )
-    streams: list[fa.FlowStream] = []
-    failed: list[dict[str, Any]] = []
-    loop = asyncio.get_running_loop()
-    async with AsyncExitStack() as stack:
-        try:
-            conn = await stack.enter_async_context(opening)
-        except OSError as exc:
-            raise CliError(f"cannot connect to {address}: {exc.strerror or exc}") from None
-        peer = conn.peer_settings
-        assert peer is not None
-        if opts.size > peer.max_message_bytes:
-            raise CliError(
-                f"--size {opts.size} is over the receiver's max_message_bytes = "
-                f"{peer.max_message_bytes}"
-            )
-        start = loop.time()
-        producers = (_produce(conn, opts, i, streams, failed) for i in range(opts.streams))
-        await asyncio.gather(*producers)
-        seconds = loop.time() - start
-        final = [s.statistics() for s in streams]
-    m = sum(s.messages_sent for s in final)
-    b = sum(s.bytes_sent for s in final)
-    delivered = sum(s.delivered or 0 for s in final)
-    result: dict[str, Any] = {
-        "messages": m,
-        "bytes": b,
-        "seconds": round(seconds, 6),
-        "msgs_per_s": summary_rate(m, seconds),
-        "mb_per_s": summary_rate(b, seconds, 1e6, 3),
-        "seconds_blocked": round(sum(s.seconds_blocked for s in final), 6),
-        "delivered": delivered,
-        "streams": opts.streams,
-        "failed_streams": failed,
-        "per_stream": [
-            {"stream": s.stream_id, "sent": s.messages_sent, "confirmed": s.delivered or 0}
-            for s in final
-        ],
-        "interrupted": False,
-        "signal": None,
-        "backend": "asyncio",
-    }
-    ok = [s for s in final if s.stream_id not in {f["stream"] for f in failed}]
-    unconfirmed = sum(s.messages_sent - (s.delivered or 0) for s in ok)
-    if unconfirmed:
-        result["unconfirmed"] = unconfirmed  # spec §10.5: ended without reporting it all
-    return result
+        opening = fa.open_connection(opts.host, opts.port, **kwargs)
+    sender = Sender(opts, ASYNCIO, sessions=False)
+    producers: list[asyncio.Task[None]] = []
 
+    def stop(name: str) -> None:
+        # Ctrl-C, SIGTERM, SIGHUP: stop sending, then say what was sent and confirmed.
+        if sender.signal is None:
+            sender.stop(name)
+            for task in producers:
+                task.cancel()
 
-async def _produce(
-    conn: fa.FlowConnection,
-    opts: SendOptions,
-    index: int,
-    streams: list[fa.FlowStream],
-    failed: list[dict[str, Any]],
-) -> None:
-    """One stream: its share of the messages, half-close, wait for the receiver's end."""
-    stream = await conn.open_stream()  # waits while max_streams are in use (spec §6.4)
-    streams.append(stream)
-    count = _share(opts.count, opts.streams, index)
-    size = opts.size
-    filler = bytes(size - TIMESTAMP_BYTES)
-    batch = min(BATCH_MESSAGES, max(1, 256 * 1024 // size))
-    sent = 0
-    try:
-        while count is None or sent < count:
-            n = batch if count is None else min(batch, count - sent)
-            stamp = time.time_ns().to_bytes(TIMESTAMP_BYTES, "big")
-            await stream.send_many([stamp + filler] * n)
-            sent += n
-        await stream.aclose()
-        while True:  # the receiver ends its side after consuming ours
+    with stop_signals(stop):  # from the start: a stop while connecting sends nothing
+        async with AsyncExitStack() as stack:
             try:
-                await stream.receive_many()
-            except fa.EndOfStream:
-                return
-    except (StreamResetError, fa.ConnectionLostError) as exc:
-        delivered = exc.delivered or 0
-        failed.append(
-            {
-                "stream": stream.stream_id,
-                "sent": stream.messages_sent,
-                "delivered": delivered,
-                "error": f"{exc}; the receiver confirmed {delivered} of "
-                f"{stream.messages_sent} messages on stream {stream.stream_id}",
-            }
-        )
+                conn = await stack.enter_async_context(opening)
+            except OSError as exc:
+                raise CliError(f"cannot connect to {address}: {exc.strerror or exc}") from None
+            check_peer(opts, conn.peer_settings)
+            seconds = await _send_all(sender, conn, address, progress, producers)
+            final = [s.statistics() for s in sender.streams]  # the same moment
+    return {**sender.summary(seconds, final), "backend": "asyncio"}
+
+
+async def _send_all(
+    sender: Sender,
+    conn: fa.FlowConnection,
+    address: str,
+    progress: ProgressCallback | None,
+    producers: list[asyncio.Task[None]],
+) -> float:
+    """A producer task per stream (in ``producers``, which a stop signal cancels: see
+    :meth:`Sender.finish`) and the reporters; the seconds it took."""
+    opts = sender.opts
+    loop = asyncio.get_running_loop()
+    sender.watched.add_connection(conn, address)
+    start = loop.time()
+    deadline = start + opts.duration if opts.duration is not None else math.inf
+    async with _reporting(
+        lambda tick: sender.report(tick - start, progress),
+        start,
+        sender.snapshot,
+        lines=opts.json_lines,
+        metrics=opts.metrics,
+        per_connection=opts.metrics_per_connection,
+    ):
+        try:
+            if sender.signal is None:
+                producers.extend(
+                    loop.create_task(sender.produce(conn, deadline, address))
+                    for _ in range(opts.streams)
+                )
+                await asyncio.wait(producers)
+        finally:
+            await _stopped(producers)
+    for task in producers:
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            raise failure
+    seconds = loop.time() - start
+    await sender.finish(seconds, progress)
+    return seconds
 
 
 # --- receive -------------------------------------------------------------------------------
 
 
-class _Receiver:
-    """Counts what every stream consumed; ``done`` is set for --count and --once."""
+def _peer_name(conn: fa.FlowConnection) -> str:
+    """``HOST:PORT`` or ``unix:PATH (pid N, uid N)`` of the peer, as on Trio."""
+    transport = conn.transport
+    if transport is None:
+        return "?"
+    sock = transport.get_extra_info("socket")
+    try:
+        return socket_peer_name(sock)
+    except (OSError, AttributeError):  # closed already: what the transport remembers
+        peername = transport.get_extra_info("peername")
+        return format_address(peername) if isinstance(peername, tuple) else "?"
+
+
+class _Receiver(Consumer):
+    """The consumer on asyncio: each stream's consumption is a task that :meth:`stop`
+    cancels; the server's handler waits for it (shielded, so the server cancelling the
+    handler when the peer resets the stream leaves the consumption to see the reset)."""
 
     def __init__(self, opts: ReceiveOptions) -> None:
-        self.opts = opts
-        self.messages = 0
-        self.bytes = 0
-        self.streams = 0
-        self.peak = 0
-        self.connections: set[fa.FlowConnection] = set()
-        self.problems: list[str] = []
-        self.first: float | None = None
-        self.last = 0.0
-        self.done = asyncio.Event()
-        self.watchers: set[asyncio.Task[None]] = set()  # --once: the first connection's end
+        super().__init__(opts, ASYNCIO, sessions=False)
+        self.done = asyncio.Event()  # stop(): the run closes the server
+        self.tasks: set[asyncio.Task[None]] = set()  # consumptions and connection watchers
+        self.numbers: dict[fa.FlowConnection, tuple[str, int]] = {}  # peer, connection number
+        self.consuming: dict[fa.FlowConnection, set[asyncio.Task[None]]] = {}
+        self.server: fa.FlowServer | None = None
+
+    def stop_handle(self) -> asyncio.Task[Any] | None:
+        return asyncio.current_task()
+
+    async def stoppable(self, handle: Any, work: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await work()
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise  # not ours: pass it on
+            uncancel = getattr(handle, "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()
+
+    def stop(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        me = asyncio.current_task()
+        for consuming in self.open_streams.values():
+            if consuming is not me and consuming is not None:
+                consuming.cancel()  # each stream's task ends it: cleanly if it can, else reset
+        self.done.set()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def _numbered(self, conn: fa.FlowConnection) -> tuple[str, int]:
+        """The peer's name and the connection's number (which names --output-dir files),
+        given when its first stream or its end is seen."""
+        if conn not in self.numbers:
+            self.connections += 1
+            self.numbers[conn] = (_peer_name(conn), self.connections)
+            self.consuming[conn] = set()
+        return self.numbers[conn]
 
     async def handle(self, stream: fa.FlowStream) -> None:
-        opts = self.opts
-        loop = asyncio.get_running_loop()
-        self.streams += 1
+        """The server's handler: one stream, consumed in a task of its own."""
         conn = stream.connection
-        if conn not in self.connections:
-            self.connections.add(conn)
-            if opts.once:
-                self.watchers.add(loop.create_task(self._end_with(conn)))
-        before = 0
-        try:
-            while True:
-                try:
-                    if opts.delay:
-                        batch = [await stream.receive()]
-                        await asyncio.sleep(opts.delay)
-                    else:
-                        batch = await stream.receive_many(BATCH_MESSAGES)
-                except fa.EndOfStream:
-                    return  # the server half-closes: the sender learns all was consumed
-                if self.first is None:
-                    self.first = loop.time()
-                self.last = loop.time()
-                stats = stream.statistics()
-                self.messages += len(batch)
-                self.bytes += stats.bytes_received - before
-                before = stats.bytes_received
-                self.peak = max(self.peak, stats.peak_buffered_messages)
-                if opts.count is not None and self.messages >= opts.count:
-                    self.done.set()
-        except (StreamResetError, fa.ConnectionLostError) as exc:
-            self.problems.append(f"stream {stream.stream_id}: {exc}")
-            raise
+        if conn not in self.numbers:
+            self.watched.add_connection(conn, self._numbered(conn)[0])
+        peer, number = self.numbers[conn]
+        consuming = self._spawn(self.consume(stream, peer, number))
+        self.consuming[conn].add(consuming)
+        consuming.add_done_callback(self.consuming[conn].discard)
+        await asyncio.shield(consuming)
 
-    async def _end_with(self, conn: fa.FlowConnection) -> None:
-        await conn.wait_closed()
-        self.done.set()
+    def connection_ended(self, conn: fa.FlowConnection, error: BaseException | None) -> None:
+        """The server is done with a connection (``on_connection_end``)."""
+        self._spawn(self._ended(conn, error))
+
+    async def _ended(self, conn: fa.FlowConnection, error: BaseException | None) -> None:
+        """Once its streams were consumed (what arrived before it ended is taken first),
+        count how the connection ended; with --once, stop."""
+        peer, _ = self._numbered(conn)
+        while self.consuming[conn]:
+            await asyncio.wait(list(self.consuming[conn]))
+        self.watched.forget_connection(conn)
+        if error is not None:
+            self.watched.count_failure(error)
+            graceful = getattr(error, "error_code", None) == ErrorCode.NO_ERROR  # spec §10.4
+            if not graceful:
+                self.problem(f"connection from {peer}: {describe(error)}", peer, "connection")
+        if self.opts.once:
+            self.stop()
+
+    def snapshot(self) -> dict[str, Any]:
+        if self.server is not None:
+            self.watched.refused = self.server.refused  # max_connections; the budget's own
+        return super().snapshot()
 
 
 async def receive_asyncio(opts: ReceiveOptions) -> dict[str, Any]:
-    """Serve until --count messages or the end of the first connection (--once); Ctrl-C
-    ends it without a summary (exit status 130)."""
+    """Serve until --count messages, the end of the first connection (--once), or a stop
+    signal; the summary (see :func:`flowproto.cli._run_receive.run_receive`, its Trio twin)."""
     access = opts.access
     receiver = _Receiver(opts)
     kwargs: dict[str, Any] = {
         "ssl": access.ssl_context,
         "max_connections": access.max_connections,
         "settings": opts.settings,
-        "codec": opts.codec,
+        "codec": "raw",  # decoded by the consumer, message by message
         "autotune": opts.autotune or False,
+        "memory_budget": receiver.budget,
         "idle_timeout": access.idle_timeout,
         "handshake_timeout": access.handshake_timeout,
         "close_grace": CLOSE_GRACE,
+        "on_connection_end": receiver.connection_ended,
     }
+    with stop_signals(receiver.stop_on_signal):  # from the start, as on Trio
+        return await _serve(receiver, kwargs)
+
+
+async def _serve(receiver: _Receiver, kwargs: dict[str, Any]) -> dict[str, Any]:
+    opts = receiver.opts
     try:
         if opts.unix_path is not None:
             server = await fa.serve_unix(receiver.handle, opts.unix_path, **kwargs)
@@ -278,25 +332,29 @@ async def receive_asyncio(opts: ReceiveOptions) -> dict[str, Any]:
     except OSError as exc:
         where = opts.unix_path or format_address((opts.host or "", opts.port))
         raise CliError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    receiver.server = server
+    if opts.access.ssl_context is not None:
+        eprint(describe_access(opts.access))
     eprint(f"listening on {address}")
-    async with server:  # Ctrl-C: asyncio.run cancels this and exits 130, no summary
-        await receiver.done.wait()
-    seconds = (receiver.last - receiver.first) if receiver.first is not None else 0.0
-    if receiver.messages == 1 or not math.isfinite(seconds):
-        seconds = 0.0
-    return {
-        "listen": address,
-        "messages": receiver.messages,
-        "bytes": receiver.bytes,
-        "seconds": round(seconds, 6),
-        "msgs_per_s": summary_rate(receiver.messages, seconds),
-        "mb_per_s": summary_rate(receiver.bytes, seconds, 1e6, 3),
-        "connections": len(receiver.connections),
-        "streams": receiver.streams,
-        "buffered_peak_messages": receiver.peak,
-        "problems": receiver.problems,
-        "problem_count": len(receiver.problems),
-        "interrupted": False,
-        "signal": None,
-        "backend": "asyncio",
-    }
+    try:
+        async with (
+            _reporting(
+                receiver.report if opts.live else None,
+                None,
+                receiver.snapshot,
+                lines=opts.json_lines,
+                metrics=opts.metrics,
+                per_connection=opts.metrics_per_connection,
+            ),
+            server,  # leaving it: GOAWAY, then the streams' grace
+        ):
+            await receiver.done.wait()
+            while receiver.open_streams:  # each ends its stream, cleanly if it can
+                await asyncio.wait(list(receiver.open_streams.values()))
+        while receiver.tasks:
+            await asyncio.wait(list(receiver.tasks))
+    finally:
+        await _stopped(list(receiver.tasks))
+        if opts.output == "-":
+            sys.stdout.buffer.flush()
+    return {**receiver.summary(address), "backend": "asyncio"}

@@ -19,6 +19,7 @@ from flowproto import Settings
 from flowproto.trio import FlowStream, open_connection, serve
 
 from ._constants import CLOSE_GRACE
+from ._layer_trio import TRIO
 from ._pace import Pace
 
 
@@ -53,7 +54,7 @@ class _SlowConsumer:
     """The receiving side: one message at a time, at ``rate`` per second."""
 
     def __init__(self, rate: float) -> None:
-        self.pace = Pace(rate)
+        self.pace = Pace(rate, layer=TRIO)
         self.received = 0
         self.peak = 0
         self.stream: FlowStream | None = None

@@ -69,7 +69,12 @@ def peer_name(transport: trio.abc.Stream) -> str:
         transport = transport.transport_stream
     if not isinstance(transport, trio.SocketStream):
         return type(transport).__name__
-    sock = transport.socket
+    return socket_peer_name(transport.socket)
+
+
+def socket_peer_name(sock: Any) -> str:
+    """:func:`peer_name` of a connected socket (any layer's: it needs ``family``,
+    ``getpeername``, ``getsockname`` and ``getsockopt``)."""
     if sock.family != getattr(socket, "AF_UNIX", None):
         return format_address(sock.getpeername())
     name = f"unix:{sock.getsockname()}"

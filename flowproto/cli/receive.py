@@ -205,9 +205,9 @@ def receive(
     to stderr once a second; the summary goes to stderr, or to stdout as JSON with
     --json.
     """
+    from ._consumer import ReceiveOptions
     from ._errors import run_trio
     from ._printing import json_summary, receive_summary
-    from ._run_receive import ReceiveOptions, run_receive
 
     if (as_json or json_lines) and output == "-":
         raise click.UsageError("--json/--json-lines and --output - would both write to stdout")
@@ -241,22 +241,13 @@ def receive(
         resume_timeout=resume_timeout or None,
     )
     if backend == "asyncio":
-        from ._run_asyncio import receive_asyncio, refuse_unsupported, run_asyncio
+        from ._run_asyncio import check_receive_options, receive_asyncio, run_asyncio
 
-        refuse_unsupported(
-            {
-                "--rate": rate is not None,
-                "--output": output is not None,
-                "--output-dir": output_dir is not None,
-                "--fsync": fsync,
-                "--latency": latency,
-                "--memory-budget": memory_budget is not None,
-                "--metrics-port": metrics_port is not None,
-                "--json-lines": json_lines,
-            }
-        )
+        check_receive_options(opts)
         result = run_asyncio(receive_asyncio, opts)
     else:
+        from ._run_receive import run_receive
+
         result = run_trio(run_receive, opts)
     if as_json:
         click.echo(json_summary(result))
@@ -277,7 +268,7 @@ def _settings(
 ) -> Settings:
     """The receiver's Settings from its options; a combination spec §3.2 forbids is a
     usage error."""
-    from ._run_receive import receiver_settings
+    from ._consumer import receiver_settings
 
     if max_message is not None and max_message > window_bytes:
         raise click.BadParameter(

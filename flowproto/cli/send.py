@@ -148,7 +148,7 @@ def send(
     from ._errors import run_trio
     from ._printing import failed_stream_lines, json_summary, per_stream_lines, send_summary
     from ._progress import progress_for
-    from ._run_send import SendOptions, run_send
+    from ._sender import SendOptions
     from ._signals import exit_status
 
     if isinstance(connect, UnixAddress):
@@ -180,24 +180,14 @@ def send(
         access=access,
         reconnect_timeout=None if no_reconnect else reconnect_timeout,
     )
-    if backend == "asyncio":
-        from ._run_asyncio import refuse_unsupported, run_asyncio, send_asyncio
+    with progress_for(opts, quiet) as progress:
+        if backend == "asyncio":
+            from ._run_asyncio import run_asyncio, send_asyncio
 
-        refuse_unsupported(
-            {
-                "--input": source is not None,
-                "--duration": duration is not None,
-                "--rate": rate is not None,
-                "--pace": pace,
-                "--metrics-port": metrics_port is not None,
-                "--json-lines": json_lines,
-            }
-        )
-        if count is None:
-            raise click.UsageError("--backend asyncio sends --count N generated messages")
-        result = run_asyncio(send_asyncio, opts)
-    else:
-        with progress_for(opts, quiet) as progress:
+            result = run_asyncio(send_asyncio, opts, progress)
+        else:
+            from ._run_send import run_send
+
             result = run_trio(run_send, opts, progress)
     if as_json:
         click.echo(json_summary(result))
