@@ -158,12 +158,14 @@ async def run_receive(opts: ReceiveOptions) -> dict[str, Any]:
     access = opts.access
     listeners = await open_listeners(opts.host, opts.port, opts.unix_path)
     addresses = [listener_name(lst) for lst in listeners]
-    if access.ssl_context is not None:
-        eprint(describe_access(access))
-    for address in addresses:  # with port 0, IPv4 and IPv6 may get different ports
-        eprint(f"listening on {address}")
     try:
+        # The signals are caught before "listening on" tells anyone to connect: one that
+        # comes at once still ends with the summary (it waits in the receiver's queue).
         with stop_signal_receiver() as signals:
+            if access.ssl_context is not None:
+                eprint(describe_access(access))
+            for address in addresses:  # with port 0, IPv4 and IPv6 may get different ports
+                eprint(f"listening on {address}")
             async with trio.open_nursery() as connections, trio.open_nursery() as nursery:
                 receiver.nursery = nursery
                 if opts.live:
