@@ -1912,6 +1912,7 @@ def conversations() -> list[dict[str, Any]]:
 # Sessions (1.2, spec §15). The acceptor's tokens are fixed by the vector ("tokens"); a
 # replay makes the acceptor issue them (spec §13.3), as spec §15.9 forbids outside tests.
 TOKEN_2 = bytes(range(16, 32))
+TOKEN_3 = bytes(range(32, 48))
 SESSION_TIMEOUT_MS = 30000  # the reference implementation's default (spec §15.3.1)
 
 
@@ -2014,11 +2015,17 @@ def session_conversations(step: Any, preface: tuple[bytes, str]) -> list[dict[st
             "reports the resumption and the session's connection adopts the transport, "
             "answering with a new token, its exchange (received [3, 6], consumed 2) and a "
             "PING. The initiator retransmits m4 and m5, each once; the PONG spends the first "
-            "token. Then the stream goes on (m6 with END_STREAM, the final consumed report) "
-            "and both sides send a graceful GOAWAY, which ends the session.",
+            "token. Then the stream goes on (m6 with END_STREAM, the final consumed report), "
+            "and the acceptor ends its direction: END_STREAM, then the PING that confirms "
+            "the close (spec §15.7: sent after the stream's last frame). Stream 1 closed at "
+            "the initiator on that END_STREAM: it answers PONG and sends its own confirming "
+            "PING, and each PONG lets its receiver forget stream 1. The transport is lost "
+            "again; on the next one, neither exchange lists stream 1 (each side forgot it "
+            "after confirming it, spec §15.7, §15.8): only the connection RESUMEs. Both sides "
+            "then send a graceful GOAWAY, which ends the session.",
             "settings": {"initiator": {}, "acceptor": acceptor},
             "session": True,
-            "tokens": [TOKEN.hex(), TOKEN_2.hex()],
+            "tokens": [TOKEN.hex(), TOKEN_2.hex(), TOKEN_3.hex()],
             "steps": [
                 step("initiator", [preface, initiator_hello]),
                 # spec §15.2: the SESSION is the acceptor's first frame after that HELLO.
@@ -2129,6 +2136,95 @@ def session_conversations(step: Any, preface: tuple[bytes, str]) -> list[dict[st
                     ],
                     [{"call": "release", "stream_id": 1, "nbytes": 2, "nmessages": 1}],
                 ),
+                # spec §15.7: stream 1 closes at the acceptor with its END_STREAM (an empty
+                # DATA frame, §7.2); the PING that confirms the close goes after it, so its
+                # PONG proves the initiator processed the END_STREAM. The acceptor's PING ids
+                # go on from the resumption's 0.
+                step(
+                    "acceptor",
+                    [
+                        (
+                            data(1, b"", END_STREAM),
+                            "DATA stream 1 END_STREAM (empty; stream 1 closed at the acceptor)",
+                        ),
+                        (
+                            control("PING", 0, {"id": 1}),
+                            "PING id=1 (after the END_STREAM: its PONG confirms the close, §15.7)",
+                        ),
+                    ],
+                    [{"call": "end_stream", "stream_id": 1}],
+                ),
+                # The END_STREAM closed stream 1 at the initiator too: the PONG first (§5.5),
+                # then its own confirming PING (its first PING: id 0).
+                step(
+                    "initiator",
+                    [
+                        (
+                            control("PONG", 0, {"id": 1}),
+                            "PONG id=1 (the acceptor may now forget stream 1)",
+                        ),
+                        (
+                            control("PING", 0, {"id": 0}),
+                            "PING id=0 (stream 1 closed here on the END_STREAM: confirms it)",
+                        ),
+                    ],
+                ),
+                step(
+                    "acceptor",
+                    [
+                        (
+                            control("PONG", 0, {"id": 0}),
+                            "PONG id=0 (the initiator may now forget stream 1)",
+                        )
+                    ],
+                ),
+                {
+                    "transport": "lost",
+                    "do": {
+                        "initiator": [{"call": "transport_lost", "returns": True}],
+                        "acceptor": [{"call": "transport_lost", "returns": True}],
+                    },
+                    "meaning": ["the transport is lost again; the session is kept (spec §15.4)"],
+                },
+                {
+                    "transport": "new",
+                    "meaning": [
+                        "a third transport: the acceptor's side is a fresh connection "
+                        "until it is adopted"
+                    ],
+                },
+                # spec §15.7: each side forgot the confirmed stream 1, so its exchange is the
+                # connection RESUME alone. The initiator has received no DATA byte (the
+                # END_STREAM was empty) and the acceptor opened no stream.
+                step(
+                    "initiator",
+                    [
+                        preface,
+                        (
+                            resuming_hello(TOKEN_2),
+                            hello_meaning() + f" resume_token={TOKEN_2.hex()}",
+                        ),
+                        connection_resume(0, 16777216, 0),
+                    ],
+                    [{"call": "reconnect"}],
+                ),
+                # The acceptor received m1..m6, 12 bytes; still no connection CREDIT was due
+                # (12 < Tc), so its limit is 4096. No stream RESUME either.
+                step(
+                    "acceptor",
+                    [
+                        preface,
+                        acceptor_hello,
+                        session_grant(TOKEN_3),
+                        connection_resume(12, 4096, 1),
+                        (
+                            control("PING", 0, {"id": 2}),
+                            "PING id=2 (its PONG spends the presented token)",
+                        ),
+                    ],
+                    [{"call": "adopt"}],
+                ),
+                step("initiator", [(control("PONG", 0, {"id": 2}), "PONG id=2")]),
                 step(
                     "initiator",
                     [
@@ -2153,31 +2249,43 @@ def session_conversations(step: Any, preface: tuple[bytes, str]) -> list[dict[st
             "expect": {
                 "initiator": {
                     "result": "ok",
-                    "sessions_granted": [TOKEN.hex(), TOKEN_2.hex()],
-                    "sessions_resumed": [{"messages": 2, "bytes": 4}],
+                    "sessions_granted": [TOKEN.hex(), TOKEN_2.hex(), TOKEN_3.hex()],
+                    "sessions_resumed": [
+                        {"messages": 2, "bytes": 4},
+                        {"messages": 0, "bytes": 0},
+                    ],
                     "credit_granted": [
                         {"stream_id": 1, "bytes": 1028, "messages": 6},
                         {"stream_id": 1, "bytes": 1034, "messages": 9},
                     ],
-                    "pings": [0],
+                    "streams_ended": [1],
+                    "pings": [0, 1, 2],
                     "goaway_received": {"last_stream": 1, "code": "NO_ERROR"},
                     "resumable": False,
                     "session_token": None,
-                    "stream_states": {"1": "half-closed (local)"},
+                    "stream_states": {"1": "closed"},
                     "state": "closing",
                 },
                 "acceptor": {
                     "result": "ok",
-                    "sessions_granted": [TOKEN.hex(), TOKEN_2.hex()],
-                    "resumes_requested": [TOKEN.hex()],
-                    "sessions_resumed": [{"messages": 0, "bytes": 0}],
+                    "sessions_granted": [TOKEN.hex(), TOKEN_2.hex(), TOKEN_3.hex()],
+                    "resumes_requested": [TOKEN.hex(), TOKEN_2.hex()],
+                    "sessions_resumed": [
+                        {"messages": 0, "bytes": 0},
+                        {"messages": 0, "bytes": 0},
+                    ],
                     "streams_opened": [1],
                     "messages": {"1": [x.hex() for x in m]},
                     "streams_ended": [1],
+                    "pings": [0],
                     "goaway_received": {"last_stream": 0, "code": "NO_ERROR"},
-                    "tokens_accepted": {TOKEN.hex(): False, TOKEN_2.hex(): False},
+                    "tokens_accepted": {
+                        TOKEN.hex(): False,
+                        TOKEN_2.hex(): False,
+                        TOKEN_3.hex(): False,
+                    },
                     "resumable": False,
-                    "stream_states": {"1": "half-closed (remote)"},
+                    "stream_states": {"1": "closed"},
                     "state": "closing",
                 },
             },
@@ -2193,7 +2301,9 @@ def session_conversations(step: Any, preface: tuple[bytes, str]) -> list[dict[st
             "restarts, forgetting its sessions. The initiator presents its token on a new "
             "transport; the token names no session the acceptor keeps, so the acceptor "
             "answers GOAWAY(SESSION_UNKNOWN, last_stream 0) after its HELLO and processes "
-            "none of the initiator's RESUME frames. The initiator has lost the session.",
+            "none of the initiator's RESUME frames. The initiator has lost the session: stream 1 "
+            "fails, reported with the GOAWAY's code and the consumed last reported (2), the "
+            "messages known delivered (spec §15.6), not as a stream 'not processed' (§10.4).",
             "settings": {"initiator": {}, "acceptor": acceptor},
             "session": True,
             "tokens": [TOKEN.hex()],
@@ -2256,6 +2366,10 @@ def session_conversations(step: Any, preface: tuple[bytes, str]) -> list[dict[st
                     "sessions_granted": [TOKEN.hex()],
                     "credit_granted": [{"stream_id": 1, "bytes": 1028, "messages": 6}],
                     "goaway_received": {"last_stream": 0, "code": "SESSION_UNKNOWN"},
+                    # spec §15.6: every stream fails with the consumed last reported (the
+                    # CREDIT's 2), not as §10.4's "not processed" for last_stream 0. The
+                    # reason is the GOAWAY's informative one: not listed.
+                    "stream_resets": [{"stream_id": 1, "code": "SESSION_UNKNOWN", "consumed": 2}],
                     "resumable": False,
                     "session_token": None,
                     "stream_states": {"1": "closed"},
