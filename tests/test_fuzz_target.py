@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fuzz_target import MAX_SEED_BYTES, check_one_input
+from fuzz_target import MAX_SEED_BYTES, check_one_input, record_seeds
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "fuzz_corpus"
@@ -41,6 +41,14 @@ def test_the_seed_corpus_is_recorded_from_real_conversations_and_small() -> None
     for prefix in ("conformance-", "conversation-", "invalid-", "frame-"):
         assert any(n.startswith(prefix) for n in names), prefix
     assert all(p.stat().st_size <= MAX_SEED_BYTES for p in SEEDS)
+
+
+def test_the_corpus_on_disk_is_what_the_vectors_and_cases_record() -> None:
+    """A vector or conformance case added without re-recording the corpus would never be
+    fuzzed: ``python tests/fuzz_target.py --write-corpus tests/fuzz_corpus``."""
+    recorded = record_seeds()
+    assert sorted(recorded) == [p.name for p in SEEDS]
+    assert all(recorded[p.name] == p.read_bytes() for p in SEEDS)
 
 
 @pytest.mark.parametrize("seed", SEEDS, ids=[p.name for p in SEEDS])
