@@ -573,6 +573,9 @@ class SessionResumption(ConnectionParts):
         sess.bytes_retransmitted += nbytes
         self._suspended = False
         self._inbound.hold_data = False
+        # Streams forgotten by step 4 need no confirmation any more (spec §15.7).
+        streams = self._streams
+        sess.closed_next = [sid for sid in sess.closed_next if sid in streams]
         if sess.closed_next:
             self._send_confirm_ping()
         self._update_connection_credit()
@@ -582,8 +585,9 @@ class SessionResumption(ConnectionParts):
         """Step 5: a stream only the peer has."""
         sid = resume.stream_id
         if not self._table.is_idle(sid):
-            self._glitch(f"RESUME of forgotten stream {sid}")
-            return None  # we forgot it after confirming it; the peer forgets it too
+            # We forgot it after confirming it; the peer forgets it too. Legal (its PONG of
+            # our confirming PING may have been lost), so never a glitch (spec §10.7.1).
+            return None
         if self._table.is_ours(sid):
             raise RemoteProtocolError(f"RESUME of stream {sid}, never opened here (spec §15.8)")
         if resume.received != (0, 0):

@@ -28,6 +28,7 @@ from flowproto import (
     HelloFrame,
     LocalProtocolError,
     MessagesReceived,
+    PingFrame,
     RemoteProtocolError,
     ResumeFrame,
     ResumeRequested,
@@ -572,6 +573,39 @@ def test_a_closed_stream_is_forgotten_once_a_pong_confirms_it() -> None:
     link.settle()
     assert sid not in link.a.conn.stream_ids
     assert sid not in link.b.conn.stream_ids
+
+
+def test_a_stream_one_side_confirmed_and_forgot_is_forgotten_at_both_without_a_glitch() -> None:
+    """spec §15.7, §15.8 steps 4 and 5, §10.7.1: B forgets the closed stream once A's PONG
+    confirms it; A's own confirmation (B's PONG) is lost with the transport, so A lists the
+    stream in its exchange. B ignores that RESUME, never charging it as a glitch (it is
+    legal), and A forgets the stream by step 4."""
+    link = establish(13)
+    sid = open_streams(link, 1, 0)[0]
+    a, b = link.a.conn, link.b.conn
+    a.send_message(sid, b"last", end_stream=True)
+    link.settle()
+    link.b.consume(sid, 1, link.now)
+    b.end_stream(sid)  # B's END_STREAM, then its confirming PING
+    link.deliver(len(link.to_b), 0)
+    link.deliver(0, len(link.to_a))  # A closes, answers the PING, sends its own PING
+    link.deliver(len(link.to_b), 0)  # B's PING answered: B forgets the stream
+    assert sid not in b.stream_ids and sid in a.stream_ids
+    glitches = b.glitches
+    link.cut(0, 0)  # B's PONG of A's PING is lost
+    sent_by_a = bytearray()
+    for _ in range(100):  # settle, keeping what A sends on the new transport
+        link.collect()
+        if not link.to_b and not link.to_a:
+            break
+        sent_by_a += link.to_b
+        link.deliver(len(link.to_b), len(link.to_a))
+    assert sid not in a.stream_ids and sid not in b.stream_ids
+    assert b.glitches == glitches
+    assert a.session_counts[1] == 1  # resumed once
+    # A sends no confirming PING for the stream it forgot by step 4 (nothing to confirm)
+    frames = FrameDecoder(SMALL.max_frame_bytes, session=True).feed(bytes(sent_by_a[10:]))
+    assert not [f for f in frames if isinstance(f, PingFrame)], frames
 
 
 def test_a_goaway_ends_the_session() -> None:
