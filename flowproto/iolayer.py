@@ -461,8 +461,12 @@ def stream_slot_refusal(
 
     A connection shutting down (GOAWAY either way) never frees one for a new stream (spec
     §10.4); with ``wait=False``, every slot in use is a :class:`StreamLimitError` (§6.4).
+    A session resuming on a new transport is not shutting down: its streams may be
+    opened once it is reconciled (spec §15.4, §15.6).
     """
-    if goaway is not None or core.state is not ConnectionState.OPEN:
+    state = core.state
+    resuming = core.suspended and state is not ConnectionState.CLOSING
+    if goaway is not None or (state is not ConnectionState.OPEN and not resuming):
         return lost_class(
             "the connection is shutting down (GOAWAY); open a new connection",
             error_code=goaway.error_code if goaway else ErrorCode.NO_ERROR,

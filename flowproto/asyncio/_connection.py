@@ -46,12 +46,18 @@ from .. import (
     PeerTimeout,
     PingReceived,
     PongReceived,
+    Reconnect,
     RemoteProtocolError,
+    ResumeRequested,
     Role,
+    SessionGranted,
+    SessionResumed,
+    SessionStore,
     Settings,
     StreamEnded,
     StreamOpened,
     StreamReset,
+    StreamStarted,
     StreamState,
     get_codec,
 )
@@ -77,6 +83,7 @@ from ..iolayer import (
 from ._admission import room_freed
 from ._errors import ConnectionLostError, HandshakeTimeout
 from ._link import StreamLink, StreamPort, Waiters
+from ._resume import Connect, Offer, SessionTransport
 from ._stream import FlowStream
 
 __all__ = ["FlowConnection", "transport_failure"]
@@ -84,7 +91,7 @@ __all__ = ["FlowConnection", "transport_failure"]
 _log = logging.getLogger("flowproto")
 
 
-class FlowConnection(asyncio.Protocol):
+class FlowConnection(SessionTransport, asyncio.Protocol):
     """One flowproto connection over an asyncio transport. Open it with an ``open_*``
     function or :func:`serve`; the ``asyncio.Protocol`` methods are the event loop's."""
 
@@ -101,6 +108,10 @@ class FlowConnection(asyncio.Protocol):
         autotune: AutoTune | None = None,
         memory_budget: MemoryBudget | None = None,
         pacing: bool = False,
+        reconnect: Reconnect | None = None,
+        connect: Connect | None = None,
+        sessions: SessionStore[Offer] | None = None,
+        resume_timeout: float = 30.0,
     ) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -112,7 +123,12 @@ class FlowConnection(asyncio.Protocol):
             limits=limits,
             autotune=autotune,
             budget=memory_budget,
+            # spec §15: the initiator asks for a session when it can reconnect; the
+            # acceptor grants one when it keeps a store to find sessions in.
+            session=reconnect is not None if role is Role.INITIATOR else sessions is not None,
+            session_timeout=resume_timeout,
         )
+        self._init_session(reconnect, connect, sessions, resume_timeout)
         self._role = role
         self._link = StreamLink(self._core, loop, pacing, self._stream_changed, self._arm_timer)
         #: The asyncio transport, once the event loop connected it.
@@ -170,6 +186,10 @@ class FlowConnection(asyncio.Protocol):
             ConnectionClosed: self._on_closed,
             PeerBlocked: self._ignore,
             PingReceived: self._ignore,
+            SessionGranted: self._on_session_granted,
+            ResumeRequested: self._on_resume_requested,
+            SessionResumed: self._on_resumed,
+            StreamStarted: self._on_stream_started,
         }
 
     @property
@@ -231,6 +251,8 @@ class FlowConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         """The peer ended its side: the core decides whether that was clean (spec §10.6)."""
+        if self._transport_gone(None):
+            return False  # spec §15.4: without GOAWAY, a session's transport is lost
         if not self._discarding:
             self._dispatch(self._core.receive_data(b"", self._loop.time()))
         if self._lost is None:
@@ -240,6 +262,8 @@ class FlowConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The transport is closed: everything waiting on the connection ends."""
+        if self._transport_gone(exc):
+            return  # spec §15.4: the session is kept, and another transport sought
         if self._lost is None:
             if exc is not None:
                 self._fail(transport_failure(exc))
@@ -307,6 +331,8 @@ class FlowConnection(asyncio.Protocol):
         try:
             self._core.handle_timeout(now)
         except PeerTimeout as exc:
+            if self._transport_gone(exc):
+                return  # spec §15.4: the session outlives a dead transport
             # spec §11, §10.2: the core queued GOAWAY(TIMEOUT); flush it, then close.
             self._fail(ConnectionLostError(str(exc), error_code=exc.error_code))
             self._finish()
@@ -337,6 +363,8 @@ class FlowConnection(asyncio.Protocol):
         if self._link.written - buffered - progress >= min(before, WRITE_CHUNK):
             self._watch_writes()
             return
+        if self._transport_gone(None):
+            return  # spec §15.4: a write timeout loses a session's transport
         # spec §11, §10.7.2: the peer stopped reading; half a frame may be out, so nothing
         # more can be written (not even GOAWAY).
         self._fail(
@@ -454,6 +482,8 @@ class FlowConnection(asyncio.Protocol):
             self._end_if_finished()
             return
         self._accept.append(self._new_stream(event.stream_id, None))
+        if event.await_start:
+            self._ports[event.stream_id].start = "receiving"  # spec §15.10: start_at()
         self._accept_waiters.wake_all()
 
     def _on_stream_ended(self, event: StreamEnded) -> None:
@@ -471,7 +501,8 @@ class FlowConnection(asyncio.Protocol):
             log_reset(self._name, event)
 
     def _on_handshake(self, event: HandshakeCompleted) -> None:
-        self._handshake.set()
+        if not self._core.session_pending:  # spec §15.2: else ready once SESSION came
+            self._handshake.set()
         if self._debug:
             peer = self._core.peer_settings
             assert peer is not None
@@ -522,6 +553,7 @@ class FlowConnection(asyncio.Protocol):
         self._handshake.set()
         self._close_accept()
         self._stream_change.wake_all()
+        self._session_over()  # spec §15.4: no other transport is sought
 
     def _abandon(self) -> None:
         # spec §10.4: the streams still open are reset with CANCEL, GOAWAY is queued if it
@@ -587,7 +619,11 @@ class FlowConnection(asyncio.Protocol):
             raise HandshakeTimeout(message)
 
     async def open_stream(
-        self, *, codec: CodecName | Codec | None = None, wait: bool = True
+        self,
+        *,
+        codec: CodecName | Codec | None = None,
+        wait: bool = True,
+        await_start: bool = False,
     ) -> FlowStream:
         """Open a stream; waits while the peer's max_streams are all in use (spec §6.4).
 
@@ -596,6 +632,10 @@ class FlowConnection(asyncio.Protocol):
         Args:
             codec: this stream's codec; defaults to the connection's.
             wait: ``False`` to fail at once rather than wait for a stream to close.
+            await_start: the peer says where the stream starts (spec §15.10, cold
+                resume): ``await stream.started()`` gives the position (what it already
+                holds) and the stream sends what follows. Needs a session
+                (``reconnect``) the peer granted.
 
         Cancellation: a cancelled call opened no stream.
 
@@ -610,8 +650,10 @@ class FlowConnection(asyncio.Protocol):
                 await self._wait_for_stream_slot(wait)
             finally:
                 self._stream_limit_seconds += self._loop.time() - started
-        stream_id = core.open_stream()
+        stream_id = core.open_stream(await_start=await_start)
         stream = self._new_stream(stream_id, codec)
+        if await_start:
+            self._ports[stream_id].start = "sending"  # spec §15.10
         self._link.flush_soon()
         return stream
 

@@ -88,6 +88,8 @@ class StreamPort:
         "reset",
         "send_done_at",
         "send_waiters",
+        "start",
+        "start_position",
         "stream",
     )
 
@@ -106,12 +108,23 @@ class StreamPort:
         #: The serve() handler's task, cancelled when the peer resets the stream.
         self.handler_task: asyncio.Task[Any] | None = None
         self.stream: FlowStream | None = None  # the stream this port belongs to
+        # spec §15.10: "sending": we opened it with await_start and wait for the peer's
+        # start (send() and started() wait in send_waiters); "receiving": the peer did,
+        # and waits for ours.
+        self.start: str | None = None
+        self.start_position = (0, 0)  # (messages, bytes) the peer said it already holds
 
     def deliver(self, messages: list[bytes], nbytes: int) -> None:
         """Messages arrived for the stream (spec §7.1)."""
         self.inbox.extend(messages)
         self.inbox_bytes += nbytes
         self.receive_waiters.wake_all()
+
+    def started_at(self, messages: int, nbytes: int) -> None:
+        """The peer said where the stream starts (spec §15.10): sending may begin."""
+        self.start = None
+        self.start_position = (messages, nbytes)
+        self.send_waiters.wake_all()
 
     def end(self) -> None:
         """The peer sent END_STREAM (spec §7.2)."""

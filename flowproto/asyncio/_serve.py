@@ -28,7 +28,9 @@ from .. import (
     Limits,
     MemoryBudget,
     RateLimitedLog,
+    Reconnect,
     Role,
+    SessionStore,
     Settings,
 )
 from ..iolayer import (
@@ -42,6 +44,7 @@ from ..unix_sockets import DEFAULT_UNIX_MODE, bind_unix_socket
 from ._admission import wait_for_room
 from ._connection import FlowConnection, transport_failure
 from ._errors import ConnectionLostError, EndOfStream, HandshakeTimeout, StreamResetError
+from ._resume import Connect, Offer
 from ._stream import FlowStream
 
 __all__ = [
@@ -81,14 +84,28 @@ class _Options:
     autotune: AutoTune | bool = True
     memory_budget: MemoryBudget | None = None
     pacing: bool = False
+    reconnect: Reconnect | bool | None = None  # the initiator's (spec §15.4, §15.6)
+    resume_timeout: float | None = None  # the acceptor's; None: no sessions (spec §15.4)
 
     def __post_init__(self) -> None:
         if self.settings is not None:
             self.settings.validate()  # raise here, not in the event loop's accept callback
 
-    def connection(self, role: Role) -> FlowConnection:
-        """A new connection (the transport's protocol) with these options."""
+    def connection(
+        self,
+        role: Role,
+        connect: Connect | None = None,
+        sessions: SessionStore[Offer] | None = None,
+    ) -> FlowConnection:
+        """A new connection (the transport's protocol) with these options. ``connect``
+        opens another transport to the peer, for ``reconnect``; ``sessions`` are the
+        server's, for ``resume_timeout`` (spec §15.6)."""
         autotune = self.autotune
+        reconnect = Reconnect() if self.reconnect is True else self.reconnect or None
+        if role is not Role.INITIATOR or connect is None:
+            reconnect = None
+        if role is not Role.ACCEPTOR or self.resume_timeout is None:
+            sessions = None
         return FlowConnection(
             role,
             self.settings,
@@ -100,6 +117,10 @@ class _Options:
             autotune=AutoTune() if autotune is True else autotune or None,
             memory_budget=self.memory_budget,
             pacing=self.pacing,
+            reconnect=reconnect,
+            connect=connect,
+            sessions=sessions,
+            resume_timeout=self.resume_timeout if self.resume_timeout is not None else 30.0,
         )
 
     async def admitted(self) -> None:
@@ -128,17 +149,21 @@ async def _running(conn: FlowConnection, options: _Options) -> AsyncIterator[Flo
 
 
 async def _connected(
-    connect: Callable[[Callable[[], FlowConnection]], Awaitable[tuple[Any, FlowConnection]]],
+    connect: Connect,
     options: _Options,
     role: Role,
+    *,
+    redial: Connect | None = None,
 ) -> FlowConnection:
+    # ``redial``: how the connection opens another transport to resume (spec §15.6).
     await options.admitted()
     try:
-        _, conn = await connect(lambda: options.connection(role))
+        _, protocol = await connect(lambda: options.connection(role, redial))
     except _ssl.SSLError as exc:
         # The TLS handshake failed: its reason in the message, the SSLError the cause.
         raise transport_failure(exc) from exc
-    return conn
+    assert isinstance(protocol, FlowConnection)
+    return protocol
 
 
 @asynccontextmanager
@@ -250,7 +275,15 @@ async def open_connection(
         ssl: run TLS with this context (``ssl.create_default_context(cafile=...)``, and
             ``load_cert_chain(...)`` to present a client certificate).
         server_hostname: the name the server's certificate must carry; defaults to ``host``.
-        **kwargs: those of :func:`open_flow_connection`.
+        **kwargs: those of :func:`open_flow_connection`, and ``reconnect``: ``True`` (or a
+            :class:`flowproto.Reconnect`) asks the server for a session (spec §15) and,
+            when the transport is lost (EOF or reset without GOAWAY, a keepalive or write
+            timeout), connects again by that policy (backoff with jitter, within its
+            deadline, counted from the loss) and resumes: the streams go on, nothing lost
+            or received twice; ``send()`` and ``receive()`` only wait meanwhile. Past the
+            deadline they raise :class:`ConnectionLostError` with ``delivered``. Sent
+            messages are kept until the server reports them consumed: at most the
+            windows it grants (spec §15.5).
 
     Raises:
         OSError: the TCP connection could not be made.
@@ -261,18 +294,20 @@ async def open_connection(
     """
     options = _Options(**kwargs)
     loop = asyncio.get_running_loop()
-    conn = await _connected(
-        lambda factory: loop.create_connection(
+
+    def connect(
+        factory: Callable[[], asyncio.BaseProtocol],
+    ) -> Awaitable[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]]:
+        return loop.create_connection(
             factory,
             host,
             port,
             ssl=ssl,
             server_hostname=(server_hostname or host) if ssl is not None else None,
             ssl_handshake_timeout=options.handshake_timeout if ssl is not None else None,
-        ),
-        options,
-        Role.INITIATOR,
-    )
+        )
+
+    conn = await _connected(connect, options, Role.INITIATOR, redial=connect)
     async with _running(conn, options):
         yield conn
 
@@ -292,7 +327,8 @@ async def open_unix_connection(
         ssl: run TLS over the socket (rarely needed: the file's permissions already say
             who may connect); ``server_hostname`` is then needed if the context checks it.
         server_hostname: the name the server's certificate must carry.
-        **kwargs: those of :func:`open_flow_connection`.
+        **kwargs: those of :func:`open_flow_connection`, and ``reconnect`` as for
+            :func:`open_connection` (a new connection to ``path`` resumes the session).
 
     Raises:
         OSError: nobody listens on ``path``.
@@ -300,17 +336,19 @@ async def open_unix_connection(
     """
     options = _Options(**kwargs)
     loop = asyncio.get_running_loop()
-    conn = await _connected(
-        lambda factory: loop.create_unix_connection(
+
+    def connect(
+        factory: Callable[[], asyncio.BaseProtocol],
+    ) -> Awaitable[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]]:
+        return loop.create_unix_connection(
             factory,
             path,
             ssl=ssl,
             server_hostname=server_hostname,
             ssl_handshake_timeout=options.handshake_timeout if ssl is not None else None,
-        ),
-        options,
-        Role.INITIATOR,
-    )
+        )
+
+    conn = await _connected(connect, options, Role.INITIATOR, redial=connect)
     async with _running(conn, options):
         yield conn
 
@@ -423,6 +461,10 @@ class FlowServer:
         self._closing = False
         self._closed: asyncio.Future[None] | None = None
         self._log = RateLimitedLog(_log)  # one line per kind per 10 s
+        # spec §15.6: this server's sessions, found by token when a peer resumes one.
+        self._sessions: SessionStore[Offer] | None = (
+            SessionStore() if options.resume_timeout is not None else None
+        )
         #: Connections refused for ``max_connections`` so far.
         self.refused = 0
 
@@ -506,7 +548,7 @@ class FlowServer:
         if self._options.memory_budget is not None:
             # spec §8.9 B2: the connection may have to wait for room before its HELLO.
             return _Admission(self._options.admitted, self._admitted, self._track)
-        conn = self._options.connection(Role.ACCEPTOR)
+        conn = self._options.connection(Role.ACCEPTOR, sessions=self._sessions)
         self._track(self._serve_connection(conn))
         return conn
 
@@ -519,7 +561,7 @@ class FlowServer:
 
     def _admitted(self, transport: asyncio.Transport, pending: list[bytes], eof: bool) -> None:
         # The budget admits it: the connection takes the transport over, as if just made.
-        conn = self._options.connection(Role.ACCEPTOR)
+        conn = self._options.connection(Role.ACCEPTOR, sessions=self._sessions)
         transport.set_protocol(conn)
         conn.connection_made(transport)
         for data in pending:
@@ -628,7 +670,13 @@ async def serve(
             memory-budget refusal, or ``HandshakeTimeout``), or ``None`` if it ended
             normally (then ``conn.close_reason`` says how).
         **kwargs: those of :func:`open_flow_connection` (``handshake_timeout``,
-            ``idle_timeout``, ``close_grace``, ...).
+            ``idle_timeout``, ``close_grace``, ...), and ``resume_timeout``: grant
+            sessions (spec §15) and keep one this many seconds after its transport is
+            lost, for its client to reconnect and resume (``open_connection(...,
+            reconnect=True)``); the handler's stream only waits meanwhile. ``None`` (the
+            default): no sessions. A client that presents a token this server does not
+            keep gets GOAWAY(SESSION_UNKNOWN), and an address with too many such failures
+            ENHANCE_YOUR_CALM (spec §15.9).
     """
     options = _Options(**kwargs)
     loop = asyncio.get_running_loop()
@@ -680,7 +728,8 @@ async def serve_unix(
         max_connections: as :func:`serve`.
         backlog: the listen backlog.
         on_connection_end: as :func:`serve`.
-        **kwargs: those of :func:`open_flow_connection`.
+        **kwargs: those of :func:`open_flow_connection`, and ``resume_timeout`` as for
+            :func:`serve`.
 
     Raises:
         FileExistsError: ``path`` exists and is not a socket.

@@ -27,6 +27,7 @@ from ..iolayer import (
 from ._admission import room_freed
 from ._errors import EndOfStream, StreamClosedError, StreamResetError
 from ._link import StreamLink, StreamPort
+from ._resume import StreamStart
 
 if TYPE_CHECKING:
     from ._connection import FlowConnection
@@ -36,7 +37,7 @@ __all__ = ["FlowStream"]
 _log = logging.getLogger("flowproto")
 
 
-class FlowStream:
+class FlowStream(StreamStart):
     """One flowproto stream: a channel of messages in each direction.
 
     Create with :meth:`FlowConnection.open_stream`, or receive one from
@@ -353,6 +354,8 @@ class FlowStream:
         self._check_receive()
         link = self._link
         port = self._port
+        if port.start == "receiving":
+            self.start_at()  # spec §15.10: nothing comes until the stream is started
         start = link.loop.time()
         self.starvation_events += 1
         link.starvation_events += 1

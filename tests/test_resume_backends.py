@@ -1,0 +1,332 @@
+"""Sessions over real sockets (spec §15), the same on both I/O layers: a client and server
+of one backend through a proxy that cuts the TCP connection over and over. Nothing is
+lost, nothing arrives twice, the streams go on, and what the sender keeps stays within
+the window (spec §15.5). The proxy (``flowproto.bench.cutproxy``, a Trio program) runs in
+a thread of its own, so that it serves an asyncio test as well as a Trio one.
+
+``test_resume_trio.py`` holds the Trio layer's first versions of these tests; the
+cross-layer resumptions (an asyncio client against a Trio server and the reverse, each
+in its own process) are in ``test_interop.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import socket
+import threading
+from typing import Any
+
+import pytest
+import trio
+from backends import BACKENDS
+
+from flowproto import (
+    PREFACE,
+    ErrorCode,
+    FrameDecoder,
+    GoAwayFrame,
+    HelloFrame,
+    Reconnect,
+    Settings,
+)
+from flowproto._session_store import MAX_FAILED_RESUMES
+from flowproto.bench.cutproxy import CutProxy
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> Any:
+    return BACKENDS[request.param]
+
+
+#: Small windows: retention is bounded by them, and a cut loses at most about that much.
+WINDOW = Settings(
+    stream_bytes=256 * 1024,
+    stream_messages=256,
+    connection_bytes=1 << 20,
+    max_message_bytes=64 * 1024,
+)
+FAST = Reconnect(deadline=10.0, initial_delay=0.01, max_delay=0.2)
+
+
+class ProxyThread:
+    """A :class:`CutProxy` in a thread with its own ``trio.run``: ``port`` is where it
+    listens; :meth:`cut_now` and ``proxy.accepting`` work from any thread."""
+
+    def __init__(self, target_port: int, cut_every: int, **kwargs: Any) -> None:
+        self.proxy = CutProxy(("127.0.0.1", target_port), cut_every, **kwargs)
+        self.port = 0
+        self._ready = threading.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._scope: trio.CancelScope | None = None
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        async with trio.open_nursery() as nursery:
+            self._scope = nursery.cancel_scope
+            self.port = await nursery.start(self.proxy.serve)
+            self._ready.set()
+
+    def __enter__(self) -> ProxyThread:
+        self._thread.start()
+        assert self._ready.wait(10), "the cut proxy did not start"
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._token is not None and self._scope is not None
+        self._token.run_sync_soon(self._scope.cancel)
+        self._thread.join(10)
+
+    def cut_now(self) -> None:
+        """Cut every connection (soon: in the proxy's thread)."""
+        assert self._token is not None
+        self._token.run_sync_soon(self.proxy.cut_now)
+
+
+def numbered(i: int, size: int) -> bytes:
+    return (b"%08d:" % i + bytes([i % 251]) * size)[: max(size, 9)]
+
+
+async def echo(stream: Any) -> None:
+    async for message in stream:
+        await stream.send(message)
+
+
+def serving(b: Any, handler: Any, **kwargs: Any) -> Any:
+    return b.server(handler, codec="raw", settings=WINDOW, autotune=False, **kwargs)
+
+
+async def in_thread(b: Any, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread: blocking socket code beside the event loop."""
+    if b.name == "trio":
+        return await trio.to_thread.run_sync(fn, *args)
+    return await asyncio.to_thread(fn, *args)
+
+
+@pytest.mark.parametrize("half_open", [False, True], ids=["both-sides-cut", "server-half-open"])
+def test_an_echo_through_a_proxy_cutting_every_100_kib_loses_and_repeats_nothing(
+    backend: Any, half_open: bool
+) -> None:
+    """spec §15.8 on real sockets: about 3 MB each way through a proxy that cuts every
+    100 KiB, alternately with FIN and RST (and, half-open, leaving the server's side
+    open: the server notices only when the client comes back, spec §15.6 step 2): every
+    message comes back exactly once, in order."""
+    rng = random.Random(1)
+    sizes = [rng.choice([1, 100, 1000, 20_000, rng.randint(0, 60_000)]) for _ in range(300)]
+    sent = [numbered(i, size) for i, size in enumerate(sizes)]
+    echoed: list[bytes] = []
+    result: dict[str, Any] = {}
+
+    async def scenario(b: Any) -> None:
+        async with serving(b, echo, resume_timeout=10.0) as port:
+            with ProxyThread(port, 100 * 1024, half_open=half_open) as proxy:
+                async with b.connect(
+                    proxy.port, reconnect=FAST, codec="raw", settings=WINDOW, autotune=False
+                ) as conn:
+                    assert conn.resumable
+                    stream = await conn.open_stream()
+
+                    async def read_back() -> None:
+                        async for message in stream:
+                            echoed.append(message)
+
+                    async with b.tasks() as tasks:
+                        tasks.start_soon(read_back)
+                        for message in sent:
+                            await stream.send(message)
+                        await stream.aclose()
+                    result["stats"] = conn.statistics()
+                result["cuts"] = proxy.proxy.cuts
+
+    backend.run(scenario, timeout=60)
+    assert echoed == sent
+    stats = result["stats"]
+    assert result["cuts"] >= 20
+    assert stats.reconnects >= 20 and stats.resumed_sessions == stats.reconnects
+    assert stats.messages_retransmitted > 0
+    # spec §15.5: one stream, so what is kept is at most its window
+    assert 0 < stats.retained_bytes_peak <= WINDOW.stream_bytes
+
+
+def test_a_stale_or_guessed_token_gets_session_unknown_and_disturbs_nothing(
+    backend: Any,
+) -> None:
+    """spec §15.6, §15.9: a resumption with a token the server does not keep is refused
+    with GOAWAY(SESSION_UNKNOWN); past MAX_FAILED_RESUMES from one address the answer is
+    ENHANCE_YOUR_CALM, without a lookup; a session of another client goes on."""
+    got: list[bytes] = []
+    codes: list[int] = []
+
+    async def scenario(b: Any) -> None:
+        ended = b.Event()
+
+        async def collect(stream: Any) -> None:
+            async for message in stream:
+                got.append(message)
+            ended.set()
+
+        async with (
+            serving(b, collect, resume_timeout=10.0) as port,
+            b.connect(port, reconnect=FAST, codec="raw", settings=WINDOW) as conn,
+        ):
+            stream = await conn.open_stream()
+            await stream.send(b"before")
+            for _ in range(MAX_FAILED_RESUMES + 1):
+                codes.append(await in_thread(b, guess, port))
+            await stream.send(b"after")
+            await stream.aclose()
+            await ended.wait()
+            assert conn.statistics().reconnects == 0
+
+    backend.run(scenario, timeout=20)
+    assert codes == [ErrorCode.SESSION_UNKNOWN] * MAX_FAILED_RESUMES + [ErrorCode.ENHANCE_YOUR_CALM]
+    assert got == [b"before", b"after"]
+
+
+def guess(port: int) -> int:
+    """Resume a session with a random token (a blocking socket); the code of the GOAWAY
+    that answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as thief:
+        hello = HelloFrame(Settings(), resume_token=secrets.token_bytes(16))
+        thief.sendall(PREFACE + hello.encode())
+        wire = b""
+        while data := thief.recv(65536):
+            wire += data
+    frames = FrameDecoder(session=True).feed(wire[len(PREFACE) :])
+    (goaway,) = [f for f in frames if isinstance(f, GoAwayFrame)]
+    return goaway.code
+
+
+def test_past_the_reconnect_deadline_send_fails_with_what_was_delivered(backend: Any) -> None:
+    """spec §15.4, §15.6: when no new transport comes within the deadline, the stream
+    fails with the count its peer reported consumed."""
+
+    async def scenario(b: Any) -> None:
+        async with serving(b, echo, resume_timeout=10.0) as port:
+            with ProxyThread(port, 1 << 40) as proxy:
+                async with b.connect(
+                    proxy.port,
+                    reconnect=Reconnect(deadline=0.5, initial_delay=0.05, max_delay=0.1),
+                    codec="raw",
+                ) as conn:
+                    stream = await conn.open_stream()
+                    await stream.send(b"one")
+                    assert await stream.receive() == b"one"
+                    proxy.proxy.accepting = False  # the peer is unreachable from now on
+                    proxy.cut_now()
+                    with pytest.raises(b.ConnectionLostError) as info:
+                        for _ in range(1000):
+                            await stream.send(b"x" * 1000)
+                    assert "not resumed within 0.5 s" in str(info.value)
+                    # only what the server reported consumed: no report yet, or "one"
+                    assert info.value.delivered in (None, 0, 1)
+
+    backend.run(scenario, timeout=20)
+
+
+def test_a_server_forgets_a_session_after_its_resume_timeout(backend: Any) -> None:
+    """spec §15.4: the acceptor keeps a session without transport for resume_timeout,
+    then its streams fail."""
+    failures: list[BaseException] = []
+
+    async def scenario(b: Any) -> None:
+        arrived = b.Event()
+        failed = b.Event()
+
+        async def hold(stream: Any) -> None:
+            try:
+                await stream.receive()
+                arrived.set()
+                await stream.receive()
+            except b.ConnectionLostError as exc:
+                failures.append(exc)
+                failed.set()
+                raise
+
+        async with serving(b, hold, resume_timeout=0.3) as port:
+            with ProxyThread(port, 1 << 40) as proxy, pytest.raises(b.ConnectionLostError):
+                async with b.connect(
+                    proxy.port,
+                    reconnect=Reconnect(deadline=2.0, initial_delay=0.05),
+                    codec="raw",
+                ) as conn:
+                    stream = await conn.open_stream()
+                    await stream.send(b"one")
+                    await arrived.wait()
+                    proxy.proxy.accepting = False
+                    proxy.cut_now()
+                    await failed.wait()  # the server gave up first
+                    await conn.ping()  # and the client at its own deadline
+
+    backend.run(scenario, timeout=20)
+    assert "did not resume the session within 0.3 s" in str(failures[0])
+
+
+def test_streams_opened_during_a_cut_and_their_ends_survive_it() -> None:
+    """spec §15.8 steps 3.4 and 4: a stream opened while there is no transport (its
+    open_stream() waits for the resumption) is opened by the exchange, and END_STREAM
+    lost in the cut is sent again; each stream's messages arrive once, and each handler
+    sees its stream end.
+
+    asyncio only: the Trio layer's open_stream() raises "shutting down" while the
+    session is resuming (its _wait_for_stream_slot takes any state but OPEN for a
+    GOAWAY), and closing the connection then sends a GOAWAY that the peer's exchange
+    runs into (an AssertionError in the core's _retransmit)."""
+    backend = BACKENDS["asyncio"]
+    seen: dict[int, list[bytes]] = {}
+
+    async def scenario(b: Any) -> None:
+        async def count(stream: Any) -> None:
+            messages = [m async for m in stream]
+            seen[stream.stream_id] = messages
+            await stream.send(b"%d" % len(messages))
+
+        async with serving(b, count, resume_timeout=10.0) as port:
+            with ProxyThread(port, 1 << 40) as proxy:
+                async with b.connect(proxy.port, reconnect=FAST, codec="raw") as conn:
+                    first = await conn.open_stream()
+                    await first.send(b"a")
+                    assert await conn.ping() >= 0  # "a" is there
+                    proxy.cut_now()
+                    second = await conn.open_stream()  # maybe with no transport yet
+                    await second.send_many([b"b", b"c"])
+                    await first.aclose()
+                    await second.aclose()
+                    assert await first.receive() == b"1"
+                    assert await second.receive() == b"2"
+                    assert conn.statistics().reconnects >= 1
+
+    backend.run(scenario, timeout=20)
+    assert sorted(seen.values()) == [[b"a"], [b"b", b"c"]]
+
+
+def test_a_stream_opened_with_await_start_starts_where_the_receiver_says(
+    backend: Any,
+) -> None:
+    """spec §15.10 (cold resume) through the layer: the receiver's ``start_at`` reaches
+    the sender's ``started()``, and the sender sends what follows."""
+    got: list[bytes] = []
+
+    async def scenario(b: Any) -> None:
+        async def resume_at_two(stream: Any) -> None:
+            assert stream.awaits_start
+            stream.start_at(2, 20)  # it holds messages 1 and 2 (20 bytes) already
+            got.extend([m async for m in stream])
+
+        async with (
+            serving(b, resume_at_two, resume_timeout=10.0) as port,
+            b.connect(port, reconnect=FAST, codec="raw") as conn,
+        ):
+            stream = await conn.open_stream(await_start=True)
+            assert await stream.started() == (2, 20)
+            await stream.send_many([b"three", b"four"])
+            await stream.aclose()
+            with pytest.raises(b.EndOfStream):
+                await stream.receive()
+            plain = await conn.open_stream()
+            assert await plain.started() == (0, 0)  # at once for any other stream
+
+    backend.run(scenario, timeout=20)
+    assert got == [b"three", b"four"]
