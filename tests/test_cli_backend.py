@@ -44,8 +44,8 @@ def test_asyncio_refuses_to_start_over_a_partial_output_trio_would_resume(
     tmp_path: Path,
 ) -> None:
     """spec §15.10: a Trio receiver restarted on --output FILE goes on with FILE.partial
-    (sessions); the asyncio layer has no sessions yet, so it says so instead of starting
-    the file again from nothing."""
+    (a cold resume); the asyncio run does not do that yet, so it says so instead of
+    starting the file again from nothing."""
     (tmp_path / "out.bin.partial").write_bytes(b"held")
     done = run_flowproto(
         *("receive", "--listen", "127.0.0.1:0", "--backend", "asyncio"),
@@ -54,25 +54,32 @@ def test_asyncio_refuses_to_start_over_a_partial_output_trio_would_resume(
     )
     assert done.returncode == 2
     assert "out.bin.partial exists" in done.stderr
-    assert "needs sessions" in done.stderr
+    assert "is not in --backend asyncio yet" in done.stderr
     assert (tmp_path / "out.bin.partial").read_bytes() == b"held"
 
 
-def test_conformance_passes_strictly_against_an_asyncio_receiver(tmp_path: Path) -> None:
-    """CI's run against `flowproto receive --backend asyncio`, minus the timers."""
+@pytest.mark.parametrize(
+    ("options", "skipped"),
+    [((), 0), (("--resume-timeout", "0"), 3)],
+    ids=["sessions", "resume-timeout-0"],
+)
+def test_conformance_passes_strictly_against_an_asyncio_receiver(
+    tmp_path: Path, options: tuple[str, ...], skipped: int
+) -> None:
+    """CI's run against `flowproto receive --backend asyncio`, minus the timers. It offers
+    sessions (spec §15) unless --resume-timeout is 0: then the three cases that need one
+    are skipped, saying so."""
     import re
 
     from test_cli import receiver as receive_process
 
-    with receive_process("--quiet", "--backend", "asyncio", cwd=tmp_path) as r:
+    with receive_process("--quiet", "--backend", "asyncio", *options, cwd=tmp_path) as r:
         proc = run_flowproto(
             "conformance", f"127.0.0.1:{r.port}", "--strict", "--no-timers", cwd=tmp_path
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        # The asyncio layer has no sessions yet (spec §15): it offers none, so the three
-        # cases that need one are skipped, saying so.
-        assert re.search(r"\n(\d+) passed, 0 failed, 3 skipped", proc.stdout)
-        assert proc.stdout.count("the peer's HELLO offers no sessions") == 3
+        assert re.search(rf"\n(\d+) passed, 0 failed, {skipped} skipped", proc.stdout)
+        assert proc.stdout.count("the peer's HELLO offers no sessions") == skipped
 
 
 def test_conformance_passes_strictly_against_asyncio_senders(tmp_path: Path) -> None:
@@ -285,3 +292,41 @@ def test_a_connection_the_memory_budget_refuses_ends_receive_once_as_on_trio(
         assert got["connections"] == 1 and got["messages"] == 0
         assert got["memory_budget"]["refused_connections"] == 1
         assert "memory budget" in got["problems"][0]
+
+
+@pytest.mark.parametrize(
+    ("sender", "receiving"),
+    [("asyncio", "asyncio"), ("asyncio", "trio"), ("trio", "asyncio")],
+)
+def test_a_transfer_cut_every_100_kb_resumes_across_backends(
+    sender: str, receiving: str, tmp_path: Path
+) -> None:
+    """spec §15 end to end, either command on either layer: 5 MB over two streams
+    through a proxy that cuts the TCP connection every 100 KB (both ways counted); every
+    loss is resumed, the receiver consumes each message once, and both summaries agree
+    on the number of resumptions."""
+    from test_cli_resume import cut_proxy
+
+    with receiver(
+        "--backend", receiving, "--once", "--json", "-q", cwd=tmp_path
+    ) as (r, port):  # fmt: skip
+        proxy, proxy_port = cut_proxy(port, 100_000, tmp_path)
+        try:
+            sent = run_flowproto(
+                "send", "--connect", f"127.0.0.1:{proxy_port}", "--count", "5000",
+                "--size", "1000", "--streams", "2", "--json", "-q", "--backend", sender,
+                cwd=tmp_path,
+            )  # fmt: skip
+            status, out, err = r.finish()
+        finally:
+            proxy.close()
+    assert sent.returncode == 0, sent.stderr
+    summary = json.loads(sent.stdout)
+    assert summary["reconnects"] >= 20, summary
+    assert summary["messages"] == summary["delivered"] == 5000
+    assert summary["failed_streams"] == []
+    assert status == 0, err
+    got = json.loads(out)
+    assert (got["messages"], got["bytes"], got["streams"]) == (5000, 5000 * 1000, 2)
+    assert got["resumed"] == summary["reconnects"]
+    assert got["connections"] == 1

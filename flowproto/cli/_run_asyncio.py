@@ -6,9 +6,11 @@ each stream's consumption, ``loop.add_signal_handler`` for the stop signals. Wha
 on a stream is written once for both layers (:class:`~flowproto.cli._sender.Sender`,
 :class:`~flowproto.cli._consumer.Consumer`), and so are the live lines, ``--json-lines``,
 the metrics and the output rules, so each run returns the same summary dict (the same JSON
-field names) as its Trio twin. The asyncio layer has no sessions yet (spec §15): the
-sender does not resume, and ``receive --output FILE`` refuses to start over an existing
-``FILE.partial`` that the Trio run would resume (:func:`check_receive_options`).
+field names) as its Trio twin. Sessions (spec §15) as on Trio: ``send`` resumes a lost
+connection within ``--reconnect-timeout``, ``receive`` keeps a lost sender's session for
+``--resume-timeout``. Not yet the cold resume of spec §15.10: ``send --input`` does not
+start over on a restarted receiver, and ``receive --output FILE`` refuses to start over an
+existing ``FILE.partial`` that the Trio run would resume (:func:`check_receive_options`).
 :func:`run_asyncio` is :func:`run_trio`'s twin.
 """
 
@@ -24,7 +26,7 @@ from typing import Any
 
 import click
 
-from flowproto import ErrorCode
+from flowproto import ErrorCode, Reconnect
 from flowproto import asyncio as fa
 
 from ._constants import CLOSE_GRACE
@@ -48,15 +50,15 @@ __all__ = [
 
 def check_receive_options(opts: ReceiveOptions) -> None:
     """What ``receive --backend asyncio`` cannot do yet: go on with ``--output FILE``'s
-    ``FILE.partial`` after a restart, which needs sessions (spec §15.10); rather than
-    start it again from nothing, the command refuses."""
+    ``FILE.partial`` after a restart, a cold resume (spec §15.10); rather than start it
+    again from nothing, the command refuses."""
     if opts.output is not None and opts.output != "-":
         partial = opts.output + PARTIAL_SUFFIX
         if os.path.exists(partial):
             raise click.UsageError(
-                f"--output {opts.output}: {partial} exists; going on with it (spec §15.10) "
-                "needs sessions, which --backend asyncio does not have yet: use --backend "
-                "trio to resume it, or remove it to start again",
+                f"--output {opts.output}: {partial} exists; going on with it (a cold resume, "
+                "spec §15.10) is not in --backend asyncio yet: use --backend trio to resume "
+                "it, or remove it to start again",
                 click.get_current_context(),
             )
 
@@ -119,7 +121,8 @@ async def _reporting(
 
 async def send_asyncio(opts: SendOptions, progress: ProgressCallback | None) -> dict[str, Any]:
     """Connect, send, half-close, wait until the receiver consumed everything; summary
-    (see :func:`flowproto.cli._run_send.run_send`, its Trio twin; no retries, no sessions).
+    (see :func:`flowproto.cli._run_send.run_send`, its Trio twin; a lost connection is
+    resumed within ``--reconnect-timeout``, spec §15; no retries, no cold resume).
 
     Raises:
         CliError: the connection was refused, or a message is over the receiver's limit.
@@ -128,6 +131,9 @@ async def send_asyncio(opts: SendOptions, progress: ProgressCallback | None) -> 
     tls = access.ssl_context
     kwargs: dict[str, Any] = {"codec": opts.codec, "close_grace": CLOSE_GRACE}
     kwargs.update(pacing=opts.pacing, ssl=tls, server_hostname=access.server_hostname)
+    if opts.reconnect_timeout is not None:
+        # spec §15: a lost connection is resumed on a new one, within the deadline.
+        kwargs["reconnect"] = Reconnect(deadline=opts.reconnect_timeout)
     if opts.unix_path is not None:
         address = f"unix:{opts.unix_path}"
         opening = fa.open_unix_connection(opts.unix_path, **kwargs)
@@ -153,7 +159,8 @@ async def send_asyncio(opts: SendOptions, progress: ProgressCallback | None) -> 
             check_peer(opts, conn.peer_settings)
             seconds = await _send_all(sender, conn, address, progress, producers)
             final = [s.statistics() for s in sender.streams]  # the same moment
-    return {**sender.summary(seconds, final), "backend": "asyncio"}
+            session = conn.statistics() if opts.reconnect_timeout is not None else None
+    return {**sender.summary(seconds, final, session), "backend": "asyncio"}
 
 
 async def _send_all(
@@ -281,6 +288,16 @@ class _Receiver(Consumer):
     async def _ended(self, conn: fa.FlowConnection, error: BaseException | None) -> None:
         """Once its streams were consumed (what arrived before it ended is taken first),
         count how the connection ended; with --once, stop."""
+        if conn not in self.numbers and getattr(error, "handed_over", False):
+            self.resumed += 1  # spec §15.6: its session's connection goes on with it
+            return
+        if conn not in self.numbers and getattr(error, "error_code", None) == (
+            ErrorCode.SESSION_UNKNOWN
+        ):
+            # spec §15.6: a sender resuming a session this receiver does not have (it
+            # restarted, or the session expired): refused, and it may connect anew.
+            eprint(f"a sender ({_peer_name(conn)}) resumed a session this receiver does not have")
+            return
         peer, _ = self._numbered(conn)
         while self.consuming[conn]:
             await asyncio.wait(list(self.consuming[conn]))
@@ -315,6 +332,8 @@ async def receive_asyncio(opts: ReceiveOptions) -> dict[str, Any]:
         "handshake_timeout": access.handshake_timeout,
         "close_grace": CLOSE_GRACE,
         "on_connection_end": receiver.connection_ended,
+        # spec §15: keep a lost sender's session this long, for it to resume (None: none)
+        "resume_timeout": opts.resume_timeout,
     }
     with stop_signals(receiver.stop_on_signal):  # from the start, as on Trio
         return await _serve(receiver, kwargs)
