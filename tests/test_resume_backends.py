@@ -330,3 +330,31 @@ def test_a_stream_opened_with_await_start_starts_where_the_receiver_says(
 
     backend.run(scenario, timeout=20)
     assert got == [b"three", b"four"]
+
+
+def test_closing_a_connection_between_transports_ends_it_at_once(backend: Any) -> None:
+    """spec §15.4: with no transport there is nobody to say GOAWAY to: closing the
+    connection while it reconnects stops reconnecting and fails its streams now, not at
+    the reconnect deadline."""
+
+    async def scenario(b: Any) -> None:
+        async with serving(b, echo, resume_timeout=10.0) as port:
+            with ProxyThread(port, 1 << 40) as proxy:
+                async with b.connect(
+                    proxy.port,
+                    reconnect=Reconnect(deadline=60.0, initial_delay=0.01, max_delay=0.05),
+                    codec="raw",
+                ) as conn:
+                    stream = await conn.open_stream()
+                    await stream.send(b"one")
+                    assert await stream.receive() == b"one"
+                    proxy.proxy.accepting = False
+                    proxy.cut_now()
+                    while conn.statistics().state != "resuming":  # the loss is noticed
+                        await b.checkpoint()
+                    await conn.aclose()
+                    assert conn.closed
+                    with pytest.raises(b.ConnectionLostError):
+                        await stream.receive()
+
+    backend.run(scenario, timeout=20)

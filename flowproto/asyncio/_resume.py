@@ -188,6 +188,20 @@ class SessionTransport:
         self._link.transport = transport
         self._no_transport = False
 
+    def _close_without_transport(self) -> bool:
+        """``close_soon``/``aclose`` while the session has no transport: there is nobody
+        to say GOAWAY to, so the connection ends now. False if it has a transport."""
+        if not self._no_transport:
+            return False
+        self._fail(
+            ConnectionLostError(
+                "the connection was closed by this side while its session had no "
+                "transport (spec §15.4)",
+                error_code=ErrorCode.NO_ERROR,
+            )
+        )
+        return True
+
     def _session_over(self) -> None:
         """The connection ended (``_fail``): stop seeking a transport. Without one, the
         end is this connection's ``connection_lost``, run now."""
@@ -208,6 +222,13 @@ class SessionTransport:
     async def _regain(self) -> None:
         """A new transport for the session (spec §15.6), by the Reconnect policy; past
         the deadline the connection fails with what each stream knows was delivered."""
+        try:
+            await self._reconnect_by_policy()
+        except Exception as exc:  # not a failed attempt: a fault, which ends the session
+            _log.debug("flowproto: reconnecting failed", exc_info=True)
+            self._fail(ConnectionLostError(f"reconnecting failed: {exc!r} (spec §15.6)"))
+
+    async def _reconnect_by_policy(self) -> None:
         loop = self._loop
         policy, connect = self._reconnect, self._connect
         assert policy is not None and connect is not None
