@@ -15,11 +15,13 @@ import asyncio
 import random
 import secrets
 import socket
+import ssl
 import threading
 from typing import Any
 
 import pytest
 import trio
+import trustme
 from backends import BACKENDS
 
 from flowproto import (
@@ -148,6 +150,49 @@ def test_an_echo_through_a_proxy_cutting_every_100_kib_loses_and_repeats_nothing
     assert stats.messages_retransmitted > 0
     # spec §15.5: one stream, so what is kept is at most its window
     assert 0 < stats.retained_bytes_peak <= WINDOW.stream_bytes
+
+
+def test_a_tls_session_resumes_on_new_tls_connections(backend: Any) -> None:
+    """spec §15.6 over TLS: each cut breaks a TLS record; the client makes a new TLS
+    connection (its own handshake) and resumes, and the echo is exact."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    sent = [numbered(i, 5000) for i in range(200)]
+    echoed: list[bytes] = []
+    result: dict[str, Any] = {}
+
+    async def scenario(b: Any) -> None:
+        async with serving(b, echo, resume_timeout=10.0, ssl=server_ctx) as port:
+            with ProxyThread(port, 100 * 1024) as proxy:
+                async with b.connect(
+                    proxy.port,
+                    ssl=client_ctx,
+                    server_hostname="localhost",
+                    reconnect=FAST,
+                    codec="raw",
+                    settings=WINDOW,
+                    autotune=False,
+                ) as conn:
+                    stream = await conn.open_stream()
+
+                    async def read_back() -> None:
+                        async for message in stream:
+                            echoed.append(message)
+
+                    async with b.tasks() as tasks:
+                        tasks.start_soon(read_back)
+                        await stream.send_many(sent)
+                        await stream.aclose()
+                    result["stats"] = conn.statistics()
+                result["cuts"] = proxy.proxy.cuts
+
+    backend.run(scenario, timeout=60)
+    assert echoed == sent
+    assert result["cuts"] >= 10
+    assert result["stats"].reconnects >= 10
 
 
 def test_a_stale_or_guessed_token_gets_session_unknown_and_disturbs_nothing(
@@ -358,3 +403,29 @@ def test_closing_a_connection_between_transports_ends_it_at_once(backend: Any) -
                         await stream.receive()
 
     backend.run(scenario, timeout=20)
+
+
+def test_a_unix_socket_session_resumes_each_time_its_transport_is_aborted(
+    tmp_path: Any,
+) -> None:
+    """spec §15.4, §15.6 on a Unix socket (asyncio, whose connection exposes its
+    transport): each abort of the client's transport (a loss without GOAWAY) is resumed
+    on a new connection to the same path, once."""
+    path = str(tmp_path / "flow.sock")
+
+    async def scenario(b: Any) -> None:
+        async with (
+            b.unix_server(echo, path, resume_timeout=10.0, codec="raw"),
+            b.unix_connect(path, reconnect=FAST, codec="raw") as conn,
+        ):
+            stream = await conn.open_stream()
+            for i in range(5):
+                await stream.send(b"%d" % i)
+                assert await stream.receive() == b"%d" % i
+                conn.transport.abort()
+            await stream.send(b"last")
+            assert await stream.receive() == b"last"
+            stats = conn.statistics()
+            assert (stats.reconnects, stats.resumed_sessions) == (5, 5)
+
+    BACKENDS["asyncio"].run(scenario, timeout=20)
