@@ -108,6 +108,7 @@ class SessionTransport:
         self._attempts = 0
         for stream in self._streams.values():
             stream._send_lot.unpark_all()
+        self._stream_change.unpark_all()  # open_stream() may wait for it (spec §15.4)
         if self._debug:
             _log.debug(
                 "%s: session resumed; %d messages (%d bytes) sent again",
