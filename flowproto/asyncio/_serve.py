@@ -193,6 +193,9 @@ async def open_flow_connection(
     write-buffer limits bound what waits to be sent (spec §10.7.2). That is why this
     takes a socket rather than a ``(StreamReader, StreamWriter)`` pair: a reader would
     need a task and a copy per read, and a writer's buffer is not bounded by itself.
+    A bare socket cannot be connected again, so sessions (spec §15) are for
+    :func:`open_connection` / :func:`open_unix_connection` (``reconnect``) and
+    :func:`serve` / :func:`serve_unix` (``resume_timeout``).
 
     Args:
         sock: the connected socket; the connection owns it and closes it on exit.
