@@ -426,3 +426,32 @@ def test_a_unix_socket_session_resumes_each_time_its_transport_is_aborted(
             assert (stats.reconnects, stats.resumed_sessions) == (5, 5)
 
     BACKENDS["asyncio"].run(scenario, timeout=20)
+
+
+def test_a_keepalive_timeout_loses_the_transport_and_the_session_resumes() -> None:
+    """spec §11, §15.4: a transport over which no PONG comes is lost, not the session
+    (asyncio, whose connection exposes its transport: the client stops reading, so its
+    keepalive PING goes unanswered); the client resumes on a new connection, and the
+    echo that was stuck in the old one arrives once."""
+
+    async def scenario(b: Any) -> None:
+        async with (
+            serving(b, echo, resume_timeout=10.0) as port,
+            b.connect(
+                port,
+                reconnect=FAST,
+                codec="raw",
+                settings=Settings(keepalive_ms=100),
+                ping_timeout=0.2,
+            ) as conn,
+        ):
+            stream = await conn.open_stream()
+            await stream.send(b"one")
+            assert await stream.receive() == b"one"
+            conn.transport.pause_reading()  # from here on, nothing reaches this side
+            await stream.send(b"two")
+            assert await stream.receive() == b"two"  # on the new connection
+            stats = conn.statistics()
+            assert (stats.reconnects, stats.resumed_sessions) == (1, 1)
+
+    BACKENDS["asyncio"].run(scenario, timeout=20)
