@@ -455,3 +455,29 @@ def test_a_keepalive_timeout_loses_the_transport_and_the_session_resumes() -> No
             assert (stats.reconnects, stats.resumed_sessions) == (1, 1)
 
     BACKENDS["asyncio"].run(scenario, timeout=20)
+
+
+def test_a_receiver_that_never_says_where_starts_the_stream_from_the_beginning(
+    backend: Any,
+) -> None:
+    """spec §15.10: the reference answers when the application first waits for a
+    message on a stream opened with ``await_start``, from the beginning."""
+    got: list[bytes] = []
+
+    async def scenario(b: Any) -> None:
+        async def plain(stream: Any) -> None:
+            got.extend([m async for m in stream])  # no start_at(): its first wait starts it
+
+        async with (
+            serving(b, plain, resume_timeout=10.0) as port,
+            b.connect(port, reconnect=FAST, codec="raw") as conn,
+        ):
+            stream = await conn.open_stream(await_start=True)
+            assert await stream.started() == (0, 0)
+            await stream.send(b"first")
+            await stream.aclose()
+            with pytest.raises(b.EndOfStream):
+                await stream.receive()
+
+    backend.run(scenario, timeout=20)
+    assert got == [b"first"]

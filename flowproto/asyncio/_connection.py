@@ -482,8 +482,6 @@ class FlowConnection(SessionTransport, asyncio.Protocol):
             self._end_if_finished()
             return
         self._accept.append(self._new_stream(event.stream_id, None))
-        if event.await_start:
-            self._ports[event.stream_id].start = "receiving"  # spec §15.10: start_at()
         self._accept_waiters.wake_all()
 
     def _on_stream_ended(self, event: StreamEnded) -> None:
@@ -652,8 +650,6 @@ class FlowConnection(SessionTransport, asyncio.Protocol):
                 self._stream_limit_seconds += self._loop.time() - started
         stream_id = core.open_stream(await_start=await_start)
         stream = self._new_stream(stream_id, codec)
-        if await_start:
-            self._ports[stream_id].start = "sending"  # spec §15.10
         self._link.flush_soon()
         return stream
 

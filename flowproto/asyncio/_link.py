@@ -88,7 +88,6 @@ class StreamPort:
         "reset",
         "send_done_at",
         "send_waiters",
-        "start",
         "start_position",
         "stream",
     )
@@ -108,11 +107,9 @@ class StreamPort:
         #: The serve() handler's task, cancelled when the peer resets the stream.
         self.handler_task: asyncio.Task[Any] | None = None
         self.stream: FlowStream | None = None  # the stream this port belongs to
-        # spec §15.10: "sending": we opened it with await_start and wait for the peer's
-        # start (send() and started() wait in send_waiters); "receiving": the peer did,
-        # and waits for ours.
-        self.start: str | None = None
-        self.start_position = (0, 0)  # (messages, bytes) the peer said it already holds
+        # spec §15.10: where the peer said a stream we opened with await_start starts,
+        # (messages, bytes) it already holds; started() waits in send_waiters for it.
+        self.start_position = (0, 0)
 
     def deliver(self, messages: list[bytes], nbytes: int) -> None:
         """Messages arrived for the stream (spec §7.1)."""
@@ -122,7 +119,6 @@ class StreamPort:
 
     def started_at(self, messages: int, nbytes: int) -> None:
         """The peer said where the stream starts (spec §15.10): sending may begin."""
-        self.start = None
         self.start_position = (messages, nbytes)
         self.send_waiters.wake_all()
 

@@ -35,6 +35,7 @@ from .. import (
     SessionGranted,
     SessionResumed,
     SessionStore,
+    StreamRecord,
     StreamStarted,
 )
 from ..iolayer import MAX_SEND_BACKLOG
@@ -349,10 +350,15 @@ class SessionTransport:
 
 
 class StreamStart:
-    """Where a stream starts (spec §15.10, cold resume): a mixin of :class:`FlowStream`."""
+    """Where a stream starts (spec §15.10, cold resume): a mixin of :class:`FlowStream`.
+
+    The core's record of the stream says who waits for its start (``"sending"``: we
+    opened it with ``await_start``; ``"receiving"``: the peer did), ``None`` once started.
+    """
 
     _port: StreamPort
     _link: StreamLink
+    _record: StreamRecord | None
     stream_id: int
 
     if TYPE_CHECKING:
@@ -364,7 +370,7 @@ class StreamStart:
         """The peer opened this stream with ``await_start``: it sends nothing until
         :meth:`start_at` says where the stream starts (the first ``receive()`` starts it
         from the beginning)."""
-        return self._port.start == "receiving"
+        return self._record is not None and self._record.start == "receiving"
 
     def start_at(self, messages: int = 0, nbytes: int = 0) -> None:
         """Tell the peer where this stream starts (spec §15.10): after ``messages``
@@ -377,7 +383,6 @@ class StreamStart:
                 ``await_start``, or it was started already.
         """
         self._link.core.start_stream(self.stream_id, messages, nbytes)
-        self._port.start = None
         self._link.flush_soon()
 
     async def started(self) -> tuple[int, int]:
@@ -391,7 +396,8 @@ class StreamStart:
             StreamResetError, ConnectionLostError: the stream ended first.
         """
         port = self._port
-        while port.start == "sending":
+        record = self._record
+        while record is not None and record.start == "sending":
             self._check_send()
             await port.send_waiters.wait()
         return port.start_position

@@ -354,7 +354,7 @@ class FlowStream(StreamStart):
         self._check_receive()
         link = self._link
         port = self._port
-        if port.start == "receiving":
+        if self.awaits_start:
             self.start_at()  # spec §15.10: nothing comes until the stream is started
         start = link.loop.time()
         self.starvation_events += 1
