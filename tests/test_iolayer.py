@@ -105,6 +105,22 @@ def test_no_stream_slot_without_wait_is_a_stream_limit_error_on_an_open_connecti
     assert isinstance(refusal, StreamLimitError) and "spec §6.4" in str(refusal)
 
 
+def test_a_session_resuming_on_a_new_transport_is_not_shutting_down() -> None:
+    """spec §15.4, §15.6: from the loss until the exchange is reconciled there is no
+    slot, but open_stream() waits for one rather than refusing; a GOAWAY still refuses."""
+    a = Connection(Role.INITIATOR, session=True)
+    b = Connection(Role.ACCEPTOR, session=True)
+    pump(a, b)  # the handshake and the SESSION
+    assert a.resumable and a.transport_lost()
+    assert not a.can_open_stream
+    assert iolayer.stream_slot_refusal(fa.ConnectionLostError, a, None, wait=True) is None
+    a.reconnect(0.0)  # a new transport, its HELLO and exchange not yet answered
+    assert iolayer.stream_slot_refusal(fa.ConnectionLostError, a, None, wait=True) is None
+    goaway = GoAwayReceived(last_stream_id=0, error_code=ErrorCode.NO_ERROR, reason="")
+    refusal = iolayer.stream_slot_refusal(fa.ConnectionLostError, a, goaway, wait=True)
+    assert isinstance(refusal, fa.ConnectionLostError)
+
+
 def test_the_inbox_hands_out_messages_in_order_across_the_core_batches() -> None:
     inbox = iolayer.Inbox()
     first, second = [b"a", b"b", b"c"], [b"d", b"e"]
