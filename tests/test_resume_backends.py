@@ -16,7 +16,9 @@ import random
 import secrets
 import socket
 import ssl
+import struct
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -26,11 +28,14 @@ from backends import BACKENDS
 
 from flowproto import (
     PREFACE,
+    Connection,
     ErrorCode,
     FrameDecoder,
     GoAwayFrame,
     HelloFrame,
     Reconnect,
+    ResumeRequested,
+    Role,
     Settings,
 )
 from flowproto._session_store import MAX_FAILED_RESUMES
@@ -481,3 +486,87 @@ def test_a_receiver_that_never_says_where_starts_the_stream_from_the_beginning(
 
     backend.run(scenario, timeout=20)
     assert got == [b"first"]
+
+
+class ResumingAcceptor:
+    """A session acceptor on a blocking socket in a thread (a bare sans-IO Connection):
+    it grants a session, resets the first connection, takes the client's resumption on
+    the second and answers it (SESSION, exchange) only once ``go`` is set."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.go = threading.Event()
+        self.error: BaseException | None = None
+        self.wire = b""  # what the client sent on the second connection
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ResumingAcceptor:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.go.set()
+        self.thread.join(10)
+        self.listener.close()
+        assert self.error is None, self.error
+
+    def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # reported by __exit__
+            self.error = exc
+
+    def _serve(self) -> None:
+        self.listener.settimeout(10)
+        core = Connection(Role.ACCEPTOR, session=True)
+        first, _ = self.listener.accept()
+        with first:
+            first.settimeout(10)
+            first.sendall(core.data_to_send())
+            while core.session_token is None or core.has_data_to_send:
+                core.receive_data(first.recv(65536), time.monotonic())
+                first.sendall(core.data_to_send())
+            # spec §15.4: lost without GOAWAY (a TCP reset)
+            first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        assert core.transport_lost()
+        fresh = Connection(Role.ACCEPTOR, session=True)
+        second, _ = self.listener.accept()
+        with second:
+            second.settimeout(10)
+            second.sendall(fresh.data_to_send())
+            while True:
+                data = second.recv(65536)
+                self.wire += data
+                events = fresh.receive_data(data, time.monotonic())
+                if any(isinstance(e, ResumeRequested) for e in events):
+                    break
+            self.go.wait(10)
+            core.adopt(fresh, time.monotonic())  # SESSION, the exchange, a PING
+            second.sendall(core.data_to_send())
+            while data := second.recv(65536):  # until the client ends its side
+                self.wire += data
+
+    def frames(self) -> list[Any]:
+        """The frames the client sent on its second connection."""
+        return list(FrameDecoder(session=True).feed(self.wire[len(PREFACE) :]))
+
+
+def test_closing_while_the_exchange_is_unanswered_says_this_side_closed_it() -> None:
+    """spec §15.6: a GOAWAY sent before the peer's connection RESUME ends the session;
+    the peer's SESSION and exchange that cross it are no protocol error of the peer's
+    (asyncio: the connection that closed says so, not "peer broke the protocol")."""
+
+    async def scenario(b: Any) -> None:
+        with ResumingAcceptor() as peer:
+            async with b.connect(peer.port, reconnect=FAST, codec="raw") as conn:
+                while conn.statistics().reconnects == 0:  # the new transport's HELLO is out
+                    await b.checkpoint()
+                conn.close_soon()  # GOAWAY before the acceptor's SESSION and exchange
+                peer.go.set()
+                await conn.wait_closed()
+                assert "closed by this side" in str(conn.close_reason)
+        goaways = [f for f in peer.frames() if isinstance(f, GoAwayFrame)]
+        assert [g.code for g in goaways] == [ErrorCode.NO_ERROR]  # it reached the peer
+
+    BACKENDS["asyncio"].run(scenario, timeout=20)

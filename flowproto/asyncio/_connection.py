@@ -706,8 +706,8 @@ class FlowConnection(SessionTransport, asyncio.Protocol):
         The peer opens no more streams; open streams may finish. :meth:`aclose` waits
         for them and closes the transport.
         """
-        if self._close_without_transport():
-            return  # spec §15.4: a session between transports ends at once
+        if self._close_while_resuming():
+            return  # spec §15.4, §15.6: a session resuming ends at once
         if self.transport is None:  # not connected yet: nothing to say GOAWAY on
             self._fail(ConnectionLostError("the connection was closed before it was made"))
             return
@@ -734,8 +734,8 @@ class FlowConnection(SessionTransport, asyncio.Protocol):
         transport is aborted.
         """
         core = self._core
-        if self._close_without_transport():
-            await self._closed.wait()  # spec §15.4: a session between transports ends
+        if self._close_while_resuming():
+            await self._closed.wait()  # spec §15.4, §15.6: a session resuming ends
             return
         if self.transport is None:  # never connected (a TLS handshake that failed)
             self._fail(ConnectionLostError("the connection was closed before it was made"))

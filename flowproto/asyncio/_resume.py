@@ -188,18 +188,26 @@ class SessionTransport:
         self._link.transport = transport
         self._no_transport = False
 
-    def _close_without_transport(self) -> bool:
-        """``close_soon``/``aclose`` while the session has no transport: there is nobody
-        to say GOAWAY to, so the connection ends now. False if it has a transport."""
-        if not self._no_transport:
+    def _close_while_resuming(self) -> bool:
+        """``close_soon``/``aclose`` while the session is between transports or in a
+        resumption's exchange: it ends now. With no transport there is nobody to say
+        GOAWAY to; in an exchange, our GOAWAY ends the session before the peer's
+        connection RESUME (spec §15.6), and what the peer sent across it is not read.
+        False if neither."""
+        core = self._core
+        if not self._no_transport and not (self._lost is None and core.suspended):
             return False
+        if not self._no_transport:
+            core.close(ErrorCode.NO_ERROR)
+            self._linger = True  # spec §10.2 step 3: the peer's exchange may be coming
         self._fail(
             ConnectionLostError(
-                "the connection was closed by this side while its session had no "
-                "transport (spec §15.4)",
+                "the connection was closed by this side while its session was resuming "
+                "(spec §15.4, §15.6)",
                 error_code=ErrorCode.NO_ERROR,
             )
         )
+        self._finish()  # writes the GOAWAY, if there is a transport, and closes it
         return True
 
     def _session_over(self) -> None:
