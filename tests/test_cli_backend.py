@@ -330,3 +330,26 @@ def test_a_transfer_cut_every_100_kb_resumes_across_backends(
     assert (got["messages"], got["bytes"], got["streams"]) == (5000, 5000 * 1000, 2)
     assert got["resumed"] == summary["reconnects"]
     assert got["connections"] == 1
+
+
+def test_asyncio_send_no_reconnect_fails_at_the_first_cut_and_says_what_was_confirmed(
+    tmp_path: Path,
+) -> None:
+    """``send --backend asyncio --no-reconnect``: no session is asked for, so a lost
+    connection fails the transfer (exit 1), naming what the receiver confirmed."""
+    from test_cli_resume import cut_proxy
+
+    with receiver("--backend", "asyncio", "-q", cwd=tmp_path) as (_, port):
+        proxy, proxy_port = cut_proxy(port, 500_000, tmp_path)
+        try:
+            sent = run_flowproto(
+                "send", "--connect", f"127.0.0.1:{proxy_port}", "--count", "4000",
+                "--size", "1000", "-q", "--no-reconnect", "--backend", "asyncio",
+                cwd=tmp_path,
+            )  # fmt: skip
+        finally:
+            proxy.close()
+    assert sent.returncode == 1
+    assert "flowproto: error:" in sent.stderr
+    assert "confirmed" in sent.stderr
+    assert "resumed" not in sent.stderr
