@@ -570,3 +570,37 @@ def test_closing_while_the_exchange_is_unanswered_says_this_side_closed_it() -> 
         assert [g.code for g in goaways] == [ErrorCode.NO_ERROR]  # it reached the peer
 
     BACKENDS["asyncio"].run(scenario, timeout=20)
+
+
+def test_an_asyncio_connect_attempt_that_hangs_is_given_up_for_the_next() -> None:
+    """Reconnect.attempt_timeout on asyncio, as test_resume_trio checks it on Trio: the
+    first reconnect attempt never completes (a SYN lost in TCP's backoff); it is given up
+    at attempt_timeout for a fresh one, within the deadline."""
+    attempts: list[str] = []
+
+    async def scenario(b: Any) -> None:
+        loop = asyncio.get_running_loop()
+        create_connection = loop.create_connection
+
+        async def connect(*args: Any, **kwargs: Any) -> Any:
+            if len(attempts) == 1:  # the first reconnect attempt: it never completes
+                attempts.append("hung")
+                await asyncio.Event().wait()
+            attempts.append("connected")
+            return await create_connection(*args, **kwargs)
+
+        loop.create_connection = connect  # type: ignore[method-assign]
+        policy = Reconnect(deadline=10.0, initial_delay=0.05, attempt_timeout=0.3)
+        async with serving(b, echo, resume_timeout=10.0) as port:
+            with ProxyThread(port, 1 << 40) as proxy:
+                async with b.connect(proxy.port, reconnect=policy, codec="raw") as conn:
+                    stream = await conn.open_stream()
+                    await stream.send(b"one")
+                    assert await stream.receive() == b"one"
+                    proxy.cut_now()
+                    await stream.send(b"two")
+                    assert await stream.receive() == b"two"
+                    assert attempts == ["connected", "hung", "connected"]
+                    assert conn.statistics().reconnects == 1
+
+    BACKENDS["asyncio"].run(scenario, timeout=20)

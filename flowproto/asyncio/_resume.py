@@ -255,12 +255,20 @@ class SessionTransport:
             self._attempts += 1
             transport: asyncio.BaseTransport | None = None
             arrival: Any = None
+            # An attempt that hangs (a SYN sent while the path was down waits in TCP's own
+            # backoff) is given up for a fresh one at attempt_timeout.
+            now = loop.time()
             try:
                 transport, arrival = await asyncio.wait_for(
-                    connect(_Arrival), max(0.0, deadline - loop.time())
+                    connect(_Arrival), max(0.0, policy.attempt_deadline(now, deadline) - now)
                 )
-            except (OSError, asyncio.TimeoutError):
+            except (OSError, asyncio.TimeoutError) as exc:
                 transport = None
+                if self._debug:
+                    _log.debug(
+                        "%s: reconnect attempt %d failed: %s",
+                        self._name, self._attempts, str(exc) or "timed out",
+                    )  # fmt: skip
             if transport is not None and loop.time() < deadline and self._lost is None:
                 assert isinstance(transport, asyncio.Transport)
                 assert isinstance(arrival, _Arrival)
