@@ -442,6 +442,6 @@ def backend_option(fn: F) -> F:
         type=click.Choice(["trio", "asyncio"]),
         default="trio",
         show_default=True,
-        help="The I/O layer: flowproto.trio, or flowproto.asyncio (no sessions yet: it does "
-        "not resume a lost connection or a receiver's --output FILE.partial).",
+        help="The I/O layer: flowproto.trio, or flowproto.asyncio (it resumes lost "
+        "connections too, but not yet a receiver's --output FILE.partial).",
     )(fn)
