@@ -97,39 +97,47 @@ class CutProxy:
         self.connections += 1
         budget = [self.cut_every]
         cut = [False]
-        async with trio.open_nursery() as nursery:
+        try:
+            async with trio.open_nursery() as nursery:
 
-            async def pipe(src: trio.SocketStream, dst: trio.SocketStream) -> None:
-                try:
-                    while True:
-                        data = await src.receive_some(READ_SIZE)
-                        if not data:
-                            break
-                        if self.enabled and budget[0] <= len(data):
-                            keep = budget[0] // 2 if budget[0] > 1 else budget[0]
-                            if keep:
-                                await dst.send_all(data[:keep])
-                            self.forwarded += keep
-                            cut[0] = True
-                            break
-                        budget[0] -= len(data)
-                        await dst.send_all(data)
-                        self.forwarded += len(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
-                nursery.cancel_scope.cancel()
-
-            self._active[nursery.cancel_scope] = cut
-            nursery.start_soon(pipe, client, server)
-            nursery.start_soon(pipe, server, client)
-            if self.cut_interval is not None and self.enabled:
-
-                async def timed_cut(interval: float) -> None:
-                    await trio.sleep(interval)
-                    cut[0] = True
+                async def pipe(src: trio.SocketStream, dst: trio.SocketStream) -> None:
+                    try:
+                        while True:
+                            data = await src.receive_some(READ_SIZE)
+                            if not data:
+                                break
+                            if self.enabled and budget[0] <= len(data):
+                                keep = budget[0] // 2 if budget[0] > 1 else budget[0]
+                                if keep:
+                                    await dst.send_all(data[:keep])
+                                self.forwarded += keep
+                                cut[0] = True
+                                break
+                            budget[0] -= len(data)
+                            await dst.send_all(data)
+                            self.forwarded += len(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
                     nursery.cancel_scope.cancel()
 
-                nursery.start_soon(timed_cut, self.cut_interval)
+                self._active[nursery.cancel_scope] = cut
+                nursery.start_soon(pipe, client, server)
+                nursery.start_soon(pipe, server, client)
+                if self.cut_interval is not None and self.enabled:
+
+                    async def timed_cut(interval: float) -> None:
+                        await trio.sleep(interval)
+                        cut[0] = True
+                        nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(timed_cut, self.cut_interval)
+        except BaseException:
+            # Cancelled (the proxy is shutting down): close both ends now rather than leave
+            # them to the garbage collector (a ResourceWarning in whoever runs next).
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(server)
+                await trio.aclose_forcefully(client)
+            raise
         del self._active[nursery.cancel_scope]
         if cut[0]:
             self.cuts += 1
