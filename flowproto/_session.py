@@ -296,9 +296,11 @@ class SessionResumption(ConnectionParts):
             or sess.token is None
             or self.role is not Role.INITIATOR
             or self.state is not ConnectionState.RESUMING
+            or not self.resumable  # closed meanwhile: a GOAWAY ended the session (§15.4)
         ):
             raise LocalProtocolError(
-                "reconnect() resumes an initiator's session after transport_lost() (spec §15.6)"
+                "reconnect() resumes an initiator's session after transport_lost(), while "
+                "it is still resumable (spec §15.4, §15.6)"
             )
         hello = HelloFrame(self.local_settings, resume_token=sess.token)
         self._output.restart(hello)

@@ -608,6 +608,18 @@ def test_a_stream_one_side_confirmed_and_forgot_is_forgotten_at_both_without_a_g
     assert not [f for f in frames if isinstance(f, PingFrame)], frames
 
 
+def test_reconnect_is_refused_once_a_close_ended_the_session() -> None:
+    """spec §15.4: a GOAWAY (here our own close() between transports) ends the session;
+    reconnect() then refuses instead of starting an exchange the core would fail."""
+    link = establish(14)
+    a = link.a.conn
+    assert a.transport_lost()
+    a.close()
+    assert not a.resumable
+    with pytest.raises(LocalProtocolError, match="still resumable"):
+        a.reconnect(link.now)
+
+
 def test_a_goaway_ends_the_session() -> None:
     """spec §15.4: after a GOAWAY the transport's end is handled as without a session."""
     link = establish(10)

@@ -219,6 +219,46 @@ async def test_a_connect_attempt_that_hangs_is_given_up_for_the_next() -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_aclose_between_transports_ends_the_session_at_once() -> None:
+    """Closing while the transport is lost (spec §15.4): nobody to say GOAWAY to, so the
+    connection ends at once (not at the reconnect deadline), says this side closed it, is
+    no longer resumable, and makes no further attempt."""
+    attempts = 0
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, echo, resume_timeout=10.0)
+            proxy = CutProxy(("127.0.0.1", port), 1 << 40)
+            proxy_port = await nursery.start(proxy.serve)
+            reconnecting = trio.Event()
+
+            async def connect() -> trio.abc.Stream:
+                nonlocal attempts
+                attempts += 1
+                if attempts > 1:  # every reconnect attempt hangs: the path is down
+                    reconnecting.set()
+                    await trio.sleep_forever()
+                return await trio.open_tcp_stream("127.0.0.1", proxy_port)
+
+            policy = Reconnect(deadline=10.0, initial_delay=0.05, attempt_timeout=0.2)
+            async with open_flow_connection(
+                await connect(), initiator=True, connect=connect, reconnect=policy, codec="raw"
+            ) as conn:
+                stream = await conn.open_stream()
+                await stream.send(b"one")
+                assert await stream.receive() == b"one"
+                proxy.cut_now()
+                await reconnecting.wait()
+                started = trio.current_time()
+                await conn.aclose()
+                assert trio.current_time() - started < 3.0  # not the 10 s deadline
+                assert conn.closed and not conn.resumable
+                assert "closed by this side" in str(conn.close_reason)
+                made = attempts
+                await trio.sleep(0.5)  # several attempt timeouts of the policy
+                assert attempts == made  # it tried no more
+            nursery.cancel_scope.cancel()
+
+
 def test_a_reconnect_attempt_ends_at_its_timeout_or_the_deadline() -> None:
     policy = Reconnect(deadline=60.0, attempt_timeout=10.0)
     assert policy.attempt_deadline(100.0, 160.0) == 110.0

@@ -177,7 +177,7 @@ class FlowConnection(SessionTransport, ConnectionTasks):
     def resumable(self) -> bool:
         """True while the connection has a session that a lost transport would not end
         (spec §15.4): the peer granted one, and no GOAWAY went either way."""
-        return self._core.resumable
+        return self._lost is None and self._core.resumable
 
     @property
     def closed(self) -> bool:
@@ -443,6 +443,12 @@ class FlowConnection(SessionTransport, ConnectionTasks):
         seconds are reset with CANCEL. Closing twice does nothing.
         """
         core = self._core
+        if self._lost is None and self._no_transport:
+            # spec §15.4: between transports there is nobody to say GOAWAY to; closing
+            # ends the session here at once (no reconnecting until the deadline).
+            core.close(ErrorCode.NO_ERROR)  # a GOAWAY ends the session (§15.4)
+            self._said_goaway = True
+            self._fail(ConnectionLostError("the connection was closed by this side", error_code=0))
         if self._lost is None and core.state is not ConnectionState.CLOSED:
             if self._debug:
                 _log.debug(

@@ -159,10 +159,14 @@ class SessionTransport:
                 self._attempts = 0
             deadline = self._lost_since + policy.deadline
             for delay in self._delays:
+                if self._lost is not None or not core.resumable:
+                    return False  # closed by this side meanwhile: aclose() said why
                 if self._attempts:  # the first attempt after a loss is at once
                     if trio.current_time() + delay >= deadline:
                         break
                     await trio.sleep(delay)
+                    if self._lost is not None or not core.resumable:
+                        return False
                 self._attempts += 1
                 transport = None
                 failure: str = "timed out"
@@ -175,6 +179,10 @@ class SessionTransport:
                     _log.debug(
                         "%s: reconnect attempt %d failed: %s", self._name, self._attempts, failure
                     )
+                if self._lost is not None or not core.resumable:
+                    if transport is not None:
+                        await trio.aclose_forcefully(transport)
+                    return False
                 if transport is not None and trio.current_time() < deadline:
                     self._install(transport)
                     core.reconnect(trio.current_time())
