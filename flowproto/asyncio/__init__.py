@@ -31,11 +31,13 @@ Trio raises ``EndOfChannel``, and a lost connection is a :class:`ConnectionLostE
 ``HandshakeTimeout`` are the same classes in both layers; codecs and statistics records
 are shared too (``flowproto.Codec``, ``flowproto.StreamStatistics``).
 
-Sessions (spec §15) are the Trio layer's: ``open_connection(..., reconnect=True)`` resumes
+Sessions (spec §15) work as in the Trio layer: ``open_connection(..., reconnect=True)`` resumes
 a lost transport on a new one, ``serve(..., resume_timeout=60)`` keeps a lost client's
 session and hands its new transport over; the streams only wait.
 
-Layout: ``_connection`` (FlowConnection, the protocol), ``_stream`` (FlowStream),
+Layout: ``_connection`` (FlowConnection: state, the core's events, the public verbs),
+``_protocol`` (its ``asyncio.Protocol`` side: reading, writing, timers, the end),
+``_stream`` (FlowStream),
 ``_link`` (what the two share), ``_resume`` (sessions across transports), ``_serve``
 (opening and serving), ``_errors``, ``_admission`` (memory-budget waiting). Sizes and
 timeouts: :mod:`flowproto.iolayer`.
