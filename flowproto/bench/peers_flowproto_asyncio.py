@@ -19,7 +19,6 @@ import socket
 from collections import deque
 from typing import Any
 
-from flowproto import Settings
 from flowproto.asyncio import EndOfStream, FlowStream, open_connection, open_flow_connection
 
 from .aio import accept_socket
@@ -35,7 +34,7 @@ from .peers_common import (
     receiver_report,
     window_settings,
 )
-from .peers_flowproto import GrantTap, exact_peaks
+from .peers_flowproto import GrantTap, buffered_now, exact_peaks
 from .workload import (
     SAMPLE_INTERVAL,
     ConstantMaker,
@@ -123,44 +122,14 @@ async def flowproto_asyncio_receiver(args: argparse.Namespace) -> dict[str, Any]
                 await sampling
     cpu = cpu_seconds() - cpu0
     sampler.sample(mono(), 0, 0)
-    if tap is not None:
-        extra = exact_peaks(streams, results, tap, settings)
-    else:
-        extra = untapped_peaks(streams, results, settings)
+    extra = exact_peaks(streams, results, tap, settings)
     return receiver_report(PEER, results, clock, sampler, cpu, extra)
-
-
-def untapped_peaks(
-    streams: list[FlowStream], results: list[StreamResult], settings: Settings
-) -> dict[str, Any]:
-    """Each stream's exact peak without the windows granted (uvloop: nothing to tap)."""
-    for stream in streams:
-        st = stream.statistics()
-        results[(stream.stream_id - 1) // 2].extra.update(
-            peak_buffered_bytes=st.peak_buffered_bytes,
-            peak_buffered_messages=st.peak_buffered_messages,
-        )
-    per_stream = [r.extra for r in results if r.extra]
-    return {
-        "peak_buffered_bytes": sum(x["peak_buffered_bytes"] for x in per_stream),
-        "peak_buffered_messages": sum(x["peak_buffered_messages"] for x in per_stream),
-        "window_bytes": settings.stream_bytes,
-        "window_messages": settings.stream_messages,
-        "peak_window_bytes": None,
-        "peak_window_messages": None,
-        "error": None,
-    }
 
 
 async def sample(sampler: Sampler, streams: list[FlowStream]) -> None:
     """Buffered bytes and messages every 100 ms, for the plots (the checks use peaks)."""
     while True:
-        nbytes = nmessages = 0
-        for s in streams:
-            st = s.statistics()
-            nbytes += st.buffered_bytes
-            nmessages += st.buffered_messages
-        sampler.sample(mono(), nbytes, nmessages)
+        sampler.sample(mono(), *buffered_now(streams))
         await asyncio.sleep(SAMPLE_INTERVAL)
 
 
