@@ -25,6 +25,8 @@ __all__ = [
 class StreamState(enum.Enum):
     """Stream states as one endpoint sees them (spec §6.3)."""
 
+    __hash__ = object.__hash__  # members are singletons: the C hash, not Enum's
+
     IDLE = "idle"
     OPEN = "open"
     HALF_CLOSED_LOCAL = "half-closed (local)"  # we sent END_STREAM
@@ -34,6 +36,8 @@ class StreamState(enum.Enum):
 
 class StreamInput(enum.Enum):
     """What can happen to a stream (spec §6.3)."""
+
+    __hash__ = object.__hash__  # members are singletons: the C hash, not Enum's
 
     SEND_OPEN = "send first frame"  # we open the stream (DATA or CREDIT)
     RECV_OPEN = "receive first frame"  # the peer opens it
@@ -81,6 +85,8 @@ def next_state(state: StreamState, event: StreamInput) -> StreamState | None:
 class ConnectionState(enum.Enum):
     """Where the connection is (spec §3, §10.4)."""
 
+    __hash__ = object.__hash__  # members are singletons: the C hash, not Enum's
+
     PREFACE = "awaiting preface"  # the peer's preface is not complete yet
     HELLO = "awaiting HELLO"  # preface done, the peer's HELLO not yet seen
     OPEN = "open"
@@ -91,6 +97,8 @@ class ConnectionState(enum.Enum):
 
 class ConnectionInput(enum.Enum):
     """What moves the connection (spec §3, §10)."""
+
+    __hash__ = object.__hash__  # members are singletons: the C hash, not Enum's
 
     RECV_PREFACE = "receive preface"
     RECV_HELLO = "receive HELLO"

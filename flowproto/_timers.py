@@ -28,26 +28,36 @@ class ConnectionTimers(ConnectionParts):
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timeout` next has work, on the caller's clock, or ``None``."""
-        if self.state is ConnectionState.CLOSED:
+        state = self.state
+        if state is ConnectionState.CLOSED:
             self.leave_budget()  # spec §8.9 B1: a closed connection holds no more credit
             return None  # handle_timeout does nothing then: a deadline would spin the caller
-        if self.state is ConnectionState.RESUMING:
+        if state is ConnectionState.RESUMING:
             return None  # spec §15.4: no transport, no timers; the I/O layer's deadline
-        deadlines: list[float] = []
-        keepalive = self.local_settings.keepalive_ms / 1000
+        # The earliest of the deadlines below (called after every read and write: kept lean).
+        deadline = None
         frame = self._frame_deadline()
         if frame is not None:
-            deadlines.append(frame)
+            deadline = frame
         if self._keepalive_ping is not None:
-            deadlines.append(self._ping_deadline(frame))
-        elif keepalive:
-            deadlines.append(self._last_rx + keepalive)
-        blocked = self._output.blocked_deadline(self.blocked_interval)
-        if blocked is not None:
-            deadlines.append(blocked)
+            ping = self._ping_deadline(frame)
+            if deadline is None or ping < deadline:
+                deadline = ping
+        else:
+            keepalive = self.local_settings.keepalive_ms
+            if keepalive:
+                idle = self._last_rx + keepalive / 1000
+                if deadline is None or idle < deadline:
+                    deadline = idle
+        if self._output.blocked:
+            blocked = self._output.blocked_deadline(self.blocked_interval)
+            if blocked is not None and (deadline is None or blocked < deadline):
+                deadline = blocked
         if self._probe_due():
-            deadlines.append(self._next_probe)
-        return min(deadlines) if deadlines else None
+            probe = self._next_probe
+            if deadline is None or probe < deadline:
+                deadline = probe
+        return deadline
 
     def handle_timeout(self, now: float) -> None:
         """Do timed work due at ``now``: keepalive PING and its timeout, BLOCKED repeats.

@@ -243,7 +243,7 @@ class FlowConnection(SessionTransport, TransportProtocol):
             self._end_if_finished()
 
     def _new_stream(self, stream_id: int, codec: CodecName | Codec | None) -> FlowStream:
-        port = StreamPort()
+        port = StreamPort(self._loop)
         self._ports[stream_id] = port
         if self._idle is not None:
             self._idle.cancel()

@@ -32,10 +32,13 @@ class Waiters:
     what it waits for. Cancelling a wait leaves nothing behind.
     """
 
-    __slots__ = ("_futures",)
+    __slots__ = ("_futures", "_loop")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._futures: list[asyncio.Future[None]] = []
+        # The loop its waiters run on, if known (asyncio.get_running_loop() otherwise,
+        # which costs a getpid() system call each time on Linux).
+        self._loop = loop
 
     def __bool__(self) -> bool:
         return bool(self._futures)
@@ -46,7 +49,7 @@ class Waiters:
         The waiter is registered before this suspends, so a wake-up between the
         caller's check and its wait is never missed.
         """
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = (self._loop or asyncio.get_running_loop()).create_future()
         self._futures.append(future)
         try:
             if timeout is None:
@@ -92,7 +95,7 @@ class StreamPort:
         "stream",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.inbox = Inbox()
         self.inbox_bytes = 0
         # Sizes of messages taken with receive_many(release=False) and not yet released.
@@ -100,8 +103,8 @@ class StreamPort:
         self.ended = False  # the peer sent END_STREAM
         self.reset: StreamResetError | None = None
         self.lost: ConnectionLostError | None = None
-        self.receive_waiters = Waiters()  # receive() waiting for a message
-        self.send_waiters = Waiters()  # send() waiting for credit
+        self.receive_waiters = Waiters(loop)  # receive() waiting for a message
+        self.send_waiters = Waiters(loop)  # send() waiting for credit
         self.blocked_since: float | None = None  # when the send() waiting now began
         self.send_done_at: float | None = None  # when the stream stopped being able to send
         #: The serve() handler's task, cancelled when the peer resets the stream.
@@ -196,7 +199,7 @@ class StreamLink:
         self.pacing = pacing  # spec §8.10: streams pace from the peer's feedback
         self.transport: asyncio.Transport | None = None  # set by connection_made
         self.paused = False  # the transport's buffer is over its high-water mark
-        self.drain_waiters = Waiters()  # send() waiting for the transport to drain
+        self.drain_waiters = Waiters(loop)  # send() waiting for the transport to drain
         self.flush_scheduled = False
         self.unyielded_bytes = 0  # queued by send() since the loop last ran other tasks
         self.written = 0  # bytes handed to the transport (the write timeout's progress)

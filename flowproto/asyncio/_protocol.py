@@ -169,7 +169,11 @@ class TransportProtocol(asyncio.Protocol):
         ):
             self._watch_writes()
         deadline = self._core.next_deadline()
-        if deadline == self._timer_at:
+        timer_at = self._timer_at
+        if timer_at is not None and (deadline is None or timer_at <= deadline):
+            # Armed no later than needed: a timer that fires early finds nothing due and
+            # re-arms (_on_timer flushes), so a deadline that moves later each round trip
+            # (keepalive follows every frame received) costs no cancel and no call_at.
             return
         if self._timer is not None:
             self._timer.cancel()

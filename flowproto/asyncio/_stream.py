@@ -146,9 +146,17 @@ class FlowStream(StreamStart):
             await asyncio.sleep(0)
         if link.pacing:
             await self._pace(len(payloads))
+        lock = self._send_lock
+        sent = 0
+        if not lock.locked():
+            # No send() in progress: queue what the credit allows now, without the lock
+            # (nothing awaits in between, so no other send() can interleave).
+            sent = self._queue(payloads, 0)
+            if sent == len(payloads):
+                return
         # Taking a free asyncio.Lock does not suspend.
-        async with self._send_lock:
-            await self._send_payloads(payloads)
+        async with lock:
+            await self._send_payloads(payloads, sent)
 
     async def _pace(self, count: int) -> None:
         # spec §8.10: a little faster than the peer's consumer while it reports a queue
@@ -157,32 +165,40 @@ class FlowStream(StreamStart):
         if due > now:
             await asyncio.sleep(due - now)
 
-    async def _send_payloads(self, payloads: list[bytes]) -> None:
+    def _queue(self, payloads: list[bytes], sent: int) -> int:
+        """Queue the messages of ``payloads[sent:]`` the credit allows now (spec §8.3); the
+        new count sent. Nothing while the transport is not taking what is queued."""
+        self._check_send()
         link = self._link
-        core = link.core
+        if link.paused:
+            return sent  # spec §10.7.2: wait for the transport first (_send_payloads)
+        n = link.core.send_messages(self.stream_id, payloads[sent:] if sent else payloads)
+        if n:
+            done = payloads if n == len(payloads) else payloads[sent : sent + n]
+            nbytes = sum(map(len, done))
+            self.messages_sent += n
+            self.bytes_sent += nbytes
+            link.messages_sent += n
+            link.bytes_sent += nbytes
+            link.unyielded_bytes += nbytes + 16 * n
+            link.flush_soon()  # one write for everything queued in this turn
+        return sent + n
+
+    async def _send_payloads(self, payloads: list[bytes], sent: int) -> None:
+        # The rest of a send(): wait for the transport or for credit, queue, until all is.
+        link = self._link
         port = self._port
-        sent = 0
-        total = 0  # bytes queued
-        while True:
+        while sent < len(payloads):
             self._check_send()
             while link.paused:
                 # spec §10.7.2: the transport is not taking what is queued; wait for it
                 # before queuing more, whatever credit the peer grants.
                 await link.drain_waiters.wait()
                 self._check_send()
-            n = core.send_messages(self.stream_id, payloads[sent:] if sent else payloads)
-            if n:
-                self.messages_sent += n
-                done = payloads if n == len(payloads) else payloads[sent : sent + n]
-                nbytes = sum(map(len, done))
-                total += nbytes
-                self.bytes_sent += nbytes
-                link.messages_sent += n
-                link.bytes_sent += nbytes
-                sent += n
-                link.flush_soon()  # one write for everything queued in this turn
-            if sent == len(payloads):
-                break
+            before = sent
+            sent = self._queue(payloads, sent)
+            if sent == len(payloads) or (sent > before and link.paused):
+                continue
             # Not enough credit for the next message: wait for CREDIT (spec §8.3, §8.7).
             link.flush()  # what is queued goes out now; the timer learns of BLOCKED
             self.blocked_on_peer_events += 1  # spec §14: credit starvation
@@ -194,7 +210,6 @@ class FlowStream(StreamStart):
                 waited = link.loop.time() - start
                 self.seconds_blocked += waited
                 link.seconds_blocked += waited
-        link.unyielded_bytes += total + 16 * len(payloads)
 
     async def aclose(self) -> None:
         """Half-close: the peer sees the end of our messages (END_STREAM, spec §7.2).
