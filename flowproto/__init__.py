@@ -18,6 +18,7 @@ from ._autotune import (
     WindowTuner,
     tuned_floor,
 )
+from ._body import pack_body
 from ._codecs import Codec, CodecName, MessageDecodeError, MsgpackCodec, RawCodec, get_codec
 from ._connection import Connection, Role
 from ._credit import ReceiveWindow, SendCredit
@@ -75,7 +76,6 @@ from ._frames import (
     SessionFrame,
     Settings,
     UnknownFrame,
-    pack_body,
 )
 from ._limits import FRAME_TIMEOUT, MIN_FRAME_RATE, REPORT_INTERVAL, Limits
 from ._logs import RateLimitedLog

@@ -53,8 +53,9 @@ from flowproto import (
     StreamState,
     UnknownFrame,
 )
+from flowproto._body import pack_body
 from flowproto._credit import replenish_threshold
-from flowproto._frames import MAGIC, MAX_COUNTER, pack_body
+from flowproto._frames import MAGIC, MAX_COUNTER
 
 T = TypeVar("T")
 END_MESSAGE = int(Flags.END_MESSAGE)

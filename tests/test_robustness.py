@@ -49,7 +49,8 @@ from flowproto import (
     Settings,
     UnknownFrame,
 )
-from flowproto._frames import HEADER, MAX_CONTROL_BODY, unpack_body
+from flowproto._body import unpack_body
+from flowproto._frames import HEADER, MAX_CONTROL_BODY
 from flowproto._limits import GLITCH_BURST, MAX_QUEUED_REPLIES
 
 END_MESSAGE = int(Flags.END_MESSAGE)
