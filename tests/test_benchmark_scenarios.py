@@ -46,6 +46,11 @@ def test_latency_reports_p50_and_p99_for_each_side() -> None:
             continue
         assert 0 < r["derived"]["p50_us"] <= r["derived"]["p99_us"]
         assert r["receiver"]["echoed"] == r["run"]["count"] + r["run"]["warmup"]
+        # both peers' CPU over the timed round trips only: each spent some, and less
+        # than all of its own (start-up and warm-up are outside the timed part)
+        assert r["derived"]["cpu_us_per_rt"] > 0
+        for side in ("sender", "receiver"):
+            assert 0 < r[side]["timed_cpu_s"] < r[side]["cpu_total_s"], (side, r[side])
     p50 = next(t for t in scenario_targets(records) if "p50" in t["target"])
     assert p50["ratio"] and p50["ratio"] > 0  # a paired ratio exists (and is not judged here)
 

@@ -46,6 +46,37 @@ mono = time.monotonic
 Sleep = Callable[[float], Awaitable[Any]]
 
 
+class TimedCpu:
+    """The CPU seconds of a latency peer's timed round trips, not its start or warm-up.
+
+    Call :meth:`tick` after each round trip (the client) or echo (the server): the clock
+    starts when the ``warmup``-th is done (at once if there is no warm-up), and
+    :attr:`seconds` is what this process spent from then until :meth:`stop`. Wake-up
+    latency varies between machines and with their load; the CPU a round trip costs
+    both peers varies much less, so the latency table shows it beside p50 and p99.
+    """
+
+    __slots__ = ("_done", "_start", "seconds", "warmup")
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self._done = 0
+        self._start: float | None = time.process_time() if warmup == 0 else None
+        self.seconds = 0.0
+
+    def tick(self) -> None:
+        """One round trip (or echo) is done."""
+        self._done += 1
+        if self._done == self.warmup:
+            self._start = time.process_time()
+
+    def stop(self) -> float:
+        """The timed part is over: its CPU seconds."""
+        if self._start is not None:
+            self.seconds = time.process_time() - self._start
+        return self.seconds
+
+
 def window_settings(kind: str, size: int, streams: int) -> Settings:
     """The receiver's flowproto settings: ``default``, or ``small`` (16 messages a stream)."""
     max_streams = max(Settings().max_streams, streams)  # streams-scaling opens 256

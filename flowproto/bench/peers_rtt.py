@@ -32,7 +32,7 @@ from typing import Any, Final
 import trio
 
 from . import aio, peers_rtt_asyncio
-from .peers_common import READ_SIZE, accept_one
+from .peers_common import READ_SIZE, TimedCpu, accept_one
 from .peers_raw import LENGTH, raw_frame
 from .workload import cpu_seconds, peak_rss_kib
 
@@ -40,6 +40,11 @@ from .workload import cpu_seconds, peak_rss_kib
 PAYLOAD: Final = bytes(64)
 #: Seconds any one program may run.
 TIMEOUT: Final = 120.0
+
+
+#: What a latency client returns: the timed round trips (seconds), and its CPU seconds
+#: over them (:class:`.peers_common.TimedCpu`).
+Pings = tuple[list[float], float]
 
 
 def quantiles_us(times: Sequence[float]) -> dict[str, float]:
@@ -77,31 +82,38 @@ async def flowproto_echo(args: argparse.Namespace) -> dict[str, Any]:
 
     transport = await accept_one(args)
     echoed = 0
+    cpu = TimedCpu(args.warmup)
     async with open_flow_connection(transport, initiator=False, codec="raw") as conn:
         stream = await conn.accept_stream()
         async for message in stream:
             await stream.send(message)
             echoed += 1
+            cpu.tick()
+        cpu.stop()
         await stream.aclose()
-    return {"role": "server", "peer": "flowproto", "echoed": echoed}
+    return {"role": "server", "peer": "flowproto", "echoed": echoed, "timed_cpu_s": cpu.seconds}
 
 
 async def raw_echo(args: argparse.Namespace) -> dict[str, Any]:
     sock = await accept_one(args)
     buffer = bytearray()
     echoed = 0
+    cpu = TimedCpu(args.warmup)
     while (body := await read_frame(sock, buffer)) is not None:
         await sock.send_all(raw_frame(body))
         echoed += 1
+        cpu.tick()
+    cpu.stop()
     await sock.aclose()
-    return {"role": "server", "peer": "raw", "echoed": echoed}
+    return {"role": "server", "peer": "raw", "echoed": echoed, "timed_cpu_s": cpu.seconds}
 
 
-async def flowproto_pings(args: argparse.Namespace) -> list[float]:
+async def flowproto_pings(args: argparse.Namespace) -> Pings:
     from flowproto.trio import open_connection
 
     times: list[float] = []
     clock = time.perf_counter
+    cpu = TimedCpu(args.warmup)
     async with open_connection(args.host, args.port, codec="raw") as conn:
         stream = await conn.open_stream()
         for i in range(args.warmup + args.count):
@@ -110,28 +122,33 @@ async def flowproto_pings(args: argparse.Namespace) -> list[float]:
             await stream.receive()
             if i >= args.warmup:
                 times.append(clock() - start)
+            cpu.tick()
+        cpu.stop()
         await stream.aclose()
         async for _ in stream:  # the server's end of stream
             pass
-    return times
+    return times, cpu.seconds
 
 
-async def raw_pings(args: argparse.Namespace) -> list[float]:
+async def raw_pings(args: argparse.Namespace) -> Pings:
     sock = await trio.open_tcp_stream(args.host, args.port)
     frame = raw_frame(PAYLOAD)
     buffer = bytearray()
     times: list[float] = []
     clock = time.perf_counter
+    cpu = TimedCpu(args.warmup)
     for i in range(args.warmup + args.count):
         start = clock()
         await sock.send_all(frame)
         await read_frame(sock, buffer)
         if i >= args.warmup:
             times.append(clock() - start)
+        cpu.tick()
+    cpu.stop()
     await sock.send_eof()
     await sock.receive_some(1)  # the server's close
     await sock.aclose()
-    return times
+    return times, cpu.seconds
 
 
 def zmq_echo(args: argparse.Namespace) -> dict[str, Any]:
@@ -143,14 +160,18 @@ def zmq_echo(args: argparse.Namespace) -> dict[str, Any]:
     sock.setsockopt(zmq.RCVTIMEO, int(TIMEOUT * 1000))
     port = sock.bind_to_random_port(f"tcp://{args.host}")
     print(f"listening {args.host}:{port}", file=sys.stderr, flush=True)
+    cpu = TimedCpu(args.warmup)
     for _ in range(args.warmup + args.count):
         sock.send(sock.recv())
+        cpu.tick()
+    cpu.stop()
     sock.close()
     ctx.term()
-    return {"role": "server", "peer": "zmq", "echoed": args.warmup + args.count}
+    echoed = args.warmup + args.count
+    return {"role": "server", "peer": "zmq", "echoed": echoed, "timed_cpu_s": cpu.seconds}
 
 
-def zmq_pings(args: argparse.Namespace) -> list[float]:
+def zmq_pings(args: argparse.Namespace) -> Pings:
     import zmq
 
     ctx = zmq.Context()
@@ -160,15 +181,18 @@ def zmq_pings(args: argparse.Namespace) -> list[float]:
     sock.connect(f"tcp://{args.host}:{args.port}")
     times: list[float] = []
     clock = time.perf_counter
+    cpu = TimedCpu(args.warmup)
     for i in range(args.warmup + args.count):
         start = clock()
         sock.send(PAYLOAD)
         sock.recv()
         if i >= args.warmup:
             times.append(clock() - start)
+        cpu.tick()
+    cpu.stop()
     sock.close()
     ctx.term()
-    return times
+    return times, cpu.seconds
 
 
 # --- setup ---------------------------------------------------------------------------------
@@ -279,7 +303,7 @@ SERVERS: Final[dict[tuple[str, str], Callable[[argparse.Namespace], Awaitable[di
     ("setup", "flowproto"): flowproto_setup_server,
     ("setup", "raw"): raw_setup_server,
 }
-PINGS: Final[dict[str, Callable[[argparse.Namespace], Awaitable[list[float]]]]] = {
+PINGS: Final[dict[str, Callable[[argparse.Namespace], Awaitable[Pings]]]] = {
     "flowproto": flowproto_pings,
     "raw": raw_pings,
 }
@@ -303,21 +327,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def client_line(peer: str, pings: Pings) -> dict[str, Any]:
+    """A latency client's JSON line: p50, p99 and mean in µs, and the timed CPU."""
+    times, cpu_s = pings
+    return {"role": "client", "peer": peer, "round_trips": len(times), **quantiles_us(times),
+            "timed_cpu_s": cpu_s}  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """One program's JSON line."""
     if args.peer == "zmq":
         if args.role == "server":
             return zmq_echo(args)
-        return {"role": "client", "peer": "zmq", **quantiles_us(zmq_pings(args))}
+        return client_line("zmq", zmq_pings(args))
     if args.peer in ASYNCIO_LATENCY:
         if args.scenario != "latency":
             raise SystemExit(f"{args.peer}: only the latency scenario")
         server, pings = ASYNCIO_LATENCY[args.peer]
         if args.role == "server":
             return aio.run(lambda: server(args), args.loop, TIMEOUT)
-        times = aio.run(lambda: pings(args), args.loop, TIMEOUT)
-        return {"role": "client", "peer": args.peer, "round_trips": len(times),
-                **quantiles_us(times)}  # fmt: skip
+        return client_line(args.peer, aio.run(lambda: pings(args), args.loop, TIMEOUT))
 
     async def bounded() -> dict[str, Any]:
         with trio.fail_after(TIMEOUT):
@@ -325,9 +354,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 return await SERVERS[(args.scenario, args.peer)](args)
             if args.scenario == "setup":
                 return await setup_client(args)
-            times = await PINGS[args.peer](args)
-            return {"role": "client", "peer": args.peer, "round_trips": len(times),
-                    **quantiles_us(times)}  # fmt: skip
+            return client_line(args.peer, await PINGS[args.peer](args))
 
     return trio.run(bounded)
 

@@ -180,20 +180,25 @@ def latency_table(records: Records) -> list[str]:
     n = runs[0]["run"]["count"] if runs else 0
     out = _head(
         f"Ping-pong latency, 64 B each way, awaited ({n:,} round trips after a warm-up)",
-        "Round-trip times in µs, medians of repeats; the ratios, to the raw framing of the "
-        "side's own event loop (raw Trio, raw-asyncio, raw-asyncio-uvloop), are medians of "
-        "the per-repeat ratios.",
-        "| side | p50 µs | p99 µs | compared with | p50 vs it | p99 vs it |",
-        "|---|---:|---:|---|---:|---:|",
+        "Round-trip times in µs, medians of repeats; CPU: both peers' CPU µs over the timed "
+        "round trips, per round trip (steadier than the wall clock, whose wake-ups vary "
+        "with the machine and its load). The ratios, to the raw framing of the side's own "
+        "event loop (raw Trio, raw-asyncio, raw-asyncio-uvloop), are medians of the "
+        "per-repeat ratios.",
+        "| side | p50 µs | p99 µs | CPU µs | compared with | p50 vs it | p99 vs it | CPU vs it |",
+        "|---|---:|---:|---:|---|---:|---:|---:|",
     )
     for side, mine in _per_side(records, "latency", runs):
         strategy = STRATEGIES.get(side)
         base = strategy.baseline if strategy is not None else "raw"
         raw = _ok(runs, strategy=base)
-        cells = [_ratio_cell(paired(mine, raw, f"{q}_us")) for q in ("p50", "p99")]
+        cells = [
+            _ratio_cell(paired(mine, raw, key)) for key in ("p50_us", "p99_us", "cpu_us_per_rt")
+        ]
         out.append(
             f"| {side} | {_fmt(median_of(mine, 'p50_us'))} | "
-            f"{_fmt(median_of(mine, 'p99_us'))} | {base} | {cells[0]} | {cells[1]} |"
+            f"{_fmt(median_of(mine, 'p99_us'))} | {_fmt(median_of(mine, 'cpu_us_per_rt'))} | "
+            f"{base} | {cells[0]} | {cells[1]} | {cells[2]} |"
         )
     return out
 

@@ -93,8 +93,12 @@ def _run_programs(run: Run) -> dict[str, Any]:
 
 
 def derive_latency(record: dict[str, Any]) -> None:
-    client = record["sender"]
+    client, server = record["sender"], record["receiver"]
     record["derived"] = {k: client[k] for k in ("p50_us", "p99_us", "mean_us")}
+    # Both peers' CPU over the timed round trips: steadier than the wall clock, which
+    # also holds each wake-up (their cost differs with the machine and its load).
+    cpu_s = client["timed_cpu_s"] + server["timed_cpu_s"]
+    record["derived"]["cpu_us_per_rt"] = round(cpu_s / client["round_trips"] * 1e6, 2)
 
 
 def derive_setup(record: dict[str, Any]) -> None:
@@ -275,6 +279,7 @@ def scenario_problems(record: dict[str, Any]) -> list[str]:
         checks = [
             (server["echoed"] == total, f"server echoed {server['echoed']} of {total}"),
             (0 < d["p50_us"] <= d["p99_us"], f"p50 {d['p50_us']} µs, p99 {d['p99_us']} µs"),
+            (d["cpu_us_per_rt"] > 0, f"CPU {d['cpu_us_per_rt']} µs per round trip"),
         ]
     elif run["group"] == "setup":
         checks = [
