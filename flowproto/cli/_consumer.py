@@ -252,6 +252,12 @@ class Consumer:
             )
             await stream.reject("message is not valid msgpack", accepted=accepted)
             self.watched.count_reset(ErrorCode.REJECTED)
+        except (StreamResetError, ConnectionLostBase) as exc:
+            # Before OSError: asyncio's ConnectionLostError is a ConnectionError too, and a
+            # lost sender is not an output that cannot be written.
+            self.watched.count_failure(exc)
+            if not self.stopping:
+                self.problem(f"stream {stream.stream_id} from {peer}: {exc}", peer, "stream")
         except OSError as exc:
             self.problem(
                 f"stream {stream.stream_id} from {peer}: cannot write the output: {exc}",
@@ -260,10 +266,6 @@ class Consumer:
             )
             await stream.reset(ErrorCode.CANCEL, f"the receiver cannot write its output: {exc}")
             self.watched.count_reset(ErrorCode.CANCEL)
-        except (StreamResetError, ConnectionLostBase) as exc:
-            self.watched.count_failure(exc)
-            if not self.stopping:
-                self.problem(f"stream {stream.stream_id} from {peer}: {exc}", peer, "stream")
         finally:
             if not complete:
                 self.outputs.finish(sink, complete=False)
