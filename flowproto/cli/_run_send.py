@@ -21,12 +21,11 @@ from flowproto import Reconnect
 from flowproto.trio import FlowConnection
 
 from ._constants import CLOSE_GRACE
-from ._errors import CliError
 from ._layer_trio import TRIO, serve_metrics
 from ._metrics import json_lines
 from ._printing import format_address
-from ._progress import ProgressCallback, eprint, every_second
-from ._sender import Sender, SendOptions, check_peer
+from ._progress import ProgressCallback, every_second
+from ._sender import Restarts, Sender, SendOptions, check_peer
 from ._signals import first_stop_signal, stop_signal_receiver
 from ._transport import Retry, connect, connect_error, overloaded
 
@@ -57,29 +56,6 @@ async def _connect(stack: AsyncExitStack, opts: SendOptions, address: str) -> Fl
         if error is None:
             raise
         raise error from None
-
-
-#: New connections after a receiver lost the session (spec §15.10), at most.
-MAX_RESTARTS = 100
-#: How often a restarted receiver is tried (its deadline is --reconnect-timeout's).
-RESTART_BACKOFF = Reconnect(initial_delay=0.05, max_delay=1.0)
-
-
-async def _connect_again(
-    stack: AsyncExitStack, opts: SendOptions, address: str, deadline: float
-) -> FlowConnection:
-    """:func:`_connect`; after a restart (a ``deadline`` ahead), again by the reconnect
-    policy's backoff (:class:`flowproto.Reconnect`) until the receiver is back or the
-    deadline passes."""
-    delays = RESTART_BACKOFF.delays()
-    while True:
-        try:
-            return await _connect(stack, opts, address)
-        except CliError:
-            delay = next(delays)
-            if trio.current_time() + delay >= deadline:
-                raise
-        await trio.sleep(delay)
 
 
 async def _stop_on_signal(
@@ -138,25 +114,20 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
     """
     address = f"unix:{opts.unix_path}" if opts.unix_path else format_address((opts.host, opts.port))
     retry = Retry(opts.access.retry_for, address)
-    restarts = 0
-    restart_deadline = -math.inf  # no retrying the first connection (see --retry-for)
+    restarts = Restarts(opts, TRIO)
     while True:
         sender = Sender(opts, TRIO, sessions=True)
         try:
             with stop_signal_receiver() as signals:
                 async with AsyncExitStack() as stack:
-                    conn = await _connect_again(stack, opts, address, restart_deadline)
+                    conn = await restarts.connect(partial(_connect, stack, opts, address))
                     check_peer(opts, conn.peer_settings)
                     seconds = await _send_all(sender, conn, address, progress, signals)
                     final = [st.statistics() for st in sender.streams]  # the same moment
                     session = conn.statistics()
-            if sender.restart and restarts < MAX_RESTARTS:
+            if restarts.again(sender):
                 # spec §15.10: the receiver restarted and lost the session: a new
                 # connection, whose stream starts after what the receiver's output holds.
-                restarts += 1
-                assert opts.reconnect_timeout is not None
-                restart_deadline = trio.current_time() + opts.reconnect_timeout
-                eprint("flowproto: the receiver lost the session (restarted?); connecting anew")
                 continue
             break
         except Exception as exc:
@@ -166,5 +137,5 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
                 raise
             await retry.wait(refusal)  # one line; CliError once --retry-for is spent
     return sender.summary(
-        seconds, final, session if opts.reconnect_timeout is not None else None, restarts
+        seconds, final, session if opts.reconnect_timeout is not None else None, restarts.count
     )

@@ -13,17 +13,19 @@ messages confirmed than sent is reported "unconfirmed" (spec §10.5), not as a f
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from flowproto import (
     CodecName,
     ConnectionStatistics,
     ErrorCode,
+    Reconnect,
     Settings,
     StreamResetError,
     StreamStatistics,
@@ -42,6 +44,12 @@ from ._progress import ProgressCallback, eprint
 #: A ``FlowConnection`` or ``FlowStream`` of either I/O layer (the same public names).
 FlowConnection = Any
 FlowStream = Any
+T = TypeVar("T")
+
+#: New connections after a receiver lost the session (spec §15.10), at most.
+MAX_RESTARTS = 100
+#: How often a restarted receiver is tried (its deadline is --reconnect-timeout's).
+RESTART_BACKOFF = Reconnect(initial_delay=0.05, max_delay=1.0)
 
 
 @dataclass
@@ -368,6 +376,49 @@ class Sender:
                 "(the receiver ended its streams without reporting the rest consumed; spec §10.5)"
             )
         return result
+
+
+class Restarts:
+    """The new connections of a ``send`` whose receiver restarted and lost the session
+    (spec §15.10), written once for both runs: each connection's :class:`Sender` says
+    whether it must go on (:meth:`again`), and :meth:`connect` then tries the restarted
+    receiver until it is back."""
+
+    def __init__(self, opts: SendOptions, layer: Layer) -> None:
+        self.opts = opts
+        self.layer = layer
+        self.count = 0  # the summary's ``restarts``
+        self._deadline = -math.inf  # no retrying the first connection (see --retry-for)
+
+    def again(self, sender: Sender) -> bool:
+        """After a connection's sending: True if ``sender`` found that the receiver lost
+        the session (and was not stopped, nor restarted :data:`MAX_RESTARTS` times): a
+        new connection goes on from what the receiver's output holds (spec §15.10)."""
+        if not sender.restart or sender.signal is not None or self.count >= MAX_RESTARTS:
+            return False
+        self.count += 1
+        assert self.opts.reconnect_timeout is not None  # sender.restart needs sessions
+        self._deadline = self.layer.now() + self.opts.reconnect_timeout
+        eprint("flowproto: the receiver lost the session (restarted?); connecting anew")
+        return True
+
+    async def connect(self, connect: Callable[[], Awaitable[T]]) -> T:
+        """``connect()``; after a restart, again by :data:`RESTART_BACKOFF` (a
+        :class:`flowproto.Reconnect` policy) until the receiver is back or
+        ``--reconnect-timeout`` passes.
+
+        Raises:
+            CliError: ``connect()``'s, once the deadline passed (at once for the first).
+        """
+        delays = RESTART_BACKOFF.delays()
+        while True:
+            try:
+                return await connect()
+            except CliError:
+                delay = next(delays)
+                if self.layer.now() + delay >= self._deadline:
+                    raise
+            await self.layer.sleep_until(self.layer.now() + delay)
 
 
 def _seekable(source: BinaryIO) -> bool:
