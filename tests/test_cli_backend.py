@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import urllib.error
 import urllib.request
@@ -40,22 +41,43 @@ def test_send_and_receive_across_backends(sender: str, receiving: str, tmp_path:
     assert got["buffered_peak_messages"] <= 16  # the window (spec §8.4)
 
 
-def test_asyncio_refuses_to_start_over_a_partial_output_trio_would_resume(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("sender", "receiving"),
+    [("asyncio", "asyncio"), ("asyncio", "trio"), ("trio", "asyncio")],
+)
+def test_a_partial_output_is_continued_across_backends(
+    sender: str, receiving: str, tmp_path: Path
 ) -> None:
-    """spec §15.10: a Trio receiver restarted on --output FILE goes on with FILE.partial
-    (a cold resume); the asyncio run does not do that yet, so it says so instead of
-    starting the file again from nothing."""
-    (tmp_path / "out.bin.partial").write_bytes(b"held")
-    done = run_flowproto(
-        *("receive", "--listen", "127.0.0.1:0", "--backend", "asyncio"),
-        *("--output", "out.bin", "--raw"),
+    """spec §15.10 (cold resume): a receiver started on --output FILE whose FILE.partial
+    holds the input's first bytes (left by a receiver that stopped) starts the stream
+    after them, and ``send --input`` seeks there: the file ends whole, and only the rest
+    crossed the connection. Any layer on either side."""
+    data = random.Random(47).randbytes(1_000_000)
+    held = 100_001  # not a multiple of --chunk-size
+    (tmp_path / "in.bin").write_bytes(data)
+    (tmp_path / "out.bin.partial").write_bytes(data[:held])
+    with receiver(
+        "--backend", receiving, "--once", "--json", "-q", "--raw", "--output", "out.bin",
         cwd=tmp_path,
-    )
-    assert done.returncode == 2
-    assert "out.bin.partial exists" in done.stderr
-    assert "is not in --backend asyncio yet" in done.stderr
-    assert (tmp_path / "out.bin.partial").read_bytes() == b"held"
+    ) as (r, port):  # fmt: skip
+        sent = run_flowproto(
+            "send", "--connect", f"127.0.0.1:{port}", "--raw", "--input", "in.bin", "--json",
+            "-q", "--backend", sender,
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        status, out, err = r.finish()
+    assert status == 0, err
+    assert f"resuming stream 1 after its {held} bytes held" in err
+    assert f"resuming after the {held} bytes the receiver's output holds" in sent.stderr
+    assert (tmp_path / "out.bin").read_bytes() == data
+    assert not (tmp_path / "out.bin.partial").exists()
+    summary = json.loads(sent.stdout)
+    assert summary["resumed_at_bytes"] == held
+    assert summary["bytes"] == len(data) - held
+    got = json.loads(out)
+    assert got["bytes"] == len(data) - held
+    assert got["output_files"]["complete"] == 1
 
 
 @pytest.mark.parametrize(

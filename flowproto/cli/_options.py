@@ -442,6 +442,7 @@ def backend_option(fn: F) -> F:
         type=click.Choice(["trio", "asyncio"]),
         default="trio",
         show_default=True,
-        help="The I/O layer: flowproto.trio, or flowproto.asyncio (it resumes lost "
-        "connections too, but not yet a receiver's --output FILE.partial).",
+        help="The I/O layer: flowproto.trio, or flowproto.asyncio (the same options, "
+        "lost connections resumed and a restarted receiver's --output FILE.partial "
+        "continued included; either side may run on either).",
     )(fn)

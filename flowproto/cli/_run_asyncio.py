@@ -8,9 +8,10 @@ on a stream is written once for both layers (:class:`~flowproto.cli._sender.Send
 the metrics and the output rules, so each run returns the same summary dict (the same JSON
 field names) as its Trio twin. Sessions (spec §15) as on Trio: ``send`` resumes a lost
 connection within ``--reconnect-timeout``, ``receive`` keeps a lost sender's session for
-``--resume-timeout``. Not yet the cold resume of spec §15.10: ``send --input`` does not
-start over on a restarted receiver, and ``receive --output FILE`` refuses to start over an
-existing ``FILE.partial`` that the Trio run would resume (:func:`check_receive_options`).
+``--resume-timeout``; and the cold resume of spec §15.10: ``receive --output FILE`` goes on
+after what an existing ``FILE.partial`` holds, and ``send --input FILE`` whose receiver
+restarted (and lost the session) connects anew and starts there
+(:class:`~flowproto.cli._sender.Restarts`), with a peer on either layer.
 :func:`run_asyncio` is :func:`run_trio`'s twin.
 """
 
@@ -18,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import Any
 
 import click
@@ -34,33 +35,16 @@ from ._consumer import Consumer, ReceiveOptions
 from ._errors import EXPECTED_ERRORS, CliError, describe
 from ._layer_asyncio import ASYNCIO, serve_metrics, stop_signals
 from ._metrics import json_lines
-from ._output import PARTIAL_SUFFIX
 from ._printing import format_address
 from ._progress import ProgressCallback, eprint, every_second, finish_live_output
-from ._sender import Sender, SendOptions, check_peer
+from ._sender import Restarts, Sender, SendOptions, check_peer
 from ._transport import describe_access, socket_peer_name
 
 __all__ = [
-    "check_receive_options",
     "receive_asyncio",
     "run_asyncio",
     "send_asyncio",
 ]
-
-
-def check_receive_options(opts: ReceiveOptions) -> None:
-    """What ``receive --backend asyncio`` cannot do yet: go on with ``--output FILE``'s
-    ``FILE.partial`` after a restart, a cold resume (spec §15.10); rather than start it
-    again from nothing, the command refuses."""
-    if opts.output is not None and opts.output != "-":
-        partial = opts.output + PARTIAL_SUFFIX
-        if os.path.exists(partial):
-            raise click.UsageError(
-                f"--output {opts.output}: {partial} exists; going on with it (a cold resume, "
-                "spec §15.10) is not in --backend asyncio yet: use --backend trio to resume "
-                "it, or remove it to start again",
-                click.get_current_context(),
-            )
 
 
 def run_asyncio(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
@@ -119,28 +103,43 @@ async def _reporting(
 # --- send ----------------------------------------------------------------------------------
 
 
-async def send_asyncio(opts: SendOptions, progress: ProgressCallback | None) -> dict[str, Any]:
-    """Connect, send, half-close, wait until the receiver consumed everything; summary
-    (see :func:`flowproto.cli._run_send.run_send`, its Trio twin; a lost connection is
-    resumed within ``--reconnect-timeout``, spec §15; no retries, no cold resume).
-
-    Raises:
-        CliError: the connection was refused, or a message is over the receiver's limit.
-    """
+async def _connect(stack: AsyncExitStack, opts: SendOptions, address: str) -> fa.FlowConnection:
+    """The connection, entered on ``stack``; a failure to connect is one clear line (a
+    CliError, which :meth:`Restarts.connect` retries after a restart)."""
     access = opts.access
-    tls = access.ssl_context
     kwargs: dict[str, Any] = {"codec": opts.codec, "close_grace": CLOSE_GRACE}
-    kwargs.update(pacing=opts.pacing, ssl=tls, server_hostname=access.server_hostname)
+    kwargs.update(
+        pacing=opts.pacing, ssl=access.ssl_context, server_hostname=access.server_hostname
+    )
     if opts.reconnect_timeout is not None:
         # spec §15: a lost connection is resumed on a new one, within the deadline.
         kwargs["reconnect"] = Reconnect(deadline=opts.reconnect_timeout)
     if opts.unix_path is not None:
-        address = f"unix:{opts.unix_path}"
         opening = fa.open_unix_connection(opts.unix_path, **kwargs)
     else:
-        address = format_address((opts.host, opts.port))
         opening = fa.open_connection(opts.host, opts.port, **kwargs)
-    sender = Sender(opts, ASYNCIO, sessions=False)
+    try:
+        return await stack.enter_async_context(opening)
+    except OSError as exc:
+        raise CliError(f"cannot connect to {address}: {exc.strerror or exc}") from None
+
+
+async def send_asyncio(opts: SendOptions, progress: ProgressCallback | None) -> dict[str, Any]:
+    """Connect, send, half-close, wait until the receiver consumed everything; summary
+    (see :func:`flowproto.cli._run_send.run_send`, its Trio twin; a lost connection is
+    resumed within ``--reconnect-timeout``, spec §15, and after a receiver restarted and
+    lost the session, ``--input FILE`` goes on on a new connection from what its output
+    holds, spec §15.10; no retries while the receiver is overloaded).
+
+    Raises:
+        CliError: the connection was refused, or a message is over the receiver's limit.
+    """
+    if opts.unix_path is not None:
+        address = f"unix:{opts.unix_path}"
+    else:
+        address = format_address((opts.host, opts.port))
+    restarts = Restarts(opts, ASYNCIO)
+    sender = Sender(opts, ASYNCIO, sessions=True)
     producers: list[asyncio.Task[None]] = []
 
     def stop(name: str) -> None:
@@ -151,16 +150,20 @@ async def send_asyncio(opts: SendOptions, progress: ProgressCallback | None) -> 
                 task.cancel()
 
     with stop_signals(stop):  # from the start: a stop while connecting sends nothing
-        async with AsyncExitStack() as stack:
-            try:
-                conn = await stack.enter_async_context(opening)
-            except OSError as exc:
-                raise CliError(f"cannot connect to {address}: {exc.strerror or exc}") from None
-            check_peer(opts, conn.peer_settings)
-            seconds = await _send_all(sender, conn, address, progress, producers)
-            final = [s.statistics() for s in sender.streams]  # the same moment
-            session = conn.statistics() if opts.reconnect_timeout is not None else None
-    return {**sender.summary(seconds, final, session), "backend": "asyncio"}
+        while True:
+            async with AsyncExitStack() as stack:
+                conn = await restarts.connect(partial(_connect, stack, opts, address))
+                check_peer(opts, conn.peer_settings)
+                seconds = await _send_all(sender, conn, address, progress, producers)
+                final = [s.statistics() for s in sender.streams]  # the same moment
+                session = conn.statistics() if opts.reconnect_timeout is not None else None
+            if not restarts.again(sender):
+                break
+            # spec §15.10: the receiver restarted and lost the session: a new connection,
+            # whose stream starts after what the receiver's output holds.
+            sender = Sender(opts, ASYNCIO, sessions=True)
+            producers.clear()
+    return {**sender.summary(seconds, final, session, restarts.count), "backend": "asyncio"}
 
 
 async def _send_all(
@@ -225,7 +228,7 @@ class _Receiver(Consumer):
     handler when the peer resets the stream leaves the consumption to see the reset)."""
 
     def __init__(self, opts: ReceiveOptions) -> None:
-        super().__init__(opts, ASYNCIO, sessions=False)
+        super().__init__(opts, ASYNCIO, sessions=True)
         self.done = asyncio.Event()  # stop(): the run closes the server
         self.tasks: set[asyncio.Task[None]] = set()  # consumptions and connection watchers
         self.numbers: dict[fa.FlowConnection, tuple[str, int]] = {}  # peer, connection number

@@ -241,9 +241,8 @@ def receive(
         resume_timeout=resume_timeout or None,
     )
     if backend == "asyncio":
-        from ._run_asyncio import check_receive_options, receive_asyncio, run_asyncio
+        from ._run_asyncio import receive_asyncio, run_asyncio
 
-        check_receive_options(opts)
         result = run_asyncio(receive_asyncio, opts)
     else:
         from ._run_receive import run_receive
