@@ -375,3 +375,38 @@ def test_asyncio_send_no_reconnect_fails_at_the_first_cut_and_says_what_was_conf
     assert "flowproto: error:" in sent.stderr
     assert "confirmed" in sent.stderr
     assert "resumed" not in sent.stderr
+
+
+def test_retry_for_on_asyncio_waits_out_an_overloaded_receiver_and_a_stop_ends_the_wait(
+    tmp_path: Path,
+) -> None:
+    """spec §10.1: GOAWAY(OVERLOADED) means nothing was processed, so ``send`` retries
+    within ``--retry-for`` (a line per retry), as on Trio; asyncio used to fail at once.
+    A stop signal during the backoff ends it at once, with the summary and 128 + 2."""
+    with receiver("--max-connections", "1", "-q", cwd=tmp_path) as (_, port):
+        address = f"127.0.0.1:{port}"
+        send = ("send", "--backend", "asyncio", "--connect", address, "--count", "10")
+        with flowproto(
+            "send", "--connect", address, "--rate", "2", "--count", "1000", cwd=tmp_path
+        ) as holder:
+            holder.wait_for(r"delivered [1-9]\d*$")  # it holds the one connection
+            give_up = run_flowproto(*send, "-q", "--retry-for", "0", cwd=tmp_path)
+            assert give_up.returncode == 1, give_up.stderr
+            line = give_up.stderr.strip().splitlines()[-1]
+            assert f"{address} refused the connection" in line and "OVERLOADED" in line, line
+
+            with flowproto(*send, "--json", "--retry-for", "60", cwd=tmp_path) as stopped:
+                stopped.wait_for(rf"^flowproto: {address} is overloaded \(.*retry 1 in ")
+                stopped.proc.send_signal(signal.SIGINT)
+                status, out, err = stopped.finish(timeout=10)  # not after the backoff
+            assert status == 130, err
+            summary = json.loads(out)
+            assert summary["interrupted"] is True and summary["messages"] == 0, summary
+
+            with flowproto(*send, "--retry-for", "60", cwd=tmp_path) as waiting:
+                waiting.wait_for(rf"^flowproto: {address} is overloaded \(.*retry 1 in ")
+                holder.proc.send_signal(signal.SIGINT)  # the slot frees
+                assert holder.finish()[0] == 130
+                status, _, err = waiting.finish()
+    assert status == 0, err
+    assert "the receiver confirmed 10 consumed" in err, err

@@ -38,7 +38,7 @@ from ._metrics import json_lines
 from ._printing import format_address
 from ._progress import ProgressCallback, eprint, every_second, finish_live_output
 from ._sender import Restarts, Sender, SendOptions, check_peer
-from ._transport import describe_access, socket_peer_name
+from ._transport import Retry, connect_error, describe_access, overloaded, socket_peer_name
 
 __all__ = [
     "receive_asyncio",
@@ -120,8 +120,13 @@ async def _connect(stack: AsyncExitStack, opts: SendOptions, address: str) -> fa
         opening = fa.open_connection(opts.host, opts.port, **kwargs)
     try:
         return await stack.enter_async_context(opening)
-    except OSError as exc:
-        raise CliError(f"cannot connect to {address}: {exc.strerror or exc}") from None
+    except Exception as exc:
+        if overloaded(exc) is not None:
+            raise  # send_asyncio retries it (--retry-for)
+        error = connect_error(exc, address, tls=access.ssl_context is not None)
+        if error is None:
+            raise
+        raise error from None
 
 
 async def send_asyncio(opts: SendOptions, progress: ProgressCallback | None) -> dict[str, Any]:
@@ -129,7 +134,8 @@ async def send_asyncio(opts: SendOptions, progress: ProgressCallback | None) -> 
     (see :func:`flowproto.cli._run_send.run_send`, its Trio twin; a lost connection is
     resumed within ``--reconnect-timeout``, spec §15, and after a receiver restarted and
     lost the session, ``--input FILE`` goes on on a new connection from what its output
-    holds, spec §15.10; no retries while the receiver is overloaded).
+    holds, spec §15.10; while the receiver refuses as overloaded, retried within
+    ``--retry-for`` as long as nothing was sent, spec §10.1).
 
     Raises:
         CliError: the connection was refused, or a message is over the receiver's limit.
@@ -138,6 +144,7 @@ async def send_asyncio(opts: SendOptions, progress: ProgressCallback | None) -> 
         address = f"unix:{opts.unix_path}"
     else:
         address = format_address((opts.host, opts.port))
+    retry = Retry(opts.access.retry_for, address, ASYNCIO)
     restarts = Restarts(opts, ASYNCIO)
     sender = Sender(opts, ASYNCIO, sessions=True)
     producers: list[asyncio.Task[None]] = []
@@ -151,16 +158,29 @@ async def send_asyncio(opts: SendOptions, progress: ProgressCallback | None) -> 
 
     with stop_signals(stop):  # from the start: a stop while connecting sends nothing
         while True:
-            async with AsyncExitStack() as stack:
-                conn = await restarts.connect(partial(_connect, stack, opts, address))
-                check_peer(opts, conn.peer_settings)
-                seconds = await _send_all(sender, conn, address, progress, producers)
-                final = [s.statistics() for s in sender.streams]  # the same moment
-                session = conn.statistics() if opts.reconnect_timeout is not None else None
-            if not restarts.again(sender):
-                break
-            # spec §15.10: the receiver restarted and lost the session: a new connection,
-            # whose stream starts after what the receiver's output holds.
+            try:
+                async with AsyncExitStack() as stack:
+                    conn = await restarts.connect(partial(_connect, stack, opts, address))
+                    check_peer(opts, conn.peer_settings)
+                    seconds = await _send_all(sender, conn, address, progress, producers)
+                    final = [s.statistics() for s in sender.streams]  # the same moment
+                    session = conn.statistics() if opts.reconnect_timeout is not None else None
+                if not restarts.again(sender):
+                    break
+                # spec §15.10: the receiver restarted and lost the session: a new
+                # connection, whose stream starts after what the receiver's output holds.
+            except Exception as exc:
+                # spec §10.1: OVERLOADED means nothing was processed; retry while nothing
+                # was sent (as run_send does).
+                refusal = overloaded(exc)
+                if refusal is None or sender.totals()[0] > 0 or sender.signal is not None:
+                    raise
+                waiting = asyncio.ensure_future(retry.wait(refusal))  # one line, a backoff
+                producers.append(waiting)  # a stop signal cancels the wait too
+                await asyncio.wait({waiting})
+                if sender.signal is not None:  # stopped while waiting: nothing was sent
+                    return {**sender.summary(0.0, []), "backend": "asyncio"}
+                waiting.result()  # CliError once --retry-for is spent
             sender = Sender(opts, ASYNCIO, sessions=True)
             producers.clear()
     return {**sender.summary(seconds, final, session, restarts.count), "backend": "asyncio"}

@@ -113,7 +113,7 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
         CliError: the connection was refused, or a message is over the receiver's limit.
     """
     address = f"unix:{opts.unix_path}" if opts.unix_path else format_address((opts.host, opts.port))
-    retry = Retry(opts.access.retry_for, address)
+    retry = Retry(opts.access.retry_for, address, TRIO)
     restarts = Restarts(opts, TRIO)
     while True:
         sender = Sender(opts, TRIO, sessions=True)

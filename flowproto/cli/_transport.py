@@ -17,8 +17,8 @@ from typing import Any
 
 import trio
 
+from flowproto.iolayer import ConnectionLostBase
 from flowproto.trio import (
-    ConnectionLostError,
     FlowConnection,
     HandshakeTimeout,
     UnixSocketListener,
@@ -29,6 +29,7 @@ from flowproto.trio import (
 
 from ._access import ReceiverAccess, SenderAccess
 from ._errors import CliError, flatten, os_reason
+from ._layer import Layer
 from ._printing import format_address
 from ._progress import eprint
 
@@ -111,24 +112,26 @@ def connect(
     )
 
 
-def overloaded(exc: BaseException) -> ConnectionLostError | None:
-    """The GOAWAY(OVERLOADED) refusal ``exc`` is (or holds only), else ``None``."""
+def overloaded(exc: BaseException) -> ConnectionLostBase | None:
+    """The GOAWAY(OVERLOADED) refusal ``exc`` is (or holds only), else ``None`` (either
+    layer's ``ConnectionLostError``)."""
     leaves = flatten(exc)
-    if all(isinstance(e, ConnectionLostError) and e.retryable for e in leaves):
+    if all(isinstance(e, ConnectionLostBase) and e.retryable for e in leaves):
         first = leaves[0]
-        assert isinstance(first, ConnectionLostError)
+        assert isinstance(first, ConnectionLostBase)
         return first
     return None
 
 
 def connect_error(exc: BaseException, address: str, tls: bool) -> CliError | None:
     """The one line for a failure to connect, with a hint where one helps; ``None`` if
-    ``exc`` is not such a failure."""
-    if isinstance(exc, OSError):
+    ``exc`` is not such a failure. Either layer's: asyncio's ``ConnectionLostError`` is an
+    ``OSError`` too, so it is told apart first."""
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionLostBase):
         return CliError(f"cannot connect to {address}: {os_reason(exc)}")
     if isinstance(exc, HandshakeTimeout):
         return CliError(f"cannot connect to {address}: {exc}")
-    if not isinstance(exc, ConnectionLostError):
+    if not isinstance(exc, ConnectionLostBase):
         return None
     cause = exc.__cause__
     if _closed_in_handshake(exc):
@@ -155,7 +158,7 @@ def connect_error(exc: BaseException, address: str, tls: bool) -> CliError | Non
     return CliError(text)
 
 
-def _closed_in_handshake(exc: ConnectionLostError) -> bool:
+def _closed_in_handshake(exc: ConnectionLostBase) -> bool:
     """The receiver hung up before its HELLO (EOF or a reset), saying nothing."""
     if exc.error_code is None and "before its HELLO" in exc.reason:
         return True
@@ -170,14 +173,15 @@ class Retry:
     together do not come back together.
     """
 
-    def __init__(self, retry_for: float, address: str) -> None:
+    def __init__(self, retry_for: float, address: str, layer: Layer) -> None:
         self.retry_for = retry_for
         self.address = address
+        self.layer = layer  # its clock and sleep: the same backoff on either loop
         self.attempts = 0
-        self._started = trio.current_time()
+        self._started = layer.now()
         self._backoff = FIRST_BACKOFF
 
-    async def wait(self, refusal: ConnectionLostError) -> None:
+    async def wait(self, refusal: ConnectionLostBase) -> None:
         """Print one line and sleep before the next attempt.
 
         Raises:
@@ -186,7 +190,7 @@ class Retry:
         self.attempts += 1
         delay = max(self._backoff, refusal.retry_after or 0.0) * random.uniform(1.0, 1.5)
         self._backoff = min(self._backoff * 2, MAX_BACKOFF)
-        spent = trio.current_time() - self._started
+        spent = self.layer.now() - self._started
         if spent + delay > self.retry_for:
             tried = f" after {self.attempts} attempts in {spent:.1f} s" if self.attempts > 1 else ""
             raise CliError(
@@ -197,4 +201,4 @@ class Retry:
             f"flowproto: {self.address} is overloaded ({refusal.reason}); "
             f"retry {self.attempts} in {delay:.1f} s"
         )
-        await trio.sleep(delay)
+        await self.layer.sleep_until(self.layer.now() + delay)
