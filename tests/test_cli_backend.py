@@ -377,15 +377,18 @@ def test_asyncio_send_no_reconnect_fails_at_the_first_cut_and_says_what_was_conf
     assert "resumed" not in sent.stderr
 
 
-def test_retry_for_on_asyncio_waits_out_an_overloaded_receiver_and_a_stop_ends_the_wait(
-    tmp_path: Path,
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_retry_for_waits_out_an_overloaded_receiver_and_a_stop_ends_the_wait(
+    tmp_path: Path, backend: str, stop: signal.Signals
 ) -> None:
     """spec §10.1: GOAWAY(OVERLOADED) means nothing was processed, so ``send`` retries
-    within ``--retry-for`` (a line per retry), as on Trio; asyncio used to fail at once.
-    A stop signal during the backoff ends it at once, with the summary and 128 + 2."""
+    within ``--retry-for`` (a line per retry); asyncio used to fail at once. A stop signal
+    during the backoff ends it at once, with the summary and 128 + its number (Trio used
+    to leave SIGTERM there to Python: no summary)."""
     with receiver("--max-connections", "1", "-q", cwd=tmp_path) as (_, port):
         address = f"127.0.0.1:{port}"
-        send = ("send", "--backend", "asyncio", "--connect", address, "--count", "10")
+        send = ("send", "--backend", backend, "--connect", address, "--count", "10")
         with flowproto(
             "send", "--connect", address, "--rate", "2", "--count", "1000", cwd=tmp_path
         ) as holder:
@@ -397,11 +400,12 @@ def test_retry_for_on_asyncio_waits_out_an_overloaded_receiver_and_a_stop_ends_t
 
             with flowproto(*send, "--json", "--retry-for", "60", cwd=tmp_path) as stopped:
                 stopped.wait_for(rf"^flowproto: {address} is overloaded \(.*retry 1 in ")
-                stopped.proc.send_signal(signal.SIGINT)
+                stopped.proc.send_signal(stop)
                 status, out, err = stopped.finish(timeout=10)  # not after the backoff
-            assert status == 130, err
+            assert status == 128 + stop, err
             summary = json.loads(out)
-            assert summary["interrupted"] is True and summary["messages"] == 0, summary
+            assert summary["interrupted"] is True and summary["signal"] == stop.name, summary
+            assert summary["messages"] == 0, summary
 
             with flowproto(*send, "--retry-for", "60", cwd=tmp_path) as waiting:
                 waiting.wait_for(rf"^flowproto: {address} is overloaded \(.*retry 1 in ")

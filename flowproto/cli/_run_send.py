@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 from flowproto import Reconnect
+from flowproto.iolayer import ConnectionLostBase
 from flowproto.trio import FlowConnection
 
 from ._constants import CLOSE_GRACE
@@ -64,6 +65,26 @@ async def _stop_on_signal(
     # Ctrl-C, SIGTERM, SIGHUP: stop sending, then say what was sent and confirmed.
     sender.stop(await first_stop_signal(signals))
     sending.cancel()
+
+
+async def _retry_unless_stopped(
+    retry: Retry, refusal: ConnectionLostBase, signals: AsyncIterator[int] | None
+) -> str | None:
+    """``retry.wait(refusal)`` (a line, a backoff; CliError once --retry-for is spent),
+    unless a stop signal comes first: then at once, its name."""
+    stopped: str | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def watch(signals: AsyncIterator[int]) -> None:
+            nonlocal stopped
+            stopped = await first_stop_signal(signals)
+            nursery.cancel_scope.cancel()
+
+        if signals is not None:
+            nursery.start_soon(watch, signals)
+        await retry.wait(refusal)
+        nursery.cancel_scope.cancel()
+    return stopped
 
 
 async def _send_all(
@@ -115,27 +136,34 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
     address = f"unix:{opts.unix_path}" if opts.unix_path else format_address((opts.host, opts.port))
     retry = Retry(opts.access.retry_for, address, TRIO)
     restarts = Restarts(opts, TRIO)
-    while True:
-        sender = Sender(opts, TRIO, sessions=True)
-        try:
-            with stop_signal_receiver() as signals:
+    # One signal receiver for every attempt and the waits between them: a stop signal is
+    # never left to Python's default handling (SIGTERM used to end a retry's backoff
+    # with no summary).
+    with stop_signal_receiver() as signals:
+        while True:
+            sender = Sender(opts, TRIO, sessions=True)
+            try:
                 async with AsyncExitStack() as stack:
                     conn = await restarts.connect(partial(_connect, stack, opts, address))
                     check_peer(opts, conn.peer_settings)
                     seconds = await _send_all(sender, conn, address, progress, signals)
                     final = [st.statistics() for st in sender.streams]  # the same moment
                     session = conn.statistics()
-            if restarts.again(sender):
-                # spec §15.10: the receiver restarted and lost the session: a new
-                # connection, whose stream starts after what the receiver's output holds.
-                continue
-            break
-        except Exception as exc:
-            # spec §10.1: OVERLOADED means nothing was processed; retry while nothing was sent.
-            refusal = overloaded(exc)
-            if refusal is None or sender.totals()[0] > 0:
-                raise
-            await retry.wait(refusal)  # one line; CliError once --retry-for is spent
+                if restarts.again(sender):
+                    # spec §15.10: the receiver restarted and lost the session: a new
+                    # connection, whose stream starts after what the receiver's output holds.
+                    continue
+                break
+            except Exception as exc:
+                # spec §10.1: OVERLOADED means nothing was processed; retry while nothing
+                # was sent.
+                refusal = overloaded(exc)
+                if refusal is None or sender.totals()[0] > 0:
+                    raise
+                stopped = await _retry_unless_stopped(retry, refusal, signals)
+                if stopped is not None:  # nothing was sent
+                    sender.stop(stopped)
+                    return sender.summary(0.0, [])
     return sender.summary(
         seconds, final, session if opts.reconnect_timeout is not None else None, restarts.count
     )
