@@ -1,4 +1,4 @@
-"""Sessions that outlive their transport (spec §15): retention, the exchange, reconciling.
+"""Sessions that outlive their transport (spec §15): the lifecycle, retention, the exchange.
 
 A session is the state of a connection that survives the loss of its transport: the
 stream table, every limit and counter, and the messages each side retains because the
@@ -13,9 +13,10 @@ received, consumed and grants) and a connection RESUME. On the acceptor a fresh
 connection sees the HELLO and reports :class:`ResumeRequested`; the I/O layer finds the
 session's connection by the token (:class:`SessionStore`) and calls
 :meth:`~SessionResumption.adopt`, which answers with a new token and its own exchange.
-When each side has the other's exchange it reconciles (spec §15.8): it rewinds each
-stream's send counters to what the peer received and retransmits exactly the retained
-messages after that position.
+When each side has the other's exchange it reconciles (spec §15.8, ``_reconcile.py``,
+the base :class:`SessionReconciling`): it rewinds each stream's send counters to what the
+peer received and retransmits exactly the retained messages after that position. A
+RESUME outside an exchange is a cold resume's answer (spec §15.10, ``_cold_start.py``).
 
 Records of closed streams are kept until a PONG confirms the peer processed everything
 sent on them (spec §15.7); one PING at a time confirms every stream closed before it.
@@ -28,18 +29,14 @@ import hmac
 import secrets
 from collections import deque
 from collections.abc import Callable
-from itertools import islice
 from typing import TYPE_CHECKING, Final
 
-from ._credit import spend
+from ._cold_start import cold_start
 from ._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from ._events import (
     Event,
     ResumeRequested,
     SessionGranted,
-    SessionResumed,
-    StreamReset,
-    StreamStarted,
 )
 from ._frames import (
     MAX_PING_ID,
@@ -54,9 +51,9 @@ from ._frames import (
     SessionFrame,
 )
 from ._inbound import Inbound, Received
-from ._parts import ConnectionParts
+from ._reconcile import SessionReconciling
 from ._session_store import token_key
-from ._state import ConnectionInput, ConnectionState, StreamInput, StreamState
+from ._state import ConnectionInput, ConnectionState
 from ._streams import Role, StreamRecord
 
 if TYPE_CHECKING:
@@ -147,8 +144,9 @@ class SessionState:
         self.bytes_retransmitted = 0
 
 
-class SessionResumption(ConnectionParts):
-    """The session verbs of a connection (spec §15); a mixin of ``Connection``."""
+class SessionResumption(SessionReconciling):
+    """The session verbs of a connection (spec §15); a mixin of ``Connection``, with its
+    reconciling (spec §15.8) in the base :class:`SessionReconciling`."""
 
     # --- what the application may read ---------------------------------------------------
 
@@ -492,7 +490,7 @@ class SessionResumption(ConnectionParts):
         if sess.phase != _EXCHANGE:
             st = self._streams.get(frame.stream_id)
             if st is not None and st.start == "sending":
-                self._cold_start(st, frame, rx)  # spec §15.10
+                rx.events.append(cold_start(st, frame))  # spec §15.10
                 return
             raise RemoteProtocolError("a RESUME outside a resumption's exchange (spec §15.6)")
         sid = frame.stream_id
@@ -509,174 +507,6 @@ class SessionResumption(ConnectionParts):
             sess.peer_resumes[sid] = frame
             return
         self._reconcile(frame, rx)
-
-    def _cold_start(self, st: StreamRecord, resume: ResumeFrame, rx: Received) -> None:
-        """spec §15.10: the receiver starts our stream at the position it vouches for."""
-        messages, nbytes = resume.received
-        st.start = None
-        send = st.send
-        send.sent_messages = messages
-        send.sent_bytes = nbytes
-        send.grant(*resume.limits)
-        st.record_consumed(resume.consumed)
-        if st.retained is not None:
-            st.retained_base = messages
-            st.retained_base_bytes = nbytes
-        rx.events.append(StreamStarted(st.id, messages, nbytes))
-
-    # --- reconciling (spec §15.8) --------------------------------------------------------
-
-    def _reconcile(self, conn_resume: ResumeFrame, rx: Received) -> None:
-        sess = self._session
-        peer = self.peer_settings
-        assert sess is not None and peer is not None
-        resumes = sess.peer_resumes
-        conn = self._conn_send
-        received = conn_resume.received[1]
-        if received > conn.sent_bytes:
-            raise RemoteProtocolError(
-                f"peer resumes the connection at {received} bytes, but {conn.sent_bytes} "
-                "were sent (spec §15.8)"
-            )
-        conn.sent_bytes = received
-        conn.grant(conn_resume.limits[0])
-        count = nbytes = 0
-        for sid in sorted(self._streams.keys() | resumes.keys()):
-            st = self._streams.get(sid)
-            resume = resumes.get(sid)
-            if st is None:
-                assert resume is not None
-                st = self._resumed_peer_stream(resume, rx)  # step 5
-                if st is None:
-                    continue
-            if resume is None:
-                if self._table.is_ours(sid) and sid > conn_resume.highest:
-                    # step 4: the peer never saw it; our exchange has just opened it there.
-                    resume = ResumeFrame(sid, (0, 0), 0, (0, 0))
-                else:
-                    self._peer_forgot(st)  # step 4
-                    continue
-            if resume.reset is not None:
-                self._resumed_reset(st, resume, rx)  # step 1
-                continue
-            if st.reset_code is not None:
-                continue  # step 2: our exchange carried the reset; the peer closes it
-            if st.start == "sending" and sid in resumes:
-                # spec §15.10: the receiver's start was lost with the transport; its
-                # RESUME states the same position.
-                self._cold_start(st, resume, rx)
-            sent = self._retransmit(st, resume)  # step 3
-            count += sent[0]
-            nbytes += sent[1]
-        resumes.clear()
-        sess.phase = None
-        sess.resumed += 1
-        sess.messages_retransmitted += count
-        sess.bytes_retransmitted += nbytes
-        self._suspended = False
-        self._inbound.hold_data = False
-        # Streams forgotten by step 4 need no confirmation any more (spec §15.7).
-        streams = self._streams
-        sess.closed_next = [sid for sid in sess.closed_next if sid in streams]
-        if sess.closed_next:
-            self._send_confirm_ping()
-        self._update_connection_credit()
-        rx.events.append(SessionResumed(count, nbytes))
-
-    def _resumed_peer_stream(self, resume: ResumeFrame, rx: Received) -> StreamRecord | None:
-        """Step 5: a stream only the peer has."""
-        sid = resume.stream_id
-        if not self._table.is_idle(sid):
-            # We forgot it after confirming it; the peer forgets it too. Legal (its PONG of
-            # our confirming PING may have been lost), so never a glitch (spec §10.7.1).
-            return None
-        if self._table.is_ours(sid):
-            raise RemoteProtocolError(f"RESUME of stream {sid}, never opened here (spec §15.8)")
-        if resume.received != (0, 0):
-            raise RemoteProtocolError(
-                f"peer resumes stream {sid} at {resume.received}, but nothing was sent on it "
-                "(spec §15.8 step 5)"
-            )
-        st = self._open_peer_stream(sid, rx, await_start=False)
-        if st is not None:
-            st.send.grant(*resume.limits)
-        return st
-
-    def _peer_forgot(self, st: StreamRecord) -> None:
-        """Step 4: the peer forgot a stream only after confirming it closed at both ends."""
-        if st.state is not StreamState.CLOSED:
-            raise RemoteProtocolError(
-                f"peer holds no record of stream {st.id}, which is {st.state.value} here "
-                "(spec §15.8 step 4)"
-            )
-        self._drop_all_retained(st)
-        st.confirmed = True
-        self._maybe_forget(st)
-
-    def _resumed_reset(self, st: StreamRecord, resume: ResumeFrame, rx: Received) -> None:
-        """Step 1: the peer's exchange says the stream was reset; as a RESET received."""
-        if st.state is StreamState.CLOSED:
-            return
-        code = resume.reset
-        assert code is not None
-        if code == ErrorCode.REJECTED:
-            st.record_accepted(resume.consumed)
-        else:
-            st.record_consumed(resume.consumed)
-        st.reset_code = code
-        st.reset_consumed = st.recv.consumed_messages
-        rx.flush(st.id)
-        self._advance(st, StreamInput.RECV_RESET, local=False)
-        rx.events.append(StreamReset(st.id, code, "reset (resumed)", True, resume.consumed))
-        self._discard(st)
-
-    def _retransmit(self, st: StreamRecord, resume: ResumeFrame) -> tuple[int, int]:
-        """Step 3: rewind the stream to what the peer received; queue what follows."""
-        messages, nbytes = resume.received
-        send = st.send
-        retained = st.retained
-        assert retained is not None
-        if messages > send.sent_messages or nbytes > send.sent_bytes:
-            raise RemoteProtocolError(
-                f"peer resumes stream {st.id} at {resume.received}, past the "
-                f"{send.sent_messages} messages / {send.sent_bytes} bytes sent (spec §15.8)"
-            )
-        skip = messages - st.retained_base
-        if skip < 0:
-            raise RemoteProtocolError(
-                f"peer resumes stream {st.id} at message {messages}, before the "
-                f"{st.retained_base} it reported consumed (spec §15.8)"
-            )
-        at = st.retained_base_bytes + sum(map(len, islice(retained, skip)))
-        if at != nbytes:
-            raise RemoteProtocolError(
-                f"peer resumes stream {st.id} at {nbytes} bytes, but message {messages} ends "
-                f"at byte {at} (spec §15.8)"
-            )
-        if resume.ended and (messages != send.sent_messages or not st.sent_end):
-            raise RemoteProtocolError(
-                f"peer says stream {st.id} ended, but not all was sent (spec §15.8)"
-            )
-        st.record_consumed(resume.consumed)
-        self._trim_retained(st)
-        send.grant(*resume.limits)
-        conn = self._conn_send
-        conn.sent_messages -= send.sent_messages - messages
-        send.sent_bytes = nbytes
-        send.sent_messages = messages
-        peer = self.peer_settings
-        assert peer is not None
-        output = self._output
-        count = total = 0
-        for payload in islice(retained, messages - st.retained_base, None):
-            n = len(payload)
-            spend(send, conn, n, 1)  # spec §15.8 step 3.3: each counted as a new send
-            output.message(st.id, payload, peer.max_frame_bytes, False)
-            count += 1
-            total += n
-        if st.sent_end and not resume.ended:
-            output.end_stream(st.id)  # step 3.4
-        return count, total
 
     # --- retention (spec §15.5) ----------------------------------------------------------
 
