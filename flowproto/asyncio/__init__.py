@@ -38,9 +38,11 @@ session and hands its new transport over; the streams only wait.
 Layout: ``_connection`` (FlowConnection: state, the core's events, the public verbs),
 ``_protocol`` (its ``asyncio.Protocol`` side: reading, writing, timers, the end),
 ``_stream`` (FlowStream),
-``_link`` (what the two share), ``_resume`` (sessions across transports), ``_serve``
-(opening and serving), ``_errors``, ``_admission`` (memory-budget waiting). Sizes and
-timeouts: :mod:`flowproto.iolayer`.
+``_link`` (what the two share), ``_resume`` (sessions across transports: losing,
+regaining and handing over), ``_open`` (the ``open_*`` functions and the options and
+run shared with serving), ``_serve`` (``serve``, ``serve_unix``, :class:`FlowServer`),
+``_errors``, ``_admission`` (memory-budget waiting, for opened and served connections).
+Sizes and timeouts: :mod:`flowproto.iolayer`.
 """
 
 from __future__ import annotations
@@ -70,16 +72,8 @@ from ..iolayer import (
 from ..unix_sockets import DEFAULT_UNIX_MODE
 from ._connection import FlowConnection
 from ._errors import ConnectionLostError, EndOfStream
-from ._serve import (
-    ConnectionEndCallback,
-    FlowServer,
-    StreamHandler,
-    open_connection,
-    open_flow_connection,
-    open_unix_connection,
-    serve,
-    serve_unix,
-)
+from ._open import open_connection, open_flow_connection, open_unix_connection
+from ._serve import ConnectionEndCallback, FlowServer, StreamHandler, serve, serve_unix
 from ._stream import FlowStream
 
 __all__ = [
