@@ -45,3 +45,16 @@ def test_the_core_benchmark_rejects_a_damaged_message() -> None:
     verifier.take([message(0), message(1)])
     with pytest.raises(SystemExit, match="damaged"):
         verifier.take([message(2)[:-1] + b"x"])
+
+
+def test_round_trip_cpu_runs_every_row_and_compares_each_to_its_loops_raw_framing() -> None:
+    # benchmarks/round_trip_cpu.py: each row makes its round trips (a row that lost its
+    # echo times out) and reports positive CPU.
+    from benchmarks.round_trip_cpu import ROWS, measure
+
+    result = measure(50, 1)
+    assert set(result["rows"]) == set(ROWS)
+    for name, row in result["rows"].items():
+        assert row["cpu_us_per_rt"] > 0, name
+        assert row["ratio"] is not None and row["ratio"] > 0, name
+    assert result["rows"]["raw-trio"]["ratio"] == result["rows"]["raw-asyncio"]["ratio"] == 1.0
