@@ -53,10 +53,8 @@ from ._errors import (
     StreamLimitError,
     StreamResetError,
 )
+from ._open import open_connection, open_flow_connection, open_unix_connection
 from ._serve import (
-    open_connection,
-    open_flow_connection,
-    open_unix_connection,
     serve,
     serve_connection,
     serve_listeners,
