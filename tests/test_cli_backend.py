@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cli_helpers import TIMEOUT, flowproto, receiver, run_flowproto
+from cli_helpers import TIMEOUT, flowproto, receiver, run_flowproto, script
 
 
 @pytest.mark.parametrize(
@@ -414,3 +414,35 @@ def test_retry_for_waits_out_an_overloaded_receiver_and_a_stop_ends_the_wait(
                 status, _, err = waiting.finish()
     assert status == 0, err
     assert "the receiver confirmed 10 consumed" in err, err
+
+
+#: A listener that accepts one connection, says so, and never answers it.
+MUTE_LISTENER = """
+import socket, sys, time
+server = socket.create_server(("127.0.0.1", 0))
+print(f"port {server.getsockname()[1]}", file=sys.stderr, flush=True)
+conn, _ = server.accept()
+print("accepted", file=sys.stderr, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_while_connecting_ends_send_at_once_with_its_summary(
+    tmp_path: Path, backend: str, stop: signal.Signals
+) -> None:
+    """A stop while the handshake waits (a receiver that never answers) used to wait out
+    the handshake timeout (10 s): then Trio died by the signal, with no summary, and
+    asyncio ignored it and failed with "no flowproto handshake"."""
+    with script(MUTE_LISTENER, cwd=tmp_path) as (mute, port), flowproto(
+        "send", "--backend", backend, "--connect", f"127.0.0.1:{port}", "--count", "10",
+        "--json", cwd=tmp_path,
+    ) as sender:  # fmt: skip
+        mute.wait_for(r"^accepted$")  # the sender waits for the peer's HELLO now
+        sender.proc.send_signal(stop)
+        status, out, err = sender.finish(timeout=5)  # well before the 10 s timeout
+    assert status == 128 + stop, err
+    summary = json.loads(out)
+    assert summary["interrupted"] is True and summary["signal"] == stop.name, summary
+    assert summary["messages"] == 0, summary

@@ -147,7 +147,7 @@ async def send_asyncio(opts: SendOptions, progress: ProgressCallback | None) -> 
     retry = Retry(opts.access.retry_for, address, ASYNCIO)
     restarts = Restarts(opts, ASYNCIO)
     sender = Sender(opts, ASYNCIO, sessions=True)
-    producers: list[asyncio.Task[None]] = []
+    producers: list[asyncio.Task[Any]] = []  # what a stop cancels: the producers, a connect
 
     def stop(name: str) -> None:
         # Ctrl-C, SIGTERM, SIGHUP: stop sending, then say what was sent and confirmed.
@@ -160,7 +160,17 @@ async def send_asyncio(opts: SendOptions, progress: ProgressCallback | None) -> 
         while True:
             try:
                 async with AsyncExitStack() as stack:
-                    conn = await restarts.connect(partial(_connect, stack, opts, address))
+                    # A stop signal while connecting (the handshake, a restart's backoff)
+                    # cancels the attempt: stop() cancels what is in producers.
+                    connecting = asyncio.ensure_future(
+                        restarts.connect(partial(_connect, stack, opts, address))
+                    )
+                    producers.append(connecting)
+                    await asyncio.wait({connecting})
+                    producers.remove(connecting)
+                    if connecting.cancelled() and sender.signal is not None:
+                        return {**sender.summary(0.0, []), "backend": "asyncio"}
+                    conn = connecting.result()
                     check_peer(opts, conn.peer_settings)
                     seconds = await _send_all(sender, conn, address, progress, producers)
                     final = [s.statistics() for s in sender.streams]  # the same moment

@@ -10,7 +10,7 @@ names. What happens on each stream is ``_sender``'s, shared with the asyncio run
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
@@ -59,12 +59,20 @@ async def _connect(stack: AsyncExitStack, opts: SendOptions, address: str) -> Fl
         raise error from None
 
 
-async def _stop_on_signal(
-    sender: Sender, signals: AsyncIterator[int], sending: trio.CancelScope
+async def _watch_stops(
+    signals: AsyncIterator[int],
+    watch: trio.CancelScope,
+    sender: Sender,
+    connected: Callable[[], bool],
+    attempt: trio.CancelScope,
+    sending: trio.CancelScope,
 ) -> None:
-    # Ctrl-C, SIGTERM, SIGHUP: stop sending, then say what was sent and confirmed.
-    sender.stop(await first_stop_signal(signals))
-    sending.cancel()
+    # Ctrl-C, SIGTERM, SIGHUP: while connecting (the handshake, a restart's backoff) the
+    # attempt ends at once; once connected, the sending stops, then the summary says what
+    # was sent and confirmed (see Sender.finish).
+    with watch:
+        sender.stop(await first_stop_signal(signals))
+        (sending if connected() else attempt).cancel()
 
 
 async def _retry_unless_stopped(
@@ -92,10 +100,11 @@ async def _send_all(
     conn: FlowConnection,
     address: str,
     progress: ProgressCallback | None,
-    signals: AsyncIterator[int] | None = None,
+    sending: trio.CancelScope,
 ) -> float:
     """Run a producer per stream (each opens its own, spec §6.4) and the reporters; the
-    seconds it took. A stop signal ends the sending (see :meth:`Sender.finish`)."""
+    seconds it took. Cancelling ``sending`` (a stop signal) ends the sending (see
+    :meth:`Sender.finish`)."""
     opts = sender.opts
     sender.watched.add_connection(conn, address)
     start = trio.current_time()
@@ -111,9 +120,7 @@ async def _send_all(
                 *opts.metrics,
                 sender.snapshot,
             )
-        with trio.CancelScope() as sending:
-            if signals is not None:
-                nursery.start_soon(_stop_on_signal, sender, signals, sending)
+        with sending:
             async with trio.open_nursery() as producers:
                 for _ in range(opts.streams):
                     producers.start_soon(sender.produce, conn, deadline, address)
@@ -143,12 +150,27 @@ async def run_send(opts: SendOptions, progress: ProgressCallback | None) -> dict
         while True:
             sender = Sender(opts, TRIO, sessions=True)
             try:
-                async with AsyncExitStack() as stack:
-                    conn = await restarts.connect(partial(_connect, stack, opts, address))
-                    check_peer(opts, conn.peer_settings)
-                    seconds = await _send_all(sender, conn, address, progress, signals)
-                    final = [st.statistics() for st in sender.streams]  # the same moment
-                    session = conn.statistics()
+                # One watcher per attempt: a stop signal while connecting (the handshake,
+                # a restart's backoff) cancels the whole attempt, whose scope holds the
+                # connection (its nursery must nest inside); once connected, the sending.
+                connected = trio.Event()
+                with trio.CancelScope() as attempt:
+                    async with trio.open_nursery() as guard, AsyncExitStack() as stack:
+                        watch, sending = trio.CancelScope(), trio.CancelScope()
+                        if signals is not None:
+                            guard.start_soon(
+                                _watch_stops, signals, watch, sender, connected.is_set,
+                                attempt, sending,
+                            )  # fmt: skip
+                        conn = await restarts.connect(partial(_connect, stack, opts, address))
+                        connected.set()
+                        check_peer(opts, conn.peer_settings)
+                        seconds = await _send_all(sender, conn, address, progress, sending)
+                        final = [st.statistics() for st in sender.streams]  # the same moment
+                        session = conn.statistics()
+                        watch.cancel()
+                if attempt.cancelled_caught:  # stopped while connecting: nothing was sent
+                    return sender.summary(0.0, [])
                 if restarts.again(sender):
                     # spec §15.10: the receiver restarted and lost the session: a new
                     # connection, whose stream starts after what the receiver's output holds.
