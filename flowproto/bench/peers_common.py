@@ -51,9 +51,12 @@ class TimedCpu:
 
     Call :meth:`tick` after each round trip (the client) or echo (the server): the clock
     starts when the ``warmup``-th is done (at once if there is no warm-up), and
-    :attr:`seconds` is what this process spent from then until :meth:`stop`. Wake-up
-    latency varies between machines and with their load; the CPU a round trip costs
-    both peers varies much less, so the latency table shows it beside p50 and p99.
+    :attr:`seconds` is what this process spent from then until :meth:`stop`. The
+    latency table shows both peers' CPU per round trip beside p50 and p99: the work a
+    round trip costs, with what each wake-up costs in CPU but not the time waited for
+    it (on one machine raw-asyncio took 105 µs of CPU per round trip idle, 51 beside a
+    busy loop, so it moves with the machine too; ``benchmarks/round_trip_cpu.py`` is
+    the figure without wake-ups).
     """
 
     __slots__ = ("_done", "_start", "seconds", "warmup")

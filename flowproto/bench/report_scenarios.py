@@ -181,8 +181,8 @@ def latency_table(records: Records) -> list[str]:
     out = _head(
         f"Ping-pong latency, 64 B each way, awaited ({n:,} round trips after a warm-up)",
         "Round-trip times in µs, medians of repeats; CPU: both peers' CPU µs over the timed "
-        "round trips, per round trip (steadier than the wall clock, whose wake-ups vary "
-        "with the machine and its load). The ratios, to the raw framing of the side's own "
+        "round trips, per round trip (the work and what each wake-up costs in CPU, not the "
+        "time waited for it). The ratios, to the raw framing of the side's own "
         "event loop (raw Trio, raw-asyncio, raw-asyncio-uvloop), are medians of the "
         "per-repeat ratios.",
         "| side | p50 µs | p99 µs | CPU µs | compared with | p50 vs it | p99 vs it | CPU vs it |",

@@ -95,8 +95,8 @@ def _run_programs(run: Run) -> dict[str, Any]:
 def derive_latency(record: dict[str, Any]) -> None:
     client, server = record["sender"], record["receiver"]
     record["derived"] = {k: client[k] for k in ("p50_us", "p99_us", "mean_us")}
-    # Both peers' CPU over the timed round trips: steadier than the wall clock, which
-    # also holds each wake-up (their cost differs with the machine and its load).
+    # Both peers' CPU over the timed round trips: the work, with the CPU of each wake-up
+    # but not the time waited for it.
     cpu_s = client["timed_cpu_s"] + server["timed_cpu_s"]
     record["derived"]["cpu_us_per_rt"] = round(cpu_s / client["round_trips"] * 1e6, 2)
 
