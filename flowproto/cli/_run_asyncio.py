@@ -23,7 +23,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -45,6 +45,8 @@ __all__ = [
     "run_asyncio",
     "send_asyncio",
 ]
+
+T = TypeVar("T")
 
 
 def run_asyncio(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
@@ -161,14 +163,11 @@ async def send_asyncio(opts: SendOptions, progress: ProgressCallback | None) -> 
             try:
                 async with AsyncExitStack() as stack:
                     # A stop signal while connecting (the handshake, a restart's backoff)
-                    # cancels the attempt: stop() cancels what is in producers.
-                    connecting = asyncio.ensure_future(
-                        restarts.connect(partial(_connect, stack, opts, address))
+                    # cancels the attempt.
+                    connecting = await _stoppable(
+                        restarts.connect(partial(_connect, stack, opts, address)), producers
                     )
-                    producers.append(connecting)
-                    await asyncio.wait({connecting})
-                    producers.remove(connecting)
-                    if connecting.cancelled() and sender.signal is not None:
+                    if sender.signal is not None and connecting.cancelled():
                         return {**sender.summary(0.0, []), "backend": "asyncio"}
                     conn = connecting.result()
                     check_peer(opts, conn.peer_settings)
@@ -185,15 +184,25 @@ async def send_asyncio(opts: SendOptions, progress: ProgressCallback | None) -> 
                 refusal = overloaded(exc)
                 if refusal is None or sender.totals()[0] > 0 or sender.signal is not None:
                     raise
-                waiting = asyncio.ensure_future(retry.wait(refusal))  # one line, a backoff
-                producers.append(waiting)  # a stop signal cancels the wait too
-                await asyncio.wait({waiting})
+                waiting = await _stoppable(retry.wait(refusal), producers)  # a line, a backoff
                 if sender.signal is not None:  # stopped while waiting: nothing was sent
                     return {**sender.summary(0.0, []), "backend": "asyncio"}
                 waiting.result()  # CliError once --retry-for is spent
             sender = Sender(opts, ASYNCIO, sessions=True)
             producers.clear()
     return {**sender.summary(seconds, final, session, restarts.count), "backend": "asyncio"}
+
+
+async def _stoppable(work: Awaitable[T], tasks: list[asyncio.Task[Any]]) -> asyncio.Task[T]:
+    """``work`` run as a task kept in ``tasks`` (which a stop signal cancels) until it is
+    done; the done task: its result, its error, or cancelled."""
+    task = asyncio.ensure_future(work)
+    tasks.append(task)
+    try:
+        await asyncio.wait({task})
+    finally:
+        tasks.remove(task)
+    return task
 
 
 async def _send_all(
