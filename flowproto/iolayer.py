@@ -247,24 +247,26 @@ class Inbox:
     never touched by it again), so a batch taken whole is handed out as it is.
     """
 
-    __slots__ = ("_batches", "_count", "_head")
+    __slots__ = ("_batches", "_head", "count")
 
     def __init__(self) -> None:
         self._batches: deque[list[bytes]] = deque()
         self._head = 0  # messages of the first batch already taken
-        self._count = 0
+        #: How many messages it holds (read it: only the methods change it). Testing it
+        #: on the hot path costs no call, unlike ``len()`` or ``bool()``.
+        self.count = 0
 
     def __len__(self) -> int:
-        return self._count
+        return self.count
 
     def __bool__(self) -> bool:
-        return self._count > 0
+        return self.count > 0
 
     def extend(self, messages: list[bytes]) -> None:
         """Messages arrived, in order; the inbox keeps the list itself."""
         if messages:
             self._batches.append(messages)
-            self._count += len(messages)
+            self.count += len(messages)
 
     def popleft(self) -> bytes:
         """The first message (the inbox must not be empty)."""
@@ -276,14 +278,14 @@ class Inbox:
             self._batches.popleft()
             head = 0
         self._head = head
-        self._count -= 1
+        self.count -= 1
         return message
 
     def take(self, limit: int) -> list[bytes]:
         """Up to ``limit`` first messages, in order."""
         batches = self._batches
         taken: list[bytes] = []
-        want = min(limit, self._count)
+        want = min(limit, self.count)
         while want > 0:
             batch = batches[0]
             head = self._head
@@ -301,14 +303,14 @@ class Inbox:
             else:
                 taken = piece
             want -= left
-            self._count -= left
+            self.count -= left
         return taken
 
     def clear(self) -> None:
         """Drop every message (the stream was reset)."""
         self._batches.clear()
         self._head = 0
-        self._count = 0
+        self.count = 0
 
 
 def decode_batch(codec: Codec, batch: list[bytes]) -> list[Any]:

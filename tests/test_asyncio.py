@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 
 from flowproto import (
+    AutoTune,
     Connection,
     ErrorCode,
     MessagesReceived,
+    PingReceived,
     Role,
     Settings,
     StreamOpened,
@@ -55,10 +57,12 @@ class MemoryTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = bytearray()
+        self.writes = 0  # calls of write()
         self.closing = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += data
+        self.writes += 1
 
     def take(self) -> bytes:
         data = bytes(self.written)
@@ -91,17 +95,19 @@ class MemoryTransport(asyncio.Transport):
 class BarePeer:
     """A FlowConnection (initiator) wired to a sans-IO Connection (acceptor) by hand."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, autotune: AutoTune | None = None) -> None:
         self.core = Connection(Role.ACCEPTOR, settings)
-        self.conn = FlowConnection(Role.INITIATOR, autotune=None)
+        self.conn = FlowConnection(Role.INITIATOR, autotune=autotune)
         self.transport = MemoryTransport()
         self.transport.lost = lambda: self.conn.connection_lost(None)  # type: ignore[method-assign]
         self.conn.connection_made(self.transport)
         self.now = 0.0
 
     def to_peer(self) -> list[Any]:
-        """What the connection wrote, fed to the peer; its events."""
-        return self.core.receive_data(self.transport.take(), self.now)
+        """What the connection wrote, fed to the peer; its events (none if it wrote none:
+        ``b""`` would tell the peer the transport ended)."""
+        data = self.transport.take()
+        return self.core.receive_data(data, self.now) if data else []
 
     def to_conn(self) -> None:
         """What the peer queued, fed to the connection (as the event loop would)."""
@@ -111,9 +117,11 @@ class BarePeer:
 
 
 @asynccontextmanager
-async def bare_pair(settings: Settings | None = None) -> AsyncIterator[tuple[BarePeer, Any]]:
+async def bare_pair(
+    settings: Settings | None = None, autotune: AutoTune | None = None
+) -> AsyncIterator[tuple[BarePeer, Any]]:
     """A connected BarePeer and one stream the connection opened (the peer saw it)."""
-    pair = BarePeer(settings)
+    pair = BarePeer(settings, autotune)
     pair.to_peer()
     pair.to_conn()
     await pair.conn.start(handshake_timeout=1)
@@ -127,6 +135,46 @@ async def bare_pair(settings: Settings | None = None) -> AsyncIterator[tuple[Bar
     finally:
         pair.conn.abort()
         await asyncio.sleep(0)
+
+
+def test_a_lone_send_is_written_at_once_and_a_burst_in_one_turn_in_one_more_write() -> None:
+    async def main() -> None:
+        async with bare_pair() as (pair, stream):
+            before = pair.transport.writes
+            await stream.send(b"lone")
+            assert pair.transport.writes == before + 1  # before the loop ran again
+            for i in range(10):
+                await stream.send(b"burst %d" % i)
+            assert pair.transport.writes == before + 1  # the rest of the turn waits...
+            await asyncio.sleep(0)
+            assert pair.transport.writes == before + 2  # ...for its end: one write
+            await stream.send(b"next turn")
+            assert pair.transport.writes == before + 3  # the loop ran: at once again
+            messages = [
+                m for e in pair.to_peer() if isinstance(e, MessagesReceived) for m in e.messages
+            ]
+            assert messages == [b"lone", *(b"burst %d" % i for i in range(10)), b"next turn"]
+
+    run(main)
+
+
+def test_a_receive_that_waits_after_a_release_arms_the_round_trip_probe() -> None:
+    # spec §8.9: consuming starts the tuner's round-trip probes; a release that queued no
+    # CREDIT changed the core's deadline, so the receive() that waits next flushes (which
+    # re-arms the timer) even though nothing is left to write.
+    async def main() -> None:
+        async with bare_pair(autotune=AutoTune()) as (pair, stream):
+            pair.core.send_message(stream.stream_id, b"reply")
+            pair.to_conn()
+            assert await stream.receive() == b"reply"  # a small release: no CREDIT
+            assert not pair.transport.written
+            waiting = asyncio.get_running_loop().create_task(stream.receive())
+            for _ in range(5):
+                await asyncio.sleep(0)  # the timer, due at once, fires
+            assert any(isinstance(e, PingReceived) for e in pair.to_peer())
+            waiting.cancel()
+
+    run(main)
 
 
 def test_a_receive_woken_by_a_message_and_cancelled_before_it_ran_consumed_nothing() -> None:

@@ -160,16 +160,19 @@ class StreamPort:
 class StreamLink:
     """The seam between a :class:`FlowConnection` and its :class:`FlowStream` objects.
 
-    Output: the core queues it, :meth:`flush` writes it to the transport in one write
-    (``flush_soon`` once per turn of the loop, so many sends make one write). The
-    transport buffers what the socket does not take; past ``MAX_SEND_BACKLOG`` it pauses
-    the protocol (``paused``) and ``send()`` waits in ``drain_waiters``.
+    Output: the core queues it, :meth:`flush` writes it to the transport in one write.
+    Messages a task queues (:meth:`sent`) go out at once the first time in a turn of the
+    loop, so a lone message waits for nothing; more in the same turn go out together at
+    its end (``flush_soon``), so many sends make one write. The transport buffers what
+    the socket does not take; past ``MAX_SEND_BACKLOG`` it pauses the protocol
+    (``paused``) and ``send()`` waits in ``drain_waiters``.
     """
 
     __slots__ = (
         "bytes_received",
         "bytes_sent",
         "core",
+        "dirty",
         "drain_waiters",
         "flush_scheduled",
         "loop",
@@ -184,6 +187,7 @@ class StreamLink:
         "transport",
         "unyielded_bytes",
         "written",
+        "wrote_this_turn",
     )
 
     def __init__(
@@ -192,7 +196,7 @@ class StreamLink:
         loop: asyncio.AbstractEventLoop,
         pacing: bool,
         stream_changed: Callable[[int, bool], None],
-        on_flush: Callable[[], None],
+        on_flush: Callable[[bool], None],
     ) -> None:
         self.core = core  # the sans-IO connection both drive
         self.loop = loop
@@ -201,6 +205,12 @@ class StreamLink:
         self.paused = False  # the transport's buffer is over its high-water mark
         self.drain_waiters = Waiters(loop)  # send() waiting for the transport to drain
         self.flush_scheduled = False
+        # A task wrote at once (sent()) and may not have let the loop run since: what it
+        # queues next waits for the end of the turn (flush_soon), to go out together.
+        self.wrote_this_turn = False
+        # The core changed (a release() that queued nothing) since the last flush, which
+        # re-arms the timer: the deadline may have moved (spec §8.9 round-trip probes).
+        self.dirty = False
         self.unyielded_bytes = 0  # queued by send() since the loop last ran other tasks
         self.written = 0  # bytes handed to the transport (the write timeout's progress)
         # The connection's totals (spec §14), counted by its streams.
@@ -213,7 +223,8 @@ class StreamLink:
         #: Called as ``stream_changed(stream_id, buffered)`` when a stream ended, was reset
         #: or was drained; ``buffered``: messages still wait in its inbox.
         self.stream_changed = stream_changed
-        #: Called after each flush: the connection re-arms its timer (spec §11).
+        #: Called after each flush as ``on_flush(wrote)``: the connection re-arms its timer,
+        #: and watches the transport's progress if the write left bytes in it (spec §11).
         self.on_flush = on_flush
 
     def flush(self) -> None:
@@ -223,13 +234,37 @@ class StreamLink:
         buffered by the transport, which pauses the protocol past its high-water mark.
         """
         self.flush_scheduled = False
+        self.dirty = False
         core = self.core
         transport = self.transport
+        wrote = False
         if transport is not None and core.has_data_to_send and not transport.is_closing():
             data = core.data_to_send()
             self.written += len(data)
             transport.write(data)
-        self.on_flush()
+            wrote = True
+        self.on_flush(wrote)
+
+    def flush_pending(self) -> None:
+        """:meth:`flush`, unless nothing changed since the last one: a task about to wait
+        flushes what it queued, which a send has often written already."""
+        if self.flush_scheduled or self.dirty or self.core.has_data_to_send:
+            self.flush()
+
+    def sent(self) -> None:
+        """A task queued messages: write them now, unless it already wrote in this turn
+        of the loop (then at the end of the turn, with what it queues next)."""
+        if self.wrote_this_turn:
+            self.flush_soon()
+        else:
+            self.wrote_this_turn = True
+            self.flush()
+
+    def yielded(self) -> None:
+        """The running task lets the loop run: its next message starts a new turn's
+        writes, and its allowance of bytes queued without yielding starts again."""
+        self.wrote_this_turn = False
+        self.unyielded_bytes = 0
 
     def flush_soon(self) -> None:
         """Flush once the running task lets the loop run: sends of one turn, one write."""
@@ -240,5 +275,6 @@ class StreamLink:
     def _scheduled_flush(self) -> None:
         # A flush since flush_soon (a receive() about to wait flushes at once, as does
         # every read) wrote everything and re-armed the timer: nothing is left to do.
+        self.wrote_this_turn = False  # the loop ran: the next send writes at once
         if self.flush_scheduled:
             self.flush()

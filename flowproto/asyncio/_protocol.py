@@ -95,9 +95,11 @@ class TransportProtocol(asyncio.Protocol):
             self._linger = True
             self._finish()
             return
+        link = self._link
+        link.wrote_this_turn = False  # the loop ran: a task's next send writes at once
         if events:
             self._dispatch(events)
-        self._flush()  # replies (CREDIT, PONG) go out now; the timer follows the deadline
+        link.flush()  # replies (CREDIT, PONG) go out now; the timer follows the deadline
         if core.state is ConnectionState.CLOSED:
             if self._lost is None:
                 self._fail(self._closed_error())
@@ -157,13 +159,14 @@ class TransportProtocol(asyncio.Protocol):
     def _flush(self) -> None:
         self._link.flush()
 
-    def _arm_timer(self) -> None:
-        # After each flush: the core's next deadline (spec §8.7, §11), and the write watch.
-        if self._closed.is_set():
-            return  # the transport is gone: nothing is timed any more
+    def _arm_timer(self, wrote: bool = False) -> None:
+        # After each flush: the write watch, if the write left bytes in the transport
+        # (without a write they only go down), and the core's next deadline (spec §8.7,
+        # §11). A closed transport takes no write, so ``wrote`` is False then.
         transport = self.transport
         if (
-            transport is not None
+            wrote
+            and transport is not None
             and self._write_watch is None
             and transport.get_write_buffer_size()
         ):
@@ -175,6 +178,8 @@ class TransportProtocol(asyncio.Protocol):
             # re-arms (_on_timer flushes), so a deadline that moves later each round trip
             # (keepalive follows every frame received) costs no cancel and no call_at.
             return
+        if self._closed.is_set():
+            return  # the transport is gone: nothing is timed any more
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = deadline

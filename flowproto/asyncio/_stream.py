@@ -142,7 +142,7 @@ class FlowStream(StreamStart):
         if link.unyielded_bytes >= YIELD_AFTER_BYTES:
             # Let the loop run (the flush, the reads) before queuing more; nothing of this
             # send is queued yet, so cancelling here loses nothing.
-            link.unyielded_bytes = 0
+            link.yielded()
             await asyncio.sleep(0)
         if link.pacing:
             await self._pace(len(payloads))
@@ -181,7 +181,7 @@ class FlowStream(StreamStart):
             link.messages_sent += n
             link.bytes_sent += nbytes
             link.unyielded_bytes += nbytes + 16 * n
-            link.flush_soon()  # one write for everything queued in this turn
+            link.sent()  # now, or in one write with the rest of this turn's
         return sent + n
 
     async def _send_payloads(self, payloads: list[bytes], sent: int) -> None:
@@ -301,12 +301,11 @@ class FlowStream(StreamStart):
                 are received first.
             MessageDecodeError: the message could not be decoded (it was consumed).
         """
-        port = self._port
-        if not port.inbox:
-            await self._starve()
+        inbox = self._port.inbox
+        now = await self._starve() if not inbox.count else None
         # No await from here on: cancelling receive() never loses a message.
-        data = port.inbox.popleft()
-        self._consumed(len(data), 1)
+        data = inbox.popleft()
+        self._consumed(len(data), 1, now)
         return self.codec.decode(data)
 
     async def receive_many(self, max_messages: int = 1024, *, release: bool = True) -> list[Any]:
@@ -325,8 +324,7 @@ class FlowStream(StreamStart):
             raises ``MessageDecodeError`` and the whole batch stays held.
         """
         port = self._port
-        if not port.inbox:
-            await self._starve()
+        now = await self._starve() if not port.inbox.count else None
         batch = port.inbox.take(max_messages)
         count = len(batch)
         if not release:
@@ -334,7 +332,7 @@ class FlowStream(StreamStart):
             port.held.extend(sizes)
             port.inbox_bytes -= sum(sizes)
         else:
-            self._consumed(sum(map(len, batch)), count)
+            self._consumed(sum(map(len, batch)), count, now)
         return decode_batch(self.codec, batch)
 
     def release(self, count: int | None = None) -> None:
@@ -364,8 +362,11 @@ class FlowStream(StreamStart):
         except EndOfStream:
             raise StopAsyncIteration from None
 
-    async def _starve(self) -> None:
-        """Wait for a message (raising as ``_check_receive`` does); spec §14 counts it."""
+    async def _starve(self) -> float:
+        """Wait for a message (raising as ``_check_receive`` does); spec §14 counts it.
+
+        Called with the inbox empty; returns the loop's time once it is not.
+        """
         self._check_receive()
         link = self._link
         port = self._port
@@ -374,14 +375,18 @@ class FlowStream(StreamStart):
         start = link.loop.time()
         self.starvation_events += 1
         link.starvation_events += 1
-        link.flush()  # what this task queued (CREDIT, messages) goes out before it waits
-        link.unyielded_bytes = 0  # this task waits: the loop runs
+        link.flush_pending()  # what this task queued (CREDIT, messages) goes out now
+        link.yielded()  # this task waits: the loop runs
         try:
-            while not port.inbox:
-                self._check_receive()
+            while True:
                 await port.receive_waiters.wait()
+                if port.inbox.count:
+                    break
+                self._check_receive()
         finally:
-            self.starved_seconds += link.loop.time() - start
+            now = link.loop.time()
+            self.starved_seconds += now - start
+        return now
 
     def _check_receive(self) -> None:
         port = self._port
@@ -392,8 +397,11 @@ class FlowStream(StreamStart):
         if port.lost is not None:
             raise port.lost.for_stream(self._delivered())
 
-    def _consumed(self, nbytes: int, count: int, *, from_inbox: bool = True) -> None:
-        """Count consumed messages and release their credit (spec §8.5)."""
+    def _consumed(
+        self, nbytes: int, count: int, now: float | None = None, *, from_inbox: bool = True
+    ) -> None:
+        """Count consumed messages and release their credit (spec §8.5); ``now``: the
+        loop's time, if the caller just read it."""
         port = self._port
         if from_inbox:
             port.inbox_bytes -= nbytes
@@ -403,9 +411,13 @@ class FlowStream(StreamStart):
         link.messages_received += count
         link.bytes_received += nbytes
         core = link.core
-        core.release(self.stream_id, nbytes, count, link.loop.time())  # spec §8.5; §8.9 tunes
+        if now is None:
+            now = link.loop.time()
+        core.release(self.stream_id, nbytes, count, now)  # spec §8.5; §8.9 tunes
         if core.has_data_to_send:
             link.flush()  # the CREDIT goes out now, whatever the consumer does next
+        else:
+            link.dirty = True  # the timer learns of it at the next flush (spec §8.9 probes)
         budget = core.budget
         if budget is not None and budget.waiting:
             room_freed(budget)  # spec §8.9 B2: the consumed room may admit a newcomer
