@@ -8,7 +8,8 @@ event loop drives it:
   handed out: messages to their stream's inbox, credit to blocked senders. Nothing there
   waits on the application, so CREDIT and PING are processed while nothing is being
   consumed (spec §9 R2);
-- output is written by whoever queued it, one ``transport.write`` per turn of the loop;
+- output is written by whoever queued it: a lone message at once, more queued in the same
+  turn of the loop in one ``transport.write`` at its end;
   past ``MAX_SEND_BACKLOG`` unwritten bytes the transport pauses the protocol and
   ``send()`` waits (spec §10.7.2); a transport that takes nothing within the write
   allowance loses the connection (spec §11);
