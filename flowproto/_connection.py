@@ -43,6 +43,7 @@ from ._errors import (
 )
 from ._events import (
     Event,
+    MessagesReceived,
 )
 from ._frames import (
     HEADER,
@@ -604,28 +605,44 @@ class Connection(
             raise exc
         self._glitch_budget.tick(now)  # spec §10.7.1: refilled up to now
         self._clock = now
-        inbound = self._inbound
-        rx = Received()
         try:
-            # A chunk that starts with a frame is walked in place; otherwise chunks() joins
-            # it to the bytes held from the last one.
-            chunks = ((data, 0),) if not inbound.buf else inbound.chunks(data)
-            for chunk, pos in chunks:
-                if inbound.stopped:
-                    if inbound.paused:  # spec §15.6: kept for the session's connection
-                        inbound.buf += memoryview(chunk)[pos:]
-                    continue
-                if not inbound.preface_done:
-                    pos = inbound.preface(chunk, pos)
-                    if pos < 0:
-                        break
-                    self._move(ConnectionInput.RECV_PREFACE)
-                for item in inbound.walk(chunk, pos, rx):
-                    self._receive_item(item, rx)
+            # The walk's first step, without its machinery: the run of whole messages on
+            # one stream that the chunk starts with. Mostly that is the whole chunk, and
+            # its one event is what the walk would have returned.
+            run = self._inbound.leading_run(data)
+            if run is not None and run[3] == len(data):
+                events: list[Event] = [MessagesReceived(run[0], run[1], run[2])]
+            else:
+                events = self._walk(data, run)
         except RemoteProtocolError as exc:
             self._fail(exc)
             raise
         self._note_receipt(now)
+        return events
+
+    def _walk(self, data: bytes, run: tuple[int, list[bytes], int, int] | None) -> list[Event]:
+        """The frames of ``data`` after the ``run`` that ``leading_run`` took, if any."""
+        inbound = self._inbound
+        rx = Received()
+        pos = 0
+        if run is not None:
+            sid, messages, nbytes, pos = run
+            rx.messages(sid, messages, nbytes)
+        # A chunk that starts with a frame is walked in place; otherwise chunks() joins
+        # it to the bytes held from the last one.
+        chunks = ((data, pos),) if not inbound.buf else inbound.chunks(data)
+        for chunk, pos in chunks:
+            if inbound.stopped:
+                if inbound.paused:  # spec §15.6: kept for the session's connection
+                    inbound.buf += memoryview(chunk)[pos:]
+                continue
+            if not inbound.preface_done:
+                pos = inbound.preface(chunk, pos)
+                if pos < 0:
+                    break
+                self._move(ConnectionInput.RECV_PREFACE)
+            for item in inbound.walk(chunk, pos, rx):
+                self._receive_item(item, rx)
         return rx.flush_all()
 
     def _receive_item(self, item: Item, rx: Received) -> None:

@@ -83,10 +83,10 @@ class _Batch:
 
     __slots__ = ("index", "messages", "nbytes")
 
-    def __init__(self, index: int, message: bytes) -> None:
+    def __init__(self, index: int, messages: list[bytes], nbytes: int) -> None:
         self.index = index  # where its MessagesReceived goes in the event list
-        self.messages = [message]
-        self.nbytes = len(message)
+        self.messages = messages
+        self.nbytes = nbytes
 
 
 class Received:
@@ -103,13 +103,17 @@ class Received:
         self.pending: dict[int, _Batch] = {}
 
     def message(self, sid: int, message: bytes) -> None:
+        self.messages(sid, [message], len(message))
+
+    def messages(self, sid: int, messages: list[bytes], nbytes: int) -> None:
+        """Add ``messages`` (``nbytes`` in all, the list then owned here) to the batch."""
         batch = self.pending.get(sid)
         if batch is None:
-            self.pending[sid] = _Batch(len(self.events), message)
+            self.pending[sid] = _Batch(len(self.events), messages, nbytes)
             self.events.append(_PLACEHOLDER)  # replaced by flush()
         else:
-            batch.messages.append(message)
-            batch.nbytes += len(message)
+            batch.messages += messages
+            batch.nbytes += nbytes
 
     def flush(self, sid: int) -> None:
         batch = self.pending.pop(sid, None)
@@ -246,24 +250,16 @@ class Inbound:
         """
         n = len(data)
         max_frame = self.max_frame
-        streams = self.streams
         while n - pos >= HEADER_SIZE:
             length, ftype, flags, sid = _unpack_header(data, pos)
             end = pos + HEADER_SIZE + length
             if ftype == _DATA and not self.hold_data:
-                # spec §4.2, §4.5 and §8.4 checked from the header.
                 sid &= STREAM_ID_MASK
-                if length > max_frame or not sid:
-                    check_header(length, ftype, sid, max_frame)
-                st = streams.get(sid)
-                if (
-                    st is not None
-                    and st.partial is None
-                    and st.state in RECEIVING_STATES
-                    and flags & (_END_MESSAGE | _END_STREAM) == _END_MESSAGE
-                ):
-                    taken = self._whole_messages(data, pos, length, st, rx)  # the hot path
-                    if taken > pos:
+                st = self._whole_message_stream(length, flags, sid)
+                if st is not None:
+                    taken, messages, nbytes = self._whole_messages(data, pos, length, st)
+                    if taken > pos:  # the hot path
+                        rx.messages(sid, messages, nbytes)
                         pos = taken
                         continue
                     if taken == pos:
@@ -305,14 +301,64 @@ class Inbound:
                 break
         self._keep(data, n if self.stopped and not self.paused else pos)
 
+    def leading_run(self, data: bytes) -> tuple[int, list[bytes], int, int] | None:
+        """The walk's first step, for a chunk that starts with a frame (nothing held).
+
+        If the chunk starts with a whole message on the hot path, takes it and the run
+        that follows on its stream as :meth:`walk` would (the same methods, the same
+        checks, spec §8.4) and returns (stream id, messages, their bytes, where the walk
+        goes on); the connection skips the walk when that is the chunk's end, as it
+        mostly is. Otherwise returns None, having taken nothing: the walk decides.
+        """
+        if (
+            self.buf
+            or self.hold_data
+            or self.stopped
+            or not self.preface_done
+            or len(data) < HEADER_SIZE
+        ):
+            return None
+        length, ftype, flags, sid = _unpack_header(data, 0)
+        if ftype != _DATA:
+            return None
+        sid &= STREAM_ID_MASK
+        st = self._whole_message_stream(length, flags, sid)
+        if st is None:
+            return None
+        taken, messages, nbytes = self._whole_messages(data, 0, length, st)
+        if taken <= 0:
+            return None  # not complete, or over a limit: the walk sees it again
+        if taken == len(data):
+            self._keep(data, taken)  # nothing to keep; whole frames arrived (§11)
+        return sid, messages, nbytes, taken
+
+    def _whole_message_stream(self, length: int, flags: int, sid: int) -> StreamRecord | None:
+        """The stream of a DATA frame that is a whole message on the hot path, or None.
+
+        Its header is checked first (spec §4.2, §4.5); the hot path is a stream that is
+        receiving, with no message in part, and a frame with END_MESSAGE alone.
+        """
+        if length > self.max_frame or not sid:
+            check_header(length, _DATA, sid, self.max_frame)
+        st = self.streams.get(sid)
+        if (
+            st is not None
+            and st.partial is None
+            and st.state in RECEIVING_STATES
+            and flags & (_END_MESSAGE | _END_STREAM) == _END_MESSAGE
+        ):
+            return st
+        return None
+
     def _whole_messages(
-        self, data: bytes, pos: int, length: int, st: StreamRecord, rx: Received
-    ) -> int:
+        self, data: bytes, pos: int, length: int, st: StreamRecord
+    ) -> tuple[int, list[bytes], int]:
         """Take the whole message at ``pos`` and the run of them that follows on its stream.
 
-        Returns where the walk goes on; ``pos`` itself if the frame is not complete yet;
-        ``-1`` if the frame is over the stream's room or max_message_bytes, for the
-        connection to decide (spec §7.3, §8.4). Past the connection's room it raises.
+        Returns where the walk goes on, the messages taken and their bytes; where is
+        ``pos`` itself if the frame is not complete yet, ``-1`` if the frame is over the
+        stream's room or max_message_bytes, for the connection to decide (spec §7.3,
+        §8.4); nothing is taken then. Past the connection's room it raises.
         """
         n = len(data)
         end = pos + HEADER_SIZE + length
@@ -326,18 +372,16 @@ class Inbound:
                 and length <= self.max_message
             ):
                 conn.receive(length, 0, "the connection")  # short there only: raises
-            return -1
+            return -1, [], 0
         if end > n:
-            return pos
+            return pos, [], 0
         sid = st.id
-        rx.message(sid, data[pos + HEADER_SIZE : end])
+        messages = [data[pos + HEADER_SIZE : end]]
         pos = end
         # The frames that follow, while each is a whole message on the same stream: the
         # same checks, against the room counted down here (spec §8.4).
         max_whole = min(self.max_frame, self.max_message)
-        batch = rx.pending[sid]
-        messages = batch.messages
-        first = nbytes = length
+        nbytes = length
         count = 1
         if length and n - pos >= RUN_MIN * (HEADER_SIZE + length) and length <= max_whole:
             # A run of frames like this one (same stream, size and flags; common with
@@ -375,8 +419,7 @@ class Inbound:
             pos = end
         rw.take(nbytes, count)
         conn.take(nbytes, 0)
-        batch.nbytes += nbytes - first  # rx.message() counted the first
-        return pos
+        return pos, messages, nbytes
 
     def _keep(self, data: bytes, pos: int) -> None:
         """Hold the bytes of ``data`` from ``pos`` until the rest of their frame comes."""

@@ -536,8 +536,8 @@ MUTANTS: list[Mutant] = [
       "        )\n"),
     M("x115", IN, "max_whole = min(self.max_frame, self.max_message)",
       "max_whole = self.max_message"),
-    M("x116", IN, "                if length > max_frame or not sid:\n",
-      "                if not sid:\n"),
+    M("x116", IN, "        if length > self.max_frame or not sid:\n",
+      "        if not sid:\n"),
     M("x117", SD, "if n > max_message or n > bytes_left - nbytes or sent >= messages_left:",
       "if n > max_message or n > bytes_left - nbytes or sent > messages_left:"),
 ]
