@@ -285,22 +285,14 @@ class ReceiveWindow:
         """The most (bytes, messages) ever held at once: received and not yet consumed.
 
         Exact, not sampled: what is held grows only as data is accepted (against the
-        limits, spec §8.4) and shrinks only in :meth:`consume` and :meth:`consume_all`,
-        which record it just before it shrinks; so its peak is the larger of those
-        records and what is held now. It never exceeds the largest window advertised.
+        limits, spec §8.4) and shrinks only in :meth:`consume` (:meth:`consume_all` too
+        calls it), which records it just before it shrinks; so its peak is the larger of
+        those records and what is held now. It never exceeds the largest window advertised.
         """
         return (
             max(self.peak_bytes, self.received_bytes - self.consumed_bytes),
             max(self.peak_messages, self.received_messages - self.consumed_messages),
         )
-
-    def _note_peak(self) -> None:
-        held = self.received_bytes - self.consumed_bytes
-        if held > self.peak_bytes:
-            self.peak_bytes = held
-        held = self.received_messages - self.consumed_messages
-        if held > self.peak_messages:
-            self.peak_messages = held
 
     def receive(self, nbytes: int, nmessages: int, what: str) -> None:
         """Count arriving data; past a limit is FLOW_CONTROL_ERROR (spec §8.4)."""
@@ -326,12 +318,18 @@ class ReceiveWindow:
 
     def consume(self, nbytes: int, nmessages: int) -> None:
         """The application is done with this much (spec §8.5); it may now be re-granted."""
-        if nbytes > self.held_bytes or nmessages > self.held_messages:
+        held_bytes = self.received_bytes - self.consumed_bytes
+        held_messages = self.received_messages - self.consumed_messages
+        if nbytes > held_bytes or nmessages > held_messages:
             raise LocalProtocolError(
-                f"releasing {nbytes} bytes / {nmessages} messages but only {self.held_bytes} "
-                f"bytes / {self.held_messages} messages are held (spec §8.5)"
+                f"releasing {nbytes} bytes / {nmessages} messages but only {held_bytes} "
+                f"bytes / {held_messages} messages are held (spec §8.5)"
             )
-        self._note_peak()
+        # What is held is about to shrink: its peak so far (see held_peak()).
+        if held_bytes > self.peak_bytes:
+            self.peak_bytes = held_bytes
+        if held_messages > self.peak_messages:
+            self.peak_messages = held_messages
         self.consumed_bytes += nbytes
         self.consumed_messages += nmessages
         if self.budget is not None:
@@ -339,12 +337,8 @@ class ReceiveWindow:
 
     def consume_all(self) -> int:
         """Treat everything held as consumed (discarded data, spec §8.8); returns the bytes."""
-        nbytes = self.held_bytes
-        self._note_peak()
-        self.consumed_bytes = self.received_bytes
-        self.consumed_messages = self.received_messages
-        if self.budget is not None:
-            self.budget.committed -= nbytes
+        nbytes = self.received_bytes - self.consumed_bytes
+        self.consume(nbytes, self.received_messages - self.consumed_messages)
         return nbytes
 
     def update(self, report: bool = False) -> tuple[int, int] | None:
