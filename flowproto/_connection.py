@@ -375,11 +375,12 @@ class Connection(
         if st is None:
             return False
         credit = False
-        st.recv.consume(nbytes, nmessages)
+        rw = st.recv
+        rw.consume(nbytes, nmessages)
         self._conn_recv.consume(nbytes, 0)
         tuner = st.tuner  # spec §8.9: rules 1-7 count each release batch...
         if tuner is not None:
-            tuner.on_release(st.recv, nbytes, nmessages, now, self._rtt_floor)
+            tuner.on_release(rw, nbytes, nmessages, now, self._rtt_floor)
         else:
             estimator = st.rate  # the consumption rate, for statistics (spec §14)
             estimator.count(nbytes, nmessages)
@@ -396,17 +397,15 @@ class Connection(
                 st.reported_at = now
             report = (
                 now - st.reported_at >= REPORT_INTERVAL
-                and st.recv.consumed_messages > st.reported_consumed
+                and rw.consumed_messages > st.reported_consumed
             )
-            update = st.recv.update(report=report)
+            update = rw.update(report)
             if update is not None:
-                rate, depth = self._feedback(st) if st.tuner is not None else (None, None)
+                rate, depth = self._feedback(st) if tuner is not None else (None, None)
                 self._output.queue(
-                    CreditFrame(
-                        stream_id, update[0], update[1], st.recv.consumed_messages, rate, depth
-                    )
+                    CreditFrame(stream_id, update[0], update[1], rw.consumed_messages, rate, depth)
                 )
-                st.reported_consumed = st.recv.consumed_messages
+                st.reported_consumed = rw.consumed_messages
                 st.reported_at = now
                 self._output.replies += 1  # spec §10.7: CREDIT answers the peer's data
                 credit = True
