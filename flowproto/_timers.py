@@ -34,11 +34,9 @@ class ConnectionTimers(ConnectionParts):
             return None  # handle_timeout does nothing then: a deadline would spin the caller
         if state is ConnectionState.RESUMING:
             return None  # spec §15.4: no transport, no timers; the I/O layer's deadline
-        # The earliest of the deadlines below (called after every read and write: kept lean).
-        deadline = None
-        frame = self._frame_deadline()
-        if frame is not None:
-            deadline = frame
+        # The earliest of the deadlines below (called after every read and write: kept lean,
+        # so no call for the frame timeout unless a frame has begun).
+        frame = deadline = None if self._frame_started is None else self._frame_deadline()
         if self._keepalive_ping is not None:
             ping = self._ping_deadline(frame)
             if deadline is None or ping < deadline:
