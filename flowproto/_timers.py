@@ -4,6 +4,8 @@ connection window's auto-tuning, all on the caller's clock (``now``).
 
 from __future__ import annotations
 
+from typing import Final
+
 from ._autotune import (
     WindowReason,
     tuned_floor,
@@ -22,6 +24,12 @@ from ._streams import StreamRecord
 
 __all__ = ["ConnectionTimers"]
 
+# Enum members the hot paths compare with, read once: on CPython 3.11 reading a member
+# from its Enum class costs about 65 ns, a module constant about 5.
+_CLOSED: Final = ConnectionState.CLOSED
+_RESUMING: Final = ConnectionState.RESUMING
+_OPEN: Final = ConnectionState.OPEN
+
 
 class ConnectionTimers(ConnectionParts):
     """The connection's timers and its auto-tuning glue."""
@@ -29,10 +37,10 @@ class ConnectionTimers(ConnectionParts):
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timeout` next has work, on the caller's clock, or ``None``."""
         state = self.state
-        if state is ConnectionState.CLOSED:
+        if state is _CLOSED:
             self.leave_budget()  # spec §8.9 B1: a closed connection holds no more credit
             return None  # handle_timeout does nothing then: a deadline would spin the caller
-        if state is ConnectionState.RESUMING:
+        if state is _RESUMING:
             return None  # spec §15.4: no transport, no timers; the I/O layer's deadline
         # The earliest of the deadlines below (called after every read and write: kept lean,
         # so no call for the frame timeout unless a frame has begun).
@@ -69,10 +77,10 @@ class ConnectionTimers(ConnectionParts):
                 With a resumable session (spec §15.4) the transport is lost instead: the
                 state is then RESUMING, and nothing is queued.
         """
-        if self.state is ConnectionState.CLOSED:
+        if self.state is _CLOSED:
             self.leave_budget()  # spec §8.9 B1
             return
-        if self.state is ConnectionState.RESUMING:
+        if self.state is _RESUMING:
             return  # spec §15.4
         self._glitch_budget.tick(now)  # spec §10.7.1: the glitch budget refills with time
         self._note_receipt(now)
@@ -186,7 +194,7 @@ class ConnectionTimers(ConnectionParts):
             and self._consuming
             and bool(self._streams)
             and self.peer_settings is not None
-            and self.state is ConnectionState.OPEN
+            and self.state is _OPEN
         )
 
     def _note_receipt(self, now: float) -> None:

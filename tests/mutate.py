@@ -346,7 +346,7 @@ MUTANTS: list[Mutant] = [
     M("x22", X, "            and rw.held_messages == 0\n            and rw.consumed_messages > st.reported_consumed",
       "            and rw.held_messages == 0\n            and rw.consumed_messages >= st.reported_consumed"),
     M("x23", X, "            and rw.held_messages == 0\n", ""),
-    M("x24", X, "        if self.state is ConnectionState.CLOSED:\n            return\n        update = self._conn_recv.update()",
+    M("x24", X, "        if self.state is _CLOSED:\n            return\n        update = self._conn_recv.update()",
       "        update = self._conn_recv.update()"),
     M("x25", X, "and st.recv.held_messages == 0 and st.partial is None:", "and st.partial is None:"),
     M("x26", ST, "        self.open_count[st.id & 1] -= 1\n",
@@ -475,7 +475,7 @@ MUTANTS: list[Mutant] = [
     M("x93", T, "            if share < window:\n", "            if share <= window:\n"),
     M("x94", X, "if now >= self._conn_next_tune and", "if now > self._conn_next_tune and"),
     # --- nothing is sent after a connection error (spec §10.2) -----------------------------
-    M("x95", X, "        if self.state is ConnectionState.CLOSED:\n            pass  # spec §10.2: nothing is sent after a connection error\n        elif",
+    M("x95", X, "        if self.state is _CLOSED:\n            pass  # spec §10.2: nothing is sent after a connection error\n        elif",
       "        if False:\n            pass  # spec §10.2: nothing is sent after a connection error\n        elif"),
     M("x96", CT, "            self._move(ConnectionInput.ERROR)  # spec §10.2: it sends nothing further\n",
       "            pass  # spec §10.2: it sends nothing further\n"),
