@@ -144,6 +144,7 @@ class Inbound:
         "hold_data",
         "max_frame",
         "max_message",
+        "max_whole",
         "need",
         "paused",
         "preface_done",
@@ -159,6 +160,8 @@ class Inbound:
         self.conn = conn
         self.max_frame = settings.max_frame_bytes
         self.max_message = settings.max_message_bytes
+        # the largest DATA body that can be a whole message on the hot path (spec §8.4)
+        self.max_whole = min(self.max_frame, self.max_message)
         self.buf = bytearray()
         self.need = 0  # bytes buf must reach before parsing can make progress
         self.preface_done = False
@@ -380,7 +383,7 @@ class Inbound:
         pos = end
         # The frames that follow, while each is a whole message on the same stream: the
         # same checks, against the room counted down here (spec §8.4).
-        max_whole = min(self.max_frame, self.max_message)
+        max_whole = self.max_whole
         nbytes = length
         count = 1
         if length and n - pos >= RUN_MIN * (HEADER_SIZE + length) and length <= max_whole:
