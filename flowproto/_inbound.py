@@ -322,15 +322,15 @@ class Inbound:
         ):
             return None
         length, ftype, flags, sid = _unpack_header(data, 0)
-        if ftype != _DATA:
-            return None
+        if ftype != _DATA or HEADER_SIZE + length > len(data):
+            return None  # not DATA, or not all here yet: the walk holds it
         sid &= STREAM_ID_MASK
         st = self._whole_message_stream(length, flags, sid)
         if st is None:
             return None
         taken, messages, nbytes = self._whole_messages(data, 0, length, st)
         if taken <= 0:
-            return None  # not complete, or over a limit: the walk sees it again
+            return None  # over a limit (-1): the walk sees it again, and acts on it
         if taken == len(data):
             self._keep(data, taken)  # nothing to keep; whole frames arrived (§11)
         return sid, messages, nbytes, taken
