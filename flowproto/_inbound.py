@@ -9,6 +9,11 @@ Everything else it hands back, in order, as items for the connection to act on:
 is buffered, spec §8.4), :class:`DataBody` (a DATA frame off the hot path) or a parsed
 control frame. It reads no clock and never calls into the connection; the connection
 tells it what changed (``awaiting_hello``, ``stop()``) between items.
+
+:meth:`Inbound.leading_run` is the walk's first step on its own: the run of whole
+messages a chunk starts with. The connection calls it first, and when that run is the
+whole chunk, as it mostly is with small messages, no walk (no generator, no
+:class:`Received`) is needed.
 """
 
 from __future__ import annotations
