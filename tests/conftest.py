@@ -5,6 +5,11 @@ under Trio without a marker.
 
 With ``FLOWPROTO_NO_SKIPS=1`` (set by ``.ci/run`` once every extra installed) a
 skipped test fails the run: CI runs every test it has, or says loudly why not.
+
+``HYPOTHESIS_PROFILE=ci`` (set by ``.ci/run``) makes the property tests deterministic:
+each tests the same examples on every run (seeded from the test itself), keeps no example
+database, and has no per-example deadline, so a loaded machine cannot fail one for being
+slow. Run without it, locally, they draw new examples each time.
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
