@@ -61,19 +61,20 @@ from ._frames import (
     Settings,
 )
 from ._inbound import DataBody, DataHeader, Inbound, Item, Received
-from ._limits import FRAME_TIMEOUT, REPORT_INTERVAL, GlitchBudget, Limits
+from ._limits import FRAME_TIMEOUT, GlitchBudget, Limits
 from ._outbound import Outbound
 from ._queries import ConnectionQueries
 from ._receiving import DataReceiving
+from ._releasing import CreditReturn
 from ._sending import DataSending
 from ._session import DEFAULT_SESSION_TIMEOUT, SessionResumption, SessionState, new_token
 from ._state import (
-    RECEIVING_STATES,
+    CONNECTION_CLOSED,
     SENDING_STATES,
+    STREAM_CLOSED,
     ConnectionInput,
     ConnectionState,
     StreamInput,
-    StreamState,
     next_connection_state,
     next_state,
 )
@@ -87,10 +88,6 @@ _HELLO: Final = int(FrameType.HELLO)
 _END_MESSAGE: Final = int(Flags.END_MESSAGE)
 _END_STREAM: Final = int(Flags.END_STREAM)
 
-# Enum members the hot paths compare with, read once: on CPython 3.11 reading a member
-# from its Enum class costs about 65 ns, a module constant about 5.
-_CLOSED: Final = ConnectionState.CLOSED
-_STREAM_CLOSED: Final = StreamState.CLOSED
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
 
@@ -106,6 +103,7 @@ class Connection(
     ConnectionQueries,
     DataSending,
     DataReceiving,
+    CreditReturn,
     ControlReceiving,
     ConnectionTimers,
     SessionResumption,
@@ -361,90 +359,6 @@ class Connection(
         self._table.add(st)
         return st
 
-    def release(self, stream_id: int, nbytes: int, nmessages: int, now: float) -> bool:
-        """The application consumed this much of the stream: credit may go back (spec §8.5).
-
-        Queues CREDIT frames when the replenish policy says so (spec §8.6). Releasing on
-        a stream that was reset does nothing: its data was released when it was reset.
-        ``now`` is the caller's clock, in seconds: the stream's consumption rate is kept
-        from it, and with auto-tuning (or a memory budget) the windows follow it (§8.9).
-
-        Returns:
-            True if a CREDIT for the stream was queued: the peer may be waiting for it, so
-            send ``data_to_send()`` soon.
-
-        Raises:
-            LocalProtocolError: releasing more than was received and not yet released.
-        """
-        st = self._streams.get(stream_id)
-        if st is None:
-            return False
-        credit = False
-        rw = st.recv
-        rw.consume(nbytes, nmessages)
-        self._conn_recv.consume(nbytes, 0)
-        tuner = st.tuner  # spec §8.9: rules 1-7 count each release batch...
-        if tuner is not None:
-            tuner.on_release(rw, nbytes, nmessages, now, self._rtt_floor)
-        else:
-            estimator = st.rate  # the consumption rate, for statistics (spec §14)
-            estimator.count(nbytes, nmessages)
-            if estimator.due(now):
-                estimator.fold(now)
-        if now >= self._conn_next_tune and (tuner is not None or self.budget is not None):
-            self._tune(now)  # ...and rule 8 runs at most once per min_epoch
-        if self.state is _CLOSED:
-            pass  # spec §10.2: nothing is sent after a connection error
-        elif st.state in RECEIVING_STATES:
-            # spec §8.6 step 3: by the thresholds, or as a consumption report once
-            # REPORT_INTERVAL has passed since the stream's last CREDIT (a funded CREDIT).
-            if st.reported_at is None:
-                st.reported_at = now
-            report = (
-                now - st.reported_at >= REPORT_INTERVAL
-                and rw.consumed_messages > st.reported_consumed
-            )
-            update = rw.update(report)
-            if update is not None:
-                rate, depth = self._feedback(st) if tuner is not None else (None, None)
-                self._output.queue(
-                    CreditFrame(stream_id, update[0], update[1], rw.consumed_messages, rate, depth)
-                )
-                st.reported_consumed = rw.consumed_messages
-                st.reported_at = now
-                self._output.replies += 1  # spec §10.7: CREDIT answers the peer's data
-                credit = True
-        else:
-            self._final_report(st)
-        self._update_connection_credit()
-        self._maybe_forget(st)
-        return credit
-
-    def _final_report(self, st: StreamRecord) -> None:
-        # spec §10.5 "Final report": the peer ended the stream and every message was
-        # consumed; tell it the final count (limits restated) if it does not know it yet.
-        rw = st.recv
-        if (
-            st.state is StreamState.HALF_CLOSED_REMOTE
-            and rw.held_messages == 0
-            and rw.consumed_messages > st.reported_consumed
-        ):
-            self._output.queue(
-                CreditFrame(
-                    st.id, rw.advertised_bytes, rw.advertised_messages, rw.consumed_messages
-                )
-            )
-            st.reported_consumed = rw.consumed_messages
-            self._output.replies += 1  # spec §10.7
-
-    def _update_connection_credit(self) -> None:
-        if self.state is _CLOSED:
-            return
-        update = self._conn_recv.update()
-        if update is not None:
-            self._output.queue(CreditFrame(0, update[0]))
-            self._output.replies += 1  # spec §10.7
-
     def reset_stream(
         self,
         stream_id: int,
@@ -476,7 +390,7 @@ class Connection(
                     "were consumed (spec §5.7)"
                 )
             consumed = accepted
-        if st.state is not _STREAM_CLOSED and self.state is not _CLOSED:
+        if st.state is not STREAM_CLOSED and self.state is not CONNECTION_CLOSED:
             st.reset_code = error_code  # spec §15.7: a resumption restates it
             st.reset_consumed = consumed
             self._output.queue(ResetFrame(stream_id, error_code, reason, consumed))
@@ -496,7 +410,7 @@ class Connection(
     def _maybe_forget(self, st: StreamRecord) -> None:
         # spec §6.3: a closed stream leaves the table once its received messages are all
         # released; its max_streams slot was freed when it closed (see _advance).
-        if st.state is _STREAM_CLOSED and st.recv.held_messages == 0 and st.partial is None:
+        if st.state is STREAM_CLOSED and st.recv.held_messages == 0 and st.partial is None:
             if st.retained is not None and not st.confirmed:
                 return  # spec §15.7: a session keeps it until a PONG confirms it
             self._streams.pop(st.id, None)
@@ -514,7 +428,7 @@ class Connection(
             raise RemoteProtocolError(message, ErrorCode.STREAM_CLOSED)
         if new not in SENDING_STATES:
             self._output.unblock(st.id)  # spec §8.7: no BLOCKED once we may not send
-        if new is _STREAM_CLOSED:
+        if new is STREAM_CLOSED:
             # spec §6.4: only open and half-closed streams count, even while messages
             # received on a closed one wait to be released.
             self._table.closed(st)
@@ -558,7 +472,7 @@ class Connection(
         then close the transport. ``retry_after_ms`` goes with OVERLOADED (spec §5.8): when
         the peer may try a new connection.
         """
-        if self.state is _CLOSED:
+        if self.state is CONNECTION_CLOSED:
             return
         last = self._table.goaway_last_stream()  # spec §10.4: never raises last_stream
         self._end_session()  # spec §15.4: a GOAWAY ends a session
@@ -570,12 +484,12 @@ class Connection(
         self.state = next_connection_state(self.state, event)  # spec §3, §10: the table
 
     def _check_open(self) -> None:
-        if self.state is _CLOSED:
+        if self.state is CONNECTION_CLOSED:
             raise ConnectionClosedError("the connection is closed")
 
     def _fail(self, exc: RemoteProtocolError) -> None:
         """A connection error (spec §10.2): GOAWAY with the error's code, then closed."""
-        if self.state is _CLOSED:
+        if self.state is CONNECTION_CLOSED:
             return
         last = self._table.goaway_last_stream()
         self._end_session()  # spec §15.4
@@ -598,7 +512,7 @@ class Connection(
                 is queued and the connection is closed: send the queued bytes, then close
                 the transport. Events of frames before the bad one are lost with it.
         """
-        if self.state is _CLOSED:
+        if self.state is CONNECTION_CLOSED:
             return []
         if not data:
             return self._on_eof()
@@ -658,5 +572,5 @@ class Connection(
             self._check_data_header(item.stream_id, item.length, item.flags, st, rx)
         else:
             self._receive_control(item, rx)  # type: ignore[arg-type]
-            if self.state is _CLOSED:
+            if self.state is CONNECTION_CLOSED:
                 self._inbound.stop()

@@ -4,6 +4,7 @@
 one concept: :class:`~flowproto._queries.ConnectionQueries` (what the application may
 read), :class:`~flowproto._sending.DataSending` (the send verbs),
 :class:`~flowproto._receiving.DataReceiving` (DATA off the hot path),
+:class:`~flowproto._releasing.CreditReturn` (release and the CREDIT it queues),
 :class:`~flowproto._control.ControlReceiving` (control frames, by table),
 :class:`~flowproto._timers.ConnectionTimers` (keepalive, BLOCKED repeats, tuning) and
 :class:`~flowproto._session.SessionResumption` (sessions, spec §15; its reconciling,

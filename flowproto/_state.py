@@ -12,8 +12,12 @@ import enum
 from typing import Final
 
 __all__ = [
+    "CONNECTION_CLOSED",
+    "CONNECTION_OPEN",
+    "CONNECTION_RESUMING",
     "RECEIVING_STATES",
     "SENDING_STATES",
+    "STREAM_CLOSED",
     "TRANSITIONS",
     "ConnectionState",
     "StreamInput",
@@ -111,6 +115,13 @@ class ConnectionInput(enum.Enum):
 
 C = ConnectionState
 CI = ConnectionInput
+
+# The members the hot paths compare with, read once here: on CPython 3.11 reading a
+# member from its Enum class costs about 65 ns, a module constant about 5.
+CONNECTION_OPEN: Final = ConnectionState.OPEN
+CONNECTION_CLOSED: Final = ConnectionState.CLOSED
+CONNECTION_RESUMING: Final = ConnectionState.RESUMING
+STREAM_CLOSED: Final = StreamState.CLOSED
 
 #: (where the connection is, what happened) -> where it goes; a missing pair leaves it
 #: where it is (a graceful GOAWAY while closing, say). ERROR closes from anywhere.

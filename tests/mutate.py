@@ -95,6 +95,7 @@ B = "_body.py"
 A, S, T = "_autotune.py", "_settings.py", "_timers.py"
 IN, OUT, ST = "_inbound.py", "_outbound.py", "_streams.py"
 CT, RV, SD = "_control.py", "_receiving.py", "_sending.py"
+RL = "_releasing.py"
 
 # fmt: off
 MUTANTS: list[Mutant] = [
@@ -341,12 +342,12 @@ MUTANTS: list[Mutant] = [
       equivalent="a message of exactly max_frame bytes, fragmented, is one frame with END_MESSAGE: the same bytes"),
     M("x20", OUT, "last = start + max_frame >= n", "last = start + max_frame > n"),
     # --- releasing, credit, forgetting (spec §8.5, §8.6, §10.5) ----------------------------
-    M("x21", X, "        self._conn_recv.consume(nbytes, 0)\n        tuner = st.tuner",
+    M("x21", RL, "        self._conn_recv.consume(nbytes, 0)\n        tuner = st.tuner",
       "        tuner = st.tuner"),
-    M("x22", X, "            and rw.held_messages == 0\n            and rw.consumed_messages > st.reported_consumed",
+    M("x22", RL, "            and rw.held_messages == 0\n            and rw.consumed_messages > st.reported_consumed",
       "            and rw.held_messages == 0\n            and rw.consumed_messages >= st.reported_consumed"),
-    M("x23", X, "            and rw.held_messages == 0\n", ""),
-    M("x24", X, "        if self.state is _CLOSED:\n            return\n        update = self._conn_recv.update()",
+    M("x23", RL, "            and rw.held_messages == 0\n", ""),
+    M("x24", RL, "        if self.state is CONNECTION_CLOSED:\n            return\n        update = self._conn_recv.update()",
       "        update = self._conn_recv.update()"),
     M("x25", X, "and st.recv.held_messages == 0 and st.partial is None:", "and st.partial is None:"),
     M("x26", ST, "        self.open_count[st.id & 1] -= 1\n",
@@ -473,9 +474,9 @@ MUTANTS: list[Mutant] = [
     # --- connection window tuning and the budget (spec §8.9 rule 8) ------------------------
     M("x92", T, "window = max(floor, min(want, cap))", "window = min(want, cap)"),
     M("x93", T, "            if share < window:\n", "            if share <= window:\n"),
-    M("x94", X, "if now >= self._conn_next_tune and", "if now > self._conn_next_tune and"),
+    M("x94", RL, "if now >= self._conn_next_tune and", "if now > self._conn_next_tune and"),
     # --- nothing is sent after a connection error (spec §10.2) -----------------------------
-    M("x95", X, "        if self.state is _CLOSED:\n            pass  # spec §10.2: nothing is sent after a connection error\n        elif",
+    M("x95", RL, "        if self.state is CONNECTION_CLOSED:\n            pass  # spec §10.2: nothing is sent after a connection error\n        elif",
       "        if False:\n            pass  # spec §10.2: nothing is sent after a connection error\n        elif"),
     M("x96", CT, "            self._move(ConnectionInput.ERROR)  # spec §10.2: it sends nothing further\n",
       "            pass  # spec §10.2: it sends nothing further\n"),
